@@ -1,0 +1,59 @@
+"""Exceptions and warnings raised by vheight.
+
+Every error derives from :class:`VHeightError` and from the built-in it
+refines, so callers may catch either.  Messages name the file, the level and
+the point at fault, what was expected and what was found, and where possible
+how to recover.  They are caught once at the edges: the command line prints
+one line and exits non-zero, the app shows it, and batch turns it into an
+error row.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VHeightError",
+    "DicomReadError",
+    "ImageReadError",
+    "AnnotationError",
+    "CalibrationError",
+    "MeasurementError",
+    "VHeightWarning",
+    "CalibrationWarning",
+    "FilmWarning",
+]
+
+
+class VHeightError(Exception):
+    """Base class of every error vheight raises on purpose."""
+
+
+class ImageReadError(VHeightError, ValueError):
+    """A film (DICOM, PNG, JPEG, TIFF) could not be read or displayed."""
+
+
+class DicomReadError(ImageReadError):
+    """A DICOM file is not readable, lacks pixel data or is unsupported."""
+
+
+class AnnotationError(VHeightError, ValueError):
+    """An annotation file or object is malformed."""
+
+
+class CalibrationError(VHeightError, ValueError):
+    """A calibration is not usable (zero, negative or non-finite spacing)."""
+
+
+class MeasurementError(VHeightError, ValueError):
+    """Measurements cannot be computed from the given inputs."""
+
+
+class VHeightWarning(UserWarning):
+    """Base class of vheight's warnings."""
+
+
+class CalibrationWarning(VHeightWarning):
+    """The header's spacing was unusable or ambiguous; see the message."""
+
+
+class FilmWarning(VHeightWarning):
+    """A film was read, but something about it deserves attention."""
