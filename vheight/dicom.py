@@ -1,0 +1,487 @@
+"""DICOM films in, :class:`~vheight.film.Film` out: the only module that imports pydicom.
+
+Pixel data of every transfer syntax a radiograph arrives in is decoded by
+pydicom 3's decoder plugins, one frame only (the first):
+
+==========================================  =====================================
+transfer syntax                             plugins (in pydicom's order of trial)
+==========================================  =====================================
+Implicit / Explicit VR Little Endian,       pydicom (native; read as a view on the
+Explicit VR Big Endian, Deflated            file's bytes, no copy)
+RLE Lossless                                pydicom, pylibjpeg-rle
+JPEG Baseline, JPEG Extended                gdcm, Pillow
+JPEG Lossless (Process 14, SV1)             gdcm
+JPEG-LS Lossless / Near-Lossless            gdcm, pyjpegls
+JPEG 2000 (Lossless Only) / JPEG 2000       gdcm, pylibjpeg-openjpeg, Pillow
+HTJ2K (Lossless, RPCL, lossy)               pylibjpeg-openjpeg
+==========================================  =====================================
+
+Calibration follows :meth:`vheight.calibration.Calibration.from_dataset`; the
+display pipeline (modality LUT, VOI, MONOCHROME1 inversion) is
+:func:`vheight.film.render_pixels`.  Every failure is a
+:class:`~vheight.errors.DicomReadError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zlib
+from collections.abc import Sequence
+from typing import Any, BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from vheight.calibration import Calibration
+from vheight.errors import DicomReadError
+from vheight.film import (
+    Film,
+    FilmFormat,
+    FilmInfo,
+    ModalityTransform,
+    VOIFunction,
+    WindowPreset,
+    auto_window,
+    load_film,
+    read_film_info,
+    render_pixels,
+)
+
+__all__ = [
+    "SUPPORTED_PHOTOMETRIC",
+    "load_dicom_stream",
+    "read_dicom_info_stream",
+    "info_from_dataset",
+    "film_from_dataset",
+    "decoder_plugins",
+    "load_film",
+    "read_film_info",
+]
+
+#: Photometric interpretations vheight displays (colour ones as their luminance).
+SUPPORTED_PHOTOMETRIC = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "RGB",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_ICT",
+        "YBR_RCT",
+        "YBR_PARTIAL_420",
+        "PALETTE COLOR",
+    }
+)
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+# Everything pydicom (and the codecs under it) raise on bad input.
+_READ_ERRORS = (
+    InvalidDicomError,
+    EOFError,
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    struct.error,
+    zlib.error,
+)
+
+
+def decoder_plugins() -> dict[str, tuple[str, ...]]:
+    """Transfer syntax name -> the decoder plugins available for it here."""
+    from pydicom.pixels.decoders.base import _PIXEL_DATA_DECODERS
+
+    return {
+        UID(uid).name: tuple(decoder.available_plugins)
+        for uid, (decoder, *_rest) in _PIXEL_DATA_DECODERS.items()
+    }
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+def _dcmread(stream: BinaryIO, *, name: str, force: bool, header_only: bool) -> Dataset:
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(stream, force=force, stop_before_pixels=header_only)
+    except InvalidDicomError as exc:
+        raise DicomReadError(
+            f"{name}: not a DICOM file (no DICM preamble at byte 128 and no readable "
+            f"data set): {exc}"
+        ) from None
+    except _READ_ERRORS as exc:
+        raise DicomReadError(
+            f"{name}: cannot read the DICOM header: the file is truncated or corrupt "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    if caught:
+        notes = list(dict.fromkeys(str(w.message) for w in caught))
+        ds._vheight_read_warnings = notes[:5]  # type: ignore[attr-defined]
+    if len(ds) == 0:
+        raise DicomReadError(f"{name}: not a DICOM file (no data elements could be read)")
+    return ds
+
+
+def read_dicom_info_stream(
+    stream: BinaryIO, *, name: str, path: str | None = None, force: bool = False
+) -> FilmInfo:
+    """Header facts of a DICOM stream, read with ``stop_before_pixels=True``."""
+    ds = _dcmread(stream, name=name, force=force, header_only=True)
+    return info_from_dataset(ds, name=name, path=path)
+
+
+def load_dicom_stream(
+    stream: BinaryIO, *, name: str, path: str | None = None, force: bool = False
+) -> Film:
+    """Decode a DICOM stream into a display-ready :class:`Film`."""
+    ds = _dcmread(stream, name=name, force=force, header_only=False)
+    return film_from_dataset(ds, name=name, path=path)
+
+
+# -- header facts ----------------------------------------------------------------------
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except _READ_ERRORS:
+        return None
+    if value is None:
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        value = "\\".join(str(v) for v in value)
+    text = str(value).strip()
+    return text or None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value is None or value == "" else int(value)
+    except (*_READ_ERRORS,):
+        return None
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid:
+        return UID(str(uid))
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        return ExplicitVRLittleEndian
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def info_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> FilmInfo:
+    """:class:`FilmInfo` of a dataset (pixel data is not touched)."""
+    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+    sop_class = _text(ds, "SOPClassUID")
+    if not rows or not columns:
+        kind = UID(sop_class).name if sop_class else "unknown SOP class"
+        raise DicomReadError(
+            f"{name}: not an image: no Rows/Columns in the header ({kind}); "
+            "expected a radiograph (CR, DX or another image storage)"
+        )
+    tsyntax = _transfer_syntax(ds)
+    notes: list[str] = list(getattr(ds, "_vheight_read_warnings", ()))
+    try:
+        calibration, cal_notes = Calibration.from_dataset(ds)
+    except _READ_ERRORS as exc:
+        calibration, cal_notes = (
+            Calibration.uncalibrated(),
+            [f"pixel spacing attributes unreadable ({exc}): measurements are in pixels"],
+        )
+    notes.extend(cal_notes)
+    frames = _int(ds, "NumberOfFrames") or 1
+    if frames > 1:
+        notes.append(f"{name} has {frames} frames: the first is shown and measured")
+    ts_name = tsyntax.name if tsyntax.is_transfer_syntax else f"unknown transfer syntax {tsyntax}"
+    return FilmInfo(
+        name=name,
+        path=path,
+        format=FilmFormat.DICOM,
+        rows=rows,
+        columns=columns,
+        modality=_text(ds, "Modality"),
+        sop_class_uid=sop_class,
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
+        study_date=_text(ds, "StudyDate"),
+        photometric_interpretation=_text(ds, "PhotometricInterpretation"),
+        transfer_syntax_uid=str(tsyntax),
+        transfer_syntax_name=ts_name,
+        bits_stored=_int(ds, "BitsStored"),
+        number_of_frames=frames,
+        patient_position=_text(ds, "PatientPosition"),
+        view_position=_text(ds, "ViewPosition"),
+        calibration=calibration,
+        warnings=tuple(notes),
+    )
+
+
+# -- pixels ----------------------------------------------------------------------------
+
+
+def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str]:
+    """The first frame as an array, and the photometric interpretation it is in."""
+    from pydicom.pixels import get_decoder
+
+    name = info.name
+    tsyntax = UID(info.transfer_syntax_uid or "")
+    keyword = next((k for k in _PIXEL_KEYWORDS if k in ds), None)
+    if keyword is None:
+        raise DicomReadError(
+            f"{name}: no pixel data (7FE0,0010) in the file: it holds no image "
+            f"({UID(info.sop_class_uid).name if info.sop_class_uid else 'unknown SOP class'})"
+        )
+    shown_ts = f"{info.transfer_syntax_name} ({tsyntax})"
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        raise DicomReadError(
+            f"{name}: transfer syntax {shown_ts} is not supported: no pixel data decoder "
+            "exists for it"
+        ) from None
+    if not decoder.is_available:
+        missing = "; ".join(
+            f"{plugin}: {', '.join(deps)}" for plugin, deps in decoder.missing_dependencies.items()
+        ) if hasattr(decoder, "missing_dependencies") else ""
+        raise DicomReadError(
+            f"{name}: no decoder available for transfer syntax {shown_ts}"
+            + (f" (missing {missing})" if missing else "")
+        )
+    options: dict[str, Any] = {"index": 0}
+    if not tsyntax.is_encapsulated:
+        # A read-only view on the file's bytes; unused high bits are handled below.
+        options.update(view_only=True, correct_unused_bits=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array, meta = decoder.as_array(ds, **options)
+    except _READ_ERRORS as exc:
+        text = str(exc)
+        if "less than expected" in text or "truncated" in text.lower():
+            problem = "the pixel data is truncated (shorter than Rows x Columns x frames)"
+        else:
+            problem = f"cannot decode the pixel data: {text.splitlines()[0] if text else exc!r}"
+        raise DicomReadError(f"{name}: {problem} [{shown_ts}]") from None
+    photometric = str(meta.get("photometric_interpretation") or info.photometric_interpretation)
+    return array, photometric
+
+
+def _fix_unused_bits(array: np.ndarray, bits_stored: int | None, signed: bool) -> np.ndarray:
+    """Mask the bits above Bits Stored (sign-extending signed data), if any are set."""
+    if array.dtype.kind not in "iu" or not bits_stored:
+        return array
+    container = array.dtype.itemsize * 8
+    if bits_stored >= container:
+        return array
+    if not signed or array.dtype.kind == "u":
+        top = (1 << bits_stored) - 1
+        if int(array.max()) <= top and (array.dtype.kind == "u" or int(array.min()) >= 0):
+            return array
+        kind = np.dtype(f"u{array.dtype.itemsize}")
+        return np.bitwise_and(array.view(kind), kind.type(top))
+    low, high = -(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1
+    if int(array.min()) >= low and int(array.max()) <= high:
+        return array
+    shift = container - bits_stored
+    out = np.left_shift(array, shift)
+    np.right_shift(out, shift, out=out)
+    return out
+
+
+def _lut_table(item: Dataset, *, signed_input: bool) -> tuple[int, int, np.ndarray]:
+    """``(first_mapped, bits, table)`` of a Modality/VOI LUT sequence item."""
+    descriptor = [int(v) for v in item.LUTDescriptor]
+    entries = descriptor[0] or 65536
+    first = descriptor[1]
+    if signed_input and first > 32767:
+        first -= 65536
+    bits = descriptor[2]
+    raw = item.LUTData
+    if isinstance(raw, (bytes, bytearray)):
+        dtype = "<u1" if bits <= 8 and len(raw) == entries else "<u2"
+        table = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+    else:
+        values = raw if isinstance(raw, Sequence) else [raw]
+        table = np.asarray(values, dtype=np.float32)
+    table = table[:entries]
+    if table.size == 0:
+        raise ValueError("empty LUT Data")
+    return first, bits, table
+
+
+def _modality_transform(ds: Dataset, notes: list[str]) -> ModalityTransform:
+    signed = _int(ds, "PixelRepresentation") == 1
+    if "ModalityLUTSequence" in ds and len(ds.ModalityLUTSequence):
+        item = ds.ModalityLUTSequence[0]
+        try:
+            first, _bits, table = _lut_table(item, signed_input=signed)
+            return ModalityTransform(
+                lut_first_mapped=first, lut=table, unit=_text(item, "ModalityLUTType") or ""
+            )
+        except _READ_ERRORS as exc:
+            notes.append(f"Modality LUT Sequence unusable ({exc}): ignored")
+    slope = ds.get("RescaleSlope")
+    intercept = ds.get("RescaleIntercept")
+    try:
+        slope_f = 1.0 if slope in (None, "") else float(slope)
+        intercept_f = 0.0 if intercept in (None, "") else float(intercept)
+        return ModalityTransform(
+            slope=slope_f, intercept=intercept_f, unit=_text(ds, "RescaleType") or ""
+        )
+    except (*_READ_ERRORS,) as exc:
+        notes.append(f"Rescale Slope/Intercept {slope!r}/{intercept!r} unusable ({exc}): ignored")
+        return ModalityTransform()
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return list(value)
+    return [value]
+
+
+def _window_presets(ds: Dataset, modality: ModalityTransform, notes: list[str]) -> list[WindowPreset]:
+    presets: list[WindowPreset] = []
+    centers = _as_list(ds.get("WindowCenter"))
+    widths = _as_list(ds.get("WindowWidth"))
+    explanations = _as_list(ds.get("WindowCenterWidthExplanation"))
+    function_text = (_text(ds, "VOILUTFunction") or "LINEAR").upper()
+    try:
+        function = VOIFunction(function_text)
+    except ValueError:
+        notes.append(f"VOI LUT Function {function_text!r} unknown: LINEAR used")
+        function = VOIFunction.LINEAR
+    if len(centers) != len(widths):
+        notes.append(
+            f"{len(centers)} window centre(s) but {len(widths)} width(s): "
+            f"the first {min(len(centers), len(widths))} pairs used"
+        )
+    for i, (center, width) in enumerate(zip(centers, widths, strict=False)):
+        explanation = str(explanations[i]).strip() if i < len(explanations) else ""
+        try:
+            presets.append(
+                WindowPreset(
+                    center=float(center),
+                    width=float(width),
+                    explanation=explanation or f"window {i + 1}",
+                    function=function,
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            notes.append(f"window {i + 1} (centre {center}, width {width}) unusable: {exc}")
+    if "VOILUTSequence" in ds:
+        signed_input = modality.is_identity and _int(ds, "PixelRepresentation") == 1
+        for i, item in enumerate(ds.VOILUTSequence):
+            try:
+                first, bits, table = _lut_table(item, signed_input=signed_input)
+                top = max(float(2**bits - 1), float(table.max()), 1.0)
+                explanation = _text(item, "LUTExplanation") or f"VOI LUT {i + 1}"
+                presets.append(
+                    WindowPreset(
+                        center=first + table.size / 2.0,
+                        width=float(table.size),
+                        explanation=explanation,
+                        lut_first_mapped=first,
+                        lut=table / np.float32(top),
+                    )
+                )
+            except _READ_ERRORS as exc:
+                notes.append(f"VOI LUT {i + 1} unusable ({exc}): ignored")
+    return presets
+
+
+def film_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Film:
+    """Decode the first frame of ``ds`` and build the display-ready :class:`Film`."""
+    info = info_from_dataset(ds, name=name, path=path)
+    photometric = (info.photometric_interpretation or "").upper()
+    if photometric not in SUPPORTED_PHOTOMETRIC:
+        raise DicomReadError(
+            f"{name}: unsupported photometric interpretation {photometric or '(missing)'!r}; "
+            f"expected one of {', '.join(sorted(SUPPORTED_PHOTOMETRIC))}"
+        )
+    array, decoded_photometric = _decode_first_frame(ds, info)
+    notes: list[str] = []
+    samples = _int(ds, "SamplesPerPixel") or 1
+    signed = _int(ds, "PixelRepresentation") == 1
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        stored = _luminance(array)
+        modality = ModalityTransform()
+        windows = [_full_range_or_auto(stored, info.bits_stored, modality)]
+        invert = False
+    elif photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        rgb = apply_color_lut(np.asarray(array), ds)
+        stored = _luminance(rgb)
+        modality = ModalityTransform()
+        windows = [_full_range_or_auto(stored, 16 if rgb.dtype.itemsize > 1 else 8, modality)]
+        invert = False
+    elif array.ndim == 2 and samples == 1:
+        stored = _fix_unused_bits(array, info.bits_stored, signed)
+        modality = _modality_transform(ds, notes)
+        windows = _window_presets(ds, modality, notes) or [auto_window(stored, modality)]
+        invert = decoded_photometric.upper() == "MONOCHROME1"
+    else:
+        raise DicomReadError(
+            f"{name}: unexpected decoded pixel shape {array.shape} for "
+            f"{photometric} with {samples} sample(s) per pixel"
+        )
+    window = windows[0]
+    pixels = render_pixels(stored, modality, window, invert=invert)
+    if notes:
+        info = _with_warnings(info, notes)
+    return Film(
+        info=info,
+        calibration=info.calibration,
+        windows=tuple(windows),
+        window=window,
+        pixels=pixels,
+        stored=stored,
+        modality=modality,
+        invert=invert,
+    )
+
+
+def _with_warnings(info: FilmInfo, notes: list[str]) -> FilmInfo:
+    from dataclasses import replace
+
+    return replace(info, warnings=info.warnings + tuple(notes))
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.ascontiguousarray(np.asarray(rgb[..., :3], dtype=np.float32) @ weights)
+
+
+def _full_range_or_auto(
+    stored: np.ndarray, bits: int | None, modality: ModalityTransform
+) -> WindowPreset:
+    if bits is not None and bits <= 8:
+        return WindowPreset(center=127.5, width=256.0, explanation="full range")
+    return auto_window(stored, modality)
