@@ -1,0 +1,996 @@
+"""Measure every annotated film under a folder: workers, pairing, tidy tables.
+
+:func:`run_batch` finds every annotation file (``*.vheight.json``) under a
+folder, recursively, measures each one exactly as :func:`vheight.api.measure_file`
+does, pairs the pre/post/follow-up films of the same patient, compares them
+as :func:`vheight.api.compare_files` does, and returns a :class:`BatchResult`
+holding three tidy tables (pandas DataFrames, one row per observation):
+
+``measurements``
+    One row per annotated vertebra: the ``measure`` output record
+    (``level``, ``complete``, ``unit``, ..., ``treated``) preceded by the
+    film's identifiers (``annotation``, ``image``, ``patient_id``,
+    ``study_instance_uid``, ``sop_instance_uid``, ``timepoint``) and followed
+    by ``warnings`` and ``error``.  A file that could not be measured gives a
+    single row whose ``error`` names the file and says why; its numbers are
+    empty.
+``comparisons``
+    One row per level and height of each pre/post(/follow-up) pairing: the
+    ``compare`` output record preceded by the pairing's identifiers.
+``errors``
+    The failed inputs only (``stage``, ``subject``, ``annotation``, ``image``,
+    ``error``).
+
+Speed
+-----
+Only a film's header is read (``stop_before_pixels``, through
+:func:`vheight.film.read_film_info`): measuring needs the calibration and the
+identifiers, never the pixels.  The files are spread over a local process
+pool (``workers``, default ``os.cpu_count()``), in chunks so that the cost of
+sending a task stays small beside the work it carries; ``workers=1`` runs in
+this process without a pool.  Any :class:`concurrent.futures.Executor`, or a
+``dask.distributed.Client`` (the optional ``vheight[dask]`` extra), may be
+passed as ``executor`` to run the same chunks elsewhere; the files must then
+be readable at the same paths on every worker.
+
+Pairing rule
+------------
+A measured annotation whose ``timepoint`` is ``pre``, ``post`` or
+``followup`` belongs to a *subject*: its film's ``PatientID`` when the header
+has one, else its ``StudyInstanceUID``, else the folder holding the
+annotation file (column ``paired_by`` says which).  Within a subject holding
+at most one annotation per timepoint, the ``pre`` and ``post`` annotations
+are compared (with the ``followup`` one when present).  When a subject holds
+several annotations of one timepoint (two treatments of one patient), it is
+split by folder and each folder is paired on its own (``paired_by`` gains
+``+folder``); a folder still holding two annotations of one timepoint is not
+paired, and :attr:`BatchResult.warnings` says so.  Annotations without a
+timepoint are measured, never paired.
+
+Output is idempotent: paths are relative to the folder (POSIX separators),
+rows are sorted by annotation path then anatomical level order, nothing
+depends on the time or on the order in which workers finish, and
+:meth:`BatchResult.write` replaces its file atomically; a rerun on unchanged
+inputs writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import enum
+import math
+import multiprocessing
+import os
+import sys
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vheight.errors import VHeightError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from vheight.calibration import Calibration
+    from vheight.morphometry import Measurement
+
+__all__ = [
+    "ANNOTATION_SUFFIX",
+    "REFERENCE_METHODS",
+    "MEASURE_COLUMNS",
+    "MEASUREMENT_COLUMNS",
+    "COMPARE_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "ERROR_COLUMNS",
+    "Stage",
+    "TableFormat",
+    "BatchResult",
+    "find_annotations",
+    "run_batch",
+    "dask_client",
+]
+
+#: File name ending of annotation files.
+ANNOTATION_SUFFIX = ".vheight.json"
+
+#: Reference methods of the height loss (``measurements.md``).
+REFERENCE_METHODS: tuple[str, ...] = ("adjacent", "posterior", "max")
+
+#: Keys of the ``measure`` output record (``interfaces.md``), in order.
+MEASURE_COLUMNS: tuple[str, ...] = (
+    "level",
+    "complete",
+    "unit",
+    "spacing_label",
+    "anterior_height",
+    "middle_height",
+    "posterior_height",
+    "wedge_ratio",
+    "mid_ratio",
+    "crush_ratio",
+    "wedge_angle_deg",
+    "segmental_kyphosis_deg",
+    "reference_method",
+    "anterior_loss_pct",
+    "middle_loss_pct",
+    "posterior_loss_pct",
+    "max_loss_pct",
+    "grade",
+    "deformity_type",
+    "treated",
+)
+
+_FILM_ID_COLUMNS: tuple[str, ...] = (
+    "annotation",
+    "image",
+    "patient_id",
+    "study_instance_uid",
+    "sop_instance_uid",
+    "timepoint",
+)
+_TRAILING_COLUMNS: tuple[str, ...] = ("warnings", "error")
+
+#: Columns of the batch measurement table, in order (records may add more,
+#: placed before ``warnings``).
+MEASUREMENT_COLUMNS: tuple[str, ...] = _FILM_ID_COLUMNS + MEASURE_COLUMNS + _TRAILING_COLUMNS
+
+#: Keys of the ``compare`` output record (``interfaces.md``), in order.
+COMPARE_COLUMNS: tuple[str, ...] = (
+    "level",
+    "height",
+    "unit",
+    "pre",
+    "post",
+    "followup",
+    "delta",
+    "restoration_pct_of_initial",
+    "restoration_pct_of_lost",
+    "restoration_pct_of_reference",
+    "loss_since_post_pct",
+    "reference_method",
+    "reference_pre",
+    "wedge_angle_pre_deg",
+    "wedge_angle_post_deg",
+    "wedge_angle_change_deg",
+    "segmental_kyphosis_change_deg",
+    "grade_pre",
+    "grade_post",
+)
+
+_PAIR_ID_COLUMNS: tuple[str, ...] = (
+    "subject",
+    "paired_by",
+    "patient_id",
+    "pre_annotation",
+    "post_annotation",
+    "followup_annotation",
+    "pre_sop_instance_uid",
+    "post_sop_instance_uid",
+    "followup_sop_instance_uid",
+    "pre_study_instance_uid",
+    "post_study_instance_uid",
+    "followup_study_instance_uid",
+)
+
+#: Columns of the batch comparison table, in order.
+COMPARISON_COLUMNS: tuple[str, ...] = _PAIR_ID_COLUMNS + COMPARE_COLUMNS + _TRAILING_COLUMNS
+
+#: Columns of the error table.
+ERROR_COLUMNS: tuple[str, ...] = ("stage", "subject", "annotation", "image", "error")
+
+_TIMEPOINT_ORDER: tuple[str, ...] = ("pre", "post", "followup")
+
+# Column dtypes of the DataFrames (other columns are inferred by pandas).
+_FLOAT_COLUMNS = frozenset(
+    {
+        "anterior_height",
+        "middle_height",
+        "posterior_height",
+        "wedge_ratio",
+        "mid_ratio",
+        "crush_ratio",
+        "wedge_angle_deg",
+        "segmental_kyphosis_deg",
+        "anterior_loss_pct",
+        "middle_loss_pct",
+        "posterior_loss_pct",
+        "max_loss_pct",
+        "pre",
+        "post",
+        "followup",
+        "delta",
+        "restoration_pct_of_initial",
+        "restoration_pct_of_lost",
+        "restoration_pct_of_reference",
+        "loss_since_post_pct",
+        "reference_pre",
+        "wedge_angle_pre_deg",
+        "wedge_angle_post_deg",
+        "wedge_angle_change_deg",
+        "segmental_kyphosis_change_deg",
+    }
+)
+_INT_COLUMNS = frozenset({"grade", "grade_pre", "grade_post"})
+_BOOL_COLUMNS = frozenset({"complete", "treated"})
+
+# Chunking: aim for this many chunks per worker (load balance and a lively
+# progress bar) but never more than this many files per chunk.
+_CHUNKS_PER_WORKER = 4
+_MAX_CHUNK = 64
+
+
+class Stage(str, enum.Enum):
+    """Where an error row comes from."""
+
+    MEASURE = "measure"
+    COMPARE = "compare"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TableFormat(str, enum.Enum):
+    """File formats of :meth:`BatchResult.write`."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def for_path(cls, path: str | os.PathLike[str]) -> TableFormat:
+        """Parquet for a ``.parquet``/``.pq`` suffix, CSV otherwise."""
+        suffix = Path(path).suffix.lower()
+        return cls.PARQUET if suffix in (".parquet", ".pq") else cls.CSV
+
+
+# --------------------------------------------------------------------------------------
+# One annotation file, in a worker
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Outcome:
+    """What a worker sends back for one annotation file (picklable)."""
+
+    annotation: str
+    folder: str
+    image: str | None = None
+    patient_id: str | None = None
+    study_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    timepoint: str | None = None
+    records: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+    measurement: Measurement | None = None
+    error: str | None = None
+
+
+def _relative(path: str, root: str) -> str:
+    """``path`` relative to ``root`` with POSIX separators (``..`` when outside)."""
+    rel = os.path.relpath(path, root)
+    return rel.replace(os.sep, "/") if os.sep != "/" else rel
+
+
+def _clean_message(message: str, root: str) -> str:
+    """Paths inside ``root`` shown relative to it, so output does not depend on
+    where the folder lives."""
+    prefix = root.rstrip(os.sep) + os.sep
+    return " ".join(message.replace(prefix, "").split())
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
+    """Measure one annotation file; every failure becomes an error outcome."""
+    from vheight.annotation import load_annotation
+    from vheight.film import read_film_info
+    from vheight.morphometry import measure
+
+    path = os.path.join(root, rel)
+    folder = _relative(os.path.dirname(path), root)
+    image_rel: str | None = None
+    timepoint: str | None = None
+    sop_uid: str | None = None
+    try:
+        annotation = load_annotation(path)
+        timepoint = annotation.timepoint
+        sop_uid = _text_or_none(annotation.image.sop_instance_uid)
+        warnings: list[str] = []
+        info = None
+        if annotation.image.file:
+            film = os.path.normpath(os.path.join(os.path.dirname(path), annotation.image.file))
+            image_rel = _relative(film, root)
+            if not os.path.isfile(film):
+                raise VHeightError(
+                    f"{rel}: its film {annotation.image.file!r} (image.file) was not found "
+                    f"at {image_rel}; put the film there or correct image.file"
+                )
+            info = read_film_info(film, name=image_rel)
+            warnings.extend(info.warnings)
+        header_uid = _text_or_none(info.sop_instance_uid) if info is not None else None
+        if header_uid and sop_uid and header_uid != sop_uid:
+            warnings.append(
+                f"the annotation names SOP Instance UID {sop_uid} but its film {image_rel} "
+                f"has {header_uid}: is image.file the film that was annotated?"
+            )
+        sop_uid = header_uid or sop_uid
+        # Precedence as in vheight.api.resolve_calibration: the annotation's own
+        # calibration (measure() applies it first), else the film header, else none.
+        measurement = measure(
+            annotation, info.calibration if info is not None else None, reference=reference
+        )
+        for message in measurement.warnings:
+            if message not in warnings:
+                warnings.append(message)
+        return _Outcome(
+            annotation=rel,
+            folder=folder,
+            image=image_rel,
+            patient_id=_text_or_none(info.patient_id) if info is not None else None,
+            study_instance_uid=(
+                _text_or_none(info.study_instance_uid) if info is not None else None
+            ),
+            sop_instance_uid=sop_uid,
+            timepoint=timepoint,
+            records=tuple(dict(r) for r in measurement.records()),
+            warnings=tuple(_clean_message(w, root) for w in warnings),
+            measurement=measurement,
+        )
+    except Exception as exc:  # one bad file must not stop the batch
+        return _Outcome(
+            annotation=rel,
+            folder=folder,
+            image=image_rel,
+            timepoint=timepoint,
+            sop_instance_uid=sop_uid,
+            error=_error_message(exc, rel, image_rel, root),
+        )
+
+
+def _error_message(exc: BaseException, rel: str, image_rel: str | None, root: str) -> str:
+    """The error's own message, naming the file (prefixed with it when it does not)."""
+    if isinstance(exc, VHeightError):
+        message = str(exc)
+    elif isinstance(exc, OSError):
+        message = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    else:
+        message = f"unexpected {type(exc).__name__}: {exc}"
+    message = _clean_message(message, root)
+    names = [rel] + ([image_rel] if image_rel else [])
+    if not any(name in message for name in names):
+        message = f"{rel}: {message}"
+    return message
+
+
+def _measure_chunk(root: str, rels: Sequence[str], reference: str) -> list[_Outcome]:
+    """Worker entry point: measure a chunk of annotation files (paths relative to root)."""
+    return [_measure_one(root, rel, reference) for rel in rels]
+
+
+# --------------------------------------------------------------------------------------
+# Finding files and running them
+# --------------------------------------------------------------------------------------
+
+
+def find_annotations(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every ``*.vheight.json`` file under ``folder`` (recursive), sorted by path.
+
+    Hidden folders (name starting with ``.``) are skipped; symbolic links to
+    folders are not followed.  ``folder`` may also be one annotation file.
+    Raises :class:`VHeightError` when ``folder`` does not exist.
+    """
+    root = Path(folder)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise VHeightError(f"{root}: no such folder; give a folder holding *.vheight.json files")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(
+            Path(dirpath, name)
+            for name in filenames
+            if name.endswith(ANNOTATION_SUFFIX) and not name.startswith(".")
+        )
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _chunks(items: Sequence[str], workers: int) -> list[tuple[str, ...]]:
+    size = max(1, min(_MAX_CHUNK, math.ceil(len(items) / (workers * _CHUNKS_PER_WORKER))))
+    return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _is_dask_client(executor: Any) -> bool:
+    return type(executor).__module__.split(".")[0] == "distributed" and hasattr(
+        executor, "get_executor"
+    )
+
+
+def _executor_workers(executor: Any) -> int:
+    """How many tasks ``executor`` runs at once (for chunk sizing)."""
+    if _is_dask_client(executor):
+        try:
+            return max(1, sum(executor.nthreads().values()))
+        except Exception:  # pragma: no cover - a scheduler that cannot say
+            return os.cpu_count() or 1
+    return max(1, int(getattr(executor, "_max_workers", None) or os.cpu_count() or 1))
+
+
+def _pool_context() -> multiprocessing.context.BaseContext | None:
+    """``fork`` where it is safe and fast (Linux, one thread), else the default."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["vheight.batch"])
+        return context
+    return None
+
+
+@contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], object]]:
+    if not enabled or total == 0:
+        yield lambda n: None
+        return
+    from tqdm.auto import tqdm
+
+    # disable=None: shown only when stderr is a terminal.
+    bar = tqdm(total=total, unit="file", desc="vheight batch", file=sys.stderr, disable=None)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def _run_chunks(
+    root: str,
+    rels: Sequence[str],
+    reference: str,
+    *,
+    executor: Any,
+    workers: int,
+    update: Callable[[int], object],
+) -> list[_Outcome]:
+    if executor is None and workers <= 1:
+        outcomes = []
+        for rel in rels:
+            outcomes.append(_measure_one(root, rel, reference))
+            update(1)
+        return outcomes
+
+    owned = None
+    if executor is None:
+        owned = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
+        pool: cf.Executor = owned
+    elif _is_dask_client(executor):
+        # pure=False: files may change between runs, never reuse a cached result.
+        pool = executor.get_executor(pure=False)
+        workers = _executor_workers(executor)
+    elif isinstance(executor, cf.Executor):
+        pool = executor
+        workers = _executor_workers(executor)
+    else:
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor or a dask.distributed.Client, "
+            f"found {type(executor).__name__}"
+        )
+
+    outcomes: list[_Outcome] = []
+    try:
+        futures = {
+            pool.submit(_measure_chunk, root, chunk, reference): chunk
+            for chunk in _chunks(rels, workers)
+        }
+        try:
+            for future in cf.as_completed(futures):
+                chunk = futures[future]
+                try:
+                    outcomes.extend(future.result())
+                except Exception as exc:  # a worker died or could not run the task
+                    reason = f"the worker measuring it failed: {type(exc).__name__}: {exc}"
+                    outcomes.extend(
+                        _Outcome(
+                            annotation=rel,
+                            folder=_relative(os.path.dirname(os.path.join(root, rel)), root),
+                            error=f"{rel}: {_clean_message(reason, root)}",
+                        )
+                        for rel in chunk
+                    )
+                update(len(chunk))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    finally:
+        if owned is not None:
+            owned.shutdown(wait=True, cancel_futures=True)
+    return outcomes
+
+
+# --------------------------------------------------------------------------------------
+# Pairing and comparison (in the calling process: pure and cheap)
+# --------------------------------------------------------------------------------------
+
+
+def _subject(outcome: _Outcome) -> tuple[str, str]:
+    if outcome.patient_id:
+        return "patient_id", outcome.patient_id
+    if outcome.study_instance_uid:
+        return "study_instance_uid", outcome.study_instance_uid
+    return "folder", outcome.folder
+
+
+def _pairings(
+    outcomes: Iterable[_Outcome],
+) -> tuple[list[tuple[str, str, dict[str, _Outcome]]], list[str]]:
+    """Groups to compare as ``(paired_by, subject, {timepoint: outcome})``, and warnings."""
+    subjects: dict[tuple[str, str], list[_Outcome]] = defaultdict(list)
+    for outcome in outcomes:
+        if outcome.error is None and outcome.timepoint in _TIMEPOINT_ORDER:
+            subjects[_subject(outcome)].append(outcome)
+
+    groups: list[tuple[str, str, dict[str, _Outcome]]] = []
+    warnings: list[str] = []
+    for (paired_by, subject), members in sorted(subjects.items()):
+        if _unique_timepoints(members):
+            sets = [(paired_by, members)]
+        else:
+            by_folder: dict[str, list[_Outcome]] = defaultdict(list)
+            for member in members:
+                by_folder[member.folder].append(member)
+            sets = []
+            for folder, folder_members in sorted(by_folder.items()):
+                if _unique_timepoints(folder_members):
+                    sets.append((f"{paired_by}+folder", folder_members))
+                else:
+                    names = ", ".join(sorted(m.annotation for m in folder_members))
+                    warnings.append(
+                        f"not paired: {paired_by} {subject} has several annotations of one "
+                        f"timepoint in folder {folder or '.'} ({names}); put each treatment "
+                        "in its own folder or correct the timepoints"
+                    )
+        for label, chosen in sets:
+            by_timepoint = {m.timepoint: m for m in chosen}
+            if "pre" in by_timepoint and "post" in by_timepoint:
+                groups.append((label, subject, by_timepoint))
+    return groups, warnings
+
+
+def _unique_timepoints(members: Sequence[_Outcome]) -> bool:
+    timepoints = [m.timepoint for m in members]
+    return len(timepoints) == len(set(timepoints))
+
+
+def _compare_group(
+    paired_by: str, subject: str, by_timepoint: Mapping[str, _Outcome], root: str
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Comparison rows of one group, or one error row when compare() refuses."""
+    from vheight.comparison import compare
+
+    pre, post = by_timepoint["pre"], by_timepoint["post"]
+    followup = by_timepoint.get("followup")
+    ids: dict[str, Any] = {
+        "subject": subject,
+        "paired_by": paired_by,
+        "patient_id": pre.patient_id or post.patient_id,
+    }
+    for name in ("annotation", "sop_instance_uid", "study_instance_uid"):
+        for timepoint in _TIMEPOINT_ORDER:
+            outcome = by_timepoint.get(timepoint)
+            ids[f"{timepoint}_{name}"] = getattr(outcome, name) if outcome is not None else None
+    try:
+        comparison = compare(
+            pre.measurement, post.measurement, followup.measurement if followup else None
+        )
+        records = comparison.records()
+        warnings = "; ".join(_clean_message(w, root) for w in comparison.warnings) or None
+    except Exception as exc:  # a refused pairing must not stop the others
+        names = " + ".join(o.annotation for o in (pre, post, followup) if o is not None)
+        message = str(exc) if isinstance(exc, VHeightError) else (
+            f"unexpected {type(exc).__name__}: {exc}"
+        )
+        error = f"{names}: cannot compare: {_clean_message(message, root)}"
+        row = {**ids, **dict.fromkeys(COMPARE_COLUMNS), "warnings": None, "error": error}
+        return [row], row
+    rows = [{**ids, **dict(r), "warnings": warnings, "error": None} for r in records]
+    return rows, None
+
+
+# --------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------
+
+
+def _ordered_columns(rows: Sequence[Mapping[str, Any]], base: Sequence[str]) -> list[str]:
+    """``base`` columns, with any extra record key inserted before ``warnings``."""
+    known = set(base)
+    extra: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key not in known:
+                extra.setdefault(key, None)
+    head = [c for c in base if c not in _TRAILING_COLUMNS]
+    tail = [c for c in base if c in _TRAILING_COLUMNS]
+    return head + list(extra) + tail
+
+
+def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(
+        [[row.get(c) for c in columns] for row in rows], columns=list(columns)
+    )
+    dtypes: dict[str, str] = {}
+    for column in columns:
+        if column in _FLOAT_COLUMNS:
+            dtypes[column] = "float64"
+        elif column in _INT_COLUMNS:
+            dtypes[column] = "Int64"
+        elif column in _BOOL_COLUMNS:
+            dtypes[column] = "boolean"
+        elif all(isinstance(v, str) or v is None for v in frame[column].tolist()):
+            dtypes[column] = "string"
+    return frame.astype(dtypes) if dtypes else frame
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchResult:
+    """The outcome of :func:`run_batch`: tidy tables and the problems met.
+
+    Parameters
+    ----------
+    folder
+        The folder measured; every path in the tables is relative to it.
+    reference
+        Reference method of the height loss used throughout.
+    measurement_rows, comparison_rows, error_rows
+        The rows of :attr:`measurements`, :attr:`comparisons` and
+        :attr:`errors` as plain dicts (``None`` for empty cells), in output
+        order.  Numbers are exactly those of the single-file functions.
+    warnings
+        Batch-level remarks (annotations that could not be paired, films
+        annotated twice); per-film warnings are in the ``warnings`` column.
+    n_annotations
+        Number of annotation files found.
+    """
+
+    folder: Path
+    reference: str = "adjacent"
+    measurement_rows: tuple[Mapping[str, Any], ...] = ()
+    comparison_rows: tuple[Mapping[str, Any], ...] = ()
+    error_rows: tuple[Mapping[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+    n_annotations: int = 0
+    measurement_columns: tuple[str, ...] = MEASUREMENT_COLUMNS
+    comparison_columns: tuple[str, ...] = COMPARISON_COLUMNS
+
+    # -- tables ----------------------------------------------------------------------
+
+    @property
+    def measurements(self) -> pd.DataFrame:
+        """One row per annotated vertebra (and one per failed file); a new frame per call."""
+        return _frame(self.measurement_rows, self.measurement_columns)
+
+    @property
+    def comparisons(self) -> pd.DataFrame:
+        """One row per level and height of each pre/post(/follow-up) pairing."""
+        return _frame(self.comparison_rows, self.comparison_columns)
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        """One row per failed input (measurement) or refused pairing (comparison)."""
+        return _frame(self.error_rows, ERROR_COLUMNS)
+
+    # -- summary ---------------------------------------------------------------------
+
+    @property
+    def failed(self) -> bool:
+        """True when any file failed or any pairing was refused."""
+        return bool(self.error_rows)
+
+    @property
+    def n_failed(self) -> int:
+        """Number of annotation files that could not be measured."""
+        return sum(1 for row in self.error_rows if row["stage"] == Stage.MEASURE.value)
+
+    @property
+    def n_vertebrae(self) -> int:
+        """Number of vertebra rows (failed files excluded)."""
+        return sum(1 for row in self.measurement_rows if row.get("error") is None)
+
+    @property
+    def n_comparisons(self) -> int:
+        """Number of pairings compared successfully."""
+        return len(
+            {
+                (row["subject"], row["pre_annotation"], row["post_annotation"])
+                for row in self.comparison_rows
+                if row.get("error") is None
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for people and logs."""
+        return {
+            "folder": str(self.folder),
+            "annotations": self.n_annotations,
+            "measured": self.n_annotations - self.n_failed,
+            "failed": self.n_failed,
+            "vertebrae": self.n_vertebrae,
+            "comparisons": self.n_comparisons,
+            "errors": len(self.error_rows),
+        }
+
+    # -- files -----------------------------------------------------------------------
+
+    def write(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table: str = "measurements",
+        format: str | TableFormat | None = None,
+    ) -> Path:
+        """Write one table to ``path`` atomically; returns the path.
+
+        Parameters
+        ----------
+        path
+            Output file.  Its folder must exist.
+        table
+            ``"measurements"`` (default), ``"comparisons"`` or ``"errors"``.
+        format
+            ``"csv"`` or ``"parquet"``; by default Parquet for a ``.parquet``
+            or ``.pq`` suffix, CSV otherwise.  CSV cells follow the
+            ``--format csv`` output of the other commands: empty for null,
+            ``true``/``false``, floats in full (shortest round-trip form).
+        """
+        path = Path(path)
+        kind = TableFormat(format) if format is not None else TableFormat.for_path(path)
+        rows, columns = self._table(table)
+        if kind is TableFormat.CSV:
+            from vheight.cli._output import emit_csv
+
+            def dump(handle: Any) -> None:
+                text_handle = _TextSink(handle)
+                emit_csv(rows, columns=columns, stream=text_handle)
+
+        else:
+
+            def dump(handle: Any) -> None:
+                _frame(rows, columns).to_parquet(handle, index=False, engine="pyarrow")
+
+        _atomic_write(path, dump)
+        return path
+
+    def _table(self, table: str) -> tuple[Sequence[Mapping[str, Any]], Sequence[str]]:
+        if table == "measurements":
+            return self.measurement_rows, self.measurement_columns
+        if table == "comparisons":
+            return self.comparison_rows, self.comparison_columns
+        if table == "errors":
+            return self.error_rows, ERROR_COLUMNS
+        raise ValueError(
+            f"table must be 'measurements', 'comparisons' or 'errors', found {table!r}"
+        )
+
+
+class _TextSink:
+    """A minimal text stream over a binary file (UTF-8, ``\\n`` line ends)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def write(self, text: str) -> int:
+        self._handle.write(text.encode("utf-8"))
+        return len(text)
+
+
+def _atomic_write(path: Path, dump: Callable[[Any], None]) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise VHeightError(f"{path}: cannot write, folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            dump(handle)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------
+
+
+def run_batch(
+    folder: str | os.PathLike[str],
+    *,
+    reference: str = "adjacent",
+    workers: int | None = None,
+    executor: Any = None,
+    progress: bool = True,
+) -> BatchResult:
+    """Measure every annotation under ``folder`` and compare pre/post pairs.
+
+    Parameters
+    ----------
+    folder
+        Folder searched recursively for ``*.vheight.json`` files (or a single
+        annotation file).  Each annotation's film is ``image.file``, relative
+        to the annotation's folder; only its header is read.
+    reference
+        Reference method of the height loss: ``"adjacent"`` (default),
+        ``"posterior"`` or ``"max"``.
+    workers
+        Local worker processes; default ``os.cpu_count()``.  ``1`` measures in
+        this process without a pool.  Ignored when ``executor`` is given.
+    executor
+        A :class:`concurrent.futures.Executor` or a ``dask.distributed.Client``
+        to run the work on instead (not shut down here).  Workers must see the
+        files at the same paths.
+    progress
+        Show a progress bar on stderr (only when stderr is a terminal).
+
+    Returns
+    -------
+    BatchResult
+        Measurement, comparison and error tables; see the module docstring
+        for the columns and the pairing rule.  A file that cannot be read or
+        measured becomes an error row; it never stops the batch.
+
+    Raises
+    ------
+    VHeightError
+        ``folder`` does not exist.
+    ValueError
+        ``reference`` or ``workers`` is not valid.
+    """
+    if reference not in REFERENCE_METHODS:
+        raise ValueError(
+            f"reference must be one of {', '.join(REFERENCE_METHODS)}, found {reference!r}"
+        )
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
+        raise ValueError(f"workers must be a whole number >= 1, found {workers!r}")
+    folder_path = Path(folder)
+    paths = find_annotations(folder_path)
+    if folder_path.is_file():
+        root = str(folder_path.parent.resolve())
+        rels = [folder_path.name]
+    else:
+        root = str(folder_path.resolve())
+        rels = [p.relative_to(folder_path).as_posix() for p in paths]
+
+    n_workers = min(workers or os.cpu_count() or 1, max(1, len(rels)))
+    with _progress_bar(len(rels), progress) as update:
+        outcomes = _run_chunks(
+            root, rels, reference, executor=executor, workers=n_workers, update=update
+        )
+    outcomes.sort(key=lambda o: o.annotation)
+    return _assemble(folder_path, reference, outcomes, root)
+
+
+def _assemble(
+    folder: Path, reference: str, outcomes: Sequence[_Outcome], root: str
+) -> BatchResult:
+    measurement_rows: list[dict[str, Any]] = []
+    error_rows: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    by_uid: dict[str, list[str]] = defaultdict(list)
+    for outcome in outcomes:
+        ids = {
+            "annotation": outcome.annotation,
+            "image": outcome.image,
+            "patient_id": outcome.patient_id,
+            "study_instance_uid": outcome.study_instance_uid,
+            "sop_instance_uid": outcome.sop_instance_uid,
+            "timepoint": outcome.timepoint,
+        }
+        if outcome.error is not None:
+            measurement_rows.append(
+                {**ids, **dict.fromkeys(MEASURE_COLUMNS), "warnings": None, "error": outcome.error}
+            )
+            error_rows.append(
+                {
+                    "stage": Stage.MEASURE.value,
+                    "subject": None,
+                    "annotation": outcome.annotation,
+                    "image": outcome.image,
+                    "error": outcome.error,
+                }
+            )
+            continue
+        if outcome.sop_instance_uid:
+            by_uid[outcome.sop_instance_uid].append(outcome.annotation)
+        joined = "; ".join(outcome.warnings) or None
+        measurement_rows.extend(
+            {**ids, **record, "warnings": joined, "error": None} for record in outcome.records
+        )
+    for uid, names in sorted(by_uid.items()):
+        if len(names) > 1:
+            warnings.append(
+                f"SOP Instance UID {uid} is annotated {len(names)} times ({', '.join(names)}): "
+                "each annotation is measured separately"
+            )
+
+    groups, pairing_warnings = _pairings(outcomes)
+    warnings.extend(pairing_warnings)
+    comparison_rows: list[dict[str, Any]] = []
+    for paired_by, subject, by_timepoint in groups:
+        rows, error_row = _compare_group(paired_by, subject, by_timepoint, root)
+        comparison_rows.extend(rows)
+        if error_row is not None:
+            error_rows.append(
+                {
+                    "stage": Stage.COMPARE.value,
+                    "subject": subject,
+                    "annotation": " + ".join(
+                        by_timepoint[t].annotation for t in _TIMEPOINT_ORDER if t in by_timepoint
+                    ),
+                    "image": None,
+                    "error": error_row["error"],
+                }
+            )
+    comparison_rows.sort(key=lambda r: (r["subject"], r["paired_by"], r["pre_annotation"] or ""))
+
+    return BatchResult(
+        folder=folder,
+        reference=reference,
+        measurement_rows=tuple(measurement_rows),
+        comparison_rows=tuple(comparison_rows),
+        error_rows=tuple(error_rows),
+        warnings=tuple(warnings),
+        n_annotations=len(outcomes),
+        measurement_columns=tuple(_ordered_columns(measurement_rows, MEASUREMENT_COLUMNS)),
+        comparison_columns=tuple(_ordered_columns(comparison_rows, COMPARISON_COLUMNS)),
+    )
+
+
+@contextmanager
+def dask_client(address: str) -> Iterator[Any]:
+    """A ``dask.distributed.Client`` connected to ``address``, closed on exit.
+
+    Needs the optional extra: ``pip install "vheight[dask]"``.
+    """
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise VHeightError(
+            "running on a Dask scheduler needs dask.distributed, which is not installed: "
+            'pip install "vheight[dask]"'
+        ) from exc
+    try:
+        client = Client(address, timeout="30s")
+    except (OSError, TimeoutError) as exc:
+        raise VHeightError(
+            f"cannot reach the Dask scheduler at {address}: {exc}; check the address "
+            "(e.g. tcp://host:8786) and that the scheduler is running"
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
