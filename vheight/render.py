@@ -1,0 +1,365 @@
+"""Landmarks, endplates and heights drawn over a film (array in, array out).
+
+Coordinates
+-----------
+Landmarks are ``(x, y)`` pixels of the full-resolution film: ``x`` the column,
+``y`` the row, the centre of the top-left pixel at ``(0, 0)``.  When the
+output is downscaled by a factor ``s`` a point is drawn at
+``((x + 0.5) * s - 0.5, (y + 0.5) * s - 0.5)``, so pixel centres stay
+aligned with the resampled image.
+
+What is drawn
+-------------
+For every annotated vertebra: its six landmarks, the superior and inferior
+endplates (corner - middle - corner), the anterior, middle and posterior
+height lines with their values and unit, and the level label with the
+morphometric grade.  The vertebra's colour says its grade: 0 green,
+1 yellow, 2 orange, 3 red; an incomplete vertebra (fewer than six points) is
+grey.  Treated (augmented) levels are outlined in cyan and labelled
+"treated".  A small legend in the corner explains the colours.
+
+Everything is drawn with OpenCV, anti-aliased (``cv2.LINE_AA``) with
+sub-pixel precision, at a line width and font size proportional to the
+output size, so the picture reads the same in the app and in a printed
+report.  The function never modifies its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = ["GRADE_COLORS", "INCOMPLETE_COLOR", "TREATED_COLOR", "render_annotated", "to_rgb8"]
+
+#: Colour (RGB) of a vertebra by its morphometric grade.
+GRADE_COLORS: Mapping[int, tuple[int, int, int]] = {
+    0: (46, 204, 64),
+    1: (255, 220, 0),
+    2: (255, 133, 27),
+    3: (255, 50, 50),
+}
+#: Colour (RGB) of an incomplete vertebra, or one without a grade.
+INCOMPLETE_COLOR: tuple[int, int, int] = (175, 175, 175)
+#: Colour (RGB) of the outline marking a treated (augmented) level.
+TREATED_COLOR: tuple[int, int, int] = (0, 215, 255)
+
+_GRADE_NAMES = {0: "normal", 1: "mild", 2: "moderate", 3: "severe"}
+_HEIGHTS = (
+    ("anterior", "superior_anterior", "inferior_anterior", "Ha"),
+    ("middle", "superior_middle", "inferior_middle", "Hm"),
+    ("posterior", "superior_posterior", "inferior_posterior", "Hp"),
+)
+_SHIFT = 4  # sub-pixel bits for OpenCV drawing
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """Grey float pixels in [0, 1] (or uint8) as a new ``uint8`` RGB array ``(rows, columns, 3)``."""
+    array = np.asarray(pixels)
+    if array.ndim == 3 and array.shape[2] == 3:
+        grey_or_rgb = array
+    elif array.ndim == 2:
+        grey_or_rgb = array
+    else:
+        raise ValueError(f"expected a 2-D grey image or (rows, columns, 3) RGB, found shape {array.shape}")
+    if grey_or_rgb.dtype != np.uint8:
+        grey_or_rgb = np.clip(np.nan_to_num(grey_or_rgb.astype(np.float32), nan=0.0), 0.0, 1.0)
+        grey_or_rgb = np.rint(grey_or_rgb * 255.0).astype(np.uint8)
+    if grey_or_rgb.ndim == 2:
+        return np.repeat(grey_or_rgb[:, :, None], 3, axis=2)
+    return grey_or_rgb.copy()
+
+
+def _film_pixels(film: Any) -> np.ndarray:
+    pixels = getattr(film, "pixels", film)
+    array = np.asarray(pixels)
+    if array.ndim not in (2, 3) or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"the film's pixels must be a 2-D array, found shape {array.shape}")
+    return array
+
+
+def _records_by_level(measurement: Any) -> dict[str, Mapping[str, Any]]:
+    if measurement is None:
+        return {}
+    return {str(rec["level"]): rec for rec in measurement.records()}
+
+
+def _measure(film: Any, annotation: Any) -> Any:
+    """Measure ``annotation`` with the film's calibration (None when it cannot be measured)."""
+    from vheight.morphometry import measure
+
+    calibration = getattr(film, "calibration", None)
+    return measure(annotation, calibration)
+
+
+def _color_for(record: Mapping[str, Any] | None, complete: bool) -> tuple[int, int, int]:
+    if record is None or not complete or not record.get("complete", False):
+        return INCOMPLETE_COLOR
+    grade = record.get("grade")
+    if grade is None:
+        return INCOMPLETE_COLOR
+    return GRADE_COLORS.get(int(grade), INCOMPLETE_COLOR)
+
+
+class _Canvas:
+    """An RGB uint8 image with drawing helpers in film coordinates."""
+
+    def __init__(self, image: np.ndarray, scale: float) -> None:
+        self.image = image
+        self.scale = scale
+        size = max(image.shape[0], image.shape[1])
+        # Line width and text size grow with the output size; floors keep
+        # them visible on thumbnails.
+        self.unit = max(size / 1000.0, 0.35)
+        self.line = max(1, int(round(1.6 * self.unit)))
+        self.thin = max(1, int(round(1.0 * self.unit)))
+        self.font_scale = max(0.32, 0.5 * self.unit)
+        self.font_thick = max(1, int(round(1.1 * self.unit)))
+        self.radius = max(2.0, 3.2 * self.unit)
+
+    def to_display(self, xy: Sequence[float]) -> tuple[float, float]:
+        s = self.scale
+        return ((float(xy[0]) + 0.5) * s - 0.5, (float(xy[1]) + 0.5) * s - 0.5)
+
+    @staticmethod
+    def _fixed(xy: Sequence[float]) -> tuple[int, int]:
+        f = 1 << _SHIFT
+        return (int(round(xy[0] * f)), int(round(xy[1] * f)))
+
+    def polyline(self, points: Sequence[Sequence[float]], color: tuple[int, int, int], width: int,
+                 *, closed: bool = False) -> None:
+        pts = np.array([self._fixed(self.to_display(p)) for p in points], dtype=np.int32)
+        cv2.polylines(self.image, [pts.reshape(-1, 1, 2)], closed, color, width, cv2.LINE_AA, _SHIFT)
+
+    def segment(self, p: Sequence[float], q: Sequence[float], color: tuple[int, int, int],
+                width: int) -> None:
+        cv2.line(self.image, self._fixed(self.to_display(p)), self._fixed(self.to_display(q)),
+                 color, width, cv2.LINE_AA, _SHIFT)
+
+    def dot(self, p: Sequence[float], color: tuple[int, int, int]) -> None:
+        centre = self._fixed(self.to_display(p))
+        r = int(round(self.radius * (1 << _SHIFT)))
+        cv2.circle(self.image, centre, r + (1 << _SHIFT), (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(self.image, centre, r, color, -1, cv2.LINE_AA, _SHIFT)
+
+    def text(self, display_xy: tuple[float, float], lines: Sequence[tuple[str, tuple[int, int, int]]],
+             *, align: str = "left", valign: str = "middle", scale: float = 1.0) -> None:
+        """Text lines in a dark translucent box anchored at a display point.
+
+        ``align`` is where the anchor sits horizontally on the box (``left``,
+        ``center``, ``right``), ``valign`` vertically (``top``, ``middle``).
+        """
+        font_scale = self.font_scale * scale
+        thick = max(1, int(round(self.font_thick * scale)))
+        sizes = [cv2.getTextSize(t, _FONT, font_scale, thick) for t, _ in lines]
+        pad = max(2, int(round(3 * self.unit * scale)))
+        gap = max(2, int(round(4 * self.unit * scale)))
+        width = max(w for (w, _h), _b in sizes) + 2 * pad
+        line_h = max(h + b for (_w, h), b in sizes)
+        height = len(lines) * line_h + (len(lines) - 1) * gap + 2 * pad
+        x0 = display_xy[0] - {"left": 0.0, "center": width / 2, "right": width}[align]
+        y0 = display_xy[1] - {"top": 0.0, "middle": height / 2}[valign]
+        rows, cols = self.image.shape[:2]
+        x0 = int(round(min(max(x0, 0), max(cols - width, 0))))
+        y0 = int(round(min(max(y0, 0), max(rows - height, 0))))
+        x1, y1 = min(x0 + width, cols), min(y0 + height, rows)
+        if x1 > x0 and y1 > y0:
+            box = self.image[y0:y1, x0:x1]
+            box[...] = (box.astype(np.float32) * 0.35).astype(np.uint8)
+        y = y0 + pad
+        for (t, color), ((_w, h), _b) in zip(lines, sizes, strict=True):
+            y_base = y + h
+            cv2.putText(self.image, t, (x0 + pad, y_base), _FONT, font_scale, color, thick, cv2.LINE_AA)
+            y += line_h + gap
+
+
+def _unit_vector(v: np.ndarray) -> np.ndarray:
+    n = float(np.hypot(v[0], v[1]))
+    return v / n if n > 0 else np.array([1.0, 0.0])
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "-"
+    return f"{number:.{digits}f}"
+
+
+def _draw_vertebra(
+    canvas: _Canvas,
+    level: str,
+    points: Mapping[str, Sequence[float]],
+    record: Mapping[str, Any] | None,
+    treated: bool,
+) -> None:
+    complete = len(points) == 6
+    color = _color_for(record, complete)
+    pts = {name: np.asarray(xy, dtype=float) for name, xy in points.items()}
+
+    # Endplates: whatever part of each is annotated.
+    for side in ("superior", "inferior"):
+        chain = [pts[f"{side}_{where}"] for where in ("anterior", "middle", "posterior")
+                 if f"{side}_{where}" in pts]
+        if len(chain) >= 2:
+            canvas.polyline(chain, color, canvas.line)
+
+    if treated and complete:
+        outline = [pts["superior_anterior"], pts["superior_middle"], pts["superior_posterior"],
+                   pts["inferior_posterior"], pts["inferior_middle"], pts["inferior_anterior"]]
+        # A cyan halo around the body, drawn under the height lines.
+        centre = np.mean(outline, axis=0)
+        grow = [centre + (p - centre) * 1.12 for p in outline]
+        canvas.polyline(grow, TREATED_COLOR, canvas.line, closed=True)
+
+    # Height lines.
+    for _name, top, bottom, _abbr in _HEIGHTS:
+        if top in pts and bottom in pts:
+            canvas.segment(pts[top], pts[bottom], color, canvas.thin)
+
+    for xy in pts.values():
+        canvas.dot(xy, color)
+
+    # Orientation: the anterior direction (from the posterior wall to the
+    # anterior wall); the patient may face either way on the film.
+    centre_film = np.mean(list(pts.values()), axis=0)
+    anterior = [pts[n] for n in ("superior_anterior", "inferior_anterior") if n in pts]
+    posterior = [pts[n] for n in ("superior_posterior", "inferior_posterior") if n in pts]
+    if anterior and posterior:
+        direction = _unit_vector(np.mean(anterior, axis=0) - np.mean(posterior, axis=0))
+    else:
+        direction = np.array([-1.0, 0.0])
+    span = [canvas.to_display(p) for p in pts.values()]
+    xs = [p[0] for p in span]
+    offset = 6 * canvas.unit
+
+    unit = (record or {}).get("unit") or "px"
+    if record is not None and complete and record.get("complete"):
+        for name, top, bottom, abbr in _HEIGHTS:
+            value = record.get(f"{name}_height")
+            mid = canvas.to_display((pts[top] + pts[bottom]) / 2)
+            text = f"{abbr} {_fmt(value)} {unit}"
+            if name == "middle":
+                canvas.text(mid, [(text, (255, 255, 255))], align="center", scale=0.85)
+            else:
+                outward = direction if name == "anterior" else -direction
+                anchor = (mid[0] + outward[0] * offset, mid[1] + outward[1] * offset)
+                align = "left" if outward[0] >= 0 else "right"
+                canvas.text(anchor, [(text, (255, 255, 255))], align=align, scale=0.85)
+
+    # Level label, beyond the anterior height value.
+    if record is not None and complete and record.get("complete") and record.get("grade") is not None:
+        grade = int(record["grade"])
+        label = f"{level}  grade {grade}"
+        detail = _GRADE_NAMES.get(grade, "")
+        loss = record.get("max_loss_pct")
+        if loss is not None:
+            detail = f"{detail}, loss {_fmt(loss)} %"
+    elif complete:
+        label, detail = level, "not measured"
+    else:
+        label, detail = level, f"incomplete ({len(pts)}/6 points)"
+    lines = [(label, color), (detail, (235, 235, 235))]
+    if treated:
+        lines.append(("treated", TREATED_COLOR))
+    # Clear the anterior height value: its width at the size drawn above.
+    sample = f"Ha 00.0 {unit}"
+    (value_w, _h), _b = cv2.getTextSize(
+        sample, _FONT, canvas.font_scale * 0.85, max(1, int(round(canvas.font_thick * 0.85)))
+    )
+    clearance = offset + value_w + 16 * canvas.unit
+    if direction[0] < 0:
+        anchor_x = min(xs) - clearance
+        align = "right"
+    else:
+        anchor_x = max(xs) + clearance
+        align = "left"
+    anchor_y = canvas.to_display(centre_film)[1]
+    canvas.text((anchor_x, anchor_y), lines, align=align, scale=1.1)
+
+
+def _draw_legend(canvas: _Canvas, unit_label: str | None) -> None:
+    lines = [("Grade (Genant, quantitative)", (255, 255, 255))]
+    for grade, color in GRADE_COLORS.items():
+        lines.append((f"{grade} {_GRADE_NAMES[grade]}", color))
+    lines.append(("incomplete", INCOMPLETE_COLOR))
+    lines.append(("treated level", TREATED_COLOR))
+    if unit_label:
+        lines.append((f"spacing: {unit_label}", (235, 235, 235)))
+    margin = 8 * canvas.unit
+    canvas.text((margin, margin), lines, align="left", valign="top", scale=0.8)
+
+
+def render_annotated(
+    film: Any,
+    annotation: Any,
+    measurement: Any = None,
+    *,
+    max_size: int | None = None,
+    legend: bool = True,
+) -> np.ndarray:
+    """The film with the annotation's landmarks and heights drawn over it.
+
+    Parameters
+    ----------
+    film
+        A :class:`vheight.film.Film` (its display-ready ``pixels``, float32 in
+        [0, 1], and its ``calibration`` are used), or a 2-D grey array in
+        [0, 1] / ``uint8`` of the full-resolution film.
+    annotation
+        The :class:`vheight.annotation.Annotation` of that film; points are
+        full-resolution ``(x, y)`` pixels (module docstring).
+    measurement
+        Its :class:`vheight.morphometry.Measurement`, for the heights and
+        grades printed.  When None, the annotation is measured here with the
+        film's calibration (or uncalibrated when ``film`` is an array).
+    max_size
+        Largest output side in pixels; the film is downscaled (area
+        averaging) to fit, never enlarged.  None keeps full resolution.
+    legend
+        Draw the colour legend in the top-left corner.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new ``uint8`` RGB array ``(rows, columns, 3)``.
+    """
+    pixels = _film_pixels(film)
+    rows, cols = pixels.shape[:2]
+    scale = 1.0
+    if max_size is not None:
+        if int(max_size) < 16:
+            raise ValueError(f"max_size must be at least 16 pixels, found {max_size!r}")
+        scale = min(1.0, float(max_size) / max(rows, cols))
+    image = to_rgb8(pixels)
+    if scale < 1.0:
+        size = (max(1, int(round(cols * scale))), max(1, int(round(rows * scale))))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        # Exact factors per axis after rounding the output size.
+        scale = size[0] / cols
+    image = np.ascontiguousarray(image)
+    canvas = _Canvas(image, scale)
+
+    if measurement is None and annotation is not None and len(annotation.vertebrae) > 0:
+        measurement = _measure(film, annotation)
+    records = _records_by_level(measurement)
+    treated = set(getattr(annotation, "treated_levels", ()) or ())
+    if annotation is not None:
+        for level, points in annotation.vertebrae.items():
+            if len(points) == 0:
+                continue
+            _draw_vertebra(canvas, str(level), points, records.get(str(level)), str(level) in treated)
+    if legend:
+        unit_label = None
+        if measurement is not None:
+            unit_label = str(getattr(measurement, "spacing_label", "") or "") or None
+        _draw_legend(canvas, unit_label)
+    return canvas.image

@@ -1,0 +1,731 @@
+"""DICOM Structured Report export and import: TID 1500 Measurement Report.
+
+One SR document (Comprehensive SR IOD, built with highdicom) per annotated
+film.  It references the film by SOP Instance UID, inherits the patient and
+study from the film's header, and holds:
+
+- one *Measurement Group* (TID 1501) per annotated vertebra, with the tracking
+  identifier = the level (``"L1"``) and a tracking UID, the finding site = the
+  vertebra (SNOMED CT, e.g. ``66794005`` "L1 vertebra") and the time point
+  context (``pre``, ``post``, ``followup``);
+- in it, the anterior, middle and posterior heights (TID 300 measurements in
+  ``mm`` when calibrated, else in UCUM ``{pixel}``), each inferred from a
+  SCOORD ``POLYLINE`` through its two landmarks on the film; the wedge, mid
+  and crush ratios (unit ``1``); the wedge angle and segmental kyphosis
+  (``deg``); the height losses (``%``, measurement method = the reference
+  method actually used); the Genant grade and the deformity type as coded
+  qualitative evaluations, and whether the level was treated (SCT Yes/No);
+- the six landmarks, exactly: for each landmark its column and row as two
+  numeric measurements in ``{pixel}`` (the value is also stored as a 64-bit
+  float, so the round trip is exact; SCOORD graphic data is only 32-bit),
+  each inferred from a SCOORD ``POINT`` on the film;
+- one further group, tracking identifier ``"vheight annotation"``, holding
+  the pixel spacing used (DCM ``Vertical/Horizontal Pixel Spacing``, mm), its
+  label (``mm ERMF``, ``mm Proj``, ``px`` ...) and, as the parameters of its
+  algorithm identification, the non-geometric facts of the annotation
+  (timepoint, patient position, annotator, notes, time stamps, calibration
+  stored with it) as one JSON text.
+
+Concepts without a standard code use the private coding scheme ``99VHEIGHT``,
+declared in the Coding Scheme Identification Sequence.
+
+Coordinates
+-----------
+vheight places the centre of the top-left pixel at ``(0, 0)``; DICOM spatial
+coordinates (SCOORD, and the pixel values written here) place the top-left
+*corner* of that pixel at ``(0, 0)``.  Export adds 0.5 to both coordinates and
+import subtracts it.
+
+:func:`annotation_from_sr` reads such a document back into an
+:class:`~vheight.annotation.Annotation` (identical landmarks, timepoint,
+treated levels, film reference and stored calibration).  SR documents from
+other software that follow the same layout without the landmark coordinates
+are read from the height polylines instead (32-bit precision).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import highdicom as hd
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import ComprehensiveSRStorage
+
+from vheight import __version__
+from vheight.annotation import LEVELS, POINT_NAMES, Annotation
+from vheight.calibration import Calibration, SpacingLabel
+from vheight.errors import VHeightError
+
+__all__ = [
+    "SCHEME",
+    "ANNOTATION_GROUP_ID",
+    "SRExportError",
+    "build_sr",
+    "write_sr",
+    "sr_bytes",
+    "annotation_from_sr",
+    "read_film_header",
+    "pixel_to_dicom",
+    "dicom_to_pixel",
+]
+
+#: Coding scheme designator of vheight's private concepts.
+SCHEME = "99VHEIGHT"
+#: Tracking identifier of the group holding the annotation-wide facts.
+ANNOTATION_GROUP_ID = "vheight annotation"
+
+_SERIES_NUMBER = 9301
+_MANUFACTURER = "vheight"
+
+
+class SRExportError(VHeightError, ValueError):
+    """A DICOM SR or presentation state cannot be written or read."""
+
+
+def _local(value: str, meaning: str) -> Code:
+    return Code(value, SCHEME, meaning)
+
+
+# -- concepts ---------------------------------------------------------------------------
+
+_PROCEDURE = codes.SCT.PlainRadiography
+_HEIGHT_CODES = {
+    "anterior": _local("VH-HA", "Anterior vertebral body height"),
+    "middle": _local("VH-HM", "Middle vertebral body height"),
+    "posterior": _local("VH-HP", "Posterior vertebral body height"),
+}
+_HEIGHT_POINTS = {
+    "anterior": ("superior_anterior", "inferior_anterior"),
+    "middle": ("superior_middle", "inferior_middle"),
+    "posterior": ("superior_posterior", "inferior_posterior"),
+}
+_RATIO_CODES = {
+    "wedge_ratio": _local("VH-WR", "Vertebral wedge ratio (anterior / posterior height)"),
+    "mid_ratio": _local("VH-MR", "Vertebral mid ratio (middle / posterior height)"),
+    "crush_ratio": _local("VH-CR", "Vertebral crush ratio (posterior / adjacent posterior height)"),
+}
+_ANGLE_CODES = {
+    "wedge_angle_deg": _local("VH-WA", "Vertebral wedge angle (positive = kyphotic)"),
+    "segmental_kyphosis_deg": _local("VH-SK", "Segmental kyphosis angle (positive = kyphosis)"),
+}
+_LOSS_CODES = {
+    "anterior_loss_pct": _local("VH-LA", "Anterior vertebral height loss"),
+    "middle_loss_pct": _local("VH-LM", "Middle vertebral height loss"),
+    "posterior_loss_pct": _local("VH-LP", "Posterior vertebral height loss"),
+    "max_loss_pct": _local("VH-LX", "Maximum vertebral height loss"),
+}
+_REFERENCE_CODES = {
+    "adjacent": _local("VH-REF-ADJ", "Reference height: mean of adjacent vertebrae"),
+    "posterior": _local("VH-REF-POST", "Reference height: own posterior height"),
+    "max": _local("VH-REF-MAX", "Reference height: larger of adjacent and posterior"),
+}
+_GRADE_NAME = _local("VH-GRADE", "Morphometric vertebral fracture grade (Genant), suggested")
+_GRADE_CODES = {
+    0: _local("VH-G0", "Grade 0, normal (height loss < 20 %)"),
+    1: _local("VH-G1", "Grade 1, mild (height loss 20-25 %)"),
+    2: _local("VH-G2", "Grade 2, moderate (height loss 25-40 %)"),
+    3: _local("VH-G3", "Grade 3, severe (height loss > 40 %)"),
+}
+_DEFORMITY_NAME = _local("VH-DEF", "Vertebral deformity type")
+_DEFORMITY_CODES = {
+    "wedge": _local("VH-DEF-W", "Wedge deformity"),
+    "biconcave": _local("VH-DEF-B", "Biconcave deformity"),
+    "crush": _local("VH-DEF-C", "Crush deformity"),
+}
+_TREATED_NAME = _local("VH-TREATED", "Vertebral augmentation at this level")
+_SPACING_LABEL_NAME = _local("VH-SPACING", "Pixel spacing calibration")
+_SPACING_LABEL_CODES = {label: _local(f"VH-SP-{i}", f"Spacing {label.value}")
+                        for i, label in enumerate(SpacingLabel)}
+_ABBR = {
+    "superior_anterior": "SA", "superior_middle": "SM", "superior_posterior": "SP",
+    "inferior_anterior": "IA", "inferior_middle": "IM", "inferior_posterior": "IP",
+}
+_LANDMARK_CODES = {
+    (name, axis): _local(
+        f"VH-{_ABBR[name]}-{axis.upper()}",
+        f"{name.replace('_', ' ').capitalize()} landmark, {'column' if axis == 'x' else 'row'}",
+    )
+    for name in POINT_NAMES
+    for axis in ("x", "y")
+}
+_VERTEBRA_CODES: dict[str, Code] = {level: getattr(codes.SCT, f"{level}Vertebra") for level in LEVELS}
+_LEVEL_BY_VERTEBRA_CODE = {code.value: level for level, code in _VERTEBRA_CODES.items()}
+
+_TIME_POINT = Code("C2348792", "UMLS", "Time Point")
+_UNIT_MM = codes.UCUM.Millimeter
+_UNIT_PIXEL = Code("{pixel}", "UCUM", "pixel")
+_UNIT_ONE = codes.UCUM.NoUnits
+_UNIT_DEG = codes.UCUM.Degree
+_UNIT_PCT = codes.UCUM.Percent
+
+
+def _coding_schemes() -> list[CodingSchemeIdentificationItem]:
+    return [
+        CodingSchemeIdentificationItem(
+            designator=SCHEME,
+            name="vheight vertebral morphometry concepts",
+            version="1",
+            responsible_organization="vheight project",
+        )
+    ]
+
+
+# -- coordinates ------------------------------------------------------------------------
+
+
+def pixel_to_dicom(xy: Sequence[float]) -> tuple[float, float]:
+    """vheight ``(x, y)`` (pixel centre origin) -> DICOM ``(column, row)`` (pixel corner origin)."""
+    return (float(xy[0]) + 0.5, float(xy[1]) + 0.5)
+
+
+def dicom_to_pixel(cr: Sequence[float]) -> tuple[float, float]:
+    """DICOM ``(column, row)`` (pixel corner origin) -> vheight ``(x, y)`` (pixel centre origin)."""
+    return (float(cr[0]) - 0.5, float(cr[1]) - 0.5)
+
+
+# -- the film ---------------------------------------------------------------------------
+
+
+def read_film_header(source: str | os.PathLike[str] | bytes | BinaryIO | Dataset) -> Dataset:
+    """The DICOM header of a film (pixels not read), for referencing it.
+
+    Raises :class:`SRExportError` when the source is not a DICOM image with the
+    identifiers an SR or a presentation state needs.
+    """
+    if isinstance(source, Dataset):
+        ds = source
+        name = "<dataset>"
+    else:
+        name = str(source) if isinstance(source, (str, os.PathLike)) else "<upload>"
+        fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        except FileNotFoundError as exc:
+            raise SRExportError(f"{name}: film not found") from exc
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:
+            raise SRExportError(
+                f"{name}: not a DICOM file ({exc}); DICOM SR and presentation states "
+                "need the DICOM film they refer to"
+            ) from exc
+    missing = [k for k in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID",
+                           "SeriesInstanceUID", "Rows", "Columns") if k not in ds]
+    if missing:
+        raise SRExportError(f"{name}: the DICOM header lacks {', '.join(missing)}")
+    return ds
+
+
+def _evidence(ds: Dataset) -> Dataset:
+    """A copy of the film header with the type 2 attributes highdicom reads set."""
+    copy = Dataset()
+    for element in ds:
+        if element.tag.group in (0x7FE0,) or element.tag.is_private:
+            continue
+        copy.add(element)
+    copy.file_meta = getattr(ds, "file_meta", Dataset())
+    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+                    "AccessionNumber", "StudyID", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName"):
+        if keyword not in copy:
+            setattr(copy, keyword, None)
+    if "SamplesPerPixel" not in copy:
+        copy.SamplesPerPixel = 1
+    return copy
+
+
+def _check_same_film(annotation: Annotation, ds: Dataset, name: str) -> None:
+    uid = annotation.image.sop_instance_uid
+    if uid and uid != str(ds.SOPInstanceUID):
+        raise SRExportError(
+            f"{name}: the annotation belongs to SOP Instance UID {uid}, "
+            f"but the film is {ds.SOPInstanceUID}; pass the film it was drawn on"
+        )
+    for key, attr in (("rows", "Rows"), ("columns", "Columns")):
+        value = getattr(annotation.image, key)
+        if value is not None and int(value) != int(getattr(ds, attr)):
+            raise SRExportError(
+                f"{name}: the annotation expects {key} = {value}, the film has "
+                f"{int(getattr(ds, attr))}; pass the film it was drawn on"
+            )
+
+
+def _calibration_for(annotation: Annotation, ds: Dataset) -> Calibration:
+    if annotation.calibration is not None:
+        return annotation.calibration
+    calibration, _warnings = Calibration.from_dataset(ds)
+    return calibration
+
+
+# -- export -----------------------------------------------------------------------------
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if np.isfinite(number) else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _FilmRef:
+    sop_class_uid: str
+    sop_instance_uid: str
+
+    def region(self) -> hd.sr.SourceImageForRegion:
+        return hd.sr.SourceImageForRegion(
+            referenced_sop_class_uid=self.sop_class_uid,
+            referenced_sop_instance_uid=self.sop_instance_uid,
+        )
+
+    def group_source(self) -> hd.sr.SourceImageForMeasurementGroup:
+        return hd.sr.SourceImageForMeasurementGroup(
+            referenced_sop_class_uid=self.sop_class_uid,
+            referenced_sop_instance_uid=self.sop_instance_uid,
+        )
+
+    def scoord(self, kind: str, points: Sequence[Sequence[float]]) -> hd.sr.CoordinatesForMeasurement:
+        data = np.array([pixel_to_dicom(p) for p in points], dtype=np.float64)
+        return hd.sr.CoordinatesForMeasurement(
+            graphic_type=kind, graphic_data=data, source_image=self.region()
+        )
+
+
+def _vertebra_group(
+    level: str,
+    points: Mapping[str, Sequence[float]],
+    record: Mapping[str, Any] | None,
+    treated: bool,
+    film: _FilmRef,
+    time_point: hd.sr.TimePointContext | None,
+    tracking_uid: str,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    measurements: list[hd.sr.Measurement] = []
+    evaluations: list[hd.sr.QualitativeEvaluation] = []
+    complete = record is not None and bool(record.get("complete")) and len(points) == 6
+    if complete:
+        assert record is not None
+        length_unit = _UNIT_MM if record.get("unit") == "mm" else _UNIT_PIXEL
+        for height, code in _HEIGHT_CODES.items():
+            value = _num(record.get(f"{height}_height"))
+            if value is None:
+                continue
+            top, bottom = _HEIGHT_POINTS[height]
+            measurements.append(hd.sr.Measurement(
+                name=code, value=value, unit=length_unit,
+                referenced_coordinates=[film.scoord("POLYLINE", [points[top], points[bottom]])],
+            ))
+        for key, code in _RATIO_CODES.items():
+            value = _num(record.get(key))
+            if value is not None:
+                measurements.append(hd.sr.Measurement(name=code, value=value, unit=_UNIT_ONE))
+        for key, code in _ANGLE_CODES.items():
+            value = _num(record.get(key))
+            if value is not None:
+                measurements.append(hd.sr.Measurement(name=code, value=value, unit=_UNIT_DEG))
+        method = _REFERENCE_CODES.get(str(record.get("reference_method") or ""))
+        for key, code in _LOSS_CODES.items():
+            value = _num(record.get(key))
+            if value is not None:
+                measurements.append(hd.sr.Measurement(
+                    name=code, value=value, unit=_UNIT_PCT, method=method
+                ))
+        grade = record.get("grade")
+        if grade is not None:
+            evaluations.append(hd.sr.QualitativeEvaluation(_GRADE_NAME, _GRADE_CODES[int(grade)]))
+        deformity = record.get("deformity_type")
+        if deformity in _DEFORMITY_CODES:
+            evaluations.append(
+                hd.sr.QualitativeEvaluation(_DEFORMITY_NAME, _DEFORMITY_CODES[str(deformity)])
+            )
+    evaluations.append(
+        hd.sr.QualitativeEvaluation(_TREATED_NAME, codes.SCT.Yes if treated else codes.SCT.No)
+    )
+    for name in POINT_NAMES:
+        if name not in points:
+            continue
+        column, row = pixel_to_dicom(points[name])
+        for axis, value in (("x", column), ("y", row)):
+            measurements.append(hd.sr.Measurement(
+                name=_LANDMARK_CODES[(name, axis)], value=float(value), unit=_UNIT_PIXEL,
+                referenced_coordinates=[film.scoord("POINT", [points[name]])],
+            ))
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=level),
+        time_point_context=time_point,
+        finding_sites=[hd.sr.FindingSite(_VERTEBRA_CODES[level])],
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+        source_images=[film.group_source()],
+    )
+
+
+_ANNOTATION_KEYS = frozenset((
+    "format", "version", "image", "timepoint", "calibration", "vertebrae", "treated_levels",
+    "patient_position", "annotator", "created", "modified", "notes",
+))
+
+
+def _annotation_facts(annotation: Annotation, ds: Dataset) -> dict[str, Any]:
+    return {
+        "format": "vheight.annotation.facts",
+        "version": 1,
+        "image": annotation.image.to_dict() | {
+            "sop_instance_uid": str(ds.SOPInstanceUID),
+            "rows": int(ds.Rows),
+            "columns": int(ds.Columns),
+        },
+        "timepoint": annotation.timepoint,
+        "calibration": None if annotation.calibration is None else annotation.calibration.to_dict(),
+        "treated_levels": list(annotation.treated_levels),
+        "patient_position": annotation.patient_position,
+        "annotator": annotation.annotator,
+        "created": annotation.created,
+        "modified": annotation.modified,
+        "notes": annotation.notes,
+        "extra": {k: v for k, v in annotation.to_dict().items() if k not in _ANNOTATION_KEYS},
+    }
+
+
+def _annotation_group(
+    annotation: Annotation,
+    ds: Dataset,
+    calibration: Calibration,
+    film: _FilmRef,
+    time_point: hd.sr.TimePointContext | None,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    facts = _annotation_facts(annotation, ds)
+    measurements = []
+    if calibration.is_calibrated:
+        measurements = [
+            hd.sr.Measurement(name=codes.DCM.VerticalPixelSpacing,
+                              value=float(calibration.row_spacing_mm), unit=_UNIT_MM),
+            hd.sr.Measurement(name=codes.DCM.HorizontalPixelSpacing,
+                              value=float(calibration.col_spacing_mm), unit=_UNIT_MM),
+        ]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=ANNOTATION_GROUP_ID),
+        time_point_context=time_point,
+        algorithm_id=hd.sr.AlgorithmIdentification(
+            name="vheight", version=__version__,
+            parameters=[json.dumps(facts, sort_keys=True, allow_nan=False)],
+        ),
+        measurements=measurements or None,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(_SPACING_LABEL_NAME, _SPACING_LABEL_CODES[calibration.label])
+        ],
+        source_images=[film.group_source()],
+    )
+
+
+def build_sr(
+    annotation: Annotation,
+    film: str | os.PathLike[str] | bytes | BinaryIO | Dataset,
+    *,
+    measurement: Any = None,
+    reference: str = "adjacent",
+    sop_instance_uid: str | None = None,
+    series_instance_uid: str | None = None,
+) -> hd.sr.ComprehensiveSR:
+    """The TID 1500 Measurement Report of one annotated film (module docstring).
+
+    Parameters
+    ----------
+    annotation
+        Landmarks of the film (``(x, y)`` pixels, pixel-centre origin).
+    film
+        The DICOM film the annotation was drawn on (path, bytes, file object
+        or header dataset): it supplies the patient, study and the referenced
+        SOP instance.  Its pixels are not read.
+    measurement
+        The :class:`~vheight.morphometry.Measurement` to record; measured here
+        (calibration: the annotation's own, else the film header's) when None.
+    reference
+        Reference method when measuring here: ``adjacent``, ``posterior`` or ``max``.
+    sop_instance_uid, series_instance_uid
+        UIDs of the new document; fresh ones by default.
+
+    Raises
+    ------
+    SRExportError
+        The film is not DICOM, or is not the one the annotation refers to.
+    """
+    ds = read_film_header(film)
+    name = str(film) if isinstance(film, (str, os.PathLike)) else "film"
+    _check_same_film(annotation, ds, name)
+    if len(annotation.vertebrae) == 0:
+        raise SRExportError("the annotation has no landmark: nothing to report")
+    calibration = _calibration_for(annotation, ds)
+    if measurement is None:
+        from vheight.morphometry import measure
+
+        measurement = measure(annotation, calibration, reference=reference)
+    records = {str(r["level"]): r for r in measurement.records()}
+    film_ref = _FilmRef(sop_class_uid=str(ds.SOPClassUID), sop_instance_uid=str(ds.SOPInstanceUID))
+    time_point = None
+    if annotation.timepoint:
+        order = {"pre": 1, "post": 2, "followup": 3}.get(annotation.timepoint)
+        time_point = hd.sr.TimePointContext(time_point=annotation.timepoint, time_point_order=order)
+
+    groups = [_annotation_group(annotation, ds, calibration, film_ref, time_point)]
+    treated = set(annotation.treated_levels)
+    study_uid = str(ds.StudyInstanceUID)
+    for level, points in annotation.vertebrae.items():
+        # Tracking UIDs are stable for (study, level): the same vertebra is
+        # tracked across the pre, post and follow-up films of a study.
+        tracking_uid = pydicom.uid.generate_uid(entropy_srcs=["vheight", study_uid, level])
+        groups.append(_vertebra_group(
+            level, points, records.get(level), level in treated, film_ref, time_point, tracking_uid
+        ))
+
+    observer_device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=pydicom.uid.generate_uid(entropy_srcs=["vheight", __version__]),
+            name="vheight", manufacturer_name=_MANUFACTURER, model_name="vheight",
+        ),
+    )
+    observer_person = None
+    annotator = (annotation.annotator or "").strip()
+    if annotator:
+        person_name = annotator if "^" in annotator else f"{annotator}^"
+        try:
+            observer_person = hd.sr.ObserverContext(
+                observer_type=codes.DCM.Person,
+                observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+                    name=person_name
+                ),
+            )
+        except (ValueError, TypeError):
+            observer_person = None  # not a valid DICOM person name: kept in the facts only
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(
+            observer_person_context=observer_person, observer_device_context=observer_device
+        ),
+        procedure_reported=_PROCEDURE,
+        imaging_measurements=groups,
+        title=codes.cid7021.ImagingMeasurementReport,
+    )
+    try:
+        return hd.sr.ComprehensiveSR(
+            evidence=[_evidence(ds)],
+            content=report[0],
+            series_instance_uid=series_instance_uid or hd.UID(),
+            series_number=_SERIES_NUMBER,
+            sop_instance_uid=sop_instance_uid or hd.UID(),
+            instance_number=1,
+            manufacturer=_MANUFACTURER,
+            is_complete=all(annotation.is_complete(lv) for lv in annotation.vertebrae),
+            coding_schemes=_coding_schemes(),
+            series_description="vheight vertebral height measurements",
+            software_versions=__version__,
+            manufacturer_model_name="vheight",
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SRExportError(f"{name}: cannot build the DICOM SR: {exc}") from exc
+
+
+def sr_bytes(annotation: Annotation, film: Any, **kwargs: Any) -> bytes:
+    """:func:`build_sr` encoded as a DICOM file (Part 10), in memory."""
+    sr = build_sr(annotation, film, **kwargs)
+    buffer = io.BytesIO()
+    sr.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def write_sr(annotation: Annotation, film: Any, out: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write :func:`build_sr` to ``out`` (atomically) and return its path."""
+    data = sr_bytes(annotation, film, **kwargs)
+    return _write_atomic(Path(out), data)
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# -- import -----------------------------------------------------------------------------
+
+
+def _read_sr(source: Any) -> tuple[hd.sr.ComprehensiveSR | hd.sr.EnhancedSR | hd.sr.Comprehensive3DSR, str]:
+    if isinstance(source, Dataset):
+        ds, name = source, "<dataset>"
+    else:
+        name = str(source) if isinstance(source, (str, os.PathLike)) else "<upload>"
+        fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+        try:
+            ds = pydicom.dcmread(fp)
+        except FileNotFoundError as exc:
+            raise SRExportError(f"{name}: file not found") from exc
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:
+            raise SRExportError(f"{name}: not a DICOM file ({exc})") from exc
+    classes = {
+        ComprehensiveSRStorage: hd.sr.ComprehensiveSR,
+        pydicom.uid.EnhancedSRStorage: hd.sr.EnhancedSR,
+        pydicom.uid.Comprehensive3DSRStorage: hd.sr.Comprehensive3DSR,
+    }
+    sop_class = str(getattr(ds, "SOPClassUID", ""))
+    if sop_class not in classes:
+        raise SRExportError(
+            f"{name}: not a Comprehensive or Enhanced SR document (SOP Class UID {sop_class or 'missing'})"
+        )
+    try:
+        return classes[sop_class].from_dataset(ds, copy=True), name
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise SRExportError(f"{name}: not a valid SR document: {exc}") from exc
+
+
+def _code_key(concept: Any) -> tuple[str, str]:
+    return (str(concept.scheme_designator), str(concept.value))
+
+
+def _numbers(group: Any) -> dict[tuple[str, str], Any]:
+    return {_code_key(m.name): m for m in group.get_measurements()}
+
+
+def _facts(group: Any, name: str) -> dict[str, Any]:
+    from highdicom.sr.utils import find_content_items
+
+    items = find_content_items(group[0], name=codes.DCM.AlgorithmParameters)
+    for item in items:
+        try:
+            facts = json.loads(item.value)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(facts, dict) and facts.get("format") == "vheight.annotation.facts":
+            return facts
+    raise SRExportError(f"{name}: the '{ANNOTATION_GROUP_ID}' group lacks its parameters")
+
+
+def _group_level(group: Any) -> str | None:
+    for site in group.finding_sites:
+        level = _LEVEL_BY_VERTEBRA_CODE.get(str(site.value.value))
+        if level is not None and site.value.scheme_designator in ("SCT", "SRT"):
+            return level
+    identifier = group.tracking_identifier
+    return identifier if identifier in LEVELS else None
+
+
+def _points_of(group: Any, numbers: Mapping[tuple[str, str], Any]) -> dict[str, tuple[float, float]]:
+    points: dict[str, tuple[float, float]] = {}
+    for name in POINT_NAMES:
+        mx = numbers.get(_code_key(_LANDMARK_CODES[(name, "x")]))
+        my = numbers.get(_code_key(_LANDMARK_CODES[(name, "y")]))
+        if mx is not None and my is not None:
+            points[name] = dicom_to_pixel((float(mx.value), float(my.value)))
+    if points:
+        return points
+    # Without exact landmark values: the end points of the height polylines.
+    for height, code in _HEIGHT_CODES.items():
+        m = numbers.get(_code_key(code))
+        if m is None:
+            continue
+        for coords in m.referenced_coordinates:
+            data = np.asarray(coords.value, dtype=np.float64).reshape(-1, 2)
+            if coords.graphic_type.value == "POLYLINE" and len(data) == 2:
+                top, bottom = _HEIGHT_POINTS[height]
+                points[top] = dicom_to_pixel(data[0])
+                points[bottom] = dicom_to_pixel(data[1])
+                break
+    return points
+
+
+def annotation_from_sr(
+    source: str | os.PathLike[str] | bytes | BinaryIO | Dataset,
+    *,
+    image_file: str | None = None,
+) -> Annotation:
+    """The annotation recorded in a vheight TID 1500 SR document.
+
+    Parameters
+    ----------
+    source
+        Path, bytes, binary file object or dataset of the SR document.
+    image_file
+        Value for ``image.file`` (the film's name relative to where the
+        annotation will be saved); defaults to the name recorded at export.
+
+    Raises
+    ------
+    SRExportError
+        Not an SR document, not a TID 1500 measurement report, or one holding
+        no vertebra.
+    AnnotationError
+        The recorded landmarks do not make a valid annotation.
+    """
+    sr, name = _read_sr(source)
+    try:
+        report = hd.sr.MeasurementReport.from_sequence(sr.content)
+        groups = report.get_image_measurement_groups()
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise SRExportError(f"{name}: not a TID 1500 measurement report: {exc}") from exc
+
+    facts: dict[str, Any] = {}
+    vertebrae: dict[str, dict[str, tuple[float, float]]] = {}
+    treated: list[str] = []
+    sop_instance_uid: str | None = None
+    time_point: str | None = None
+    for group in groups:
+        if group.tracking_identifier == ANNOTATION_GROUP_ID:
+            facts = _facts(group, name)
+            continue
+        level = _group_level(group)
+        if level is None:
+            continue
+        numbers = _numbers(group)
+        points = _points_of(group, numbers)
+        if points:
+            vertebrae[level] = points
+        for evaluation in group.get_qualitative_evaluations(name=_TREATED_NAME):
+            if _code_key(evaluation.value) == _code_key(codes.SCT.Yes):
+                treated.append(level)
+        for image in group.source_images:
+            sop_instance_uid = sop_instance_uid or str(image.referenced_sop_instance_uid)
+        if time_point is None:
+            from highdicom.sr.utils import find_content_items
+
+            found = find_content_items(group[0], name=_TIME_POINT)
+            if found:
+                time_point = str(found[0].value)
+    if not vertebrae:
+        raise SRExportError(f"{name}: the SR holds no vertebra landmarks")
+
+    image = dict(facts.get("image") or {})
+    if image_file is not None:
+        image["file"] = image_file
+    image.setdefault("sop_instance_uid", sop_instance_uid)
+    data: dict[str, Any] = {
+        "format": "vheight.annotation",
+        "version": 1,
+        "image": image,
+        "timepoint": facts.get("timepoint", time_point if time_point in ("pre", "post", "followup") else None),
+        "calibration": facts.get("calibration"),
+        "vertebrae": {lv: {p: list(xy) for p, xy in pts.items()} for lv, pts in vertebrae.items()},
+        "treated_levels": facts.get("treated_levels", treated),
+        "patient_position": facts.get("patient_position"),
+        "annotator": facts.get("annotator") or "",
+        "created": facts.get("created"),
+        "modified": facts.get("modified"),
+        "notes": facts.get("notes") or "",
+    }
+    extra = facts.get("extra")
+    if isinstance(extra, dict):
+        for key, value in extra.items():
+            data.setdefault(key, value)
+    return Annotation.from_dict(data, source=name)
