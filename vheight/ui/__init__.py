@@ -1,0 +1,1 @@
+"""The radiologist's app: everything that imports streamlit lives here."""

@@ -1,0 +1,982 @@
+// vheight landmark editor (Streamlit components v2 module, no build step).
+//
+// Coordinates: every point is (x, y) in pixels of the FULL-RESOLUTION film,
+// x = column, y = row, the centre of the top-left pixel at (0, 0).  The film
+// is shown from a smaller display image that is stretched over the
+// full-resolution extent, so the display scale never leaks into a point.
+//
+// Python is the single source of truth: each edit sends the complete set of
+// points ("edit" state: {rev, vertebrae, calibration_line}); Python saves it,
+// measures, and sends the points back with `ack` = the last revision it
+// applied.  Local edits newer than `ack` are kept until Python catches up.
+// Python-side changes (an uploaded annotation, a cleared level) bump `epoch`.
+
+const INSTANCES = new WeakMap();
+
+const GRADE_COLOURS = {
+  0: "#3ccf7a",
+  1: "#f5d142",
+  2: "#ff9838",
+  3: "#ff4d4f",
+};
+const INCOMPLETE_COLOUR = "#a3acb9";
+const CALIBRATION_COLOUR = "#4cc2ff";
+const HIT_RADIUS = 10; // screen px
+const CLICK_SLOP = 4; // screen px a click may move before it becomes a pan
+const MAX_ZOOM = 32; // screen px per film px
+const NUDGE_COMMIT_DELAY_MS = 450;
+
+const clone = (value) => JSON.parse(JSON.stringify(value ?? null));
+
+function shortName(name) {
+  return name.replace("superior_", "S").replace("inferior_", "I").replace("anterior", "A")
+    .replace("middle", "M").replace("posterior", "P");
+}
+
+class Editor {
+  constructor(parentElement) {
+    this.parent = parentElement;
+    this.root = parentElement.querySelector(".vh-editor");
+    this.viewport = this.root.querySelector(".vh-viewport");
+    this.canvas = this.root.querySelector(".vh-canvas");
+    this.ctx = this.canvas.getContext("2d");
+    this.nextEl = this.root.querySelector(".vh-next");
+    this.modeBadge = this.root.querySelector(".vh-mode-badge");
+    this.hudLeft = this.root.querySelector(".vh-hud-left");
+    this.hudRight = this.root.querySelector(".vh-hud-right");
+    this.toastEl = this.root.querySelector(".vh-toast");
+    this.helpEl = this.root.querySelector(".vh-help");
+    this.loadingEl = this.root.querySelector(".vh-loading");
+    this.buttons = {};
+    for (const button of this.root.querySelectorAll("[data-action]")) {
+      this.buttons[button.dataset.action] = button;
+    }
+
+    this.filmId = null;
+    this.imageUrl = null;
+    this.image = null;
+    this.rows = 1;
+    this.columns = 1;
+    this.levels = [];
+    this.pointNames = [];
+    this.points = {};
+    this.calibrationLine = [];
+    this.grades = {};
+    this.treated = new Set();
+    this.activeLevel = null;
+    this.lastDataLevel = null;
+    this.mode = "landmarks";
+    this.epoch = null;
+    this.rev = 0;
+    this.history = [];
+    this.historyIndex = -1;
+    this.selected = null; // {kind: "point", level, name} | {kind: "calibration", index}
+    this.view = { zoom: 1, tx: 0, ty: 0 };
+    this.fitted = false;
+    this.drag = null;
+    this.spaceDown = false;
+    this.mouse = null;
+    this.nudgeTimer = null;
+    this.toastTimer = null;
+    this.frame = null;
+    this.height = 640;
+    this.setStateValue = () => {};
+
+    this.listeners = [];
+    this.bindEvents();
+    this.resizeObserver = new ResizeObserver(() => this.resize());
+    this.resizeObserver.observe(this.viewport);
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  on(target, type, handler, options) {
+    target.addEventListener(type, handler, options);
+    this.listeners.push(() => target.removeEventListener(type, handler, options));
+  }
+
+  destroy() {
+    for (const off of this.listeners) off();
+    this.listeners = [];
+    this.resizeObserver.disconnect();
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    clearTimeout(this.nudgeTimer);
+    clearTimeout(this.toastTimer);
+  }
+
+  // -------------------------------------------------------------- data in
+
+  update(data) {
+    if (!data) return;
+    this.levels = data.levels || this.levels;
+    this.pointNames = data.point_names || this.pointNames;
+    this.rows = data.rows;
+    this.columns = data.columns;
+    this.grades = data.grades || {};
+    this.treated = new Set(data.treated || []);
+    if (data.height && data.height !== this.height) {
+      this.height = data.height;
+      this.viewport.style.height = `${this.height}px`;
+    } else if (!this.viewport.style.height) {
+      this.viewport.style.height = `${this.height}px`;
+    }
+
+    const filmChanged = data.film_id !== this.filmId;
+    if (filmChanged) {
+      this.filmId = data.film_id;
+      this.fitted = false;
+      this.selected = null;
+      this.history = [];
+      this.historyIndex = -1;
+      this.epoch = null;
+    }
+
+    const epochChanged = data.epoch !== this.epoch;
+    const ack = Number(data.ack || 0);
+    if (filmChanged || epochChanged || ack >= this.rev) {
+      this.points = clone(data.vertebrae) || {};
+      this.calibrationLine = clone(data.calibration_line) || [];
+      this.rev = Math.max(this.rev, ack);
+      if (epochChanged) {
+        this.pushHistory();
+      }
+      this.epoch = data.epoch;
+      this.dropStaleSelection();
+    }
+
+    if (data.active_level !== this.lastDataLevel) {
+      this.activeLevel = data.active_level;
+      this.lastDataLevel = data.active_level;
+    }
+    if (data.mode !== this.mode) {
+      this.mode = data.mode || "landmarks";
+      this.selected = null;
+      this.drag = null;
+    }
+
+    if (data.image && data.image.url !== this.imageUrl) {
+      this.loadImage(data.image.url);
+    }
+    this.resize();
+    this.updateChrome();
+    this.requestDraw();
+  }
+
+  loadImage(url) {
+    this.imageUrl = url;
+    const image = new Image();
+    image.decoding = "async";
+    image.onload = () => {
+      if (this.imageUrl !== url) return;
+      this.image = image;
+      this.loadingEl.hidden = true;
+      this.loadingEl.style.display = "none";
+      if (!this.fitted) this.fit();
+      this.root.dataset.ready = "true";
+      this.requestDraw();
+    };
+    image.onerror = () => {
+      if (this.imageUrl !== url) return;
+      this.loadingEl.textContent = "The film image could not be loaded.";
+    };
+    image.src = resolveUrl(url);
+  }
+
+  // ------------------------------------------------------------ geometry
+
+  toScreen([x, y]) {
+    return [x * this.view.zoom + this.view.tx, y * this.view.zoom + this.view.ty];
+  }
+
+  toFilm(sx, sy) {
+    return [(sx - this.view.tx) / this.view.zoom, (sy - this.view.ty) / this.view.zoom];
+  }
+
+  clampToFilm([x, y]) {
+    return [
+      Math.min(Math.max(x, -0.5), this.columns - 0.5),
+      Math.min(Math.max(y, -0.5), this.rows - 0.5),
+    ];
+  }
+
+  fitZoom() {
+    const w = this.canvas.clientWidth || 1;
+    const h = this.canvas.clientHeight || 1;
+    return Math.min(w / this.columns, h / this.rows) * 0.96;
+  }
+
+  fit() {
+    const w = this.canvas.clientWidth;
+    const h = this.canvas.clientHeight;
+    if (!w || !h) return;
+    const zoom = this.fitZoom();
+    this.view = {
+      zoom,
+      tx: (w - this.columns * zoom) / 2 + 0.5 * zoom,
+      ty: (h - this.rows * zoom) / 2 + 0.5 * zoom,
+    };
+    this.fitted = true;
+    this.requestDraw();
+  }
+
+  zoomAt(factor, sx, sy) {
+    const minZoom = this.fitZoom() / 4;
+    const zoom = Math.min(Math.max(this.view.zoom * factor, minZoom), MAX_ZOOM);
+    const [fx, fy] = this.toFilm(sx, sy);
+    this.view = { zoom, tx: sx - fx * zoom, ty: sy - fy * zoom };
+    this.requestDraw();
+  }
+
+  zoomCentre(factor) {
+    this.zoomAt(factor, this.canvas.clientWidth / 2, this.canvas.clientHeight / 2);
+  }
+
+  oneToOne() {
+    this.zoomCentre(1 / this.view.zoom);
+  }
+
+  resize() {
+    const dpr = window.devicePixelRatio || 1;
+    const w = this.viewport.clientWidth;
+    const h = this.viewport.clientHeight;
+    if (!w || !h) return;
+    const pw = Math.round(w * dpr);
+    const ph = Math.round(h * dpr);
+    if (this.canvas.width !== pw || this.canvas.height !== ph) {
+      this.canvas.width = pw;
+      this.canvas.height = ph;
+      if (!this.fitted && this.image) this.fit();
+      this.requestDraw();
+    }
+  }
+
+  // ------------------------------------------------------------- queries
+
+  nextMissing(level) {
+    const pts = this.points[level] || {};
+    for (const name of this.pointNames) {
+      if (!(name in pts)) return name;
+    }
+    return null;
+  }
+
+  countPoints(level) {
+    return Object.keys(this.points[level] || {}).length;
+  }
+
+  hitTest(sx, sy) {
+    let best = null;
+    let bestDist = HIT_RADIUS;
+    if (this.mode === "calibrate") {
+      this.calibrationLine.forEach((p, index) => {
+        const [px, py] = this.toScreen(p);
+        const d = Math.hypot(px - sx, py - sy);
+        if (d <= bestDist) {
+          best = { kind: "calibration", index };
+          bestDist = d;
+        }
+      });
+      return best;
+    }
+    for (const level of Object.keys(this.points)) {
+      for (const [name, p] of Object.entries(this.points[level])) {
+        const [px, py] = this.toScreen(p);
+        // Prefer the active level when points overlap.
+        const d = Math.hypot(px - sx, py - sy) - (level === this.activeLevel ? 0.5 : 0);
+        if (d <= bestDist) {
+          best = { kind: "point", level, name };
+          bestDist = d;
+        }
+      }
+    }
+    return best;
+  }
+
+  selectedPosition() {
+    const s = this.selected;
+    if (!s) return null;
+    if (s.kind === "calibration") return this.calibrationLine[s.index] || null;
+    return (this.points[s.level] || {})[s.name] || null;
+  }
+
+  setSelectedPosition(xy) {
+    const s = this.selected;
+    if (!s) return;
+    if (s.kind === "calibration") {
+      this.calibrationLine[s.index] = xy;
+    } else {
+      this.points[s.level] = this.points[s.level] || {};
+      this.points[s.level][s.name] = xy;
+    }
+  }
+
+  dropStaleSelection() {
+    if (this.selected && !this.selectedPosition()) this.selected = null;
+  }
+
+  // -------------------------------------------------------------- edits
+
+  snapshot() {
+    return JSON.stringify({ v: this.points, c: this.calibrationLine });
+  }
+
+  pushHistory() {
+    const snap = this.snapshot();
+    if (this.historyIndex >= 0 && this.history[this.historyIndex] === snap) return;
+    this.history = this.history.slice(0, this.historyIndex + 1);
+    this.history.push(snap);
+    if (this.history.length > 200) this.history.shift();
+    this.historyIndex = this.history.length - 1;
+  }
+
+  commit() {
+    clearTimeout(this.nudgeTimer);
+    this.nudgeTimer = null;
+    this.pushHistory();
+    this.send();
+  }
+
+  send() {
+    this.rev += 1;
+    this.root.dataset.rev = String(this.rev);
+    // Drop empty levels so that the Python side sees exactly what is drawn.
+    const vertebrae = {};
+    for (const level of this.levels) {
+      const pts = this.points[level];
+      if (pts && Object.keys(pts).length) vertebrae[level] = pts;
+    }
+    this.setStateValue("edit", {
+      rev: this.rev,
+      vertebrae,
+      calibration_line: this.calibrationLine.length ? this.calibrationLine : null,
+    });
+    this.updateChrome();
+    this.requestDraw();
+  }
+
+  restore(snap) {
+    const parsed = JSON.parse(snap);
+    this.points = parsed.v || {};
+    this.calibrationLine = parsed.c || [];
+    this.dropStaleSelection();
+    this.send();
+  }
+
+  undo() {
+    if (this.historyIndex <= 0) return this.toast("Nothing to undo");
+    this.historyIndex -= 1;
+    this.restore(this.history[this.historyIndex]);
+  }
+
+  redo() {
+    if (this.historyIndex >= this.history.length - 1) return this.toast("Nothing to redo");
+    this.historyIndex += 1;
+    this.restore(this.history[this.historyIndex]);
+  }
+
+  insideFilm([x, y]) {
+    return x >= -0.5 && y >= -0.5 && x <= this.columns - 0.5 && y <= this.rows - 0.5;
+  }
+
+  placeAt(xy) {
+    if (!this.insideFilm(xy)) return this.toast("Click on the film to place a point");
+    const p = xy.map((v) => Math.round(v * 100) / 100);
+    if (this.mode === "calibrate") {
+      if (this.calibrationLine.length >= 2) this.calibrationLine = [];
+      this.calibrationLine.push(p);
+      this.selected = { kind: "calibration", index: this.calibrationLine.length - 1 };
+      this.commit();
+      return;
+    }
+    const level = this.activeLevel;
+    if (!level) return this.toast("Choose a level first");
+    const name = this.nextMissing(level);
+    if (!name) {
+      return this.toast(`${level} is complete: press N for the next level, or drag a point`);
+    }
+    this.points[level] = this.points[level] || {};
+    this.points[level][name] = p;
+    this.selected = { kind: "point", level, name };
+    this.commit();
+  }
+
+  deleteSelected() {
+    const s = this.selected;
+    if (!s) return this.toast("Select a point first (click it)");
+    if (s.kind === "calibration") {
+      this.calibrationLine.splice(s.index, 1);
+    } else {
+      delete this.points[s.level][s.name];
+      if (!Object.keys(this.points[s.level]).length) delete this.points[s.level];
+    }
+    this.selected = null;
+    this.commit();
+  }
+
+  nudge(dx, dy, big) {
+    const pos = this.selectedPosition();
+    if (!pos) return;
+    const step = (this.view.zoom >= 4 ? 0.25 : 1) * (big ? 10 : 1);
+    this.setSelectedPosition(this.clampToFilm([pos[0] + dx * step, pos[1] + dy * step]));
+    this.requestDraw();
+    this.updateHud();
+    clearTimeout(this.nudgeTimer);
+    this.nudgeTimer = setTimeout(() => this.commit(), NUDGE_COMMIT_DELAY_MS);
+  }
+
+  changeLevel(step) {
+    if (!this.levels.length) return;
+    let index = this.levels.indexOf(this.activeLevel);
+    if (index < 0) index = step > 0 ? -1 : this.levels.length;
+    const next = this.levels[Math.min(Math.max(index + step, 0), this.levels.length - 1)];
+    if (next === this.activeLevel) return;
+    this.activeLevel = next;
+    this.selected = null;
+    this.setStateValue("active_level", next);
+    this.updateChrome();
+    this.requestDraw();
+  }
+
+  cycleSelection(step) {
+    const level = this.selected?.kind === "point" ? this.selected.level : this.activeLevel;
+    const names = this.pointNames.filter((n) => (this.points[level] || {})[n]);
+    if (!names.length) return;
+    let index = this.selected?.kind === "point" ? names.indexOf(this.selected.name) : -1;
+    index = (index + step + names.length) % names.length;
+    this.selected = { kind: "point", level, name: names[index] };
+    this.requestDraw();
+    this.updateHud();
+  }
+
+  // -------------------------------------------------------------- events
+
+  bindEvents() {
+    const c = this.canvas;
+    this.on(c, "pointerdown", (e) => this.onPointerDown(e));
+    this.on(c, "pointermove", (e) => this.onPointerMove(e));
+    this.on(c, "pointerup", (e) => this.onPointerUp(e));
+    this.on(c, "pointercancel", () => this.cancelDrag());
+    this.on(c, "pointerleave", () => {
+      this.mouse = null;
+      this.updateHud();
+    });
+    this.on(c, "wheel", (e) => this.onWheel(e), { passive: false });
+    this.on(c, "contextmenu", (e) => e.preventDefault());
+    this.on(c, "auxclick", (e) => e.preventDefault());
+    this.on(this.root, "keydown", (e) => this.onKeyDown(e));
+    this.on(this.root, "keyup", (e) => {
+      if (e.key === " ") {
+        this.spaceDown = false;
+        this.canvas.classList.remove("vh-pan-ready");
+      }
+    });
+    this.on(this.root, "focus", () => this.root.classList.add("vh-focused"));
+    this.on(this.root, "blur", () => {
+      this.root.classList.remove("vh-focused");
+      this.spaceDown = false;
+    });
+    this.on(this.helpEl, "pointerdown", () => this.toggleHelp(false));
+    for (const [action, button] of Object.entries(this.buttons)) {
+      this.on(button, "click", (e) => {
+        e.preventDefault();
+        this.root.focus({ preventScroll: true });
+        this.runAction(action);
+      });
+    }
+  }
+
+  runAction(action) {
+    switch (action) {
+      case "undo": return this.undo();
+      case "redo": return this.redo();
+      case "delete": return this.deleteSelected();
+      case "fit": return this.fit();
+      case "zoom-in": return this.zoomCentre(1.25);
+      case "zoom-out": return this.zoomCentre(0.8);
+      case "help": return this.toggleHelp();
+      case "next-level": return this.changeLevel(1);
+      case "prev-level": return this.changeLevel(-1);
+      default: return undefined;
+    }
+  }
+
+  localXY(e) {
+    const rect = this.canvas.getBoundingClientRect();
+    return [e.clientX - rect.left, e.clientY - rect.top];
+  }
+
+  onPointerDown(e) {
+    this.root.focus({ preventScroll: true });
+    const [sx, sy] = this.localXY(e);
+    this.canvas.setPointerCapture(e.pointerId);
+    if (e.button === 1 || (e.button === 0 && this.spaceDown)) {
+      e.preventDefault();
+      this.drag = { kind: "pan", sx, sy, tx: this.view.tx, ty: this.view.ty, moved: true };
+      this.canvas.classList.add("vh-panning");
+      return;
+    }
+    if (e.button !== 0) return;
+    const hit = this.hitTest(sx, sy);
+    if (hit) {
+      this.selected = hit;
+      if (hit.kind === "point" && hit.level !== this.activeLevel && this.mode !== "calibrate") {
+        this.activeLevel = hit.level;
+        this.setStateValue("active_level", hit.level);
+      }
+      const pos = this.selectedPosition();
+      this.drag = { kind: "point", sx, sy, orig: pos.slice(), moved: false };
+      this.updateChrome();
+      this.requestDraw();
+      return;
+    }
+    this.drag = { kind: "pending", sx, sy, tx: this.view.tx, ty: this.view.ty, moved: false };
+  }
+
+  onPointerMove(e) {
+    const [sx, sy] = this.localXY(e);
+    this.mouse = [sx, sy];
+    const d = this.drag;
+    if (!d) {
+      const hit = this.hitTest(sx, sy);
+      this.canvas.classList.toggle("vh-over-point", Boolean(hit));
+      this.updateHud();
+      return;
+    }
+    const dist = Math.hypot(sx - d.sx, sy - d.sy);
+    if (d.kind === "pending" && dist > CLICK_SLOP) {
+      d.kind = "pan";
+      d.moved = true;
+      this.canvas.classList.add("vh-panning");
+    }
+    if (d.kind === "pan") {
+      this.view.tx = d.tx + (sx - d.sx);
+      this.view.ty = d.ty + (sy - d.sy);
+      this.requestDraw();
+    } else if (d.kind === "point") {
+      if (!d.moved && dist <= 2) return;
+      d.moved = true;
+      const [ox, oy] = d.orig;
+      const dx = (sx - d.sx) / this.view.zoom;
+      const dy = (sy - d.sy) / this.view.zoom;
+      const p = this.clampToFilm([ox + dx, oy + dy]).map((v) => Math.round(v * 100) / 100);
+      this.setSelectedPosition(p);
+      this.requestDraw();
+    }
+    this.updateHud();
+  }
+
+  onPointerUp(e) {
+    const d = this.drag;
+    this.drag = null;
+    this.canvas.classList.remove("vh-panning");
+    if (this.canvas.hasPointerCapture(e.pointerId)) this.canvas.releasePointerCapture(e.pointerId);
+    if (!d) return;
+    if (d.kind === "point" && d.moved) {
+      this.commit();
+    } else if (d.kind === "pending") {
+      this.selected = null;
+      const [sx, sy] = this.localXY(e);
+      this.placeAt(this.toFilm(sx, sy));
+    }
+    this.requestDraw();
+  }
+
+  cancelDrag() {
+    const d = this.drag;
+    this.drag = null;
+    this.canvas.classList.remove("vh-panning");
+    if (d && d.kind === "point" && d.moved) {
+      this.setSelectedPosition(d.orig);
+      this.requestDraw();
+    }
+  }
+
+  onWheel(e) {
+    e.preventDefault();
+    const [sx, sy] = this.localXY(e);
+    const delta = e.deltaMode === 1 ? e.deltaY * 16 : e.deltaY;
+    this.zoomAt(Math.exp(-delta * 0.0015), sx, sy);
+    this.mouse = [sx, sy];
+    this.updateHud();
+  }
+
+  onKeyDown(e) {
+    if (e.target && e.target.tagName === "INPUT") return;
+    const ctrl = e.ctrlKey || e.metaKey;
+    const key = e.key;
+    let handled = true;
+    if (ctrl && (key === "z" || key === "Z")) {
+      if (e.shiftKey) this.redo();
+      else this.undo();
+    } else if (ctrl && (key === "y" || key === "Y")) {
+      this.redo();
+    } else if (ctrl) {
+      handled = false;
+    } else if (key === "+" || key === "=") {
+      this.zoomCentre(1.25);
+    } else if (key === "-" || key === "_") {
+      this.zoomCentre(0.8);
+    } else if (key === "0") {
+      this.fit();
+    } else if (key === "1") {
+      this.oneToOne();
+    } else if (key === "ArrowLeft" || key === "ArrowRight" || key === "ArrowUp" || key === "ArrowDown") {
+      const dx = key === "ArrowLeft" ? -1 : key === "ArrowRight" ? 1 : 0;
+      const dy = key === "ArrowUp" ? -1 : key === "ArrowDown" ? 1 : 0;
+      if (this.selected) {
+        this.nudge(dx, dy, e.shiftKey);
+      } else {
+        this.view.tx -= dx * 60;
+        this.view.ty -= dy * 60;
+        this.requestDraw();
+      }
+    } else if (key === "Delete" || key === "Backspace") {
+      this.deleteSelected();
+    } else if (key === "Escape") {
+      if (!this.helpEl.hidden) this.toggleHelp(false);
+      else if (this.drag) this.cancelDrag();
+      else this.selected = null;
+      this.requestDraw();
+    } else if (key === "n" || key === "N") {
+      this.changeLevel(e.shiftKey ? -1 : 1);
+    } else if (key === "Tab") {
+      this.cycleSelection(e.shiftKey ? -1 : 1);
+    } else if (key === "?" || key === "h" || key === "H") {
+      this.toggleHelp();
+    } else if (key === " ") {
+      this.spaceDown = true;
+      this.canvas.classList.add("vh-pan-ready");
+    } else {
+      handled = false;
+    }
+    if (handled) {
+      e.preventDefault();
+      e.stopPropagation();
+    }
+  }
+
+  toggleHelp(show) {
+    const visible = show === undefined ? this.helpEl.hidden : show;
+    this.helpEl.hidden = !visible;
+  }
+
+  toast(message) {
+    this.toastEl.textContent = message;
+    this.toastEl.hidden = false;
+    clearTimeout(this.toastTimer);
+    this.toastTimer = setTimeout(() => {
+      this.toastEl.hidden = true;
+    }, 2600);
+  }
+
+  // ------------------------------------------------------------- drawing
+
+  updateChrome() {
+    const calibrating = this.mode === "calibrate";
+    this.modeBadge.hidden = !calibrating;
+    let text;
+    let done = false;
+    if (calibrating) {
+      const n = this.calibrationLine.length;
+      text = n < 2
+        ? `Click the ${n === 0 ? "first" : "second"} end of a line of known length (${n + 1}/2)`
+        : "Line drawn: enter its length in mm beside the viewer, or drag its ends";
+    } else if (!this.activeLevel) {
+      text = "Choose a level";
+    } else {
+      const name = this.nextMissing(this.activeLevel);
+      const count = this.countPoints(this.activeLevel);
+      if (name) {
+        const placed = this.pointNames.indexOf(name) + 1;
+        text = `${this.activeLevel}: ${name} (${placed}/${this.pointNames.length})`;
+      } else {
+        text = `${this.activeLevel}: complete (${count}/${this.pointNames.length}) \u2014 N for the next level`;
+        done = true;
+      }
+    }
+    this.nextEl.textContent = text;
+    this.nextEl.classList.toggle("vh-done", done);
+    this.buttons.undo.disabled = this.historyIndex <= 0;
+    this.buttons.redo.disabled = this.historyIndex >= this.history.length - 1;
+    this.buttons.delete.disabled = !this.selected;
+    this.root.dataset.activeLevel = this.activeLevel || "";
+    this.root.dataset.mode = this.mode;
+  }
+
+  updateHud() {
+    const parts = [];
+    if (this.mouse) {
+      const [x, y] = this.toFilm(...this.mouse);
+      if (x >= -0.5 && y >= -0.5 && x <= this.columns - 0.5 && y <= this.rows - 0.5) {
+        parts.push(`x ${x.toFixed(1)}  y ${y.toFixed(1)} px`);
+      }
+    }
+    const sel = this.selectedPosition();
+    if (sel && this.selected.kind === "point") {
+      parts.push(`${this.selected.level} ${shortName(this.selected.name)} (${sel[0].toFixed(2)}, ${sel[1].toFixed(2)})`);
+    }
+    this.hudLeft.textContent = parts.join("   \u00b7   ");
+    this.hudRight.textContent = `${this.columns} \u00d7 ${this.rows} px   \u00b7   zoom ${(this.view.zoom * 100).toFixed(this.view.zoom < 0.1 ? 1 : 0)} %`;
+    this.root.dataset.view = JSON.stringify(this.view);
+  }
+
+  requestDraw() {
+    if (this.frame !== null) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = null;
+      this.draw();
+    });
+  }
+
+  draw() {
+    const ctx = this.ctx;
+    const dpr = window.devicePixelRatio || 1;
+    const w = this.canvas.clientWidth;
+    const h = this.canvas.clientHeight;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = "#0a0c0f";
+    ctx.fillRect(0, 0, w, h);
+    if (this.image) {
+      const { zoom, tx, ty } = this.view;
+      ctx.save();
+      ctx.imageSmoothingEnabled = true;
+      ctx.imageSmoothingQuality = "high";
+      // The display image covers the full-resolution extent [-0.5, N - 0.5].
+      ctx.drawImage(this.image, tx - 0.5 * zoom, ty - 0.5 * zoom, this.columns * zoom, this.rows * zoom);
+      ctx.restore();
+    }
+    for (const level of this.levels) {
+      if (this.points[level]) this.drawVertebra(level);
+    }
+    if (this.mode === "calibrate") this.drawCalibration();
+    this.updateHud();
+    this.updateChrome();
+  }
+
+  vertebraColour(level) {
+    const pts = this.points[level] || {};
+    const complete = this.pointNames.every((n) => n in pts);
+    const grade = this.grades[level];
+    if (!complete || grade === null || grade === undefined) return INCOMPLETE_COLOUR;
+    return GRADE_COLOURS[grade] || INCOMPLETE_COLOUR;
+  }
+
+  drawVertebra(level) {
+    const ctx = this.ctx;
+    const pts = this.points[level];
+    const colour = this.vertebraColour(level);
+    const active = level === this.activeLevel && this.mode !== "calibrate";
+    const S = (name) => (pts[name] ? this.toScreen(pts[name]) : null);
+    const sa = S("superior_anterior");
+    const sm = S("superior_middle");
+    const sp = S("superior_posterior");
+    const ia = S("inferior_anterior");
+    const im = S("inferior_middle");
+    const ip = S("inferior_posterior");
+    const dim = this.mode === "calibrate" ? 0.45 : 1;
+
+    ctx.save();
+    ctx.globalAlpha = dim;
+    ctx.lineJoin = "round";
+    ctx.lineCap = "round";
+
+    // Body outline, lightly filled.
+    if (sa && sp && ip && ia) {
+      ctx.beginPath();
+      ctx.moveTo(...sa);
+      if (sm) ctx.lineTo(...sm);
+      ctx.lineTo(...sp);
+      ctx.lineTo(...ip);
+      if (im) ctx.lineTo(...im);
+      ctx.lineTo(...ia);
+      ctx.closePath();
+      ctx.fillStyle = withAlpha(colour, active ? 0.16 : 0.1);
+      ctx.fill();
+      if (this.treated.has(level)) {
+        ctx.save();
+        ctx.clip();
+        ctx.strokeStyle = withAlpha(colour, 0.35);
+        ctx.lineWidth = 1;
+        const xs = [sa[0], sp[0], ip[0], ia[0]];
+        const ys = [sa[1], sp[1], ip[1], ia[1]];
+        const x0 = Math.min(...xs);
+        const x1 = Math.max(...xs);
+        const y0 = Math.min(...ys);
+        const y1 = Math.max(...ys);
+        ctx.beginPath();
+        for (let k = x0 - (y1 - y0); k < x1; k += 9) {
+          ctx.moveTo(k, y1);
+          ctx.lineTo(k + (y1 - y0), y0);
+        }
+        ctx.stroke();
+        ctx.restore();
+      }
+    }
+
+    // Endplates.
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = active ? 2.2 : 1.6;
+    for (const line of [[sa, sm, sp], [ia, im, ip]]) {
+      const present = line.filter(Boolean);
+      if (present.length < 2) continue;
+      ctx.beginPath();
+      ctx.moveTo(...present[0]);
+      for (const p of present.slice(1)) ctx.lineTo(...p);
+      ctx.stroke();
+    }
+
+    // Anterior, middle and posterior heights.
+    ctx.setLineDash([5, 4]);
+    ctx.lineWidth = 1.3;
+    ctx.strokeStyle = withAlpha("#ffffff", 0.85);
+    for (const [a, b] of [[sa, ia], [sm, im], [sp, ip]]) {
+      if (!a || !b) continue;
+      ctx.beginPath();
+      ctx.moveTo(...a);
+      ctx.lineTo(...b);
+      ctx.stroke();
+    }
+    ctx.setLineDash([]);
+
+    // Landmarks.
+    for (const name of this.pointNames) {
+      const p = S(name);
+      if (!p) continue;
+      const isSelected = this.selected?.kind === "point" && this.selected.level === level
+        && this.selected.name === name;
+      const r = isSelected ? 6.5 : active ? 5 : 4;
+      ctx.beginPath();
+      ctx.arc(p[0], p[1], r, 0, Math.PI * 2);
+      ctx.fillStyle = colour;
+      ctx.fill();
+      ctx.lineWidth = 1.5;
+      ctx.strokeStyle = "#0a0c0f";
+      ctx.stroke();
+      if (isSelected) {
+        ctx.beginPath();
+        ctx.arc(p[0], p[1], r + 4, 0, Math.PI * 2);
+        ctx.strokeStyle = "#ffffff";
+        ctx.lineWidth = 1.5;
+        ctx.stroke();
+      }
+    }
+
+    // Label beside the anterior wall (outside the body).
+    this.drawLabel(level, pts, colour, active);
+    ctx.restore();
+  }
+
+  drawLabel(level, pts, colour, active) {
+    const ctx = this.ctx;
+    const screen = Object.values(pts).map((p) => this.toScreen(p));
+    if (!screen.length) return;
+    const cx = screen.reduce((s, p) => s + p[0], 0) / screen.length;
+    const cy = screen.reduce((s, p) => s + p[1], 0) / screen.length;
+    let dirX = -1;
+    const ant = [pts.superior_anterior, pts.inferior_anterior].filter(Boolean);
+    const post = [pts.superior_posterior, pts.inferior_posterior].filter(Boolean);
+    if (ant.length && post.length) {
+      const ax = ant.reduce((s, p) => s + p[0], 0) / ant.length;
+      const px = post.reduce((s, p) => s + p[0], 0) / post.length;
+      dirX = ax >= px ? 1 : -1;
+    }
+    const xs = screen.map((p) => p[0]);
+    const edge = dirX > 0 ? Math.max(...xs) : Math.min(...xs);
+    const grade = this.grades[level];
+    const complete = this.pointNames.every((n) => n in pts);
+    let text = level;
+    if (complete && grade !== null && grade !== undefined) text += `  G${grade}`;
+    else if (!complete) text += `  ${Object.keys(pts).length}/${this.pointNames.length}`;
+    if (this.treated.has(level)) text += "  \u2022 treated";
+    ctx.font = `${active ? 700 : 600} 12.5px Inter, "Source Sans Pro", system-ui, sans-serif`;
+    const tw = ctx.measureText(text).width;
+    const x = dirX > 0 ? edge + 14 : edge - 14 - tw - 12;
+    const y = cy - 10;
+    ctx.fillStyle = "rgba(10, 12, 15, 0.78)";
+    roundRect(ctx, x, y, tw + 12, 20, 4);
+    ctx.fill();
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = active ? 1.5 : 1;
+    ctx.stroke();
+    ctx.fillStyle = "#eef2f7";
+    ctx.textBaseline = "middle";
+    ctx.fillText(text, x + 6, y + 10.5);
+  }
+
+  drawCalibration() {
+    const ctx = this.ctx;
+    const pts = this.calibrationLine.map((p) => this.toScreen(p));
+    ctx.save();
+    ctx.strokeStyle = CALIBRATION_COLOUR;
+    ctx.fillStyle = CALIBRATION_COLOUR;
+    ctx.lineWidth = 2;
+    if (pts.length === 2) {
+      ctx.beginPath();
+      ctx.moveTo(...pts[0]);
+      ctx.lineTo(...pts[1]);
+      ctx.stroke();
+      const [a, b] = this.calibrationLine;
+      const len = Math.hypot(b[0] - a[0], b[1] - a[1]);
+      const text = `${len.toFixed(1)} px`;
+      ctx.font = "600 12.5px Inter, system-ui, sans-serif";
+      const mx = (pts[0][0] + pts[1][0]) / 2;
+      const my = (pts[0][1] + pts[1][1]) / 2;
+      const tw = ctx.measureText(text).width;
+      ctx.fillStyle = "rgba(10, 12, 15, 0.8)";
+      roundRect(ctx, mx + 10, my - 10, tw + 12, 20, 4);
+      ctx.fill();
+      ctx.fillStyle = "#d6f1ff";
+      ctx.textBaseline = "middle";
+      ctx.fillText(text, mx + 16, my + 0.5);
+    }
+    pts.forEach((p, index) => {
+      const isSelected = this.selected?.kind === "calibration" && this.selected.index === index;
+      ctx.beginPath();
+      ctx.moveTo(p[0] - 9, p[1]);
+      ctx.lineTo(p[0] + 9, p[1]);
+      ctx.moveTo(p[0], p[1] - 9);
+      ctx.lineTo(p[0], p[1] + 9);
+      ctx.strokeStyle = CALIBRATION_COLOUR;
+      ctx.lineWidth = isSelected ? 2.5 : 1.5;
+      ctx.stroke();
+    });
+    ctx.restore();
+  }
+}
+
+function withAlpha(hex, alpha) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
+}
+
+function roundRect(ctx, x, y, w, h, r) {
+  ctx.beginPath();
+  ctx.moveTo(x + r, y);
+  ctx.arcTo(x + w, y, x + w, y + h, r);
+  ctx.arcTo(x + w, y + h, x, y + h, r);
+  ctx.arcTo(x, y + h, x, y, r);
+  ctx.arcTo(x, y, x + w, y, r);
+  ctx.closePath();
+}
+
+function resolveUrl(url) {
+  if (!url || url.startsWith("data:") || /^[a-z]+:\/\//i.test(url)) return url;
+  // Media URLs are server-absolute ("/media/..."); honour a base URL path.
+  const base = window.location.pathname.replace(/\/[^/]*$/, "");
+  return `${window.location.origin}${base}${url.startsWith("/") ? "" : "/"}${url}`;
+}
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  let editor = INSTANCES.get(parentElement);
+  if (!editor) {
+    editor = new Editor(parentElement);
+    INSTANCES.set(parentElement, editor);
+  }
+  editor.setStateValue = setStateValue;
+  editor.update(data);
+  return () => {
+    editor.destroy();
+    INSTANCES.delete(parentElement);
+  };
+}
