@@ -1,0 +1,1172 @@
+"""Landmark refinement: snapping endplate landmarks to the cortical edge, and
+proposing the landmarks of a neighbouring vertebra.
+
+Coordinates
+-----------
+A landmark is ``(x, y)`` in pixels of the full-resolution image: ``x`` is the
+column (to the right), ``y`` the row (down), and the centre of the top-left
+pixel is ``(0, 0)``.  Internally every direction, distance and search radius
+is worked out in millimetre space (``x * col_spacing_mm``, ``y *
+row_spacing_mm``), so films with non-square pixels are searched over the same
+physical distance in every direction.  On an uncalibrated film a nominal
+spacing is estimated from the size of the annotated vertebrae (see
+:func:`search_spacing`) and millimetre figures are not reported.
+
+The edge
+--------
+The image is expected bright where bone is dense (``Film.pixels``).  The
+outer edge of the cortex is the transition from bright cortical bone to the
+darker disc or soft tissue outside the body: along a direction pointing away
+from the vertebral body, the intensity falls.  The image is smoothed with a
+Gaussian of ``0.5 mm`` (per axis in pixels, so anisotropic spacing is
+respected), its gradient is sampled bilinearly along profiles, and the
+strongest fall within the search radius is located to sub-sample precision
+with a parabola through the three samples around it.
+
+An edge is accepted only when the peak fall is well above the noise: above
+``EDGE_NOISE_FACTOR`` times the robust (median absolute deviation) standard
+deviation of the gradient in the neighbourhood, and above a small fraction of
+the film's dynamic range.  When a second, distinct fall nearly as strong lies
+within the radius (a double contour), the point is ambiguous.  In both cases
+the point is left where it is and flagged.
+
+Per point
+---------
+- Corners (``*_anterior``, ``*_posterior``): the corner of the body outline.
+  Edge points of the endplate are found on profiles along the endplate normal,
+  taken 1 to 6 mm inside the corner along the endplate; edge points of the
+  anterior (posterior) wall on profiles along the wall normal, 1 to 6 mm
+  inside the corner along the wall.  A line is fitted robustly to each set
+  and the refined corner is their intersection; this is repeated once from
+  the new corner.
+- Middle points (``*_middle``): moved to the midpoint of the (refined)
+  corners of their endplate along the endplate, then snapped to the edge
+  along the endplate normal, so a biconcave endplate is followed.
+
+The endplate normal of a point is perpendicular to the line through the
+corners of its endplate and points away from the centre of the vertebra's
+landmarks (superior endplate: towards the head; inferior: towards the feet).
+"""
+
+from __future__ import annotations
+
+import cmath
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from vheight.annotation import LEVELS, POINT_NAMES, Annotation, level_index
+from vheight.calibration import Calibration
+from vheight.errors import AnnotationError, ImageReadError
+
+__all__ = [
+    "DEFAULT_RADIUS_MM",
+    "SMOOTHING_MM",
+    "EDGE_NOISE_FACTOR",
+    "RefineFlag",
+    "PointMove",
+    "RefineResult",
+    "refine_annotation",
+    "refine_point",
+    "propose_level",
+    "predict_level",
+    "search_spacing",
+]
+
+DEFAULT_RADIUS_MM = 3.0
+"""Default search radius around each landmark, millimetres."""
+
+SMOOTHING_MM = 0.5
+"""Standard deviation of the Gaussian smoothing before differentiation, mm."""
+
+FINE_SMOOTHING_MM = 0.25
+"""Smoothing of the final localisation, within ``SMOOTHING_MM`` of the edge found, mm.
+
+A thin bright cortex pulls the peak of a heavily smoothed gradient outwards
+(its inner, rising edge overlaps); the edge found at ``SMOOTHING_MM`` is
+therefore located again on a less smoothed gradient nearby."""
+
+_FINE_MIN_PX = 0.8
+
+EDGE_NOISE_FACTOR = 5.0
+"""An edge must be this many noise standard deviations of the gradient strong."""
+
+MIN_CONTRAST_FRACTION = 0.02
+"""An edge must be a step of at least this fraction of the film's dynamic range."""
+
+AMBIGUITY_RATIO = 0.7
+"""A second distinct edge at least this fraction as strong makes a point ambiguous."""
+
+AMBIGUITY_SEPARATION_MM = 1.0
+"""Two edges closer than this (mm) along a profile are the same edge."""
+
+NOMINAL_SPACING_MM = 0.15
+"""Spacing assumed for an uncalibrated film when no vertebra gives a scale, mm/px."""
+
+# Typical adult vertebral endplate depth (anterior-posterior, mm), used only to
+# guess a nominal pixel spacing on uncalibrated films: a search radius in
+# millimetres needs a scale.  Rounded values; the guess is good to about 25 %.
+_TYPICAL_ENDPLATE_DEPTH_MM: dict[str, float] = {
+    "T1": 16.0, "T2": 17.0, "T3": 18.0, "T4": 19.0, "T5": 20.0, "T6": 22.0,
+    "T7": 24.0, "T8": 25.0, "T9": 27.0, "T10": 28.0, "T11": 30.0, "T12": 31.0,
+    "L1": 33.0, "L2": 34.0, "L3": 35.0, "L4": 35.0, "L5": 35.0,
+}  # fmt: skip
+
+# Typical disc height as a fraction of the vertebral body height, used to
+# propose a level next to a single annotated one.
+_DISC_TO_BODY_RATIO = 0.3
+
+_ENDPLATES = ("superior", "inferior")
+_SIDES = ("anterior", "posterior")
+_CORNERS = tuple(f"{e}_{s}" for e in _ENDPLATES for s in _SIDES)
+_MIDDLES = ("superior_middle", "inferior_middle")
+
+# Profile layout for corners: offsets inside the corner along the endplate
+# (or the wall) where the edge is sampled, mm.
+_STRIP_START_MM = 1.0
+_STRIP_END_MM = 6.0
+_STRIP_COUNT = 11
+_MIDDLE_HALF_WIDTH_MM = 1.0
+_MIDDLE_COUNT = 5
+_MIN_VALID_PROFILES = 3
+_MAX_SLOPE = 0.6
+
+
+class RefineFlag(enum.StrEnum):
+    """Why a landmark was not (fully) moved."""
+
+    WEAK_EDGE = "weak_edge"
+    """No edge above the noise threshold within the radius: point left alone."""
+    AMBIGUOUS_EDGE = "ambiguous_edge"
+    """Two distinct edges of similar strength (double contour): point left alone."""
+    WEAK_WALL_EDGE = "weak_wall_edge"
+    """Corner: endplate edge found, wall edge not; moved along the endplate normal only."""
+    OUTSIDE_IMAGE = "outside_image"
+    """The search region leaves the image: point left alone."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PointMove:
+    """How one landmark was refined.
+
+    Attributes
+    ----------
+    level, point
+        The landmark.
+    x_before, y_before, x, y
+        Position before and after refinement, pixels (module convention).
+    dx_px, dy_px, distance_px
+        The move, pixels.
+    distance_mm
+        The move in millimetres; None on an uncalibrated film.
+    moved
+        True when the point was moved.
+    flag
+        None when the edge was found, else a :class:`RefineFlag` value.
+    edge_score
+        Strength of the edge found divided by the acceptance threshold
+        (>= 1 accepted); None when no profile could be sampled.
+    """
+
+    level: str
+    point: str
+    x_before: float
+    y_before: float
+    x: float
+    y: float
+    distance_mm: float | None
+    moved: bool
+    flag: str | None = None
+    edge_score: float | None = None
+
+    @property
+    def dx_px(self) -> float:
+        return self.x - self.x_before
+
+    @property
+    def dy_px(self) -> float:
+        return self.y - self.y_before
+
+    @property
+    def distance_px(self) -> float:
+        return math.hypot(self.dx_px, self.dy_px)
+
+    @property
+    def xy(self) -> tuple[float, float]:
+        """The refined position ``(x, y)``, pixels."""
+        return (self.x, self.y)
+
+    def to_record(self) -> dict[str, Any]:
+        """One output record (JSON keys = CSV columns)."""
+        return {
+            "level": self.level,
+            "point": self.point,
+            "x_before": self.x_before,
+            "y_before": self.y_before,
+            "x": self.x,
+            "y": self.y,
+            "dx_px": self.dx_px,
+            "dy_px": self.dy_px,
+            "distance_px": self.distance_px,
+            "distance_mm": self.distance_mm,
+            "moved": self.moved,
+            "flag": self.flag,
+            "edge_score": self.edge_score,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefineResult:
+    """The refined annotation and one :class:`PointMove` per landmark considered.
+
+    Attributes
+    ----------
+    annotation
+        A new annotation with the refined points (the input is never changed).
+    moves
+        One record per landmark considered, anatomical order.
+    calibration
+        The calibration used (the annotation's own, else the one given).
+    spacing_mm
+        ``(row, col)`` spacing used for the search, mm/px (nominal when
+        uncalibrated).
+    radius_mm
+        The search radius, mm.
+    warnings
+        Human-readable notes (nominal spacing, image size mismatch...).
+    """
+
+    annotation: Annotation
+    moves: tuple[PointMove, ...]
+    calibration: Calibration
+    spacing_mm: tuple[float, float]
+    radius_mm: float
+    warnings: tuple[str, ...] = ()
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per move (``pandas.DataFrame(result.records())`` works)."""
+        return [m.to_record() for m in self.moves]
+
+    def move(self, level: str, point: str) -> PointMove:
+        """The record of one landmark; KeyError when it was not considered."""
+        for m in self.moves:
+            if m.level == level and m.point == point:
+                return m
+        raise KeyError(f"{level} {point} was not refined")
+
+    @property
+    def moved_count(self) -> int:
+        return sum(m.moved for m in self.moves)
+
+    @property
+    def flagged_count(self) -> int:
+        return sum(m.flag is not None for m in self.moves)
+
+
+# -- image access ----------------------------------------------------------------------
+
+
+def _image_array(image: Any) -> np.ndarray:
+    """A 2-D float32 array, bright = dense bone, from a Film or an array."""
+    if hasattr(image, "modality_values"):
+        # Window-independent values of a Film; MONOCHROME1 is inverted on
+        # display, so invert here too to keep bone bright.
+        array = np.asarray(image.modality_values, dtype=np.float32)
+        if getattr(image, "invert", False):
+            array = -array
+    elif hasattr(image, "pixels"):
+        array = image.pixels
+    else:
+        array = image
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        array = array[..., :3].mean(axis=2)
+    if array.ndim != 2 or array.size == 0:
+        raise ImageReadError(
+            f"refinement needs a 2-D grey-level image, found an array of shape {array.shape}"
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class _Image:
+    """The film prepared for edge search."""
+
+    pixels: np.ndarray
+    row_mm: float
+    col_mm: float
+    contrast_floor: float  # smallest accepted step, intensity units
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape  # type: ignore[return-value]
+
+    def to_mm(self, xy: Sequence[float]) -> np.ndarray:
+        return np.array([xy[0] * self.col_mm, xy[1] * self.row_mm], dtype=float)
+
+    def to_px(self, p: np.ndarray) -> tuple[float, float]:
+        return (float(p[0] / self.col_mm), float(p[1] / self.row_mm))
+
+
+def _prepare_image(pixels: np.ndarray, row_mm: float, col_mm: float) -> _Image:
+    step = max(1, int(math.sqrt(pixels.size / 60_000)))
+    sample = pixels[::step, ::step]
+    finite = sample[np.isfinite(sample)]
+    if finite.size:
+        lo, hi = np.percentile(finite, [0.5, 99.5])
+        dynamic = float(hi - lo)
+    else:
+        dynamic = 0.0
+    floor = MIN_CONTRAST_FRACTION * dynamic if dynamic > 0 else np.finfo(np.float32).tiny
+    return _Image(pixels=pixels, row_mm=row_mm, col_mm=col_mm, contrast_floor=floor)
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """Smoothed gradient (intensity per mm) over a rectangular patch."""
+
+    image: _Image
+    row0: int
+    col0: int
+    smooth: np.ndarray
+    gx: np.ndarray
+    gy: np.ndarray
+    fine_gx: np.ndarray
+    fine_gy: np.ndarray
+    threshold: float  # accepted peak directional derivative, intensity per mm
+
+    def sample(self, pts_mm: np.ndarray, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Bilinear samples at ``pts_mm`` (..., 2); NaN outside the patch."""
+        flat = pts_mm.reshape(-1, 2)
+        rows = flat[:, 1] / self.image.row_mm - self.row0
+        cols = flat[:, 0] / self.image.col_mm - self.col0
+        coords = np.vstack([rows, cols])
+        out = []
+        for arr in arrays:
+            values = ndimage.map_coordinates(arr, coords, order=1, mode="constant", cval=np.nan)
+            h, w = arr.shape
+            outside = (rows < 0) | (rows > h - 1) | (cols < 0) | (cols > w - 1)
+            values[outside] = np.nan
+            out.append(values.reshape(pts_mm.shape[:-1]))
+        return out
+
+    def derivative(self, pts_mm: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Directional derivative along the unit mm-space ``direction``."""
+        gx, gy = self.sample(pts_mm, (self.gx, self.gy))
+        return gx * direction[0] + gy * direction[1]
+
+    def falls(self, pts_mm: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Minus the directional derivative, at the search and the fine scale."""
+        gx, gy, fx, fy = self.sample(pts_mm, (self.gx, self.gy, self.fine_gx, self.fine_gy))
+        return (
+            -(gx * direction[0] + gy * direction[1]),
+            -(fx * direction[0] + fy * direction[1]),
+        )
+
+    def intensity(self, pts_mm: np.ndarray) -> np.ndarray:
+        return self.sample(pts_mm, (self.smooth,))[0]
+
+
+def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field | None:
+    """Smooth and differentiate the patch covering ``pts_mm`` plus ``margin_mm``."""
+    h, w = image.shape
+    sig_r = SMOOTHING_MM / image.row_mm
+    sig_c = SMOOTHING_MM / image.col_mm
+    pad_r = int(math.ceil(margin_mm / image.row_mm + 4 * sig_r)) + 2
+    pad_c = int(math.ceil(margin_mm / image.col_mm + 4 * sig_c)) + 2
+    xs = pts_mm[:, 0] / image.col_mm
+    ys = pts_mm[:, 1] / image.row_mm
+    r0 = max(0, int(math.floor(np.min(ys))) - pad_r)
+    r1 = min(h, int(math.ceil(np.max(ys))) + pad_r + 1)
+    c0 = max(0, int(math.floor(np.min(xs))) - pad_c)
+    c1 = min(w, int(math.ceil(np.max(xs))) + pad_c + 1)
+    if r1 - r0 < 3 or c1 - c0 < 3:
+        return None
+    patch = image.pixels[r0:r1, c0:c1]
+    if not np.all(np.isfinite(patch)):
+        patch = np.nan_to_num(patch, nan=0.0, posinf=0.0, neginf=0.0)
+    smooth = cv2.GaussianBlur(
+        patch, ksize=(0, 0), sigmaX=sig_c, sigmaY=sig_r, borderType=cv2.BORDER_REFLECT
+    )
+    d_row, d_col = np.gradient(smooth)
+    gx = (d_col / image.col_mm).astype(np.float32)
+    gy = (d_row / image.row_mm).astype(np.float32)
+    fine = cv2.GaussianBlur(
+        patch,
+        ksize=(0, 0),
+        sigmaX=max(FINE_SMOOTHING_MM / image.col_mm, _FINE_MIN_PX),
+        sigmaY=max(FINE_SMOOTHING_MM / image.row_mm, _FINE_MIN_PX),
+        borderType=cv2.BORDER_REFLECT,
+    )
+    f_row, f_col = np.gradient(fine)
+    fine_gx = (f_col / image.col_mm).astype(np.float32)
+    fine_gy = (f_row / image.row_mm).astype(np.float32)
+    # Robust noise of one gradient component (MAD), from a subsample.
+    step = max(1, int(math.sqrt(gx.size / 10_000)))
+    comps = np.concatenate([gx[::step, ::step].ravel(), gy[::step, ::step].ravel()])
+    noise = 1.4826 * float(np.median(np.abs(comps - np.median(comps))))
+    # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
+    floor = image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)
+    threshold = max(EDGE_NOISE_FACTOR * noise, floor)
+    return _Field(
+        image=image,
+        row0=r0,
+        col0=c0,
+        smooth=smooth,
+        gx=gx,
+        gy=gy,
+        fine_gx=fine_gx,
+        fine_gy=fine_gy,
+        threshold=threshold,
+    )
+
+
+# -- one-dimensional edge search ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Edge:
+    offset: float | None  # mm along the profile direction; None when not accepted
+    score: float | None  # peak / threshold
+    flag: RefineFlag | None
+
+
+def _parabola(values: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Sub-sample shift (in samples) of the peaks at ``i`` (one per row)."""
+    rows = np.arange(values.shape[0])
+    a, b, c = values[rows, i - 1], values[rows, i], values[rows, i + 1]
+    denom = a - 2 * b + c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
+    return np.clip(np.nan_to_num(shift), -0.5, 0.5)
+
+
+def _find_edges(
+    fall: np.ndarray, t: np.ndarray, threshold: float, fine: np.ndarray | None = None
+) -> list[_Edge]:
+    """Locate the strongest outward fall on each row of ``fall`` (K, S).
+
+    ``fall`` is minus the outward derivative, sampled at offsets ``t`` (mm,
+    evenly spaced).  Returns one :class:`_Edge` per row: the sub-sample offset
+    of the accepted peak, or a flag.  ``fine``, the same profiles at the fine
+    scale, relocates each accepted peak when given.
+    """
+    k, n = fall.shape
+    if n < 5:
+        return [_Edge(None, None, RefineFlag.OUTSIDE_IMAGE)] * k
+    finite = np.all(np.isfinite(fall), axis=1)
+    f = np.where(np.isfinite(fall), fall, -np.inf)
+    inner = f[:, 1:-1]
+    is_peak = (inner > f[:, :-2]) & (inner >= f[:, 2:])
+    peaks = np.full_like(f, -np.inf)
+    peaks[:, 1:-1] = np.where(is_peak, inner, -np.inf)
+    i = np.argmax(peaks, axis=1)
+    rows = np.arange(k)
+    peak = peaks[rows, i]
+    has_peak = np.isfinite(peak)
+    # Rivals: another peak, or a window end still rising (the edge may lie
+    # beyond the radius), distinct from the best and nearly as strong.
+    ends = np.full_like(f, -np.inf)
+    ends[:, 0] = np.where(f[:, 0] > f[:, 1], f[:, 0], -np.inf)
+    ends[:, -1] = np.where(f[:, -1] > f[:, -2], f[:, -1], -np.inf)
+    rivals = np.maximum(peaks, ends)
+    far = np.abs(t[None, :] - t[i][:, None]) > AMBIGUITY_SEPARATION_MM
+    rival = np.max(np.where(far, rivals, -np.inf), axis=1)
+    h = float(t[1] - t[0])
+    safe_i = np.clip(i, 1, n - 2)
+    offset = t[safe_i] + _parabola(np.where(np.isfinite(f), f, 0.0), safe_i) * h
+    if fine is not None:
+        near = np.abs(t[None, :] - t[i][:, None]) <= SMOOTHING_MM
+        fine_f = np.where(near & np.isfinite(fine), fine, -np.inf)
+        j = np.argmax(fine_f, axis=1)
+        lo = np.argmax(near, axis=1)
+        hi = n - 1 - np.argmax(near[:, ::-1], axis=1)
+        inside = (j > lo) & (j < hi)
+        safe_j = np.clip(j, 1, n - 2)
+        fine_offset = t[safe_j] + _parabola(np.where(np.isfinite(fine), fine, 0.0), safe_j) * h
+        offset = np.where(inside, fine_offset, offset)
+    score = np.max(f, axis=1) / threshold
+    out = []
+    for r in range(k):
+        if not finite[r]:
+            out.append(_Edge(None, None, RefineFlag.OUTSIDE_IMAGE))
+        elif not has_peak[r]:
+            out.append(_Edge(None, float(score[r]), RefineFlag.WEAK_EDGE))
+        elif peak[r] < threshold:
+            out.append(_Edge(None, float(peak[r] / threshold), RefineFlag.WEAK_EDGE))
+        elif rival[r] >= AMBIGUITY_RATIO * peak[r]:
+            out.append(_Edge(None, float(peak[r] / threshold), RefineFlag.AMBIGUOUS_EDGE))
+        else:
+            out.append(_Edge(float(offset[r]), float(peak[r] / threshold), None))
+    return out
+
+
+def _find_edge(
+    fall: np.ndarray, t: np.ndarray, threshold: float, fine: np.ndarray | None = None
+) -> _Edge:
+    """:func:`_find_edges` on a single profile."""
+    return _find_edges(fall[None, :], t, threshold, None if fine is None else fine[None, :])[0]
+
+
+def _profile_offsets(image: _Image, radius_mm: float) -> np.ndarray:
+    step = 0.5 * min(image.row_mm, image.col_mm)
+    n = max(3, int(math.ceil(radius_mm / step)))
+    return np.linspace(-radius_mm, radius_mm, 2 * n + 1)
+
+
+def _edges_on_strip(
+    fld: _Field, bases: np.ndarray, normal: np.ndarray, t: np.ndarray
+) -> list[_Edge]:
+    """One edge search per base point along ``normal`` (outward)."""
+    pts = bases[:, None, :] + t[None, :, None] * normal[None, None, :]
+    fall, fine = fld.falls(pts, normal)
+    return _find_edges(fall, t, fld.threshold, fine)
+
+
+def _edge_on_average(fld: _Field, bases: np.ndarray, normal: np.ndarray, t: np.ndarray) -> _Edge:
+    """One edge search on the profiles through ``bases`` averaged together."""
+    pts = bases[:, None, :] + t[None, :, None] * normal[None, None, :]
+    fall, fine = fld.falls(pts, normal)
+    if not np.all(np.isfinite(fall)):
+        return _Edge(None, None, RefineFlag.OUTSIDE_IMAGE)
+    return _find_edge(fall.mean(axis=0), t, fld.threshold, fine.mean(axis=0))
+
+
+def _fit_offsets(s: np.ndarray, edges: list[_Edge]) -> tuple[float, float, float] | None:
+    """Robust line ``offset = a + b * s`` through the accepted edges.
+
+    Returns ``(a, b, mean score)`` or None when too few edges agree.
+    """
+    keep = [(si, e.offset, e.score) for si, e in zip(s, edges, strict=True) if e.flag is None]
+    if len(keep) < _MIN_VALID_PROFILES:
+        return None
+    ss = np.array([k[0] for k in keep])
+    oo = np.array([k[1] for k in keep], dtype=float)
+    sc = np.array([k[2] for k in keep], dtype=float)
+    mask = np.ones(ss.size, dtype=bool)
+    for _ in range(3):
+        if mask.sum() < _MIN_VALID_PROFILES:
+            return None
+        b, a = np.polyfit(ss[mask], oo[mask], 1)
+        res = oo - (a + b * ss)
+        mad = 1.4826 * float(np.median(np.abs(res[mask])))
+        new = np.abs(res) <= max(3.0 * mad, 0.25)
+        if np.array_equal(new, mask):
+            break
+        mask = new
+    if mask.sum() < _MIN_VALID_PROFILES or abs(b) > _MAX_SLOPE:
+        return None
+    return float(a), float(b), float(np.mean(sc[mask]))
+
+
+def _majority_flag(edges: list[_Edge]) -> RefineFlag:
+    flags = [e.flag for e in edges if e.flag is not None]
+    if flags and flags.count(RefineFlag.OUTSIDE_IMAGE) == len(edges):
+        return RefineFlag.OUTSIDE_IMAGE
+    if flags.count(RefineFlag.AMBIGUOUS_EDGE) > flags.count(RefineFlag.WEAK_EDGE):
+        return RefineFlag.AMBIGUOUS_EDGE
+    return RefineFlag.WEAK_EDGE
+
+
+def _best_score(edges: list[_Edge]) -> float | None:
+    scores = [e.score for e in edges if e.score is not None]
+    return max(scores) if scores else None
+
+
+# -- geometry of one vertebra ---------------------------------------------------------------
+
+
+def _unit(v: np.ndarray) -> np.ndarray | None:
+    n = float(np.hypot(v[0], v[1]))
+    return v / n if n > 1e-9 else None
+
+
+def _perp(v: np.ndarray) -> np.ndarray:
+    return np.array([-v[1], v[0]])
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a[0] * b[1] - a[1] * b[0])
+
+
+def _other_side(side: str) -> str:
+    return "posterior" if side == "anterior" else "anterior"
+
+
+def _other_endplate(endplate: str) -> str:
+    return "inferior" if endplate == "superior" else "superior"
+
+
+def _outward(
+    direction: np.ndarray, origin: np.ndarray, centre: np.ndarray | None, fld: _Field | None
+) -> np.ndarray | None:
+    """``direction`` or its opposite, whichever points away from the body.
+
+    Uses the centre of the landmarks when it lies clearly to one side,
+    otherwise the image (bone, inside, is brighter than the disc outside).
+    """
+    if centre is not None:
+        side = float(np.dot(origin - centre, direction))
+        if abs(side) > 2.0:
+            return direction if side > 0 else -direction
+    if fld is not None:
+        offsets = np.linspace(1.0, 3.0, 5)
+        ahead = fld.intensity(origin[None, :] + offsets[:, None] * direction[None, :])
+        behind = fld.intensity(origin[None, :] - offsets[:, None] * direction[None, :])
+        if np.all(np.isfinite(ahead)) and np.all(np.isfinite(behind)):
+            return -direction if ahead.mean() > behind.mean() else direction
+    if centre is not None and abs(float(np.dot(origin - centre, direction))) > 1e-6:
+        return direction if float(np.dot(origin - centre, direction)) > 0 else -direction
+    return None
+
+
+def _endplate_tangent(pts: Mapping[str, np.ndarray], endplate: str, side: str) -> np.ndarray | None:
+    """Unit vector along the endplate of ``endplate``, pointing towards ``side``."""
+    own = pts.get(f"{endplate}_{side}")
+    for a, b in (
+        (own, pts.get(f"{endplate}_{_other_side(side)}")),
+        (pts.get(f"{_other_endplate(endplate)}_{side}"),
+         pts.get(f"{_other_endplate(endplate)}_{_other_side(side)}")),
+        (own, pts.get(f"{endplate}_middle")),
+        (pts.get(f"{endplate}_middle"), pts.get(f"{endplate}_{_other_side(side)}")),
+    ):  # fmt: skip
+        if a is not None and b is not None:
+            u = _unit(a - b)
+            if u is not None:
+                return u
+    return None
+
+
+def _wall_tangent(pts: Mapping[str, np.ndarray], endplate: str, side: str) -> np.ndarray | None:
+    """Unit vector along the ``side`` wall, pointing towards ``endplate``."""
+    for s in (side, _other_side(side)):
+        a = pts.get(f"{endplate}_{s}")
+        b = pts.get(f"{_other_endplate(endplate)}_{s}")
+        if a is not None and b is not None:
+            u = _unit(a - b)
+            if u is not None:
+                return u
+    return None
+
+
+def _centre(pts: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    if not pts:
+        return None
+    return np.mean(np.array(list(pts.values())), axis=0)
+
+
+def _intersect(p1: np.ndarray, u1: np.ndarray, p2: np.ndarray, u2: np.ndarray) -> np.ndarray | None:
+    """Intersection of the lines ``p1 + s u1`` and ``p2 + s u2``."""
+    den = _cross(u1, u2)
+    if abs(den) < 0.3 * float(np.hypot(*u1) * np.hypot(*u2)):
+        return None
+    s = _cross(p2 - p1, u2) / den
+    return p1 + s * u1
+
+
+# -- refinement of one vertebra -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outcome:
+    position: np.ndarray  # mm
+    moved: bool
+    flag: RefineFlag | None
+    score: float | None
+
+
+def _refine_corner(
+    fld: _Field,
+    start: np.ndarray,
+    tangent: np.ndarray,
+    normal: np.ndarray,
+    wall: np.ndarray | None,
+    wall_normal: np.ndarray | None,
+    radius_mm: float,
+    t: np.ndarray,
+) -> _Outcome:
+    """Corner: intersect the endplate edge line with the wall edge line.
+
+    ``tangent`` points along the endplate towards the corner's side (out of
+    the body), ``normal`` away from the body across the endplate; ``wall``
+    points along the wall towards this endplate and ``wall_normal`` out of
+    the body across the wall.
+    """
+    s = np.linspace(_STRIP_START_MM, _STRIP_END_MM, _STRIP_COUNT)
+    current = start.copy()
+    score: float | None = None
+    for _ in range(2):
+        plate_edges = _edges_on_strip(fld, current[None, :] - s[:, None] * tangent, normal, t)
+        plate = _fit_offsets(s, plate_edges)
+        if plate is None:
+            return _Outcome(start, False, _majority_flag(plate_edges), _best_score(plate_edges))
+        a, b, plate_score = plate
+        plate_point = current + a * normal
+        plate_dir = -tangent + b * normal
+        score = plate_score
+        if wall is None or wall_normal is None:
+            return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
+        wall_edges = _edges_on_strip(fld, current[None, :] - s[:, None] * wall, wall_normal, t)
+        wall_fit = _fit_offsets(s, wall_edges)
+        if wall_fit is None:
+            return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
+        c, d, wall_score = wall_fit
+        wall_point = current + c * wall_normal
+        corner = _intersect(plate_point, plate_dir, wall_point, -wall + d * wall_normal)
+        if corner is None:
+            return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
+        score = min(plate_score, wall_score)
+        current = corner
+    # Bounded: the corner may move at most the radius across each edge.
+    move = current - start
+    if (
+        abs(float(np.dot(move, normal))) > radius_mm + 0.5
+        or abs(
+            float(np.dot(move, wall_normal))  # type: ignore[arg-type]
+        )
+        > radius_mm + 0.5
+    ):
+        return _Outcome(start, False, RefineFlag.WEAK_EDGE, score)
+    return _Outcome(current, True, None, score)
+
+
+def _refine_middle(
+    fld: _Field,
+    start: np.ndarray,
+    anchor: np.ndarray,
+    tangent: np.ndarray,
+    normal: np.ndarray,
+    t: np.ndarray,
+) -> _Outcome:
+    """Middle point: at ``anchor`` (midpoint of the corners) along the
+    endplate, at the start's offset across it, snapped along ``normal``."""
+    depth = float(np.dot(start - anchor, normal))
+    base = anchor + depth * normal
+    u = np.linspace(-_MIDDLE_HALF_WIDTH_MM, _MIDDLE_HALF_WIDTH_MM, _MIDDLE_COUNT)
+    edge = _edge_on_average(fld, base[None, :] + u[:, None] * tangent, normal, t)
+    if edge.flag is not None or edge.offset is None:
+        return _Outcome(start, False, edge.flag, edge.score)
+    return _Outcome(base + edge.offset * normal, True, None, edge.score)
+
+
+def _refine_lone(fld: _Field, start: np.ndarray, t: np.ndarray) -> _Outcome:
+    """A point with no neighbours to give a direction: search along the
+    dominant edge orientation around it, bright side taken as inside."""
+    r = float(t[-1])
+    grid = np.linspace(-r, r, 9)
+    gxx, gyy = np.meshgrid(grid, grid)
+    pts = start[None, None, :] + np.stack([gxx, gyy], axis=-1)
+    gx, gy = fld.sample(pts, (fld.gx, fld.gy))
+    ok = np.isfinite(gx) & np.isfinite(gy)
+    if not ok.any():
+        return _Outcome(start, False, RefineFlag.OUTSIDE_IMAGE, None)
+    jxx, jyy, jxy = (float(np.sum(v[ok])) for v in (gx * gx, gy * gy, gx * gy))
+    theta = 0.5 * math.atan2(2 * jxy, jxx - jyy)
+    direction = np.array([math.cos(theta), math.sin(theta)])
+    pts = start[None, :] + t[:, None] * direction[None, :]
+    deriv = fld.derivative(pts, direction)
+    if not np.all(np.isfinite(deriv)):
+        return _Outcome(start, False, RefineFlag.OUTSIDE_IMAGE, None)
+    # Bright inside: the outward direction is the one along which intensity falls.
+    outward = -direction if deriv[np.argmax(np.abs(deriv))] > 0 else direction
+    pts = start[None, :] + t[:, None] * outward[None, :]
+    fall, fine = fld.falls(pts, outward)
+    edge = _find_edge(fall, t, fld.threshold, fine)
+    if edge.flag is not None or edge.offset is None:
+        return _Outcome(start, False, edge.flag, edge.score)
+    return _Outcome(start + edge.offset * outward, True, None, edge.score)
+
+
+def _refine_vertebra(
+    image: _Image,
+    pts_px: Mapping[str, tuple[float, float]],
+    names: Iterable[str],
+    radius_mm: float,
+) -> dict[str, _Outcome]:
+    """Refine the points ``names`` of one vertebra given all its points."""
+    pts = {k: image.to_mm(v) for k, v in pts_px.items()}
+    names = [n for n in POINT_NAMES if n in set(names) and n in pts]
+    if not names:
+        return {}
+    span = _STRIP_END_MM + radius_mm + 1.0
+    fld = _make_field(image, np.array(list(pts.values())), span)
+    out: dict[str, _Outcome] = {}
+    if fld is None:
+        return {n: _Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
+    t = _profile_offsets(image, radius_mm)
+    centre = _centre(pts) if len(pts) >= 3 else None
+    refined = dict(pts)
+    for name in names:
+        if name not in _CORNERS:
+            continue
+        endplate, side = name.split("_")
+        start = pts[name]
+        tangent = _endplate_tangent(pts, endplate, side)
+        if tangent is None:
+            out[name] = _refine_lone(fld, start, t)
+            refined[name] = out[name].position
+            continue
+        normal = _outward(_perp(tangent), start, centre, fld)
+        if normal is None:
+            out[name] = _refine_lone(fld, start, t)
+            refined[name] = out[name].position
+            continue
+        # The tangent must point out of the body along the endplate.
+        tangent = _outward(tangent, start, centre, None) if centre is not None else tangent
+        if tangent is None:
+            tangent = _endplate_tangent(pts, endplate, side)
+        wall = _wall_tangent(pts, endplate, side)
+        wall_normal = None
+        if wall is None:
+            wall = normal  # the wall is roughly perpendicular to the endplate
+        wall = wall if float(np.dot(wall, normal)) > 0 else -wall
+        wall_normal = _perp(wall)
+        wall_normal = wall_normal if float(np.dot(wall_normal, tangent)) > 0 else -wall_normal
+        out[name] = _refine_corner(fld, start, tangent, normal, wall, wall_normal, radius_mm, t)
+        refined[name] = out[name].position
+    for name in names:
+        if name not in _MIDDLES:
+            continue
+        endplate = name.split("_")[0]
+        start = pts[name]
+        a = refined.get(f"{endplate}_anterior")
+        p = refined.get(f"{endplate}_posterior")
+        if a is not None and p is not None and _unit(a - p) is not None:
+            tangent = _unit(a - p)
+            anchor = 0.5 * (a + p)
+        else:
+            tangent = _endplate_tangent(pts, endplate, "anterior")
+            anchor = start
+        if tangent is None:
+            out[name] = _refine_lone(fld, start, t)
+            continue
+        normal = _outward(_perp(tangent), start, centre, fld)
+        if normal is None:
+            out[name] = _refine_lone(fld, start, t)
+            continue
+        out[name] = _refine_middle(fld, start, anchor, tangent, normal, t)
+    return out
+
+
+# -- calibration --------------------------------------------------------------------------
+
+
+def search_spacing(
+    annotation: Annotation, calibration: Calibration | None
+) -> tuple[float, float, list[str]]:
+    """``(row_mm, col_mm, warnings)`` used to turn millimetres into pixels.
+
+    The calibration's spacing when calibrated.  On an uncalibrated film, the
+    annotated endplates are compared with typical adult endplate depths to
+    guess a nominal isotropic spacing (else :data:`NOMINAL_SPACING_MM`), and a
+    warning says so.
+    """
+    if calibration is not None and calibration.is_calibrated:
+        return calibration.row_spacing_mm, calibration.col_spacing_mm, []
+    ratios = []
+    for level, pts in annotation.vertebrae.items():
+        for endplate in _ENDPLATES:
+            a = pts.get(f"{endplate}_anterior")
+            p = pts.get(f"{endplate}_posterior")
+            if a is not None and p is not None:
+                depth_px = math.hypot(a[0] - p[0], a[1] - p[1])
+                if depth_px > 1:
+                    ratios.append(_TYPICAL_ENDPLATE_DEPTH_MM[level] / depth_px)
+    if ratios:
+        spacing = float(np.median(ratios))
+        note = (
+            f"uncalibrated film: searching with a nominal {spacing:.3g} mm/px guessed from "
+            "typical endplate depths; distances are reported in pixels only"
+        )
+    else:
+        spacing = NOMINAL_SPACING_MM
+        note = (
+            f"uncalibrated film and no complete endplate: searching with a nominal "
+            f"{spacing:g} mm/px; distances are reported in pixels only"
+        )
+    return spacing, spacing, [note]
+
+
+def _resolve(
+    annotation: Annotation, image: Any, calibration: Calibration | None
+) -> tuple[Calibration, np.ndarray]:
+    cal = annotation.calibration or calibration or getattr(image, "calibration", None)
+    if cal is None:
+        cal = Calibration.uncalibrated()
+    pixels = _image_array(image)
+    rows, cols = annotation.image.rows, annotation.image.columns
+    if rows is not None and cols is not None and (rows, cols) != pixels.shape:
+        raise AnnotationError(
+            f"the annotation was made on a {rows} x {cols} image but the film given is "
+            f"{pixels.shape[0]} x {pixels.shape[1]} (rows x columns): give the film it was "
+            "made on"
+        )
+    return cal, pixels
+
+
+def _check_radius(radius_mm: float) -> float:
+    if isinstance(radius_mm, bool) or not (
+        isinstance(radius_mm, (int, float)) and math.isfinite(radius_mm) and radius_mm > 0
+    ):
+        raise ValueError(f"radius_mm must be a finite number > 0, found {radius_mm!r}")
+    return float(radius_mm)
+
+
+def _move(
+    level: str, name: str, before: tuple[float, float], outcome: _Outcome, image: _Image,
+    calibrated: bool,
+) -> PointMove:  # fmt: skip
+    x, y = image.to_px(outcome.position) if outcome.moved else before
+    dist_mm = None
+    if calibrated:
+        dist_mm = math.hypot((x - before[0]) * image.col_mm, (y - before[1]) * image.row_mm)
+    return PointMove(
+        level=level,
+        point=name,
+        x_before=float(before[0]),
+        y_before=float(before[1]),
+        x=float(x),
+        y=float(y),
+        distance_mm=dist_mm,
+        moved=bool(outcome.moved),
+        flag=None if outcome.flag is None else outcome.flag.value,
+        edge_score=outcome.score,
+    )
+
+
+# -- public API -----------------------------------------------------------------------------
+
+
+def refine_annotation(
+    annotation: Annotation,
+    image: Any,
+    calibration: Calibration | None = None,
+    *,
+    levels: Iterable[str] | None = None,
+    points: Iterable[str] | None = None,
+    radius_mm: float = DEFAULT_RADIUS_MM,
+) -> RefineResult:
+    """Snap landmarks to the cortical endplate edge near them.
+
+    Parameters
+    ----------
+    annotation
+        The landmarks (pixels, module convention).  Never changed.
+    image
+        A :class:`vheight.film.Film` or a 2-D array, bright = dense bone, the
+        full-resolution image the landmarks were placed on.
+    calibration
+        Used when the annotation has none (the film's own otherwise); None and
+        no calibration anywhere means uncalibrated (nominal search spacing).
+    levels
+        Levels to refine (default: every annotated level).
+    points
+        Point names to refine (default: all six).  Points not refined still
+        give the directions of those that are.
+    radius_mm
+        How far each edge is searched on either side of the landmark, mm.
+
+    Returns
+    -------
+    RefineResult
+        The new annotation and one :class:`PointMove` per landmark considered.
+    """
+    radius_mm = _check_radius(radius_mm)
+    cal, pixels = _resolve(annotation, image, calibration)
+    row_mm, col_mm, warnings = search_spacing(annotation, cal)
+    prepared = _prepare_image(pixels, row_mm, col_mm)
+    wanted_levels = _check_levels(levels, annotation)
+    wanted_points = _check_points(points)
+    vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
+    moves: list[PointMove] = []
+    for level in wanted_levels:
+        pts = annotation.vertebrae.get(level)
+        if not pts:
+            continue
+        outcomes = _refine_vertebra(prepared, pts, wanted_points, radius_mm)
+        for name in POINT_NAMES:
+            if name not in outcomes:
+                continue
+            move = _move(level, name, pts[name], outcomes[name], prepared, cal.is_calibrated)
+            moves.append(move)
+            vertebrae[level][name] = move.xy
+    new = replace(annotation, vertebrae=vertebrae)
+    return RefineResult(
+        annotation=new,
+        moves=tuple(moves),
+        calibration=cal,
+        spacing_mm=(row_mm, col_mm),
+        radius_mm=radius_mm,
+        warnings=tuple(warnings),
+    )
+
+
+def refine_point(
+    annotation: Annotation,
+    image: Any,
+    calibration: Calibration | None,
+    level: str,
+    point: str,
+    *,
+    radius_mm: float = DEFAULT_RADIUS_MM,
+) -> PointMove:
+    """Snap one landmark (the editor's snap action).
+
+    The other points of the level, as placed, give the directions; a level
+    holding this point alone is searched along the dominant edge orientation
+    around it.  Apply the result with
+    ``annotation.with_point(level, point, move.xy)`` when ``move.moved``.
+
+    Raises :class:`AnnotationError` when the point is not placed.
+    """
+    level = str(level)
+    point = str(point)
+    level_index(level)
+    if point not in annotation.points(level):
+        raise AnnotationError(f"{level} {point}: the point is not placed, nothing to refine")
+    result = refine_annotation(
+        annotation, image, calibration, levels=[level], points=[point], radius_mm=radius_mm
+    )
+    return result.move(level, point)
+
+
+def _check_levels(levels: Iterable[str] | None, annotation: Annotation) -> list[str]:
+    if levels is None:
+        return list(annotation.levels)
+    wanted = [str(lvl) for lvl in levels]
+    for lvl in wanted:
+        level_index(lvl)
+    return [lvl for lvl in LEVELS if lvl in wanted]
+
+
+def _check_points(points: Iterable[str] | None) -> list[str]:
+    if points is None:
+        return list(POINT_NAMES)
+    wanted = [str(p) for p in points]
+    bad = [p for p in wanted if p not in POINT_NAMES]
+    if bad:
+        raise AnnotationError(
+            f"unknown point name(s) {', '.join(map(repr, bad))}: expected {', '.join(POINT_NAMES)}"
+        )
+    return wanted
+
+
+# -- propagation ------------------------------------------------------------------------------
+
+
+def _as_complex(pts: Mapping[str, tuple[float, float]], row_mm: float, col_mm: float) -> np.ndarray:
+    return np.array([pts[n][0] * col_mm + 1j * pts[n][1] * row_mm for n in POINT_NAMES])
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[complex, complex]:
+    """Least-squares similarity ``z -> a z + b`` mapping ``src`` onto ``dst``."""
+    zs, zd = src - src.mean(), dst - dst.mean()
+    a = complex(np.sum(zd * np.conj(zs)) / np.sum(np.abs(zs) ** 2))
+    b = complex(dst.mean() - a * src.mean())
+    return a, b
+
+
+def _power(a: complex, b: complex, n: float) -> tuple[complex, complex]:
+    """The similarity ``z -> a z + b`` applied ``n`` times (``n`` real)."""
+    if abs(a - 1) < 1e-9:
+        return 1 + 0j, b * n
+    an = abs(a) ** n * cmath.exp(1j * n * cmath.phase(a))
+    fixed = b / (1 - a)
+    return an, fixed - an * fixed
+
+
+def predict_level(
+    annotation: Annotation, level: str, calibration: Calibration | None = None
+) -> dict[str, tuple[float, float]]:
+    """Guess the six landmarks of ``level`` from the complete levels (no image).
+
+    With two complete levels, the similarity (translation, rotation, scale)
+    that carries one onto the other is split into per-level steps and applied
+    from the nearest complete level, so position, orientation and size trends
+    are extrapolated (or interpolated between levels on both sides).  With
+    one complete level, it is shifted along its own axis by its height plus a
+    typical disc (``0.3`` of the body height), keeping its shape.
+
+    Raises :class:`AnnotationError` when no level is complete.
+    """
+    level = str(level)
+    target = level_index(level)
+    cal = annotation.calibration or calibration
+    row_mm, col_mm, _ = search_spacing(annotation, cal)
+    complete = [lvl for lvl in annotation.complete_levels if lvl != level]
+    if not complete:
+        raise AnnotationError(
+            f"cannot propose {level}: no complete vertebra (six points) to start from"
+        )
+    complete.sort(key=lambda lvl: (abs(level_index(lvl) - target), level_index(lvl)))
+    a_level = complete[0]
+    ia = level_index(a_level)
+    za = _as_complex(annotation.vertebrae[a_level], row_mm, col_mm)
+    others = complete[1:]
+    if others:
+        # Prefer a level on the other side of the target (interpolation).
+        opposite = [lvl for lvl in others if (level_index(lvl) - target) * (ia - target) < 0]
+        b_level = opposite[0] if opposite else others[0]
+        ib = level_index(b_level)
+        zb = _as_complex(annotation.vertebrae[b_level], row_mm, col_mm)
+        a, b = _similarity(za, zb)
+        step = _power(a, b, 1.0 / (ib - ia))
+        a_n, b_n = _power(*step, float(target - ia))
+        z = a_n * za + b_n
+    else:
+        names = {n: i for i, n in enumerate(POINT_NAMES)}
+        sup = (za[names["superior_anterior"]] + za[names["superior_posterior"]]) / 2
+        inf = (za[names["inferior_anterior"]] + za[names["inferior_posterior"]]) / 2
+        axis = sup - inf  # towards the head
+        height = abs(axis)
+        if height < 1e-9:
+            raise AnnotationError(f"cannot propose {level}: {a_level} has zero height")
+        shift = axis / height * height * (1 + _DISC_TO_BODY_RATIO) * (ia - target)
+        z = za + shift
+    return {
+        name: (float(zz.real / col_mm), float(zz.imag / row_mm))
+        for name, zz in zip(POINT_NAMES, z, strict=True)
+    }
+
+
+def propose_level(
+    annotation: Annotation,
+    image: Any,
+    calibration: Calibration | None,
+    level: str,
+    *,
+    radius_mm: float = DEFAULT_RADIUS_MM,
+    replace_existing: bool = False,
+) -> Annotation:
+    """A new annotation with the six landmarks of ``level`` proposed and refined.
+
+    The landmarks are predicted by :func:`predict_level` from the complete
+    levels, then snapped by :func:`refine_annotation` (points without a clear
+    edge stay where predicted).  Other levels are unchanged.
+
+    Raises :class:`AnnotationError` when ``level`` already holds points (unless
+    ``replace_existing``) or no level is complete.
+    """
+    level = str(level)
+    level_index(level)
+    if annotation.points(level) and not replace_existing:
+        raise AnnotationError(
+            f"cannot propose {level}: it already holds {len(annotation.points(level))} "
+            "point(s); remove them first"
+        )
+    cal = annotation.calibration or calibration or getattr(image, "calibration", None)
+    predicted = predict_level(annotation, level, cal)
+    vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
+    vertebrae[level] = predicted
+    proposed = replace(annotation, vertebrae=vertebrae)
+    result = refine_annotation(proposed, image, cal, levels=[level], radius_mm=radius_mm)
+    return result.annotation
