@@ -75,6 +75,7 @@ __all__ = [
     "refine_annotation",
     "refine_point",
     "propose_level",
+    "propose_level_result",
     "predict_level",
     "search_spacing",
 ]
@@ -1138,6 +1139,34 @@ def predict_level(
     }
 
 
+def propose_level_result(
+    annotation: Annotation,
+    image: Any,
+    calibration: Calibration | None,
+    level: str,
+    *,
+    radius_mm: float = DEFAULT_RADIUS_MM,
+    replace_existing: bool = False,
+) -> RefineResult:
+    """:func:`propose_level`, with the refinement record of the proposed points.
+
+    In the moves, ``x_before``/``y_before`` are the predicted positions.
+    """
+    level = str(level)
+    level_index(level)
+    if annotation.points(level) and not replace_existing:
+        raise AnnotationError(
+            f"cannot propose {level}: it already holds {len(annotation.points(level))} "
+            "point(s); remove them first"
+        )
+    cal = annotation.calibration or calibration or getattr(image, "calibration", None)
+    predicted = predict_level(annotation, level, cal)
+    vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
+    vertebrae[level] = predicted
+    proposed = replace(annotation, vertebrae=vertebrae)
+    return refine_annotation(proposed, image, cal, levels=[level], radius_mm=radius_mm)
+
+
 def propose_level(
     annotation: Annotation,
     image: Any,
@@ -1156,17 +1185,11 @@ def propose_level(
     Raises :class:`AnnotationError` when ``level`` already holds points (unless
     ``replace_existing``) or no level is complete.
     """
-    level = str(level)
-    level_index(level)
-    if annotation.points(level) and not replace_existing:
-        raise AnnotationError(
-            f"cannot propose {level}: it already holds {len(annotation.points(level))} "
-            "point(s); remove them first"
-        )
-    cal = annotation.calibration or calibration or getattr(image, "calibration", None)
-    predicted = predict_level(annotation, level, cal)
-    vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
-    vertebrae[level] = predicted
-    proposed = replace(annotation, vertebrae=vertebrae)
-    result = refine_annotation(proposed, image, cal, levels=[level], radius_mm=radius_mm)
-    return result.annotation
+    return propose_level_result(
+        annotation,
+        image,
+        calibration,
+        level,
+        radius_mm=radius_mm,
+        replace_existing=replace_existing,
+    ).annotation
