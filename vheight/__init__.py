@@ -9,3 +9,69 @@ angles, and the restoration achieved between films.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+# The public API (pure core and file entry points; nothing here imports pydicom).
+from vheight.annotation import (  # noqa: E402
+    LEVELS,
+    POINT_NAMES,
+    TIMEPOINTS,
+    Annotation,
+    ImageRef,
+    Level,
+    PointName,
+    dumps_annotation,
+    load_annotation,
+    loads_annotation,
+    save_annotation,
+    sidecar_path,
+)
+from vheight.api import compare_files, measure_file, resolve_calibration  # noqa: E402
+from vheight.calibration import Calibration, SpacingLabel  # noqa: E402
+from vheight.comparison import Comparison, compare  # noqa: E402
+from vheight.errors import (  # noqa: E402
+    AnnotationError,
+    CalibrationError,
+    MeasurementError,
+    VHeightError,
+)
+from vheight.morphometry import (  # noqa: E402
+    DeformityType,
+    Grade,
+    Measurement,
+    ReferenceMethod,
+    VertebraMeasurement,
+    measure,
+)
+
+__all__ = [
+    "__version__",
+    "LEVELS",
+    "POINT_NAMES",
+    "TIMEPOINTS",
+    "Level",
+    "PointName",
+    "ImageRef",
+    "Annotation",
+    "load_annotation",
+    "loads_annotation",
+    "save_annotation",
+    "dumps_annotation",
+    "sidecar_path",
+    "Calibration",
+    "SpacingLabel",
+    "measure",
+    "Measurement",
+    "VertebraMeasurement",
+    "ReferenceMethod",
+    "Grade",
+    "DeformityType",
+    "compare",
+    "Comparison",
+    "measure_file",
+    "compare_files",
+    "resolve_calibration",
+    "VHeightError",
+    "AnnotationError",
+    "CalibrationError",
+    "MeasurementError",
+]

@@ -42,6 +42,7 @@ A vertebra whose posterior (or reference) height is zero gets null ratios
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -198,6 +199,9 @@ class VertebraMeasurement:
     reference_anterior, reference_middle, reference_posterior
         ``Ref_h`` of each height under that method (None where undefined,
         e.g. the posterior reference of the ``posterior`` method).
+    adjacent_anterior, adjacent_middle, adjacent_posterior
+        Mean height of the adjacent complete levels, whatever the method
+        (None without neighbours).
     neighbours
         The adjacent complete levels used as references, anatomical order.
     missing_points
@@ -219,6 +223,9 @@ class VertebraMeasurement:
     reference_anterior: float | None = None
     reference_middle: float | None = None
     reference_posterior: float | None = None
+    adjacent_anterior: float | None = None
+    adjacent_middle: float | None = None
+    adjacent_posterior: float | None = None
     anterior_loss_pct: float | None = None
     middle_loss_pct: float | None = None
     posterior_loss_pct: float | None = None
@@ -235,6 +242,10 @@ class VertebraMeasurement:
     def reference(self, name: str) -> float | None:
         """Reference height ``Ref_h`` of ``anterior``, ``middle`` or ``posterior``."""
         return getattr(self, f"reference_{_height_name(name)}")
+
+    def adjacent(self, name: str) -> float | None:
+        """Mean ``anterior``, ``middle`` or ``posterior`` height of the adjacent levels."""
+        return getattr(self, f"adjacent_{_height_name(name)}")
 
     def loss(self, name: str) -> float | None:
         """Height loss in percent of ``anterior``, ``middle`` or ``posterior``."""
@@ -340,6 +351,17 @@ class Measurement:
     def records(self) -> list[dict[str, Any]]:
         """One ``measure`` record per annotated level (``pandas.DataFrame(records)`` ready)."""
         return [self.record(level) for level in self.vertebrae]
+
+    def in_pixels(self) -> Measurement:
+        """The same annotation measured uncalibrated (lengths in px), same reference method."""
+        if not self.calibration.is_calibrated:
+            return self
+        return measure(
+            dataclasses.replace(self.annotation, calibration=None),
+            Calibration.uncalibrated(),
+            reference=self.reference,
+            source=self.source,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``vheight measure --format json`` document."""
@@ -524,6 +546,9 @@ def measure(
             reference_anterior=refs["anterior"],
             reference_middle=refs["middle"],
             reference_posterior=refs["posterior"],
+            adjacent_anterior=None if adjacent is None else adjacent["anterior"],
+            adjacent_middle=None if adjacent is None else adjacent["middle"],
+            adjacent_posterior=None if adjacent is None else adjacent["posterior"],
             anterior_loss_pct=losses["anterior"],
             middle_loss_pct=losses["middle"],
             posterior_loss_pct=losses["posterior"],

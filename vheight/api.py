@@ -1,0 +1,160 @@
+"""Files in, measurements out: the researcher's entry points.
+
+>>> import vheight
+>>> m = vheight.measure_file("sample_images/pre.vheight.json")   # doctest: +SKIP
+>>> pandas.DataFrame(m.records())                                 # doctest: +SKIP
+
+Calibration precedence (``measurements.md``): the annotation's own
+``calibration`` (a user calibration saved with it) wins; else the film
+header, read without decoding pixels from ``image=`` or from the
+annotation's ``image.file`` (relative to the annotation's folder); else the
+film is uncalibrated and lengths are in pixels.  A film named by
+``image.file`` that is not there is a warning (the annotation is still
+measured, in px); a film given explicitly with ``image=`` must exist.
+
+Everything here reads files; the formulas live in the pure
+:mod:`vheight.morphometry` and :mod:`vheight.comparison`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from vheight.annotation import Annotation, load_annotation
+from vheight.calibration import Calibration
+from vheight.comparison import Comparison, compare
+from vheight.errors import ImageReadError
+from vheight.morphometry import Measurement, measure
+
+__all__ = ["resolve_calibration", "film_path", "measure_file", "compare_files"]
+
+PathLike = str | os.PathLike[str]
+
+
+def film_path(annotation: Annotation, annotation_path: PathLike | None) -> Path | None:
+    """The film an annotation names (``image.file``, relative to its folder), or None."""
+    name = annotation.image.file
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_absolute() and annotation_path is not None:
+        path = Path(annotation_path).parent / path
+    return path
+
+
+def resolve_calibration(
+    annotation: Annotation,
+    *,
+    annotation_path: PathLike | None = None,
+    image: PathLike | None = None,
+) -> tuple[Calibration, list[str]]:
+    """The calibration to measure ``annotation`` with, and warnings met on the way.
+
+    Parameters
+    ----------
+    annotation
+        The annotation; its own ``calibration`` wins when set.
+    annotation_path
+        Where it was loaded from (to find ``image.file`` beside it).
+    image
+        A film whose header to use instead of ``image.file``.
+
+    Returns
+    -------
+    tuple
+        ``(calibration, warnings)``; uncalibrated when nothing usable was found.
+
+    Raises
+    ------
+    ImageReadError
+        ``image`` is given but cannot be read, or ``image.file`` exists but
+        is not a readable film.
+    """
+    if annotation.calibration is not None:
+        return annotation.calibration, []
+    warnings: list[str] = []
+    if image is not None:
+        film = Path(image)
+        if not film.is_file():
+            raise ImageReadError(f"{film}: film not found (given as the image to measure on)")
+    else:
+        film = film_path(annotation, annotation_path)
+        if film is None:
+            return Calibration.uncalibrated(), warnings
+        if not film.is_file():
+            warnings.append(
+                f"the film {annotation.image.file!r} named by the annotation was not found "
+                f"at {film}: no header calibration"
+            )
+            return Calibration.uncalibrated(), warnings
+    from vheight.film import read_film_info  # reads headers only; imported when needed
+
+    info = read_film_info(film)
+    warnings.extend(f"{film.name}: {w}" for w in info.warnings)
+    uid = annotation.image.sop_instance_uid
+    if uid and info.sop_instance_uid and uid != info.sop_instance_uid:
+        warnings.append(
+            f"the annotation names SOP Instance UID {uid} but {film.name} has "
+            f"{info.sop_instance_uid}: is this the film that was annotated?"
+        )
+    rows, columns = annotation.image.rows, annotation.image.columns
+    if (rows and rows != info.rows) or (columns and columns != info.columns):
+        warnings.append(
+            f"the annotation was made on a {columns} x {rows} px image but {film.name} is "
+            f"{info.columns} x {info.rows} px: landmarks may not match this film"
+        )
+    return info.calibration, warnings
+
+
+def measure_file(
+    annotation_path: PathLike,
+    *,
+    image: PathLike | None = None,
+    reference: str = "adjacent",
+) -> Measurement:
+    """Load an annotation file and measure it.
+
+    Parameters
+    ----------
+    annotation_path
+        A ``*.vheight.json`` file.
+    image
+        The film, when not the annotation's ``image.file`` (only its header
+        is read, for the calibration).
+    reference
+        Height-loss reference: ``"adjacent"`` (default), ``"posterior"`` or ``"max"``.
+
+    Returns
+    -------
+    Measurement
+        ``source`` is ``str(annotation_path)``; calibration warnings come first.
+    """
+    annotation = load_annotation(annotation_path)
+    calibration, warnings = resolve_calibration(
+        annotation, annotation_path=annotation_path, image=image
+    )
+    result = measure(annotation, calibration, reference=reference, source=str(annotation_path))
+    if warnings:
+        result = dataclasses.replace(result, warnings=(*warnings, *result.warnings))
+    return result
+
+
+def compare_files(
+    pre: PathLike,
+    post: PathLike,
+    followup: PathLike | None = None,
+    *,
+    reference: str = "adjacent",
+) -> Comparison:
+    """Measure two or three annotation files of one patient and compare them.
+
+    Each file is measured as by :func:`measure_file` (its own calibration,
+    else its film's header); see :func:`vheight.comparison.compare`.
+    """
+    return compare(
+        measure_file(pre, reference=reference),
+        measure_file(post, reference=reference),
+        None if followup is None else measure_file(followup, reference=reference),
+    )
