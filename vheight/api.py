@@ -72,13 +72,13 @@ def resolve_calibration(
         ``image`` is given but cannot be read, or ``image.file`` exists but
         is not a readable film.
     """
+    if image is not None and not Path(image).is_file():
+        raise ImageReadError(f"{image}: film not found (given as the image to measure on)")
     if annotation.calibration is not None:
         return annotation.calibration, []
     warnings: list[str] = []
     if image is not None:
         film = Path(image)
-        if not film.is_file():
-            raise ImageReadError(f"{film}: film not found (given as the image to measure on)")
     else:
         film = film_path(annotation, annotation_path)
         if film is None:
