@@ -1,0 +1,304 @@
+"""Opening films in the app: uploads, sample films, and their annotations.
+
+Plain Python (no streamlit), so every path is testable on its own.  A film is
+opened into an :class:`OpenedFilm` (the decoded :class:`~vheight.film.Film`,
+its store key and where it came from); its annotation is then found by
+:func:`initial_annotation`: the annotation store first (edits made in the app
+win), then the sidecar beside a film opened from disk (``pre.dcm`` ->
+``pre.vheight.json``), else a new, empty annotation.
+
+Points are ``(x, y)`` pixels of the full-resolution film (``x`` the column,
+``y`` the row, the centre of the top-left pixel at ``(0, 0)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from vheight.annotation import (
+    Annotation,
+    ImageRef,
+    load_annotation,
+    loads_annotation,
+    sidecar_path,
+)
+from vheight.errors import AnnotationError, ImageReadError
+from vheight.film import Film, load_film
+from vheight.ui.store import AnnotationStore, content_key, film_key
+
+__all__ = [
+    "MAX_UPLOAD_MB",
+    "MAX_UPLOAD_BYTES",
+    "MAX_ANNOTATION_BYTES",
+    "OpenedFilm",
+    "read_upload",
+    "open_path",
+    "sample_paths",
+    "InitialAnnotation",
+    "initial_annotation",
+    "new_annotation",
+    "read_annotation_upload",
+    "now_iso",
+]
+
+#: Largest film upload, MiB (also ``server.maxUploadSize`` in ``.streamlit/config.toml``).
+MAX_UPLOAD_MB = 200
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+#: Largest annotation upload, bytes (an annotation file is a few kB).
+MAX_ANNOTATION_BYTES = 5 * 1024 * 1024
+
+SAMPLE_NAMES = {"pre": "pre.dcm", "post": "post.dcm", "followup": "followup.dcm"}
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second (``2026-11-22T10:05:00Z``)."""
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenedFilm:
+    """A film open in the app.
+
+    Parameters
+    ----------
+    film
+        The decoded film.
+    identity
+        Unique identity of the file's content (cache key).
+    store_key
+        Key of its annotation in the store (SOP Instance UID or content hash).
+    name
+        File name shown to the user.
+    origin
+        ``"sample"`` (opened from disk) or ``"upload"``.
+    path
+        The file on disk, for films opened from a path.
+    """
+
+    film: Film
+    identity: str
+    store_key: str
+    name: str
+    origin: str
+    path: Path | None = None
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 1024:.0f} kB"
+
+
+def read_upload(data: bytes, name: str, *, max_bytes: int = MAX_UPLOAD_BYTES) -> OpenedFilm:
+    """Open an uploaded film (DICOM, PNG or JPEG; TIFF too) from its bytes.
+
+    Raises
+    ------
+    ImageReadError
+        With one sentence naming the file and what is wrong: too large,
+        empty, not a film, unreadable pixel data.
+    """
+    size = len(data)
+    if size > max_bytes:
+        raise ImageReadError(
+            f"{name}: the file is {_size_text(size)}, larger than the "
+            f"{max_bytes / 2**20:.0f} MB upload limit; open a smaller export of the film"
+        )
+    if size == 0:
+        raise ImageReadError(f"{name}: the file is empty (0 bytes)")
+    film = load_film(bytes(data), name=name, max_bytes=max_bytes)
+    return OpenedFilm(
+        film=film,
+        identity=content_key(bytes(data)),
+        store_key=film_key(film.info.sop_instance_uid, bytes(data)),
+        name=name,
+        origin="upload",
+    )
+
+
+def open_path(path: str | Path, *, film: Film | None = None) -> OpenedFilm:
+    """Open a film from disk (``film`` when already decoded, e.g. from a cache).
+
+    Raises
+    ------
+    ImageReadError
+        When the file cannot be read as a film.
+    """
+    path = Path(path)
+    if film is None:
+        film = load_film(path)
+    uid = film.info.sop_instance_uid
+    try:
+        key = film_key(uid)
+    except ValueError:
+        key = film_key(None, path.read_bytes())
+    stat = path.stat()
+    return OpenedFilm(
+        film=film,
+        identity=f"path:{path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}",
+        store_key=key,
+        name=path.name,
+        origin="sample",
+        path=path,
+    )
+
+
+def sample_paths(folder: Path) -> dict[str, Path]:
+    """Timepoint -> sample film in ``folder`` (only those present)."""
+    return {
+        timepoint: folder / name
+        for timepoint, name in SAMPLE_NAMES.items()
+        if (folder / name).is_file()
+    }
+
+
+def new_annotation(opened: OpenedFilm, timepoint: str | None) -> Annotation:
+    """An empty annotation of ``opened``, stamped now."""
+    info = opened.film.info
+    stamp = now_iso()
+    return Annotation(
+        image=ImageRef(
+            file=opened.name,
+            sop_instance_uid=info.sop_instance_uid,
+            rows=opened.film.rows,
+            columns=opened.film.columns,
+        ),
+        timepoint=timepoint,
+        patient_position=_position(info.patient_position),
+        created=stamp,
+        modified=stamp,
+    )
+
+
+def _position(value: str | None) -> str | None:
+    """The annotation's patient position from the header's, when it maps."""
+    from vheight.annotation import PATIENT_POSITIONS
+
+    text = (value or "").strip().lower()
+    return text if text in PATIENT_POSITIONS else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitialAnnotation:
+    """The annotation a film opens with, and where it came from.
+
+    ``origin`` is ``"store"``, ``"sidecar"`` or ``"new"``; ``notes`` are
+    sentences for the user (an unreadable stored file, a size mismatch).
+    """
+
+    annotation: Annotation
+    origin: str
+    source: Path | None
+    notes: tuple[str, ...] = ()
+
+
+def _fits(annotation: Annotation, film: Film) -> str | None:
+    """Why ``annotation`` cannot belong to ``film``, or None when it can."""
+    image = annotation.image
+    if image.rows is not None and image.columns is not None:
+        if (image.rows, image.columns) != (film.rows, film.columns):
+            return (
+                f"it was made on a {image.columns} x {image.rows} px film, this film is "
+                f"{film.columns} x {film.rows} px"
+            )
+    return None
+
+
+def _adopt(annotation: Annotation, opened: OpenedFilm, timepoint: str | None) -> Annotation:
+    """Fill in what the film knows (size, UID) and the slot's timepoint."""
+    image = annotation.image
+    info = opened.film.info
+    image = dataclasses.replace(
+        image,
+        file=image.file or opened.name,
+        sop_instance_uid=image.sop_instance_uid or info.sop_instance_uid,
+        rows=opened.film.rows,
+        columns=opened.film.columns,
+    )
+    changes: dict[str, object] = {"image": image}
+    if timepoint is not None and annotation.timepoint != timepoint:
+        changes["timepoint"] = timepoint
+    return dataclasses.replace(annotation, **changes)
+
+
+def initial_annotation(
+    opened: OpenedFilm, store: AnnotationStore, timepoint: str | None
+) -> InitialAnnotation:
+    """The annotation ``opened`` starts with: store, then sidecar, else new."""
+    notes: list[str] = []
+    path = store.path_for(opened.store_key)
+    try:
+        stored = store.load(opened.store_key)
+    except (AnnotationError, OSError) as exc:
+        stored = None
+        notes.append(f"The stored annotation {path} could not be read ({exc}); it was not used.")
+    if stored is not None:
+        why = _fits(stored, opened.film)
+        if why is None:
+            return InitialAnnotation(
+                annotation=_adopt(stored, opened, timepoint),
+                origin="store",
+                source=path,
+                notes=tuple(notes),
+            )
+        notes.append(f"The stored annotation {path} was not used: {why}.")
+    if opened.path is not None:
+        sidecar = sidecar_path(opened.path)
+        if sidecar.is_file():
+            try:
+                found = load_annotation(sidecar)
+            except (AnnotationError, OSError) as exc:
+                notes.append(f"The sidecar {sidecar.name} could not be read ({exc}).")
+            else:
+                why = _fits(found, opened.film)
+                if why is None:
+                    return InitialAnnotation(
+                        annotation=_adopt(found, opened, timepoint),
+                        origin="sidecar",
+                        source=sidecar,
+                        notes=tuple(notes),
+                    )
+                notes.append(f"The sidecar {sidecar.name} was not used: {why}.")
+    return InitialAnnotation(
+        annotation=new_annotation(opened, timepoint),
+        origin="new",
+        source=None,
+        notes=tuple(notes),
+    )
+
+
+def read_annotation_upload(
+    data: bytes, name: str, opened: OpenedFilm, timepoint: str | None
+) -> tuple[Annotation, list[str]]:
+    """Validate an uploaded annotation file against the open film.
+
+    Returns the annotation adopted for the film, and warnings (a different
+    SOP Instance UID).
+
+    Raises
+    ------
+    AnnotationError
+        Not a valid v1 annotation (the message lists every problem), too
+        large, or made on a film of another size.
+    """
+    if len(data) > MAX_ANNOTATION_BYTES:
+        raise AnnotationError(
+            f"{name}: {_size_text(len(data))} is too large for an annotation file "
+            f"(limit {MAX_ANNOTATION_BYTES // 2**20} MB)"
+        )
+    annotation = loads_annotation(data, source=name)
+    why = _fits(annotation, opened.film)
+    if why is not None:
+        raise AnnotationError(f"{name}: does not belong to {opened.name}: {why}")
+    warnings = []
+    uid = opened.film.info.sop_instance_uid
+    if annotation.image.sop_instance_uid and uid and annotation.image.sop_instance_uid != uid:
+        warnings.append(
+            f"{name} names another film (SOP Instance UID {annotation.image.sop_instance_uid}); "
+            f"its points were placed on {opened.name} anyway."
+        )
+        annotation = dataclasses.replace(
+            annotation, image=dataclasses.replace(annotation.image, sop_instance_uid=uid)
+        )
+    return _adopt(annotation, opened, timepoint), warnings

@@ -1,0 +1,543 @@
+"""The app's page: sidebar, one tab per film, and the comparison.
+
+Layout
+------
+- Sidebar: open a film (upload into a timepoint, or the sample series), the
+  reference method of height loss, the annotator's name, where annotations
+  are stored.
+- One tab per timepoint: display controls (window preset, manual window,
+  invert), the landmark editor, the level / treated / calibration / file
+  panels beside it, and the live measurement table with its downloads.
+- Comparison: pre / post / follow-up table and its warnings.
+
+Every number comes from the core (:func:`vheight.morphometry.measure`,
+:func:`vheight.comparison.compare`); text that comes from a file (header
+strings, file names, annotation notes) is shown with ``st.text`` /
+``st.dataframe`` or escaped, never as HTML.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from vheight.annotation import LEVELS, dumps_annotation, sidecar_path
+from vheight.comparison import compare
+from vheight.errors import VHeightError
+from vheight.morphometry import measure
+from vheight.ui import exports, session
+from vheight.ui.editor import DisplayImage, landmark_editor, make_display_image
+from vheight.ui.films import MAX_UPLOAD_MB
+from vheight.ui.session import Slot, widget_key
+from vheight.ui.tables import (
+    comparison_frame,
+    grades_by_level,
+    measurement_frame,
+    style_measurements,
+)
+
+__all__ = ["main"]
+
+EDITOR_HEIGHT = 660
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+
+
+def md_escape(text: Any) -> str:
+    """Text safe to put in Streamlit markdown (every markdown character escaped)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+# -- cached renderings ----------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def _display_image(identity: str, window: tuple, invert: bool, _film: Any) -> DisplayImage:
+    """The display JPEG of a film under a window (keyed by film identity + window)."""
+    choice: Any = None
+    if window[0] == "preset":
+        choice = int(window[1])
+    elif window[0] == "manual":
+        choice = (float(window[1]), float(window[2]))
+    return make_display_image(_film.render(window=choice, invert=invert))
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def _value_range(identity: str, _film: Any) -> tuple[float, float]:
+    """Smallest and largest modality value of a film (for the manual window sliders)."""
+    values = _film.modality_values
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    return (low, high if high > low else low + 1.0)
+
+
+# -- page ---------------------------------------------------------------------------------
+
+
+def main(*, samples: Path | None = None) -> None:
+    """Draw the app.  ``samples`` is the folder of the sample series, opened at start."""
+    st.set_page_config(
+        page_title="vheight: vertebral height morphometry",
+        layout="wide",
+        initial_sidebar_state="expanded",
+    )
+    session.init_session(samples=samples)
+    _sidebar()
+    labels = [session.TIMEPOINT_LABELS[tp] for tp in ("pre", "post", "followup")]
+    measurements: dict[str, Any] = {}
+    for tp in ("pre", "post", "followup"):
+        slot = session.get_slot(tp)
+        if slot is not None:
+            measurements[tp] = _measure(slot)
+    tabs = st.tabs([*labels, "Comparison"])
+    for tab, tp in zip(tabs[:3], ("pre", "post", "followup"), strict=True):
+        with tab:
+            _film_tab(tp, measurements.get(tp))
+    with tabs[3]:
+        _comparison_tab(measurements)
+
+
+def _measure(slot: Slot) -> Any:
+    reference = st.session_state.get(session.REFERENCE, "adjacent")
+    try:
+        return measure(
+            slot.annotation,
+            slot.opened.film.calibration,
+            reference=reference,
+            source=slot.opened.name,
+        )
+    except VHeightError as exc:
+        session.flash(slot.timepoint, "error", f"Measurement failed: {exc}")
+        return None
+
+
+# -- sidebar ------------------------------------------------------------------------------
+
+
+def _sidebar() -> None:
+    state = st.session_state
+    with st.sidebar:
+        st.markdown("## vheight")
+        st.caption("Vertebral body height before and after augmentation")
+
+        st.markdown("#### Open a film")
+        st.selectbox(
+            "Open as",
+            options=list(session.TIMEPOINT_LABELS),
+            format_func=session.TIMEPOINT_LABELS.get,
+            key=session.UPLOAD_TARGET,
+        )
+        st.file_uploader(
+            f"DICOM, PNG or JPEG (up to {MAX_UPLOAD_MB} MB)",
+            key=f"vh.upload.film.{state[session.UPLOAD_NONCE]}",
+            on_change=session.on_film_upload,
+            help="DICOM files need no extension. The film's landmarks are restored from the "
+            "annotation store when it was annotated before.",
+        )
+        error = state.get(session.UPLOAD_ERROR)
+        if error:
+            st.error(md_escape(error))
+        if session.samples_folder() is not None:
+            st.button(
+                "Open the sample series",
+                on_click=session.open_samples,
+                width="stretch",
+                help="Synthetic pre, post and follow-up films with their landmarks",
+            )
+
+        st.markdown("#### Measurement")
+        st.selectbox(
+            "Reference for height loss",
+            options=list(session.REFERENCES),
+            key=session.REFERENCE,
+            format_func={
+                "adjacent": "adjacent: mean of the neighbouring levels",
+                "posterior": "posterior: the vertebra's own posterior height",
+                "max": "max: the larger of adjacent and posterior",
+            }.get,
+            help="Genant grade from the largest height loss: < 20 % normal, 20-25 % mild, "
+            "25-40 % moderate, > 40 % severe. A quantitative suggestion for the reader to confirm.",
+        )
+        st.text_input(
+            "Annotator",
+            key=session.ANNOTATOR,
+            placeholder="your name or initials",
+            help="Written into new annotations when they are saved",
+        )
+
+        st.markdown("#### Annotation store")
+        st.caption("Every change is saved at once to")
+        st.code(str(session.store().folder), language=None)
+        st.caption("Set VHEIGHT_STORE to use another folder.")
+
+
+# -- one film -----------------------------------------------------------------------------
+
+
+def _show_flashes(timepoint: str) -> None:
+    for kind, text in session.take_flashes(timepoint):
+        getattr(st, kind)(md_escape(text))
+
+
+def _window_choice(slot: Slot) -> tuple[tuple, bool]:
+    """The window chosen for ``slot`` (cache key form) and the invert flag."""
+    state = st.session_state
+    film = slot.opened.film
+    choice = state.get(widget_key(slot, "window"), 0)
+    invert = bool(state.get(widget_key(slot, "invert"), False))
+    if choice == "manual":
+        low, high = _value_range(slot.opened.identity, film)
+        centre = float(state.get(widget_key(slot, "wc"), (low + high) / 2))
+        width = float(state.get(widget_key(slot, "ww"), high - low))
+        return ("manual", round(centre, 3), round(max(width, 1e-3), 3)), invert
+    index = int(choice) if isinstance(choice, int) and 0 <= choice < len(film.windows) else 0
+    return ("preset", index), invert
+
+
+def _display_controls(slot: Slot) -> None:
+    film = slot.opened.film
+    state = st.session_state
+    options: list[Any] = [*range(len(film.windows)), "manual"]
+    labels = {i: w.label() for i, w in enumerate(film.windows)}
+    labels["manual"] = "Manual window"
+    c1, c2, c3 = st.columns([2.2, 1.2, 1], vertical_alignment="bottom")
+    state.setdefault(widget_key(slot, "window"), 0)
+    c1.selectbox(
+        "Window",
+        options=options,
+        format_func=lambda o: labels.get(o, str(o)),
+        key=widget_key(slot, "window"),
+    )
+    with c2.popover("Manual window", width="stretch"):
+        low, high = _value_range(slot.opened.identity, film)
+        span = high - low
+        default = film.windows[0] if film.windows else None
+        state.setdefault(
+            widget_key(slot, "wc"),
+            float(np.clip(default.center if default else (low + high) / 2, low, high)),
+        )
+        state.setdefault(
+            widget_key(slot, "ww"),
+            float(np.clip(default.width if default else span, 1.0, 2 * span)),
+        )
+        step = max(span / 1000.0, 0.001)
+        st.slider("Centre", min_value=low, max_value=high, step=step, key=widget_key(slot, "wc"),
+                  on_change=_use_manual, args=(slot,))
+        st.slider("Width", min_value=min(1.0, span / 1000.0), max_value=2 * span, step=step,
+                  key=widget_key(slot, "ww"), on_change=_use_manual, args=(slot,))
+        st.caption("Modality values (rescaled); moving a slider selects the manual window.")
+    c3.toggle("Invert", key=widget_key(slot, "invert"))
+
+
+def _use_manual(slot: Slot) -> None:
+    st.session_state[widget_key(slot, "window")] = "manual"
+
+
+def _film_tab(timepoint: str, measurement: Any) -> None:
+    slot = session.get_slot(timepoint)
+    _show_flashes(timepoint)
+    if slot is None:
+        st.info(
+            f"No {session.TIMEPOINT_LABELS[timepoint].lower()} film is open. "
+            "Upload one in the sidebar (choose this timepoint under *Open as*)."
+        )
+        return
+    film = slot.opened.film
+    records = measurement.records() if measurement is not None else []
+
+    left, right = st.columns([3.3, 1.25], gap="medium")
+    with left:
+        _display_controls(slot)
+        window, invert = _window_choice(slot)
+        image = _display_image(slot.opened.identity, window, invert, film)
+        calibrating = bool(st.session_state.get(widget_key(slot, "cal_mode"), False))
+        landmark_editor(
+            key=widget_key(slot, "editor"),
+            film_id=slot.opened.identity,
+            image=image,
+            vertebrae=slot.annotation.vertebrae,
+            grades=grades_by_level(records),
+            treated=slot.annotation.treated_levels,
+            active_level=st.session_state[widget_key(slot, "level")],
+            epoch=slot.epoch,
+            ack=slot.ack,
+            mode="calibrate" if calibrating else "landmarks",
+            calibration_line=slot.calibration_line,
+            height=EDITOR_HEIGHT,
+            on_edit=lambda: session.on_editor_edit(timepoint),
+            on_level=lambda: session.on_editor_level(timepoint),
+        )
+    with right:
+        _level_panel(slot)
+        _calibration_panel(slot, measurement)
+        _annotation_panel(slot)
+        _film_panel(slot)
+
+    _measurement_table(slot, measurement, window, invert)
+
+
+def _level_panel(slot: Slot) -> None:
+    st.markdown("##### Landmarks")
+    st.selectbox(
+        "Level to place",
+        options=list(LEVELS),
+        key=widget_key(slot, "level"),
+        help="Click the film to place this level's next point; N / Shift+N in the viewer "
+        "moves to the next / previous level.",
+    )
+    level = st.session_state[widget_key(slot, "level")]
+    placed = len(slot.annotation.points(level))
+    st.progress(placed / 6, text=f"{level}: {placed} of 6 points")
+    st.multiselect(
+        "Treated levels",
+        options=list(LEVELS),
+        key=widget_key(slot, "treated"),
+        on_change=session.on_treated_change,
+        args=(slot.timepoint,),
+        placeholder="none",
+        help="Levels augmented (kyphoplasty, vertebroplasty); hatched in the viewer.",
+    )
+    st.button(
+        f"Delete all points of {level}",
+        on_click=session.clear_level,
+        args=(slot.timepoint,),
+        disabled=placed == 0,
+        width="stretch",
+        key=widget_key(slot, "clear"),
+    )
+
+
+def _calibration_panel(slot: Slot, measurement: Any) -> None:
+    with st.expander("Calibration", expanded=False):
+        calibration = measurement.calibration if measurement is not None else slot.opened.film.calibration
+        st.text(calibration.describe())
+        if calibration.description:
+            st.text(calibration.description)
+        st.toggle(
+            "Draw a line of known length",
+            key=widget_key(slot, "cal_mode"),
+            help="Click both ends of a ruler or marker of known length on the film, "
+            "then type its length.",
+        )
+        if st.session_state.get(widget_key(slot, "cal_mode")):
+            st.number_input(
+                "Known length (mm)",
+                min_value=0.1,
+                max_value=1000.0,
+                value=10.0,
+                step=0.5,
+                key=widget_key(slot, "cal_mm"),
+            )
+            line = slot.calibration_line
+            if line is not None:
+                length = float(np.hypot(line[1][0] - line[0][0], line[1][1] - line[0][1]))
+                st.caption(f"Line: {length:.1f} px")
+            st.button(
+                "Apply calibration",
+                type="primary",
+                on_click=session.apply_calibration,
+                args=(slot.timepoint,),
+                disabled=line is None,
+                width="stretch",
+                key=widget_key(slot, "cal_apply"),
+            )
+        if slot.annotation.calibration is not None:
+            st.button(
+                "Remove the user calibration",
+                on_click=session.remove_calibration,
+                args=(slot.timepoint,),
+                width="stretch",
+                key=widget_key(slot, "cal_remove"),
+            )
+
+
+def _annotation_panel(slot: Slot) -> None:
+    with st.expander("Annotation file", expanded=False):
+        origin = {
+            "store": "Restored from the annotation store.",
+            "sidecar": "Loaded from the film's sidecar file.",
+            "new": "New annotation.",
+            "upload": "Loaded from an uploaded file.",
+        }.get(slot.origin, "")
+        st.caption(origin)
+        if slot.saved_to is not None:
+            st.caption("Saved to")
+            st.code(str(slot.saved_to), language=None)
+        stem = Path(slot.opened.name).stem or "film"
+        st.download_button(
+            "Download annotation (JSON)",
+            data=dumps_annotation(slot.annotation),
+            file_name=f"{stem}.vheight.json",
+            mime="application/json",
+            on_click="ignore",
+            width="stretch",
+            key=widget_key(slot, "dl_annotation"),
+        )
+        st.file_uploader(
+            "Load an annotation (JSON)",
+            type=["json"],
+            key=widget_key(slot, "annotation_upload"),
+            on_change=session.on_annotation_upload,
+            args=(slot.timepoint,),
+            help="A vheight annotation file (v1) of this film; it replaces the current points.",
+        )
+        if slot.opened.path is not None and sidecar_path(slot.opened.path).is_file():
+            st.button(
+                "Reload the sidecar file",
+                on_click=session.revert_to_sidecar,
+                args=(slot.timepoint,),
+                width="stretch",
+                key=widget_key(slot, "revert"),
+                help="Replace the points by those of the file beside the film",
+            )
+
+
+def _film_panel(slot: Slot) -> None:
+    info = slot.opened.film.info
+    with st.expander("Film", expanded=False):
+        facts = [
+            ("File", slot.opened.name),
+            ("Format", info.format.value),
+            ("Size", f"{info.columns} x {info.rows} px"),
+            ("Modality", info.modality or "-"),
+            ("Photometric", info.photometric_interpretation or "-"),
+            ("Transfer syntax", info.transfer_syntax_name or info.transfer_syntax_uid or "-"),
+            ("Bits stored", "-" if info.bits_stored is None else str(info.bits_stored)),
+            ("Spacing (header)", info.calibration.describe()),
+            ("View", info.view_position or "-"),
+            ("Patient position", info.patient_position or "-"),
+            ("Study date", info.study_date or "-"),
+            ("SOP Instance UID", info.sop_instance_uid or "-"),
+        ]
+        st.dataframe(
+            pd.DataFrame(facts, columns=["", "Value"]),
+            hide_index=True,
+            width="stretch",
+        )
+        for warning in info.warnings:
+            st.text(warning)
+
+
+def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool) -> None:
+    st.markdown("##### Measurements")
+    if measurement is None:
+        return
+    records = measurement.records()
+    if not records:
+        st.caption("No vertebra annotated yet: choose a level and click its six points.")
+        return
+    st.caption(
+        f"Spacing: {md_escape(measurement.spacing_label)} · reference: "
+        f"{md_escape(measurement.reference.value)} · grade = Genant, from the largest height "
+        "loss (a quantitative suggestion)."
+    )
+    frame = measurement_frame(records)
+    st.dataframe(
+        style_measurements(frame),
+        hide_index=True,
+        width="stretch",
+        key=widget_key(slot, "table"),
+    )
+    if measurement.warnings:
+        with st.expander(f"Notes ({len(measurement.warnings)})"):
+            for warning in measurement.warnings:
+                st.text(warning)
+
+    stem = Path(slot.opened.name).stem or "film"
+    film = slot.opened.film
+    annotation = slot.annotation
+    choice: Any = None
+    if window[0] == "preset":
+        choice = int(window[1])
+    elif window[0] == "manual":
+        choice = (float(window[1]), float(window[2]))
+
+    def _png() -> bytes:
+        return exports.annotated_png(film.render(window=choice, invert=invert), annotation, measurement)
+
+    c1, c2, c3, _ = st.columns([1, 1, 1.2, 1.6])
+    c1.download_button(
+        "CSV",
+        data=exports.measurement_csv(measurement),
+        file_name=f"{stem}.measurements.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key=widget_key(slot, "dl_csv"),
+    )
+    c2.download_button(
+        "JSON",
+        data=exports.measurement_json(measurement, annotation_name=f"{stem}.vheight.json"),
+        file_name=f"{stem}.measurements.json",
+        mime="application/json",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key=widget_key(slot, "dl_json"),
+    )
+    c3.download_button(
+        "Annotated PNG",
+        data=_png,
+        file_name=f"{stem}.annotated.png",
+        mime="image/png",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key=widget_key(slot, "dl_png"),
+    )
+
+
+# -- comparison ---------------------------------------------------------------------------
+
+
+def _comparison_tab(measurements: dict[str, Any]) -> None:
+    pre, post = measurements.get("pre"), measurements.get("post")
+    if pre is None or post is None:
+        st.info("Open a pre- and a post-augmentation film to compare them.")
+        return
+    try:
+        comparison = compare(pre, post, measurements.get("followup"))
+    except VHeightError as exc:
+        st.error(md_escape(f"The films could not be compared: {exc}"))
+        return
+    for warning in comparison.warnings:
+        st.warning(md_escape(warning))
+    records = comparison.records()
+    if not records:
+        st.caption("No level is complete on both films yet.")
+        return
+    st.caption(
+        "Restoration after McKiernan et al. (Spine 2003): the three percentages differ "
+        "in what they divide by, so all are given."
+    )
+    st.dataframe(
+        comparison_frame(records).style.format(precision=2, na_rep="-"),
+        hide_index=True,
+        width="stretch",
+        key="vh.comparison.table",
+    )
+    c1, c2, _ = st.columns([1, 1, 3])
+    c1.download_button(
+        "CSV",
+        data=exports.comparison_csv(comparison),
+        file_name="comparison.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key="vh.comparison.csv",
+    )
+    c2.download_button(
+        "JSON",
+        data=exports.comparison_json(comparison),
+        file_name="comparison.json",
+        mime="application/json",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key="vh.comparison.json",
+    )

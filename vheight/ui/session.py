@@ -1,0 +1,447 @@
+"""The app's session state: the films open, their annotations, and every change.
+
+One :class:`Slot` per timepoint (``pre``, ``post``, ``followup``) holds an
+open film and its current :class:`~vheight.annotation.Annotation`, which is
+the single source of truth: the editor sends complete point sets, the widgets
+send treated levels and calibrations, and each change goes through
+:func:`commit`, which validates it, stamps it, saves it atomically to the
+annotation store and only then makes it current.  Nothing is lost when the
+browser closes.
+
+Points are ``(x, y)`` pixels of the full-resolution film (``x`` the column,
+``y`` the row, the centre of the top-left pixel at ``(0, 0)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from vheight.annotation import LEVELS, TIMEPOINTS, Annotation, sidecar_path
+from vheight.calibration import Calibration
+from vheight.errors import AnnotationError, CalibrationError, VHeightError
+from vheight.film import load_film
+from vheight.ui.editor import EditorState
+from vheight.ui.films import (
+    OpenedFilm,
+    initial_annotation,
+    now_iso,
+    open_path,
+    read_annotation_upload,
+    read_upload,
+    sample_paths,
+)
+from vheight.ui.store import AnnotationStore
+
+__all__ = [
+    "TIMEPOINT_LABELS",
+    "REFERENCES",
+    "Slot",
+    "init_session",
+    "slots",
+    "get_slot",
+    "widget_key",
+    "open_into",
+    "open_samples",
+    "commit",
+    "flash",
+    "take_flashes",
+    "on_editor_edit",
+    "on_editor_level",
+    "on_film_upload",
+    "on_annotation_upload",
+    "on_treated_change",
+    "apply_calibration",
+    "remove_calibration",
+    "clear_level",
+    "revert_to_sidecar",
+]
+
+TIMEPOINT_LABELS = {"pre": "Pre-augmentation", "post": "Post-augmentation", "followup": "Follow-up"}
+REFERENCES = ("adjacent", "posterior", "max")
+
+_SLOTS = "vh.slots"
+_STORE = "vh.store"
+_SAMPLES = "vh.samples"
+_FLASH = "vh.flash"
+UPLOAD_TARGET = "vh.upload.target"
+UPLOAD_NONCE = "vh.upload.nonce"
+UPLOAD_ERROR = "vh.upload.error"
+REFERENCE = "vh.reference"
+ANNOTATOR = "vh.annotator"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Slot:
+    """A film open at one timepoint, with its current annotation.
+
+    Parameters
+    ----------
+    timepoint
+        ``"pre"``, ``"post"`` or ``"followup"``.
+    opened
+        The film.
+    annotation
+        Its current annotation (the single source of truth).
+    origin
+        Where the annotation came from: ``"store"``, ``"sidecar"``, ``"new"``
+        or ``"upload"``.
+    epoch
+        Bumped whenever Python changed the points (the editor then adopts them).
+    ack
+        Revision of the last editor edit applied.
+    calibration_line
+        The two ends of the calibration line drawn in the editor, pixels.
+    saved_to
+        Where the annotation was last saved, if it was.
+    """
+
+    timepoint: str
+    opened: OpenedFilm
+    annotation: Annotation
+    origin: str
+    epoch: int = 0
+    ack: int = 0
+    calibration_line: tuple[tuple[float, float], tuple[float, float]] | None = None
+    saved_to: Path | None = None
+
+    @property
+    def uid(self) -> str:
+        """A short stable id of the film, for widget keys."""
+        return hashlib.sha1(self.opened.identity.encode("utf-8")).hexdigest()[:10]
+
+
+# -- state access ------------------------------------------------------------------------
+
+
+def init_session(*, samples: Path | None, store: AnnotationStore | None = None) -> None:
+    """Create the session state once; the first run opens the sample series."""
+    state = st.session_state
+    if _SLOTS in state:
+        return
+    state[_SLOTS] = {}
+    state[_FLASH] = {}
+    state[_STORE] = store or AnnotationStore.from_environment()
+    state[_SAMPLES] = samples
+    state.setdefault(REFERENCE, "adjacent")
+    state.setdefault(UPLOAD_TARGET, "pre")
+    state.setdefault(UPLOAD_NONCE, 0)
+    state.setdefault(ANNOTATOR, "")
+    if samples is not None:
+        open_samples()
+
+
+def store() -> AnnotationStore:
+    return st.session_state[_STORE]
+
+
+def samples_folder() -> Path | None:
+    return st.session_state.get(_SAMPLES)
+
+
+def slots() -> dict[str, Slot]:
+    return st.session_state[_SLOTS]
+
+
+def get_slot(timepoint: str) -> Slot | None:
+    return slots().get(timepoint)
+
+
+def _put(slot: Slot) -> None:
+    slots()[slot.timepoint] = slot
+
+
+def widget_key(slot: Slot, name: str) -> str:
+    """Session-state key of one of ``slot``'s widgets (a new film gets new widgets)."""
+    return f"vh.{slot.timepoint}.{slot.uid}.{name}"
+
+
+def flash(timepoint: str, kind: str, text: str) -> None:
+    """Queue a message (``"error"``, ``"warning"``, ``"success"``, ``"info"``) for a tab."""
+    st.session_state[_FLASH].setdefault(timepoint, []).append((kind, text))
+
+
+def take_flashes(timepoint: str) -> list[tuple[str, str]]:
+    """The queued messages of a tab, removed from the queue."""
+    return st.session_state[_FLASH].pop(timepoint, [])
+
+
+# -- opening films -----------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _cached_path_film(path: str, mtime_ns: int, size: int) -> Any:
+    """A film decoded from disk, shared by sessions (films are immutable)."""
+    return load_film(path)
+
+
+def _default_level(annotation: Annotation) -> str:
+    for level in annotation.levels:
+        if not annotation.is_complete(level):
+            return level
+    if annotation.levels:
+        last = LEVELS.index(annotation.levels[-1])
+        return LEVELS[min(last + 1, len(LEVELS) - 1)]
+    return "L1"
+
+
+def open_into(timepoint: str, opened: OpenedFilm) -> Slot:
+    """Open ``opened`` at ``timepoint`` with its stored / sidecar / new annotation."""
+    initial = initial_annotation(opened, store(), timepoint)
+    slot = Slot(
+        timepoint=timepoint,
+        opened=opened,
+        annotation=initial.annotation,
+        origin=initial.origin,
+        saved_to=initial.source if initial.origin == "store" else None,
+    )
+    _put(slot)
+    state = st.session_state
+    state[widget_key(slot, "level")] = _default_level(initial.annotation)
+    state[widget_key(slot, "treated")] = list(initial.annotation.treated_levels)
+    for note in initial.notes:
+        flash(timepoint, "warning", note)
+    return slot
+
+
+def open_samples() -> None:
+    """Open the sample series (``pre``, ``post``, ``followup`` when present)."""
+    folder = samples_folder()
+    found = sample_paths(folder) if folder is not None else {}
+    if not found:
+        flash("pre", "info", "No sample films were found; upload a film in the sidebar.")
+        return
+    for timepoint, path in found.items():
+        try:
+            stat = path.stat()
+            film = _cached_path_film(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+            open_into(timepoint, open_path(path, film=film))
+        except (VHeightError, OSError) as exc:
+            flash(timepoint, "error", f"The sample film {path.name} could not be opened: {exc}")
+
+
+# -- changing the annotation -------------------------------------------------------------
+
+
+def commit(
+    slot: Slot,
+    annotation: Annotation,
+    *,
+    ack: int | None = None,
+    python_change: bool = False,
+    calibration_line: Any = dataclasses.MISSING,
+) -> Slot:
+    """Stamp, save atomically to the store, and make ``annotation`` current.
+
+    ``python_change`` bumps the epoch so that the editor adopts the points.
+    When the save fails the annotation stays current (so nothing typed is
+    lost in this session) and an error says where saving failed.
+    """
+    annotator = str(st.session_state.get(ANNOTATOR, "") or "").strip()
+    changes: dict[str, Any] = {"modified": now_iso()}
+    if annotator and not annotation.annotator:
+        changes["annotator"] = annotator
+    annotation = dataclasses.replace(annotation, **changes)
+    saved_to = slot.saved_to
+    try:
+        saved_to = store().save(slot.opened.store_key, annotation)
+    except (OSError, VHeightError) as exc:
+        flash(
+            slot.timepoint,
+            "error",
+            f"Could not save the annotation to {store().path_for(slot.opened.store_key)}: {exc}. "
+            "Download it from the Annotation panel to keep a copy.",
+        )
+    update: dict[str, Any] = {"annotation": annotation, "saved_to": saved_to}
+    if ack is not None:
+        update["ack"] = max(slot.ack, ack)
+    if python_change:
+        update["epoch"] = slot.epoch + 1
+    if calibration_line is not dataclasses.MISSING:
+        update["calibration_line"] = calibration_line
+    new = dataclasses.replace(slot, **update)
+    _put(new)
+    return new
+
+
+def _sync_treated(slot: Slot) -> None:
+    st.session_state[widget_key(slot, "treated")] = list(slot.annotation.treated_levels)
+
+
+def on_editor_edit(timepoint: str) -> None:
+    """Editor callback: the browser sent a complete set of points."""
+    slot = get_slot(timepoint)
+    if slot is None:
+        return
+    value = st.session_state.get(widget_key(slot, "editor")) or {}
+    edit = EditorState.from_value(value.get("edit") if isinstance(value, Mapping) else None)
+    if edit is None:
+        return
+    try:
+        annotation = dataclasses.replace(slot.annotation, vertebrae=edit.vertebrae)
+    except AnnotationError as exc:
+        flash(timepoint, "error", f"That change was not kept: {exc}")
+        _put(dataclasses.replace(slot, ack=max(slot.ack, edit.rev), epoch=slot.epoch + 1))
+        return
+    if annotation.vertebrae == slot.annotation.vertebrae:
+        _put(
+            dataclasses.replace(
+                slot, ack=max(slot.ack, edit.rev), calibration_line=edit.calibration_line
+            )
+        )
+        return
+    commit(slot, annotation, ack=edit.rev, calibration_line=edit.calibration_line)
+
+
+def on_editor_level(timepoint: str) -> None:
+    """Editor callback: the level was changed in the browser (N, Shift+N, a click)."""
+    slot = get_slot(timepoint)
+    if slot is None:
+        return
+    value = st.session_state.get(widget_key(slot, "editor")) or {}
+    level = value.get("active_level") if isinstance(value, Mapping) else None
+    if level in LEVELS:
+        st.session_state[widget_key(slot, "level")] = level
+
+
+def on_film_upload() -> None:
+    """Sidebar uploader callback: open the uploaded film at the chosen timepoint."""
+    state = st.session_state
+    key = f"vh.upload.film.{state[UPLOAD_NONCE]}"
+    uploaded = state.get(key)
+    state[UPLOAD_ERROR] = None
+    if uploaded is None:
+        return
+    timepoint = state.get(UPLOAD_TARGET, "pre")
+    state[UPLOAD_ERROR] = open_upload(uploaded.getvalue(), uploaded.name, timepoint)
+    if state[UPLOAD_ERROR] is None:
+        state[UPLOAD_NONCE] += 1  # a fresh, empty uploader
+
+
+def open_upload(data: bytes, name: str, timepoint: str) -> str | None:
+    """Open uploaded film bytes at ``timepoint``; returns an error sentence, or None."""
+    if timepoint not in TIMEPOINTS:
+        return f"Unknown timepoint {timepoint!r}."
+    try:
+        opened = read_upload(data, name)
+    except VHeightError as exc:
+        return str(exc)
+    except Exception as exc:  # a decoder failing in an unexpected way: still one message
+        return f"{name}: the film could not be read ({type(exc).__name__}: {exc})"
+    slot = open_into(timepoint, opened)
+    for warning in opened.film.warnings:
+        flash(timepoint, "warning", warning)
+    origin = {
+        "store": "its saved landmarks were restored",
+        "sidecar": "its sidecar landmarks were loaded",
+        "new": "no landmarks yet",
+    }[slot.origin]
+    flash(timepoint, "success", f"Opened {name} as {TIMEPOINT_LABELS[timepoint]}: {origin}.")
+    return None
+
+
+def on_annotation_upload(timepoint: str) -> None:
+    """Annotation uploader callback: validate and adopt an annotation file."""
+    slot = get_slot(timepoint)
+    if slot is None:
+        return
+    uploaded = st.session_state.get(widget_key(slot, "annotation_upload"))
+    if uploaded is None:
+        return
+    try:
+        annotation, warnings = read_annotation_upload(
+            uploaded.getvalue(), uploaded.name, slot.opened, timepoint
+        )
+    except (VHeightError, UnicodeDecodeError) as exc:
+        flash(timepoint, "error", f"The annotation was not loaded: {exc}")
+        return
+    slot = commit(slot, annotation, python_change=True)
+    slot = dataclasses.replace(slot, origin="upload")
+    _put(slot)
+    _sync_treated(slot)
+    for warning in warnings:
+        flash(timepoint, "warning", warning)
+    flash(timepoint, "success", f"Loaded {uploaded.name}: {len(annotation.levels)} level(s).")
+
+
+def on_treated_change(timepoint: str) -> None:
+    """Treated-levels multiselect callback."""
+    slot = get_slot(timepoint)
+    if slot is None:
+        return
+    chosen = st.session_state.get(widget_key(slot, "treated")) or []
+    annotation = dataclasses.replace(
+        slot.annotation, treated_levels=tuple(level for level in LEVELS if level in chosen)
+    )
+    commit(slot, annotation)
+
+
+def apply_calibration(timepoint: str) -> None:
+    """Store a user calibration from the drawn line and the length typed in (mm)."""
+    slot = get_slot(timepoint)
+    if slot is None:
+        return
+    line = slot.calibration_line
+    length_mm = st.session_state.get(widget_key(slot, "cal_mm"))
+    if line is None:
+        flash(timepoint, "error", "Draw the calibration line first: click its two ends on the film.")
+        return
+    header = slot.opened.film.info.calibration
+    aspect = header.aspect if header.is_calibrated else 1.0
+    try:
+        calibration = Calibration.from_known_length(
+            line[0], line[1], float(length_mm or 0), aspect=aspect,
+            description=f"{float(length_mm or 0):g} mm line drawn on the film",
+        )
+    except CalibrationError as exc:
+        flash(timepoint, "error", f"Calibration not applied: {exc}")
+        return
+    slot = commit(slot, dataclasses.replace(slot.annotation, calibration=calibration))
+    st.session_state[widget_key(slot, "cal_mode")] = False
+    flash(timepoint, "success", f"Calibrated: {calibration.describe()}.")
+
+
+def remove_calibration(timepoint: str) -> None:
+    slot = get_slot(timepoint)
+    if slot is None:
+        return
+    commit(slot, dataclasses.replace(slot.annotation, calibration=None))
+    flash(timepoint, "info", "User calibration removed: the film header's spacing applies.")
+
+
+def clear_level(timepoint: str) -> None:
+    """Delete every point of the active level."""
+    slot = get_slot(timepoint)
+    if slot is None:
+        return
+    level = st.session_state.get(widget_key(slot, "level"))
+    if level not in slot.annotation.vertebrae:
+        return
+    commit(slot, slot.annotation.without_level(level), python_change=True)
+    flash(timepoint, "info", f"All points of {level} were deleted (Ctrl+Z in the viewer restores them).")
+
+
+def revert_to_sidecar(timepoint: str) -> None:
+    """Replace the stored edits of a film opened from disk by its sidecar file."""
+    slot = get_slot(timepoint)
+    if slot is None or slot.opened.path is None:
+        return
+    sidecar = sidecar_path(slot.opened.path)
+    try:
+        annotation, _ = read_annotation_upload(
+            sidecar.read_bytes(), sidecar.name, slot.opened, timepoint
+        )
+    except (OSError, VHeightError) as exc:
+        flash(timepoint, "error", f"{sidecar.name} could not be loaded: {exc}")
+        return
+    slot = commit(slot, annotation, python_change=True)
+    slot = dataclasses.replace(slot, origin="sidecar")
+    _put(slot)
+    _sync_treated(slot)
+    flash(timepoint, "success", f"Reloaded {sidecar.name}.")
