@@ -4,8 +4,8 @@ Coordinates
 -----------
 Landmarks are ``(x, y)`` pixels of the full-resolution film: ``x`` the column,
 ``y`` the row, the centre of the top-left pixel at ``(0, 0)``.  When the
-output is downscaled by a factor ``s`` a point is drawn at
-``((x + 0.5) * s - 0.5, (y + 0.5) * s - 0.5)``, so pixel centres stay
+output is resized by factors ``sx``, ``sy`` a point is drawn at
+``((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5)``, so pixel centres stay
 aligned with the resampled image.
 
 What is drawn
@@ -53,6 +53,7 @@ _HEIGHTS = (
     ("middle", "superior_middle", "inferior_middle", "Hm"),
     ("posterior", "superior_posterior", "inferior_posterior", "Hp"),
 )
+_LABEL_SCALE = 0.95
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -65,7 +66,9 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     elif array.ndim == 2:
         grey_or_rgb = array
     else:
-        raise ValueError(f"expected a 2-D grey image or (rows, columns, 3) RGB, found shape {array.shape}")
+        raise ValueError(
+            f"expected a 2-D grey image or (rows, columns, 3) RGB, found shape {array.shape}"
+        )
     if grey_or_rgb.dtype != np.uint8:
         grey_or_rgb = np.clip(np.nan_to_num(grey_or_rgb.astype(np.float32), nan=0.0), 0.0, 1.0)
         grey_or_rgb = np.rint(grey_or_rgb * 255.0).astype(np.uint8)
@@ -108,13 +111,15 @@ def _color_for(record: Mapping[str, Any] | None, complete: bool) -> tuple[int, i
 class _Canvas:
     """An RGB uint8 image with drawing helpers in film coordinates."""
 
-    def __init__(self, image: np.ndarray, scale: float) -> None:
+    def __init__(
+        self, image: np.ndarray, scale_xy: tuple[float, float], *, line_scale: float = 1.0
+    ) -> None:
         self.image = image
-        self.scale = scale
+        self.scale_xy = scale_xy
         size = max(image.shape[0], image.shape[1])
         # Line width and text size grow with the output size; floors keep
         # them visible on thumbnails.
-        self.unit = max(size / 1000.0, 0.35)
+        self.unit = max(size / 1000.0 * line_scale, 0.35)
         self.line = max(1, int(round(1.6 * self.unit)))
         self.thin = max(1, int(round(1.0 * self.unit)))
         self.font_scale = max(0.32, 0.5 * self.unit)
@@ -122,23 +127,39 @@ class _Canvas:
         self.radius = max(2.0, 3.2 * self.unit)
 
     def to_display(self, xy: Sequence[float]) -> tuple[float, float]:
-        s = self.scale
-        return ((float(xy[0]) + 0.5) * s - 0.5, (float(xy[1]) + 0.5) * s - 0.5)
+        sx, sy = self.scale_xy
+        return ((float(xy[0]) + 0.5) * sx - 0.5, (float(xy[1]) + 0.5) * sy - 0.5)
 
     @staticmethod
     def _fixed(xy: Sequence[float]) -> tuple[int, int]:
         f = 1 << _SHIFT
         return (int(round(xy[0] * f)), int(round(xy[1] * f)))
 
-    def polyline(self, points: Sequence[Sequence[float]], color: tuple[int, int, int], width: int,
-                 *, closed: bool = False) -> None:
+    def polyline(
+        self,
+        points: Sequence[Sequence[float]],
+        color: tuple[int, int, int],
+        width: int,
+        *,
+        closed: bool = False,
+    ) -> None:
         pts = np.array([self._fixed(self.to_display(p)) for p in points], dtype=np.int32)
-        cv2.polylines(self.image, [pts.reshape(-1, 1, 2)], closed, color, width, cv2.LINE_AA, _SHIFT)
+        cv2.polylines(
+            self.image, [pts.reshape(-1, 1, 2)], closed, color, width, cv2.LINE_AA, _SHIFT
+        )
 
-    def segment(self, p: Sequence[float], q: Sequence[float], color: tuple[int, int, int],
-                width: int) -> None:
-        cv2.line(self.image, self._fixed(self.to_display(p)), self._fixed(self.to_display(q)),
-                 color, width, cv2.LINE_AA, _SHIFT)
+    def segment(
+        self, p: Sequence[float], q: Sequence[float], color: tuple[int, int, int], width: int
+    ) -> None:
+        cv2.line(
+            self.image,
+            self._fixed(self.to_display(p)),
+            self._fixed(self.to_display(q)),
+            color,
+            width,
+            cv2.LINE_AA,
+            _SHIFT,
+        )
 
     def dot(self, p: Sequence[float], color: tuple[int, int, int]) -> None:
         centre = self._fixed(self.to_display(p))
@@ -146,13 +167,9 @@ class _Canvas:
         cv2.circle(self.image, centre, r + (1 << _SHIFT), (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
         cv2.circle(self.image, centre, r, color, -1, cv2.LINE_AA, _SHIFT)
 
-    def text(self, display_xy: tuple[float, float], lines: Sequence[tuple[str, tuple[int, int, int]]],
-             *, align: str = "left", valign: str = "middle", scale: float = 1.0) -> None:
-        """Text lines in a dark translucent box anchored at a display point.
-
-        ``align`` is where the anchor sits horizontally on the box (``left``,
-        ``center``, ``right``), ``valign`` vertically (``top``, ``middle``).
-        """
+    def _layout(
+        self, lines: Sequence[tuple[str, tuple[int, int, int]]], scale: float
+    ) -> tuple[float, int, list[Any], int, int, int, int, int]:
         font_scale = self.font_scale * scale
         thick = max(1, int(round(self.font_thick * scale)))
         sizes = [cv2.getTextSize(t, _FONT, font_scale, thick) for t, _ in lines]
@@ -161,6 +178,27 @@ class _Canvas:
         width = max(w for (w, _h), _b in sizes) + 2 * pad
         line_h = max(h + b for (_w, h), b in sizes)
         height = len(lines) * line_h + (len(lines) - 1) * gap + 2 * pad
+        return font_scale, thick, sizes, pad, gap, width, line_h, height
+
+    def text_width(self, lines: Sequence[tuple[str, tuple[int, int, int]]], scale: float) -> int:
+        """Width in pixels of the box :meth:`text` draws for ``lines``."""
+        return self._layout(lines, scale)[5]
+
+    def text(
+        self,
+        display_xy: tuple[float, float],
+        lines: Sequence[tuple[str, tuple[int, int, int]]],
+        *,
+        align: str = "left",
+        valign: str = "middle",
+        scale: float = 1.0,
+    ) -> None:
+        """Text lines in a dark translucent box anchored at a display point.
+
+        ``align`` is where the anchor sits horizontally on the box (``left``,
+        ``center``, ``right``), ``valign`` vertically (``top``, ``middle``).
+        """
+        font_scale, thick, sizes, pad, gap, width, line_h, height = self._layout(lines, scale)
         x0 = display_xy[0] - {"left": 0.0, "center": width / 2, "right": width}[align]
         y0 = display_xy[1] - {"top": 0.0, "middle": height / 2}[valign]
         rows, cols = self.image.shape[:2]
@@ -173,7 +211,9 @@ class _Canvas:
         y = y0 + pad
         for (t, color), ((_w, h), _b) in zip(lines, sizes, strict=True):
             y_base = y + h
-            cv2.putText(self.image, t, (x0 + pad, y_base), _FONT, font_scale, color, thick, cv2.LINE_AA)
+            cv2.putText(
+                self.image, t, (x0 + pad, y_base), _FONT, font_scale, color, thick, cv2.LINE_AA
+            )
             y += line_h + gap
 
 
@@ -207,14 +247,23 @@ def _draw_vertebra(
 
     # Endplates: whatever part of each is annotated.
     for side in ("superior", "inferior"):
-        chain = [pts[f"{side}_{where}"] for where in ("anterior", "middle", "posterior")
-                 if f"{side}_{where}" in pts]
+        chain = [
+            pts[f"{side}_{where}"]
+            for where in ("anterior", "middle", "posterior")
+            if f"{side}_{where}" in pts
+        ]
         if len(chain) >= 2:
             canvas.polyline(chain, color, canvas.line)
 
     if treated and complete:
-        outline = [pts["superior_anterior"], pts["superior_middle"], pts["superior_posterior"],
-                   pts["inferior_posterior"], pts["inferior_middle"], pts["inferior_anterior"]]
+        outline = [
+            pts["superior_anterior"],
+            pts["superior_middle"],
+            pts["superior_posterior"],
+            pts["inferior_posterior"],
+            pts["inferior_middle"],
+            pts["inferior_anterior"],
+        ]
         # A cyan halo around the body, drawn under the height lines.
         centre = np.mean(outline, axis=0)
         grow = [centre + (p - centre) * 1.12 for p in outline]
@@ -256,34 +305,44 @@ def _draw_vertebra(
                 canvas.text(anchor, [(text, (255, 255, 255))], align=align, scale=0.85)
 
     # Level label, beyond the anterior height value.
-    if record is not None and complete and record.get("complete") and record.get("grade") is not None:
+    if (
+        record is not None
+        and complete
+        and record.get("complete")
+        and record.get("grade") is not None
+    ):
         grade = int(record["grade"])
         label = f"{level}  grade {grade}"
-        detail = _GRADE_NAMES.get(grade, "")
         loss = record.get("max_loss_pct")
-        if loss is not None:
-            detail = f"{detail}, loss {_fmt(loss)} %"
+        detail = _GRADE_NAMES.get(grade, "") if loss is None else f"loss {_fmt(loss)} %"
     elif complete:
         label, detail = level, "not measured"
     else:
-        label, detail = level, f"incomplete ({len(pts)}/6 points)"
+        label, detail = level, f"incomplete {len(pts)}/6"
     lines = [(label, color), (detail, (235, 235, 235))]
     if treated:
         lines.append(("treated", TREATED_COLOR))
-    # Clear the anterior height value: its width at the size drawn above.
-    sample = f"Ha 00.0 {unit}"
-    (value_w, _h), _b = cv2.getTextSize(
-        sample, _FONT, canvas.font_scale * 0.85, max(1, int(round(canvas.font_thick * 0.85)))
-    )
-    clearance = offset + value_w + 16 * canvas.unit
-    if direction[0] < 0:
-        anchor_x = min(xs) - clearance
-        align = "right"
+    # Beside the anterior height value (its width at the size drawn above);
+    # on the posterior side when the film edge leaves no room anteriorly.
+    value_w = canvas.text_width([(f"Ha 00.0 {unit}", (0, 0, 0))], 0.85)
+    clearance = offset + value_w + 8 * canvas.unit
+    label_w = canvas.text_width(lines, _LABEL_SCALE)
+    cols = canvas.image.shape[1]
+    left_x, right_x = min(xs) - clearance, max(xs) + clearance
+    room_left = left_x - label_w >= 0
+    room_right = right_x + label_w <= cols
+    anterior_left = direction[0] < 0
+    more_left = left_x >= cols - right_x
+    if (
+        (anterior_left and room_left)
+        or (not anterior_left and not room_right and room_left)
+        or (not room_left and not room_right and more_left)
+    ):
+        anchor_x, align = left_x, "right"
     else:
-        anchor_x = max(xs) + clearance
-        align = "left"
+        anchor_x, align = right_x, "left"
     anchor_y = canvas.to_display(centre_film)[1]
-    canvas.text((anchor_x, anchor_y), lines, align=align, scale=1.1)
+    canvas.text((anchor_x, anchor_y), lines, align=align, scale=_LABEL_SCALE)
 
 
 def _draw_legend(canvas: _Canvas, unit_label: str | None) -> None:
@@ -304,6 +363,8 @@ def render_annotated(
     measurement: Any = None,
     *,
     max_size: int | None = None,
+    scale: float | None = None,
+    line_scale: float = 1.0,
     legend: bool = True,
 ) -> np.ndarray:
     """The film with the annotation's landmarks and heights drawn over it.
@@ -324,6 +385,13 @@ def render_annotated(
     max_size
         Largest output side in pixels; the film is downscaled (area
         averaging) to fit, never enlarged.  None keeps full resolution.
+    scale
+        Output size as a factor of the film's (``> 1`` enlarges, bicubic);
+        overrides ``max_size``.  Used by the report to print a small film
+        region large enough to read.
+    line_scale
+        Factor on line widths, dot sizes and text sizes (which otherwise grow
+        with the output size: 1/1000 of its longest side per unit).
     legend
         Draw the colour legend in the top-left corner.
 
@@ -334,19 +402,28 @@ def render_annotated(
     """
     pixels = _film_pixels(film)
     rows, cols = pixels.shape[:2]
-    scale = 1.0
-    if max_size is not None:
-        if int(max_size) < 16:
-            raise ValueError(f"max_size must be at least 16 pixels, found {max_size!r}")
-        scale = min(1.0, float(max_size) / max(rows, cols))
+    if scale is not None:
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 < scale <= 8):
+            raise ValueError(f"scale must be a number in (0, 8], found {scale!r}")
+        factor = float(scale)
+    else:
+        factor = 1.0
+        if max_size is not None:
+            if int(max_size) < 16:
+                raise ValueError(f"max_size must be at least 16 pixels, found {max_size!r}")
+            factor = min(1.0, float(max_size) / max(rows, cols))
     image = to_rgb8(pixels)
-    if scale < 1.0:
-        size = (max(1, int(round(cols * scale))), max(1, int(round(rows * scale))))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    scale_xy = (1.0, 1.0)
+    if factor != 1.0:
+        size = (max(1, int(round(cols * factor))), max(1, int(round(rows * factor))))
+        interpolation = cv2.INTER_AREA if factor < 1.0 else cv2.INTER_CUBIC
+        image = cv2.resize(image, size, interpolation=interpolation)
         # Exact factors per axis after rounding the output size.
-        scale = size[0] / cols
+        scale_xy = (size[0] / cols, size[1] / rows)
     image = np.ascontiguousarray(image)
-    canvas = _Canvas(image, scale)
+    if not (math.isfinite(line_scale) and 0.1 <= line_scale <= 10):
+        raise ValueError(f"line_scale must be in [0.1, 10], found {line_scale!r}")
+    canvas = _Canvas(image, scale_xy, line_scale=float(line_scale))
 
     if measurement is None and annotation is not None and len(annotation.vertebrae) > 0:
         measurement = _measure(film, annotation)
@@ -356,7 +433,9 @@ def render_annotated(
         for level, points in annotation.vertebrae.items():
             if len(points) == 0:
                 continue
-            _draw_vertebra(canvas, str(level), points, records.get(str(level)), str(level) in treated)
+            _draw_vertebra(
+                canvas, str(level), points, records.get(str(level)), str(level) in treated
+            )
     if legend:
         unit_label = None
         if measurement is not None:
