@@ -4,6 +4,8 @@
 - ``vertebra_columns``: realistic lateral columns of 1-6 consecutive
   vertebrae (six landmarks each, pixel coordinates), built in a canonical
   frame and then rotated, scaled and shifted onto a film.
+- ``vertebra`` / ``column``: plain builders of hand-computable vertebrae
+  (vertical heights, exact in floating point) for table-driven tests.
 - ``similarity_transforms``: a random rotation, translation and isotropic
   scale, applied to every landmark by :func:`transform_points`.
 """
@@ -26,6 +28,8 @@ __all__ = [
     "transform_points",
     "mirror_points",
     "vertebra_columns",
+    "vertebra",
+    "column",
 ]
 
 _json_scalars = (
@@ -110,6 +114,32 @@ json_documents = st.one_of(
     json_values,
     st.dictionaries(_keys | st.text(max_size=8), json_values, max_size=8),
 )
+
+
+def vertebra(x0, y0, ha, hm, hp, depth=40.0):
+    """Six landmarks facing left (anterior at x0), posterior corners at y0 and y0 + hp.
+
+    All three heights are vertical, so they equal ``ha``, ``hm``, ``hp`` px exactly.
+    """
+    return {
+        "superior_anterior": (x0, y0 + hp - ha),
+        "superior_middle": (x0 + depth / 2, y0 + (hp - hm) / 2),
+        "superior_posterior": (x0 + depth, y0),
+        "inferior_anterior": (x0, y0 + hp),
+        "inferior_middle": (x0 + depth / 2, y0 + (hp + hm) / 2),
+        "inferior_posterior": (x0 + depth, y0 + hp),
+    }
+
+
+def column(heights, *, start="T11", x0=500.0, y0=300.0, gap=8.0):
+    """Consecutive levels from ``start``; ``heights`` is a list of (ha, hm, hp) or None."""
+    i = LEVELS.index(start)
+    out, y = {}, y0
+    for offset, h in enumerate(heights):
+        if h is not None:
+            out[LEVELS[i + offset]] = vertebra(x0, y, *h)
+        y += (h[2] if h else 30.0) + gap
+    return out
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import mirror_points, similarity_transforms, transform_points, vertebra_columns
+from strategies import (
+    column,
+    mirror_points,
+    similarity_transforms,
+    transform_points,
+    vertebra,
+    vertebra_columns,
+)
 
 from vheight.annotation import Annotation
 from vheight.calibration import Calibration, SpacingLabel
@@ -22,34 +29,6 @@ from vheight.morphometry import (
     genant_grade,
     measure,
 )
-
-
-def vertebra(x0, y0, ha, hm, hp, depth=40.0):
-    """Six landmarks facing left (anterior at x0), posterior corners at y0 and y0 + hp.
-
-    All three heights are vertical, so they equal ``ha``, ``hm``, ``hp`` px exactly.
-    """
-    return {
-        "superior_anterior": (x0, y0 + hp - ha),
-        "superior_middle": (x0 + depth / 2, y0 + (hp - hm) / 2),
-        "superior_posterior": (x0 + depth, y0),
-        "inferior_anterior": (x0, y0 + hp),
-        "inferior_middle": (x0 + depth / 2, y0 + (hp + hm) / 2),
-        "inferior_posterior": (x0 + depth, y0 + hp),
-    }
-
-
-def column(heights, *, start="T11", x0=500.0, y0=300.0, gap=8.0):
-    """Consecutive levels from ``start``; ``heights`` is a list of (ha, hm, hp) or None."""
-    from vheight.annotation import LEVELS
-
-    i = LEVELS.index(start)
-    out, y = {}, y0
-    for offset, h in enumerate(heights):
-        if h is not None:
-            out[LEVELS[i + offset]] = vertebra(x0, y, *h)
-        y += (h[2] if h else 30.0) + gap
-    return out
 
 
 def measured(heights, *, reference="adjacent", calibration=None, start="T11", **kw):
