@@ -66,6 +66,7 @@ class Calibration:
         (between columns).  Both 1.0 when uncalibrated.
     source
         Where the spacing came from: ``"User"``, ``"PixelSpacing"``,
+        ``"PixelSpacing (GEOMETRY)"``, ``"PixelSpacing (FIDUCIAL)"``,
         ``"ImagerPixelSpacing"``, ``"ImagerPixelSpacing/ERMF"``,
         ``"ImagerPixelSpacing*SOD/SID"`` or ``"None"``.
     label
@@ -178,18 +179,30 @@ class Calibration:
         """Calibration from a DICOM dataset's header, and the warnings met.
 
         ``ds`` is anything with DICOM keyword attributes (a pydicom
-        ``Dataset``); pixel data is never touched.
+        ``Dataset``); pixel data is never touched.  An attribute whose value
+        cannot be read (e.g. ``PixelSpacing = "abc"``) counts as absent, with
+        a warning.
         """
-        return calibration_from_header(
-            pixel_spacing=getattr(ds, "PixelSpacing", None),
-            pixel_spacing_calibration_type=getattr(ds, "PixelSpacingCalibrationType", None),
-            imager_pixel_spacing=getattr(ds, "ImagerPixelSpacing", None),
-            estimated_radiographic_magnification_factor=getattr(
-                ds, "EstimatedRadiographicMagnificationFactor", None
+        read_warnings: list[str] = []
+
+        def attribute(keyword: str) -> Any:
+            try:
+                return getattr(ds, keyword, None)
+            except (ValueError, TypeError, OverflowError) as exc:
+                read_warnings.append(f"{keyword} cannot be read ({exc}): ignored")
+                return None
+
+        calibration, warnings = calibration_from_header(
+            pixel_spacing=attribute("PixelSpacing"),
+            pixel_spacing_calibration_type=attribute("PixelSpacingCalibrationType"),
+            imager_pixel_spacing=attribute("ImagerPixelSpacing"),
+            estimated_radiographic_magnification_factor=attribute(
+                "EstimatedRadiographicMagnificationFactor"
             ),
-            distance_source_to_detector_mm=getattr(ds, "DistanceSourceToDetector", None),
-            distance_source_to_patient_mm=getattr(ds, "DistanceSourceToPatient", None),
+            distance_source_to_detector_mm=attribute("DistanceSourceToDetector"),
+            distance_source_to_patient_mm=attribute("DistanceSourceToPatient"),
         )
+        return calibration, read_warnings + warnings
 
     # -- derived -------------------------------------------------------------------
 

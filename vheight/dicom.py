@@ -54,6 +54,7 @@ from vheight.film import (
     load_film,
     read_film_info,
     render_pixels,
+    value_range,
 )
 
 __all__ = [
@@ -288,29 +289,40 @@ def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str]:
             problem = f"cannot decode the pixel data: {text.splitlines()[0] if text else exc!r}"
         raise DicomReadError(f"{name}: {problem} [{shown_ts}]") from None
     photometric = str(meta.get("photometric_interpretation") or info.photometric_interpretation)
+    if not array.dtype.isnative:  # Explicit VR Big Endian: one swap, then fast native math
+        array = array.astype(array.dtype.newbyteorder("="))
     return array, photometric
 
 
-def _fix_unused_bits(array: np.ndarray, bits_stored: int | None, signed: bool) -> np.ndarray:
-    """Mask the bits above Bits Stored (sign-extending signed data), if any are set."""
+def _fix_unused_bits(
+    array: np.ndarray, bits_stored: int | None, signed: bool
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Mask the bits above Bits Stored (sign-extending signed data), if any are set.
+
+    Returns the corrected array (``array`` itself when nothing was set) and its
+    ``(min, max)``.
+    """
+    extremes = value_range(array)
     if array.dtype.kind not in "iu" or not bits_stored:
-        return array
+        return array, extremes
     container = array.dtype.itemsize * 8
     if bits_stored >= container:
-        return array
-    if not signed or array.dtype.kind == "u":
+        return array, extremes
+    if not signed:
         top = (1 << bits_stored) - 1
-        if int(array.max()) <= top and (array.dtype.kind == "u" or int(array.min()) >= 0):
-            return array
+        if extremes[1] <= top and extremes[0] >= 0:
+            return array, extremes
         kind = np.dtype(f"u{array.dtype.itemsize}")
-        return np.bitwise_and(array.view(kind), kind.type(top))
+        out = np.bitwise_and(array.view(kind), kind.type(top))
+        return out, value_range(out)
     low, high = -(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1
-    if int(array.min()) >= low and int(array.max()) <= high:
-        return array
+    if extremes[0] >= low and extremes[1] <= high:
+        return array, extremes
+    kind = np.dtype(f"i{array.dtype.itemsize}")
     shift = container - bits_stored
-    out = np.left_shift(array, shift)
+    out = np.left_shift(array.view(kind), shift)
     np.right_shift(out, shift, out=out)
-    return out
+    return out, value_range(out)
 
 
 def _lut_table(item: Dataset, *, signed_input: bool) -> tuple[int, int, np.ndarray]:
@@ -429,6 +441,7 @@ def film_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Fil
     notes: list[str] = []
     samples = _int(ds, "SamplesPerPixel") or 1
     signed = _int(ds, "PixelRepresentation") == 1
+    stored_range = None
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         stored = _luminance(array)
         modality = ModalityTransform()
@@ -443,7 +456,7 @@ def film_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Fil
         windows = [_full_range_or_auto(stored, 16 if rgb.dtype.itemsize > 1 else 8, modality)]
         invert = False
     elif array.ndim == 2 and samples == 1:
-        stored = _fix_unused_bits(array, info.bits_stored, signed)
+        stored, stored_range = _fix_unused_bits(array, info.bits_stored, signed)
         modality = _modality_transform(ds, notes)
         windows = _window_presets(ds, modality, notes) or [auto_window(stored, modality)]
         invert = decoded_photometric.upper() == "MONOCHROME1"
@@ -453,7 +466,9 @@ def film_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Fil
             f"{photometric} with {samples} sample(s) per pixel"
         )
     window = windows[0]
-    pixels = render_pixels(stored, modality, window, invert=invert)
+    if stored_range is None:
+        stored_range = value_range(stored)
+    pixels = render_pixels(stored, modality, window, invert=invert, stored_range=stored_range)
     if notes:
         info = _with_warnings(info, notes)
     return Film(
@@ -465,6 +480,7 @@ def film_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Fil
         stored=stored,
         modality=modality,
         invert=invert,
+        stored_range=stored_range,
     )
 
 

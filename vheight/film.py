@@ -53,6 +53,9 @@ __all__ = [
     "load_film",
     "read_film_info",
     "sniff_format",
+    "render_pixels",
+    "auto_window",
+    "value_range",
 ]
 
 #: Largest upload (bytes or file object) :func:`load_film` accepts by default.
@@ -345,9 +348,12 @@ class Film:
     stored: np.ndarray = field(repr=False, compare=False)
     modality: ModalityTransform = field(default_factory=ModalityTransform)
     invert: bool = False
+    stored_range: tuple[float, float] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "windows", tuple(self.windows))
+        if self.stored_range is None:
+            object.__setattr__(self, "stored_range", value_range(self.stored))
         for name in ("pixels", "stored"):
             array = getattr(self, name)
             if array.ndim != 2:
@@ -441,14 +447,25 @@ class Film:
         preset = self.resolve_window(window)
         if preset is self.window and not invert:
             return self.pixels
-        return render_pixels(self.stored, self.modality, preset, invert=self.invert != invert)
+        return render_pixels(
+            self.stored,
+            self.modality,
+            preset,
+            invert=self.invert != invert,
+            stored_range=self.stored_range,
+        )
 
 
 # -- the display pipeline ----------------------------------------------------------------
 
 
 def render_pixels(
-    stored: np.ndarray, modality: ModalityTransform, window: WindowPreset, *, invert: bool
+    stored: np.ndarray,
+    modality: ModalityTransform,
+    window: WindowPreset,
+    *,
+    invert: bool,
+    stored_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Stored values -> read-only float32 display values in ``[0, 1]``.
 
@@ -461,15 +478,63 @@ def render_pixels(
         offset = modality.intercept * affine[0] + affine[1]
         if invert:
             scale, offset = -scale, 1.0 - offset
-        out = np.multiply(stored, np.float32(scale), dtype=np.float32)
-        out += np.float32(offset)
-        np.clip(out, 0.0, 1.0, out=out)
-        return _readonly(out)
+        return _readonly(_affine_to_unit(stored, scale, offset, stored_range=stored_range))
     values = modality.apply(stored)
     out = window.apply(values, out=values if values.dtype == np.float32 else None)
     if invert:
         np.subtract(np.float32(1.0), out, out=out)
     return _readonly(out)
+
+
+_CV_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "int32", "float32", "float64"})
+
+
+def value_range(array: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of an array in one pass (OpenCV when it handles the dtype)."""
+    if array.size == 0:
+        return 0.0, 0.0
+    if array.ndim == 2 and array.dtype.isnative and array.dtype.name in _CV_DTYPES:
+        import cv2
+
+        low, high, _, _ = cv2.minMaxLoc(array)
+        if math.isfinite(low) and math.isfinite(high):
+            return float(low), float(high)
+        finite = array[np.isfinite(array)]
+        return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    return float(np.nanmin(array)), float(np.nanmax(array))
+
+
+def _affine_to_unit(
+    stored: np.ndarray,
+    scale: float,
+    offset: float,
+    *,
+    stored_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """``clip(stored * scale + offset, 0, 1)`` as a new float32 array.
+
+    The extremes of ``stored`` tell which side (if any) needs clipping, so a
+    window that spans the data costs one pass.  OpenCV does the multiply-add
+    with the type conversion in a single pass when it handles the dtype.
+    """
+    native = stored.dtype.isnative and stored.dtype.name in _CV_DTYPES
+    low_in, high_in = stored_range if stored_range is not None else value_range(stored)
+    ends = (low_in * scale + offset, high_in * scale + offset)
+    need_low, need_high = min(ends) < 0.0, max(ends) > 1.0
+    if native and stored.ndim == 2 and stored.size:
+        import cv2
+
+        out = cv2.addWeighted(stored, scale, stored, 0.0, offset, dtype=cv2.CV_32F)
+        if need_high:
+            cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)
+        if need_low:
+            cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO, dst=out)
+        return out
+    out = np.multiply(stored, np.float32(scale), dtype=np.float32)
+    out += np.float32(offset)
+    if need_low or need_high:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def auto_window(
@@ -763,7 +828,8 @@ def _load_raster(opened: _Opened, fmt: FilmFormat) -> Film:
     else:
         window = auto_window(gray, modality)
     stored = np.ascontiguousarray(gray)
-    pixels = render_pixels(stored, modality, window, invert=False)
+    stored_range = value_range(stored)
+    pixels = render_pixels(stored, modality, window, invert=False, stored_range=stored_range)
     return Film(
         info=info,
         calibration=info.calibration,
@@ -773,6 +839,7 @@ def _load_raster(opened: _Opened, fmt: FilmFormat) -> Film:
         stored=stored,
         modality=modality,
         invert=False,
+        stored_range=stored_range,
     )
 
 
