@@ -47,6 +47,8 @@ __all__ = [
     "prepare_films",
     "report_bytes",
     "write_report",
+    "pdf_bytes",
+    "save_pdf",
     "DISCLAIMER",
 ]
 
@@ -900,6 +902,37 @@ def _build(
     doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
 
 
+def _check_reference(reference: str) -> None:
+    if reference not in _REFERENCE_TEXT:
+        raise VHeightError(
+            f"unknown reference method {reference!r}: expected adjacent, posterior or max"
+        )
+
+
+def pdf_bytes(
+    groups: Sequence[Sequence[ReportFilm]], *, reference: str = "adjacent", deidentify: bool = False
+) -> bytes:
+    """The PDF of films already measured and grouped by :func:`prepare_films`."""
+    _check_reference(reference)
+    buffer = io.BytesIO()
+    _build(groups, buffer, reference=reference, deidentify=deidentify)
+    return buffer.getvalue()
+
+
+def save_pdf(data: bytes, out: str | os.PathLike[str]) -> Path:
+    """Write PDF bytes to ``out`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def report_bytes(
     annotations: Iterable[Any],
     *,
@@ -919,14 +952,9 @@ def report_bytes(
     deidentify
         Print no patient name, ID, study date or file name.
     """
-    if reference not in _REFERENCE_TEXT:
-        raise VHeightError(
-            f"unknown reference method {reference!r}: expected adjacent, posterior or max"
-        )
+    _check_reference(reference)
     groups = prepare_films(annotations, reference=reference)
-    buffer = io.BytesIO()
-    _build(groups, buffer, reference=reference, deidentify=deidentify)
-    return buffer.getvalue()
+    return pdf_bytes(groups, reference=reference, deidentify=deidentify)
 
 
 def write_report(
@@ -937,14 +965,4 @@ def write_report(
     deidentify: bool = False,
 ) -> Path:
     """Write :func:`report_bytes` to ``out`` (atomically: temporary file, then rename)."""
-    data = report_bytes(annotations, reference=reference, deidentify=deidentify)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_pdf(report_bytes(annotations, reference=reference, deidentify=deidentify), out)
