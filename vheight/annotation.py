@@ -567,7 +567,7 @@ class Annotation:
             PATIENT_POSITIONS,
             problems,
         )
-        treated_in = self.treated_levels
+        treated_in: Any = self.treated_levels
         if isinstance(treated_in, (list, tuple)):
             treated_in = [str(t) if isinstance(t, str) else t for t in treated_in]
         treated = _check_treated(treated_in, problems)

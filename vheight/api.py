@@ -80,9 +80,10 @@ def resolve_calibration(
     if image is not None:
         film = Path(image)
     else:
-        film = film_path(annotation, annotation_path)
-        if film is None:
+        named = film_path(annotation, annotation_path)
+        if named is None:
             return Calibration.uncalibrated(), warnings
+        film = named
         if not film.is_file():
             warnings.append(
                 f"the film {annotation.image.file!r} named by the annotation was not found "

@@ -311,7 +311,7 @@ def compare(pre: Measurement, post: Measurement, followup: Measurement | None = 
                 )
 
     # -- levels ----------------------------------------------------------------------------
-    treated = set()
+    treated: set[str] = set()
     for m in films.values():
         treated.update(m.treated_levels)
     for level in (lvl for lvl in LEVELS if lvl in treated):
