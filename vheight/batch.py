@@ -57,7 +57,11 @@ inputs writes byte-identical files.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import csv
 import enum
+import importlib
+import io
+import json
 import math
 import multiprocessing
 import os
@@ -67,7 +71,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +80,6 @@ from vheight.errors import VHeightError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from vheight.calibration import Calibration
     from vheight.morphometry import Measurement
 
 __all__ = [
@@ -224,24 +227,18 @@ _CHUNKS_PER_WORKER = 4
 _MAX_CHUNK = 64
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     """Where an error row comes from."""
 
     MEASURE = "measure"
     COMPARE = "compare"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class TableFormat(str, enum.Enum):
+class TableFormat(enum.StrEnum):
     """File formats of :meth:`BatchResult.write`."""
 
     CSV = "csv"
     PARQUET = "parquet"
-
-    def __str__(self) -> str:
-        return self.value
 
     @classmethod
     def for_path(cls, path: str | os.PathLike[str]) -> TableFormat:
@@ -278,11 +275,15 @@ def _relative(path: str, root: str) -> str:
     return rel.replace(os.sep, "/") if os.sep != "/" else rel
 
 
-def _clean_message(message: str, root: str) -> str:
+def _strip_root(message: str, root: str) -> str:
     """Paths inside ``root`` shown relative to it, so output does not depend on
     where the folder lives."""
-    prefix = root.rstrip(os.sep) + os.sep
-    return " ".join(message.replace(prefix, "").split())
+    return message.replace(root.rstrip(os.sep) + os.sep, "")
+
+
+def _clean_message(message: str, root: str) -> str:
+    """:func:`_strip_root`, on one line (error cells)."""
+    return " ".join(_strip_root(message, root).split())
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -293,8 +294,14 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
-    """Measure one annotation file; every failure becomes an error outcome."""
+    """Measure one annotation file as :func:`vheight.api.measure_file` does.
+
+    The film's header is read once, for both the calibration and the
+    identifiers.  Every failure becomes an error outcome naming the file.
+    """
     from vheight.annotation import load_annotation
+    from vheight.api import film_path
+    from vheight.errors import ImageReadError
     from vheight.film import read_film_info
     from vheight.morphometry import measure
 
@@ -307,33 +314,33 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
         annotation = load_annotation(path)
         timepoint = annotation.timepoint
         sop_uid = _text_or_none(annotation.image.sop_instance_uid)
-        warnings: list[str] = []
+        film = film_path(annotation, path)
         info = None
-        if annotation.image.file:
-            film = os.path.normpath(os.path.join(os.path.dirname(path), annotation.image.file))
-            image_rel = _relative(film, root)
-            if not os.path.isfile(film):
-                raise VHeightError(
+        if film is not None:
+            image_rel = _relative(os.path.normpath(film), root)
+            if not film.is_file():
+                # measure_file() measures such a file in px with a warning; in a batch
+                # a missing film is an error: its header is needed for pairing, and a
+                # px row would pass unnoticed in a table of mm.
+                raise ImageReadError(
                     f"{rel}: its film {annotation.image.file!r} (image.file) was not found "
                     f"at {image_rel}; put the film there or correct image.file"
                 )
-            info = read_film_info(film, name=image_rel)
-            warnings.extend(info.warnings)
-        header_uid = _text_or_none(info.sop_instance_uid) if info is not None else None
-        if header_uid and sop_uid and header_uid != sop_uid:
-            warnings.append(
-                f"the annotation names SOP Instance UID {sop_uid} but its film {image_rel} "
-                f"has {header_uid}: is image.file the film that was annotated?"
-            )
-        sop_uid = header_uid or sop_uid
-        # Precedence as in vheight.api.resolve_calibration: the annotation's own
-        # calibration (measure() applies it first), else the film header, else none.
+            try:
+                info = read_film_info(film)
+            except ImageReadError as exc:
+                message = str(exc)
+                if message.startswith(f"{film.name}: "):  # name the film by its path
+                    message = f"{image_rel}: {message[len(film.name) + 2 :]}"
+                raise ImageReadError(message) from None
+        warnings = _film_warnings(annotation, film, info)
         measurement = measure(
-            annotation, info.calibration if info is not None else None, reference=reference
+            annotation,
+            info.calibration if info is not None and annotation.calibration is None else None,
+            reference=reference,
+            source=rel,
         )
-        for message in measurement.warnings:
-            if message not in warnings:
-                warnings.append(message)
+        header_uid = _text_or_none(info.sop_instance_uid) if info is not None else None
         return _Outcome(
             annotation=rel,
             folder=folder,
@@ -342,10 +349,10 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
             study_instance_uid=(
                 _text_or_none(info.study_instance_uid) if info is not None else None
             ),
-            sop_instance_uid=sop_uid,
+            sop_instance_uid=header_uid or sop_uid,
             timepoint=timepoint,
             records=tuple(dict(r) for r in measurement.records()),
-            warnings=tuple(_clean_message(w, root) for w in warnings),
+            warnings=tuple(_strip_root(w, root) for w in (*warnings, *measurement.warnings)),
             measurement=measurement,
         )
     except Exception as exc:  # one bad file must not stop the batch
@@ -355,12 +362,36 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
             image=image_rel,
             timepoint=timepoint,
             sop_instance_uid=sop_uid,
-            error=_error_message(exc, rel, image_rel, root),
+            error=_error_message(exc, rel, root),
         )
 
 
-def _error_message(exc: BaseException, rel: str, image_rel: str | None, root: str) -> str:
-    """The error's own message, naming the file (prefixed with it when it does not)."""
+def _film_warnings(annotation: Any, film: Path | None, info: Any) -> list[str]:
+    """The warnings :func:`vheight.api.resolve_calibration` gives for this film header.
+
+    Only when the header supplies the calibration (the annotation has none of
+    its own), in the same words, so that batch and single-file warnings agree.
+    """
+    if annotation.calibration is not None or info is None or film is None:
+        return []
+    warnings = [f"{film.name}: {w}" for w in info.warnings]
+    uid = annotation.image.sop_instance_uid
+    if uid and info.sop_instance_uid and uid != info.sop_instance_uid:
+        warnings.append(
+            f"the annotation names SOP Instance UID {uid} but {film.name} has "
+            f"{info.sop_instance_uid}: is this the film that was annotated?"
+        )
+    rows, columns = annotation.image.rows, annotation.image.columns
+    if (rows and rows != info.rows) or (columns and columns != info.columns):
+        warnings.append(
+            f"the annotation was made on a {columns} x {rows} px image but {film.name} is "
+            f"{info.columns} x {info.rows} px: landmarks may not match this film"
+        )
+    return warnings
+
+
+def _error_message(exc: BaseException, rel: str, root: str) -> str:
+    """The error's own message, prefixed with the annotation's path unless it names it."""
     if isinstance(exc, VHeightError):
         message = str(exc)
     elif isinstance(exc, OSError):
@@ -368,10 +399,7 @@ def _error_message(exc: BaseException, rel: str, image_rel: str | None, root: st
     else:
         message = f"unexpected {type(exc).__name__}: {exc}"
     message = _clean_message(message, root)
-    names = [rel] + ([image_rel] if image_rel else [])
-    if not any(name in message for name in names):
-        message = f"{rel}: {message}"
-    return message
+    return message if rel in message else f"{rel}: {message}"
 
 
 def _measure_chunk(root: str, rels: Sequence[str], reference: str) -> list[_Outcome]:
@@ -428,14 +456,28 @@ def _executor_workers(executor: Any) -> int:
     return max(1, int(getattr(executor, "_max_workers", None) or os.cpu_count() or 1))
 
 
+# What a worker imports; imported before the pool starts so that forked workers
+# inherit them instead of each importing them again.
+_WORKER_MODULES = (
+    "vheight.annotation",
+    "vheight.api",
+    "vheight.film",
+    "vheight.dicom",
+    "vheight.morphometry",
+)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext | None:
-    """``fork`` where it is safe and fast (Linux, one thread), else the default."""
+    """``fork`` where it is safe and fast (Linux, one thread), else ``forkserver``
+    (workers start from a process that has imported vheight once), else the default."""
+    for name in _WORKER_MODULES:
+        importlib.import_module(name)
     methods = multiprocessing.get_all_start_methods()
     if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["vheight.batch"])
+        context.set_forkserver_preload(["vheight.batch", *_WORKER_MODULES])
         return context
     return None
 
@@ -596,11 +638,13 @@ def _compare_group(
             pre.measurement, post.measurement, followup.measurement if followup else None
         )
         records = comparison.records()
-        warnings = "; ".join(_clean_message(w, root) for w in comparison.warnings) or None
+        warnings = "; ".join(_strip_root(w, root) for w in comparison.warnings) or None
     except Exception as exc:  # a refused pairing must not stop the others
         names = " + ".join(o.annotation for o in (pre, post, followup) if o is not None)
-        message = str(exc) if isinstance(exc, VHeightError) else (
-            f"unexpected {type(exc).__name__}: {exc}"
+        message = (
+            str(exc)
+            if isinstance(exc, VHeightError)
+            else (f"unexpected {type(exc).__name__}: {exc}")
         )
         error = f"{names}: cannot compare: {_clean_message(message, root)}"
         row = {**ids, **dict.fromkeys(COMPARE_COLUMNS), "warnings": None, "error": error}
@@ -761,11 +805,9 @@ class BatchResult:
         kind = TableFormat(format) if format is not None else TableFormat.for_path(path)
         rows, columns = self._table(table)
         if kind is TableFormat.CSV:
-            from vheight.cli._output import emit_csv
 
             def dump(handle: Any) -> None:
-                text_handle = _TextSink(handle)
-                emit_csv(rows, columns=columns, stream=text_handle)
+                _write_csv(handle, rows, columns)
 
         else:
 
@@ -787,15 +829,37 @@ class BatchResult:
         )
 
 
-class _TextSink:
-    """A minimal text stream over a binary file (UTF-8, ``\\n`` line ends)."""
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell as ``vheight ... --format csv`` writes it (fast path for plain types)."""
+    kind = type(value)
+    if value is None:
+        return ""
+    if kind is str or kind is int:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else ""
+    if kind is bool:
+        return "true" if value else "false"
+    from vheight.cli._output import to_jsonable
 
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
+    plain = to_jsonable(value)  # enums, numpy scalars, tuples, non-finite floats
+    if plain is None:
+        return ""
+    if isinstance(plain, bool):
+        return "true" if plain else "false"
+    if isinstance(plain, (list, dict)):
+        return json.dumps(plain)
+    return plain
 
-    def write(self, text: str) -> int:
-        self._handle.write(text.encode("utf-8"))
-        return len(text)
+
+def _write_csv(handle: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """CSV of ``rows`` (UTF-8, ``\\n`` line ends, header first) into a binary file."""
+    text = io.TextIOWrapper(handle, encoding="utf-8", newline="", write_through=False)
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_cell(row.get(c)) for c in columns] for row in rows)
+    text.flush()
+    text.detach()
 
 
 def _atomic_write(path: Path, dump: Callable[[Any], None]) -> None:
@@ -874,7 +938,9 @@ def run_batch(
         raise ValueError(
             f"reference must be one of {', '.join(REFERENCE_METHODS)}, found {reference!r}"
         )
-    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
+    if workers is not None and (
+        isinstance(workers, bool) or int(workers) != workers or workers < 1
+    ):
         raise ValueError(f"workers must be a whole number >= 1, found {workers!r}")
     folder_path = Path(folder)
     paths = find_annotations(folder_path)
@@ -894,9 +960,7 @@ def run_batch(
     return _assemble(folder_path, reference, outcomes, root)
 
 
-def _assemble(
-    folder: Path, reference: str, outcomes: Sequence[_Outcome], root: str
-) -> BatchResult:
+def _assemble(folder: Path, reference: str, outcomes: Sequence[_Outcome], root: str) -> BatchResult:
     measurement_rows: list[dict[str, Any]] = []
     error_rows: list[dict[str, Any]] = []
     warnings: list[str] = []

@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         summary = {**result.summary(), **written}
         if args.format == "json":
-            emit_json({**summary, "errors": list(result.error_rows), "warnings": list(result.warnings)})
+            emit_json(
+                {**summary, "errors": list(result.error_rows), "warnings": list(result.warnings)}
+            )
         elif args.format == "csv":
             emit_csv([summary])
         else:

@@ -1,0 +1,786 @@
+"""Batch measurement: discovery, error rows, pairing, idempotent output, workers, Dask."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from vheight import batch as batch_module
+from vheight.api import compare_files, measure_file
+from vheight.batch import (
+    COMPARE_COLUMNS,
+    MEASURE_COLUMNS,
+    BatchResult,
+    find_annotations,
+    run_batch,
+)
+from vheight.cli import main
+from vheight.errors import VHeightError
+
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+LEVELS = ("T12", "L1", "L2", "L3", "L4")
+ROWS, COLUMNS = 256, 192
+
+
+# --------------------------------------------------------------------------------------
+# Builders: small CR films (header + real pixel data) and v1 annotation files
+# --------------------------------------------------------------------------------------
+
+
+def _uid(*parts: object) -> str:
+    return generate_uid(entropy_srcs=[str(p) for p in parts])
+
+
+def write_film(
+    path: Path,
+    *,
+    patient_id: str | None,
+    study: str,
+    pixel_spacing: str | None = "0.8\\0.8",
+    imager_pixel_spacing: str | None = None,
+) -> str:
+    """A small CR film; returns its SOP Instance UID."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sop_uid = _uid("sop", path.as_posix())
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CR_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = _uid("study", study)
+    ds.SeriesInstanceUID = _uid("series", path.as_posix())
+    ds.Modality = "CR"
+    ds.PatientName = "Phantom^Batch"
+    if patient_id is not None:
+        ds.PatientID = patient_id
+    ds.StudyDate = "20260101"
+    ds.ViewPosition = "LL"
+    if pixel_spacing is not None:
+        ds.PixelSpacing = pixel_spacing
+    if imager_pixel_spacing is not None:
+        ds.ImagerPixelSpacing = imager_pixel_spacing
+    ds.Rows, ds.Columns = ROWS, COLUMNS
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(range(256)) * (ROWS * COLUMNS * 2 // 256)
+    ds.save_as(path, enforce_file_format=True)
+    return sop_uid
+
+
+def vertebrae(anterior_fraction: dict[str, float] | None = None) -> dict[str, dict]:
+    """Five stacked vertebrae (pixels); ``anterior_fraction`` compresses some fronts."""
+    anterior_fraction = anterior_fraction or {}
+    result = {}
+    for i, level in enumerate(LEVELS):
+        top = 20.0 + 45.0 * i + 0.5 * i
+        posterior = 34.0 + 0.7 * i
+        anterior = posterior * anterior_fraction.get(level, 0.97)
+        middle = posterior * (0.5 + 0.5 * anterior_fraction.get(level, 0.97)) - 0.4
+        sa, sm, sp = 60.0 + i, 92.0 + i, 124.0 + i
+        result[level] = {
+            "superior_anterior": [sa, top + posterior - anterior],
+            "superior_middle": [sm, top + (posterior - middle) / 2],
+            "superior_posterior": [sp, top],
+            "inferior_anterior": [sa + 0.5, top + posterior],
+            "inferior_middle": [sm + 0.5, top + posterior - (posterior - middle) / 2],
+            "inferior_posterior": [sp + 0.5, top + posterior + 0.3],
+        }
+    return result
+
+
+def write_annotation(
+    path: Path,
+    *,
+    film: str | None,
+    timepoint: str | None,
+    fronts: dict[str, float] | None = None,
+    calibration: dict | None = None,
+    points: dict | None = None,
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "format": "vheight.annotation",
+        "version": 1,
+        "image": {"file": film, "sop_instance_uid": None, "rows": ROWS, "columns": COLUMNS},
+        "timepoint": timepoint,
+        "calibration": calibration,
+        "vertebrae": points if points is not None else vertebrae(fronts),
+        "treated_levels": ["L1"],
+        "patient_position": None,
+        "annotator": "test",
+        "created": None,
+        "modified": None,
+        "notes": "",
+    }
+    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    return path
+
+
+def study(folder: Path, name: str, timepoint: str | None, **film_kwargs) -> Path:
+    """A film ``name.dcm`` and its sidecar; returns the annotation path."""
+    fronts = {"pre": {"L1": 0.62}, "post": {"L1": 0.86}, "followup": {"L1": 0.8}}
+    write_film(folder / f"{name}.dcm", **film_kwargs)
+    return write_annotation(
+        folder / f"{name}.vheight.json",
+        film=f"{name}.dcm",
+        timepoint=timepoint,
+        fronts=fronts.get(timepoint or "", {"L2": 0.7}),
+    )
+
+
+def build_good(root: Path) -> dict[str, Path]:
+    """Studies that all measure; keys name what each exercises."""
+    made = {}
+    # Patient A: three studies (pre, post, follow-up) -> paired by PatientID.
+    for tp in ("pre", "post", "followup"):
+        made[f"A-{tp}"] = study(root / "A", tp, tp, patient_id="PA", study=f"A-{tp}")
+    # No PatientID, one study holding pre and post in different folders -> by study UID.
+    made["B-pre"] = study(root / "B" / "x", "pre", "pre", patient_id=None, study="B")
+    made["B-post"] = study(root / "B" / "y", "post", "post", patient_id=None, study="B")
+    # No film at all, the annotation's own calibration -> paired by folder.
+    cal = {"row_spacing_mm": 0.5, "col_spacing_mm": 0.5, "source": "User", "description": "ruler"}
+    made["C-pre"] = write_annotation(
+        root / "C" / "pre.vheight.json",
+        film=None,
+        timepoint="pre",
+        fronts={"L1": 0.6},
+        calibration=cal,
+    )
+    made["C-post"] = write_annotation(
+        root / "C" / "post.vheight.json",
+        film=None,
+        timepoint="post",
+        fronts={"L1": 0.9},
+        calibration=cal,
+    )
+    # Only a pre film, unusable spacing (real files carry 0\0): measured in px, unpaired.
+    made["D-pre"] = study(
+        root / "D", "pre", "pre", patient_id="PD", study="D", pixel_spacing="0\\0"
+    )
+    # One patient treated twice, one folder per treatment -> split by folder.
+    for episode in ("2019", "2021"):
+        for tp in ("pre", "post"):
+            made[f"E{episode}-{tp}"] = study(
+                root / "E" / episode,
+                tp,
+                tp,
+                patient_id="PE",
+                study=f"E{episode}{tp}",
+                pixel_spacing=None,
+                imager_pixel_spacing="0.7\\0.7",
+            )
+    # No timepoint: measured, never paired.
+    made["F"] = study(root / "F", "lateral", None, patient_id="PF", study="F")
+    return made
+
+
+def build_bad(root: Path) -> None:
+    """Inputs that must each become one error row (see :func:`build_bad_expectations`)."""
+    bad = root / "bad"
+    study(bad / "truncated", "film", "pre", patient_id="PX", study="X")
+    film = bad / "truncated" / "film.dcm"
+    film.write_bytes(film.read_bytes()[:500])  # cut inside the header
+    write_annotation(bad / "text" / "film.vheight.json", film="film.dcm", timepoint="pre")
+    (bad / "text" / "film.dcm").write_text("this is not a DICOM file\n" * 20)
+    points = vertebrae()
+    points["L2"]["inferior_middle"] = ["a", 3]
+    write_annotation(bad / "point" / "film.vheight.json", film=None, timepoint="pre", points=points)
+    write_annotation(bad / "missing" / "gone.vheight.json", film="gone.dcm", timepoint="pre")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("batch")
+    build_good(root)
+    build_bad(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def good_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("good")
+    build_good(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(folder) -> BatchResult:
+    return run_batch(folder, workers=1, progress=False)
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b and type(a) is type(b)
+
+
+# --------------------------------------------------------------------------------------
+# Discovery
+# --------------------------------------------------------------------------------------
+
+
+def test_find_annotations_recursive_sorted_skips_hidden(tmp_path):
+    for name in (
+        "b/2.vheight.json",
+        "a/1.vheight.json",
+        "a/z/0.vheight.json",
+        "c.vheight.json",
+        ".cache/x.vheight.json",
+        "a/notes.json",
+        "a/film.dcm",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    found = [_rel(p, tmp_path) for p in find_annotations(tmp_path)]
+    assert found == ["a/1.vheight.json", "a/z/0.vheight.json", "b/2.vheight.json", "c.vheight.json"]
+
+
+def test_missing_folder_is_an_error(tmp_path):
+    with pytest.raises(VHeightError, match=r"nowhere: no such folder"):
+        run_batch(tmp_path / "nowhere", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        pytest.param({"reference": "median"}, "reference must be one of", id="bad-reference"),
+        pytest.param({"workers": 0}, "workers must be", id="zero-workers"),
+        pytest.param({"workers": 1.5}, "workers must be", id="fractional-workers"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        run_batch(tmp_path, progress=False, **kwargs)
+
+
+def test_bad_executor(good_folder):
+    with pytest.raises(TypeError, match="executor must be"):
+        run_batch(good_folder, executor=object(), progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# Rows: errors and agreement with the single-file measurement
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["truncated", "not-dicom", "bad-point", "missing-film"])
+def test_each_bad_input_is_one_error_row_naming_it(folder, result, case):
+    annotation, pattern = build_bad_expectations(folder)[case]
+    rows = [r for r in result.measurement_rows if r["annotation"] == _rel(annotation, folder)]
+    assert len(rows) == 1
+    (row,) = rows
+    assert row["error"] is not None
+    assert re.search(pattern, row["error"]), row["error"]
+    assert all(row[key] is None for key in MEASURE_COLUMNS)
+    errors = [e for e in result.error_rows if e["annotation"] == row["annotation"]]
+    assert errors == [
+        {
+            "stage": "measure",
+            "subject": None,
+            "annotation": row["annotation"],
+            "image": row["image"],
+            "error": row["error"],
+        }
+    ]
+
+
+def build_bad_expectations(root: Path) -> dict[str, tuple[Path, str]]:
+    bad = root / "bad"
+    return {
+        "truncated": (
+            bad / "truncated" / "film.vheight.json",
+            r"bad/truncated/film\.dcm: (not an image|not a DICOM|.*truncated)",
+        ),
+        "not-dicom": (bad / "text" / "film.vheight.json", r"bad/text/film\.dcm.*not a DICOM"),
+        "bad-point": (
+            bad / "point" / "film.vheight.json",
+            r"bad/point/film\.vheight\.json.*L2.*inferior_middle",
+        ),
+        "missing-film": (
+            bad / "missing" / "gone.vheight.json",
+            r"bad/missing/gone\.vheight\.json.*gone\.dcm.*not found",
+        ),
+    }
+
+
+def test_error_count_and_failed_flag(result):
+    assert result.n_annotations == 17
+    assert result.n_failed == 4
+    assert result.failed
+    assert sorted(e["annotation"] for e in result.error_rows) == [
+        "bad/missing/gone.vheight.json",
+        "bad/point/film.vheight.json",
+        "bad/text/film.vheight.json",
+        "bad/truncated/film.vheight.json",
+    ]
+
+
+def test_rows_match_single_file_measure_field_by_field(folder, result):
+    measured = 0
+    for path in find_annotations(folder):
+        rel = _rel(path, folder)
+        rows = [r for r in result.measurement_rows if r["annotation"] == rel]
+        if rows[0]["error"] is not None:
+            continue
+        expected = measure_file(path).records()
+        assert len(rows) == len(expected), rel
+        for row, record in zip(rows, expected, strict=True):
+            assert list(record) == list(MEASURE_COLUMNS) or set(MEASURE_COLUMNS) <= set(record)
+            for key, value in record.items():
+                assert _same(row[key], value), (rel, record["level"], key, row[key], value)
+        measured += 1
+    assert measured == 13
+
+
+def test_warnings_match_single_file_measure(folder, result):
+    for path in find_annotations(folder):
+        rows = [r for r in result.measurement_rows if r["annotation"] == _rel(path, folder)]
+        if rows[0]["error"] is None:
+            expected = "; ".join(measure_file(path).warnings) or None
+            assert {r["warnings"] for r in rows} == {expected}, path
+
+
+def test_film_cut_inside_its_pixels_agrees_with_measure_file(tmp_path):
+    # Only headers are read: the batch does exactly what the single-file path does.
+    annotation = study(tmp_path, "film", "pre", patient_id="PT", study="T")
+    film = tmp_path / "film.dcm"
+    film.write_bytes(film.read_bytes()[:-5000])
+    result = run_batch(tmp_path, workers=1, progress=False)
+    try:
+        expected = measure_file(annotation).records()
+    except VHeightError:
+        assert result.n_failed == 1 and "film.dcm" in result.error_rows[0]["error"]
+    else:
+        assert [{k: r[k] for k in expected[0]} for r in result.measurement_rows] == expected
+
+
+def test_identifiers_come_from_the_film_header(folder, result):
+    by_annotation = {r["annotation"]: r for r in result.measurement_rows}
+    row = by_annotation["A/post.vheight.json"]
+    header = pydicom.dcmread(folder / "A" / "post.dcm", stop_before_pixels=True)
+    assert row["image"] == "A/post.dcm"
+    assert row["patient_id"] == "PA"
+    assert row["study_instance_uid"] == header.StudyInstanceUID
+    assert row["sop_instance_uid"] == header.SOPInstanceUID
+    assert row["timepoint"] == "post"
+    no_film = by_annotation["C/pre.vheight.json"]
+    assert no_film["image"] is None and no_film["patient_id"] is None
+    assert no_film["unit"] == "mm" and no_film["spacing_label"] == "mm User"
+    uncalibrated = by_annotation["D/pre.vheight.json"]
+    assert uncalibrated["unit"] == "px"
+    assert "PixelSpacing" in uncalibrated["warnings"]
+
+
+def test_rows_sorted_by_annotation_then_level(result):
+    keys = [(r["annotation"], r["level"]) for r in result.measurement_rows]
+    order = {level: i for i, level in enumerate(LEVELS)}
+    assert keys == sorted(keys, key=lambda k: (k[0], order.get(k[1], -1) if k[1] else -1))
+
+
+# --------------------------------------------------------------------------------------
+# Pairing and comparisons
+# --------------------------------------------------------------------------------------
+
+
+def _groups(result: BatchResult) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in result.comparison_rows:
+        key = (
+            row["paired_by"],
+            row["subject"],
+            row["pre_annotation"],
+            row["post_annotation"],
+            row["followup_annotation"],
+        )
+        groups.setdefault(key, []).append(row)
+    return groups
+
+
+def test_pairing_rule(folder, result):
+    b_study = pydicom.dcmread(folder / "B" / "x" / "pre.dcm", stop_before_pixels=True)
+    expected = {
+        (
+            "patient_id",
+            "PA",
+            "A/pre.vheight.json",
+            "A/post.vheight.json",
+            "A/followup.vheight.json",
+        ),
+        (
+            "study_instance_uid",
+            str(b_study.StudyInstanceUID),
+            "B/x/pre.vheight.json",
+            "B/y/post.vheight.json",
+            None,
+        ),
+        ("folder", "C", "C/pre.vheight.json", "C/post.vheight.json", None),
+        ("patient_id+folder", "PE", "E/2019/pre.vheight.json", "E/2019/post.vheight.json", None),
+        ("patient_id+folder", "PE", "E/2021/pre.vheight.json", "E/2021/post.vheight.json", None),
+    }
+    assert set(_groups(result)) == expected
+    assert result.n_comparisons == 5
+    assert result.warnings == ()
+
+
+def test_comparison_rows_match_compare_files(folder, result):
+    for (_, _, pre, post, followup), rows in _groups(result).items():
+        expected = compare_files(
+            folder / pre, folder / post, folder / followup if followup else None
+        ).records()
+        assert len(rows) == len(expected)
+        for row, record in zip(rows, expected, strict=True):
+            for key, value in record.items():
+                assert _same(row[key], value), (pre, record["level"], key, row[key], value)
+            assert row["error"] is None
+
+
+def test_comparison_identifiers(folder, result):
+    rows = _groups(result)[
+        ("patient_id", "PA", "A/pre.vheight.json", "A/post.vheight.json", "A/followup.vheight.json")
+    ]
+    pre = pydicom.dcmread(folder / "A" / "pre.dcm", stop_before_pixels=True)
+    post = pydicom.dcmread(folder / "A" / "post.dcm", stop_before_pixels=True)
+    assert {r["patient_id"] for r in rows} == {"PA"}
+    assert {r["pre_sop_instance_uid"] for r in rows} == {pre.SOPInstanceUID}
+    assert {r["post_study_instance_uid"] for r in rows} == {post.StudyInstanceUID}
+    assert {r["height"] for r in rows} == {"anterior", "middle", "posterior"}
+
+
+def test_ambiguous_timepoints_are_not_paired_and_said(tmp_path):
+    study(tmp_path / "P", "pre1", "pre", patient_id="PP", study="1")
+    study(tmp_path / "P", "pre2", "pre", patient_id="PP", study="2")
+    study(tmp_path / "P", "post", "post", patient_id="PP", study="3")
+    result = run_batch(tmp_path, workers=1, progress=False)
+    assert result.comparison_rows == ()
+    assert len(result.warnings) == 1
+    assert "not paired" in result.warnings[0] and "P/pre1.vheight.json" in result.warnings[0]
+    assert not result.failed
+
+
+def test_refused_comparison_is_an_error_row(tmp_path, monkeypatch):
+    from vheight import comparison
+    from vheight.errors import MeasurementError
+
+    write_annotation(tmp_path / "pre.vheight.json", film=None, timepoint="pre")
+    write_annotation(tmp_path / "post.vheight.json", film=None, timepoint="post")
+
+    def refuse(pre, post, followup=None):
+        raise MeasurementError("the films share no level")
+
+    monkeypatch.setattr(comparison, "compare", refuse)
+    result = run_batch(tmp_path, workers=1, progress=False)
+    assert result.failed and result.n_failed == 0 and result.n_comparisons == 0
+    (error,) = result.error_rows
+    assert error == {
+        "stage": "compare",
+        "subject": ".",
+        "annotation": "pre.vheight.json + post.vheight.json",
+        "image": None,
+        "error": "pre.vheight.json + post.vheight.json: cannot compare: the films share no level",
+    }
+    (row,) = result.comparison_rows
+    assert row["error"] == error["error"] and row["pre"] is None and row["level"] is None
+
+
+# --------------------------------------------------------------------------------------
+# Tables and files
+# --------------------------------------------------------------------------------------
+
+
+def test_dataframes_are_tidy(result):
+    frame = result.measurements
+    assert list(frame.columns[:6]) == [
+        "annotation",
+        "image",
+        "patient_id",
+        "study_instance_uid",
+        "sop_instance_uid",
+        "timepoint",
+    ]
+    assert list(frame.columns[-2:]) == ["warnings", "error"]
+    assert set(MEASURE_COLUMNS) <= set(frame.columns)
+    assert len(frame) == 13 * len(LEVELS) + 4
+    assert str(frame["grade"].dtype) == "Int64"
+    assert str(frame["complete"].dtype) == "boolean"
+    assert frame["anterior_height"].dtype == "float64"
+    assert frame["error"].notna().sum() == 4
+    comparisons = result.comparisons
+    assert set(COMPARE_COLUMNS) <= set(comparisons.columns)
+    assert len(comparisons) == len(result.comparison_rows)
+    errors = result.errors
+    assert list(errors.columns) == ["stage", "subject", "annotation", "image", "error"]
+    assert len(errors) == 4
+
+
+def test_csv_matches_rows_and_rerun_is_byte_identical(folder, result, tmp_path):
+    first = result.write(tmp_path / "first.csv")
+    again = run_batch(folder, workers=2, progress=False)
+    second = again.write(tmp_path / "second.csv")
+    assert first.read_bytes() == second.read_bytes()
+    assert (
+        result.write(tmp_path / "c1.csv", table="comparisons").read_bytes()
+        == again.write(tmp_path / "c2.csv", table="comparisons").read_bytes()
+    )
+    frame = pd.read_csv(first, keep_default_na=False, na_values=[""])
+    assert len(frame) == len(result.measurement_rows)
+    for row, (_, back) in zip(result.measurement_rows, frame.iterrows(), strict=True):
+        for key in ("anterior_height", "max_loss_pct", "wedge_angle_deg"):
+            if row[key] is None:
+                assert pd.isna(back[key])
+            else:
+                assert back[key] == row[key]  # full precision survives the CSV
+    text = first.read_text(encoding="utf-8")
+    assert "\r" not in text and ",true," in text
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_csv_cells_follow_the_shared_csv_output(result, tmp_path):
+    from vheight.cli._output import emit_csv
+
+    for table in ("measurements", "comparisons", "errors"):
+        rows, columns = result._table(table)
+        shared = io.StringIO()
+        emit_csv(rows, columns=columns, stream=shared)
+        written = result.write(tmp_path / f"{table}.csv", table=table)
+        assert written.read_text(encoding="utf-8") == shared.getvalue()
+
+
+def test_parquet_round_trip_and_rerun(folder, result, tmp_path):
+    path = result.write(tmp_path / "m.parquet")
+    again = run_batch(folder, workers=1, progress=False).write(tmp_path / "n.parquet")
+    assert path.read_bytes() == again.read_bytes()
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, result.measurements)
+    forced = result.write(tmp_path / "m.dat", format="parquet")
+    assert pd.read_parquet(forced).shape == back.shape
+
+
+def test_write_unknown_table(result, tmp_path):
+    with pytest.raises(ValueError, match="table must be"):
+        result.write(tmp_path / "x.csv", table="vertebrae")
+
+
+# --------------------------------------------------------------------------------------
+# Speed by design: headers only; pools and executors
+# --------------------------------------------------------------------------------------
+
+
+def test_pixels_are_never_read(good_folder, monkeypatch):
+    calls = []
+    real = pydicom.dcmread
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("stop_before_pixels", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", spy)
+    result = run_batch(good_folder, workers=1, progress=False)
+    assert not result.failed
+    assert len(calls) == 11 and all(calls)
+
+
+@pytest.mark.parametrize("workers", [pytest.param(2, id="process-pool")])
+def test_process_pool_gives_the_same_rows(good_folder, workers):
+    one = run_batch(good_folder, workers=1, progress=False)
+    many = run_batch(good_folder, workers=workers, progress=False)
+    assert many.measurement_rows == one.measurement_rows
+    assert many.comparison_rows == one.comparison_rows
+
+
+def test_any_executor(good_folder):
+    one = run_batch(good_folder, workers=1, progress=False)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = run_batch(good_folder, executor=pool, progress=False)
+    assert threaded.measurement_rows == one.measurement_rows
+    assert threaded.comparison_rows == one.comparison_rows
+
+
+def test_chunks_cover_every_file_once():
+    items = [f"{i}.vheight.json" for i in range(1000)]
+    chunks = batch_module._chunks(items, 2)
+    assert [x for chunk in chunks for x in chunk] == items
+    assert max(len(c) for c in chunks) <= 64 and len(chunks) >= 8
+    assert batch_module._chunks(items[:3], 8) == [(items[0],), (items[1],), (items[2],)]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("progress", "shown"), [(True, True), (False, False)])
+def test_progress_bar_on_stderr(good_folder, monkeypatch, progress, shown):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    run_batch(good_folder, workers=1, progress=progress)
+    text = terminal.getvalue()
+    assert ("vheight batch" in text and "13/13" in text) is shown
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+def test_cli_clean_folder_exit_0_and_files(good_folder, tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    code = main(["batch", str(good_folder), "--out", str(out), "--workers", "1"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert out.exists() and (tmp_path / "results-comparisons.csv").exists()
+    assert "13 of 13 annotation(s) measured" in captured.err
+    assert "comparisons" in captured.out
+    expected = run_batch(good_folder, workers=1, progress=False)
+    assert out.read_bytes() == expected.write(tmp_path / "expected.csv").read_bytes()
+
+
+def test_cli_failures_exit_1_listing_each(folder, tmp_path, capsys):
+    code = main(
+        [
+            "batch",
+            str(folder),
+            "--out",
+            str(tmp_path / "r.csv"),
+            "--comparisons",
+            str(tmp_path / "c.csv"),
+            "-q",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("vheight batch: error:") == 4
+    for _, (annotation, _) in build_bad_expectations(folder).items():
+        assert _rel(annotation, folder) in captured.err
+    assert (tmp_path / "c.csv").exists()
+
+
+def test_cli_json_is_one_document(good_folder, capsys):
+    code = main(["batch", str(good_folder), "--format", "json", "--workers", "1", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0
+    document = json.loads(captured.out)
+    assert set(document) == {
+        "folder",
+        "reference",
+        "measurements",
+        "comparisons",
+        "errors",
+        "warnings",
+    }
+    assert len(document["measurements"]) == 13 * len(LEVELS)
+    assert captured.err == ""
+
+
+def test_cli_csv_stdout_equals_file(good_folder, tmp_path, capsys):
+    code = main(["batch", str(good_folder), "--format", "csv", "--workers", "1", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0
+    written = run_batch(good_folder, workers=1, progress=False).write(tmp_path / "r.csv")
+    assert captured.out == written.read_text(encoding="utf-8")
+
+
+def test_cli_table_and_reference(good_folder, capsys):
+    code = main(["batch", str(good_folder), "--reference", "posterior", "--workers", "1", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "anterior_height" in captured.out and "restoration_pct_of_lost" in captured.out
+    assert "posterior" in captured.out
+
+
+def test_cli_empty_folder_exit_1(tmp_path, capsys):
+    assert main(["batch", str(tmp_path), "-q"]) == 1
+    assert "no annotation file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["--workers", "0"], id="zero-workers"),
+        pytest.param(["--workers", "2", "--scheduler", "tcp://x:1"], id="workers-and-scheduler"),
+        pytest.param(["--reference", "median"], id="bad-reference"),
+    ],
+)
+def test_cli_bad_usage_exit_2(tmp_path, argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["batch", str(tmp_path), *argv])
+    assert exc.value.code == 2
+
+
+def test_cli_missing_dask_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    assert main(["batch", str(tmp_path), "--scheduler", "tcp://127.0.0.1:1"]) == 1
+    assert 'pip install "vheight[dask]"' in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------
+# Dask distributed
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_dask_local_cluster_api_and_cli(folder, result, tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        on_dask = run_batch(folder, executor=client, progress=False)
+        code = main(
+            [
+                "batch",
+                str(folder),
+                "--scheduler",
+                cluster.scheduler_address,
+                "--out",
+                str(tmp_path / "dask.csv"),
+                "-q",
+            ]
+        )
+    assert on_dask.measurement_rows == result.measurement_rows
+    assert on_dask.comparison_rows == result.comparison_rows
+    assert code == 1  # the bad files of the folder
+    assert (tmp_path / "dask.csv").read_bytes() == result.write(tmp_path / "local.csv").read_bytes()
+    capsys.readouterr()
+
+
+# --------------------------------------------------------------------------------------
+# The benchmark cannot rot
+# --------------------------------------------------------------------------------------
+
+
+def test_benchmark_runs_with_a_tiny_n(tmp_path, capsys):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_batch.py"
+    spec = importlib.util.spec_from_file_location("bench_batch", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.main(
+        ["--studies", "6", "--workers", "1", "2", "--repeat", "1", "--dir", str(tmp_path)]
+    )
+    out = capsys.readouterr().out
+    assert figures["studies"] == 6
+    assert figures["ratio_1_worker"] > 0 and figures["speedup_2_workers"] > 0
+    assert "ratio" in out
