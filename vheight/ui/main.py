@@ -89,6 +89,7 @@ def main(*, samples: Path | None = None) -> None:
     labels = [session.TIMEPOINT_LABELS[tp] for tp in ("pre", "post", "followup")]
     measurements: dict[str, Any] = {}
     for tp in ("pre", "post", "followup"):
+        session.sync_editor(tp)
         slot = session.get_slot(tp)
         if slot is not None:
             measurements[tp] = _measure(slot)
@@ -439,7 +440,7 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
         style_measurements(frame),
         hide_index=True,
         width="stretch",
-        key=widget_key(slot, "table"),
+        height=min(36 * (len(frame) + 1) + 3, 640),
     )
     if measurement.warnings:
         with st.expander(f"Notes ({len(measurement.warnings)})"):

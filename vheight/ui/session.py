@@ -54,6 +54,7 @@ __all__ = [
     "take_flashes",
     "on_editor_edit",
     "on_editor_level",
+    "sync_editor",
     "on_film_upload",
     "on_annotation_upload",
     "on_treated_change",
@@ -297,6 +298,24 @@ def on_editor_edit(timepoint: str) -> None:
         )
         return
     commit(slot, annotation, ack=edit.rev, calibration_line=edit.calibration_line)
+
+
+def sync_editor(timepoint: str) -> None:
+    """Apply an editor edit newer than the last one applied (run at the start of each run).
+
+    The editor's callback normally applies each edit at once; this catches an
+    edit whose callback did not run (the widget state is the record of truth
+    on the browser side), so no edit is ever dropped.
+    """
+    slot = get_slot(timepoint)
+    if slot is None:
+        return
+    value = st.session_state.get(widget_key(slot, "editor"))
+    if not isinstance(value, Mapping):
+        return
+    edit = EditorState.from_value(value.get("edit"))
+    if edit is not None and edit.rev > slot.ack:
+        on_editor_edit(timepoint)
 
 
 def on_editor_level(timepoint: str) -> None:

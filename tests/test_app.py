@@ -1,0 +1,392 @@
+"""The app, driven headless with Streamlit's AppTest, and its plain-Python helpers.
+
+Landmark edits are injected as the editor widget's state (what the browser
+sends: the complete set of points, full-resolution pixels); the browser side
+itself is covered by ``tests/browser``.  Expected numbers come from the core
+(:func:`vheight.morphometry.measure` on the same annotation): these tests check
+the wiring of the app, the core's own tests check the formulas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vheight.annotation import POINT_NAMES, load_annotation, sidecar_path
+from vheight.errors import AnnotationError, ImageReadError
+from vheight.film import load_film
+from vheight.morphometry import measure
+from vheight.ui.editor import EditorState, make_display_image
+from vheight.ui.films import open_path, read_annotation_upload, read_upload
+from vheight.ui.main import md_escape
+from vheight.ui.session import widget_key
+from vheight.ui.store import AnnotationStore, content_key, film_key, store_folder
+from vheight.ui.tables import grades_by_level, measurement_frame
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "app.py"
+SAMPLES = Path(os.environ.get("VHEIGHT_SAMPLES") or REPO / "sample_images")
+TIMEOUT = 60
+
+
+@pytest.fixture
+def store_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "store"
+    monkeypatch.setenv("VHEIGHT_STORE", str(folder))
+    monkeypatch.setenv("VHEIGHT_SAMPLES", str(SAMPLES))
+    return folder
+
+
+@pytest.fixture
+def app(store_dir):
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _slot(at, timepoint="pre"):
+    return at.session_state["vh.slots"][timepoint]
+
+
+TABS = {"pre": 0, "post": 1, "followup": 2}
+
+
+def _table(at, timepoint="pre") -> pd.DataFrame:
+    tab = at.tabs[TABS[timepoint]]
+    found = [d.value for d in tab.dataframe if "Grade" in d.value.columns]
+    assert len(found) == 1, f"{timepoint}: expected one measurement table, found {len(found)}"
+    return found[0]
+
+
+def _expected(timepoint: str, reference: str = "adjacent"):
+    film = load_film(SAMPLES / f"{timepoint}.dcm")
+    annotation = load_annotation(sidecar_path(SAMPLES / f"{timepoint}.dcm"))
+    return measure(annotation, film.calibration, reference=reference)
+
+
+def _edit(at, timepoint, vertebrae, *, rev, calibration_line=None):
+    """Inject what the editor sends after an edit, then rerun."""
+    slot = _slot(at, timepoint)
+    at.session_state[widget_key(slot, "editor")] = {
+        "edit": {
+            "rev": rev,
+            "vertebrae": {lvl: {n: list(xy) for n, xy in pts.items()} for lvl, pts in vertebrae.items()},
+            "calibration_line": calibration_line,
+        }
+    }
+    at.run()
+    assert not at.exception, at.exception
+
+
+def _points(annotation):
+    return {level: dict(points) for level, points in annotation.vertebrae.items()}
+
+
+# -- the app -----------------------------------------------------------------------------
+
+
+def test_app_starts_on_the_measured_sample_series(app):
+    slots = app.session_state["vh.slots"]
+    assert set(slots) == {"pre", "post", "followup"}
+    for timepoint, slot in slots.items():
+        assert slot.opened.name == f"{timepoint}.dcm"
+        assert slot.origin == "sidecar"
+        assert slot.annotation.complete_levels, f"{timepoint}: no complete level"
+    expected = _expected("pre")
+    table = _table(app, "pre")
+    unit = expected.unit
+    assert list(table["Level"]) == [r["level"] for r in expected.records()]
+    np.testing.assert_allclose(
+        table[f"Ha ({unit})"].to_numpy(dtype=float),
+        [np.nan if r["anterior_height"] is None else r["anterior_height"] for r in expected.records()],
+        rtol=1e-12,
+    )
+    assert not app.error
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [pytest.param("posterior", id="posterior"), pytest.param("max", id="max")],
+)
+def test_reference_method_changes_the_table(app, reference):
+    before = _table(app, "pre")
+    app.sidebar.selectbox(key="vh.reference").set_value(reference).run()
+    assert not app.exception
+    after = _table(app, "pre")
+    expected = _expected("pre", reference).records()
+    complete = [r for r in expected if r["complete"]]
+    assert {r["reference_method"] for r in complete} <= {reference, "posterior"}
+    assert list(after["Reference"]) == [r["reference_method"] or "" for r in expected]
+    np.testing.assert_allclose(
+        after["Max loss (%)"].to_numpy(dtype=float),
+        [np.nan if r["max_loss_pct"] is None else r["max_loss_pct"] for r in expected],
+        rtol=1e-12,
+    )
+    # The table really changed: the method column and at least one loss.
+    assert list(before["Reference"]) != list(after["Reference"]) or not before.equals(after)
+    assert not before["Loss P (%)"].equals(after["Loss P (%)"]) or not before["Loss A (%)"].equals(
+        after["Loss A (%)"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "fragment"),
+    [
+        pytest.param("broken.dcm", b"this is not a radiograph " * 20, "not a DICOM file", id="garbage"),
+        pytest.param("empty.dcm", b"", "empty", id="empty"),
+        pytest.param("cut.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "cut.png", id="truncated-png"),
+    ],
+)
+def test_corrupt_upload_shows_one_clear_error(app, name, data, fragment):
+    before = _slot(app, "pre")
+    app.sidebar.file_uploader[0].set_value((name, data, "application/octet-stream")).run()
+    assert not app.exception, app.exception
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1, errors
+    assert fragment in errors[0].replace("\\", "")
+    assert "Traceback" not in errors[0]
+    assert _slot(app, "pre") is before  # the open film is untouched
+
+
+def test_png_upload_opens_a_new_film_keyed_by_content(app, tmp_path):
+    image = np.zeros((300, 200), np.uint8)
+    cv2.rectangle(image, (50, 60), (150, 240), 200, -1)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    app.sidebar.selectbox(key="vh.upload.target").set_value("followup").run()
+    app.sidebar.file_uploader[0].set_value(("<b>lateral</b>.png", png.tobytes(), "image/png")).run()
+    assert not app.exception
+    assert not app.error
+    slot = _slot(app, "followup")
+    assert slot.opened.name == "<b>lateral</b>.png"
+    assert slot.opened.store_key == content_key(png.tobytes())
+    assert (slot.opened.film.rows, slot.opened.film.columns) == (300, 200)
+    assert slot.origin == "new" and not slot.annotation.vertebrae
+    # The file name reaches markdown escaped, never as HTML.
+    shown = [s.value for s in app.success]
+    assert any("\\<b\\>lateral\\</b\\>" in text for text in shown), shown
+
+
+def test_an_edit_is_saved_to_the_store_at_once(app, store_dir):
+    slot = _slot(app, "pre")
+    level = slot.annotation.complete_levels[0]
+    points = _points(slot.annotation)
+    x, y = points[level]["inferior_anterior"]
+    points[level]["inferior_anterior"] = (x, y + 12.5)
+    _edit(app, "pre", points, rev=1)
+
+    slot = _slot(app, "pre")
+    assert slot.ack == 1
+    saved = AnnotationStore(folder=store_dir).path_for(slot.opened.store_key)
+    assert saved.is_file()
+    stored = load_annotation(saved)
+    assert stored.vertebrae[level]["inferior_anterior"] == (x, y + 12.5)
+    assert stored.modified is not None
+    # The table follows the edit: the anterior height is the core's on the edited points.
+    expected = measure(stored, slot.opened.film.calibration).record(level)
+    table = _table(app, "pre").set_index("Level")
+    unit = expected["unit"]
+    assert table.loc[level, f"Ha ({unit})"] == pytest.approx(expected["anterior_height"], rel=1e-12)
+
+    # A new session (browser reload) restores the edit from the store.
+    again = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not again.exception
+    reopened = _slot(again, "pre")
+    assert reopened.origin == "store"
+    assert reopened.annotation.vertebrae[level]["inferior_anterior"] == (x, y + 12.5)
+
+
+def test_a_stale_or_invalid_edit_is_not_kept(app):
+    slot = _slot(app, "pre")
+    level = slot.annotation.complete_levels[0]
+    points = _points(slot.annotation)
+    points[level]["superior_anterior"] = (1e7, 5.0)  # far outside the film
+    _edit(app, "pre", points, rev=3)
+    after = _slot(app, "pre")
+    assert after.annotation.vertebrae == slot.annotation.vertebrae
+    assert after.ack == 3 and after.epoch == slot.epoch + 1  # the editor is told to revert
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1 and "not kept" in errors[0]
+
+
+def test_new_level_placed_point_by_point_is_incomplete_then_measured(app):
+    slot = _slot(app, "pre")
+    free = next(lvl for lvl in ("T1", "T2", "T3") if lvl not in slot.annotation.vertebrae)
+    points = _points(slot.annotation)
+    points[free] = {}
+    coords = [(100, 100), (150, 98), (200, 96), (100, 180), (150, 185), (200, 190)]
+    for rev, (name, xy) in enumerate(zip(POINT_NAMES, coords, strict=True), start=1):
+        points[free][name] = xy
+        _edit(app, "pre", points, rev=rev)
+        row = _table(app, "pre").set_index("Level").loc[free]
+        if rev < 6:
+            assert row["Grade"] == "incomplete"
+    unit = _slot(app, "pre").opened.film.calibration.unit
+    spacing = _slot(app, "pre").opened.film.calibration.row_spacing_mm
+    assert row[f"Ha ({unit})"] == pytest.approx(80 * spacing, rel=1e-9)
+    assert row[f"Hp ({unit})"] == pytest.approx(94 * spacing, rel=1e-9)
+
+
+def test_treated_levels_are_saved(app, store_dir):
+    slot = _slot(app, "pre")
+    levels = list(slot.annotation.complete_levels[:2])
+    app.multiselect(key=widget_key(slot, "treated")).set_value(levels).run()
+    assert not app.exception
+    stored = load_annotation(AnnotationStore(folder=store_dir).path_for(slot.opened.store_key))
+    assert list(stored.treated_levels) == levels
+    table = _table(app, "pre").set_index("Level")
+    assert [lvl for lvl in table.index if table.loc[lvl, "Treated"]] == levels
+
+
+def test_calibration_line_gives_a_user_calibration(app):
+    slot = _slot(app, "pre")
+    app.toggle(key=widget_key(slot, "cal_mode")).set_value(True).run()
+    _edit(app, "pre", _points(slot.annotation), rev=1, calibration_line=[[100.0, 100.0], [100.0, 300.0]])
+    app.number_input(key=widget_key(slot, "cal_mm")).set_value(50.0).run()
+    app.button(key=widget_key(slot, "cal_apply")).click().run()
+    assert not app.exception
+    calibration = _slot(app, "pre").annotation.calibration
+    assert calibration is not None and calibration.label.value == "mm User"
+    assert calibration.row_spacing_mm == pytest.approx(50.0 / 200.0 * calibration.aspect, rel=1e-9)
+    table = _table(app, "pre")
+    assert "Ha (mm)" in table.columns
+
+
+def test_invalid_annotation_upload_lists_the_problems(app):
+    slot = _slot(app, "pre")
+    bad = {
+        "format": "vheight.annotation",
+        "version": 1,
+        "vertebrae": {"L9": {"superior_anterior": [1, 2]}, "L1": {"superior_apex": [1, 2]}},
+    }
+    app.file_uploader(key=widget_key(slot, "annotation_upload")).set_value(
+        ("bad.vheight.json", json.dumps(bad).encode(), "application/json")
+    ).run()
+    assert not app.exception
+    errors = [e.value.replace("\\", "") for e in app.error]
+    assert len(errors) == 1, errors
+    assert "L9" in errors[0] and "superior_apex" in errors[0]
+    assert _slot(app, "pre").annotation == slot.annotation
+
+
+# -- plain helpers ------------------------------------------------------------------------
+
+
+def test_upload_size_is_bounded():
+    with pytest.raises(ImageReadError, match=r"big\.dcm: the file is .* upload limit"):
+        read_upload(b"\x00" * 2048, "big.dcm", max_bytes=1024)
+
+
+@pytest.mark.parametrize(
+    ("uid", "data", "expected"),
+    [
+        pytest.param("1.2.840.113619.2.55", None, "1.2.840.113619.2.55", id="uid"),
+        pytest.param(None, b"abc", content_key(b"abc"), id="no-uid"),
+        pytest.param("../etc/passwd", b"abc", content_key(b"abc"), id="not-a-uid"),
+    ],
+)
+def test_film_key(uid, data, expected):
+    assert film_key(uid, data) == expected
+
+
+def test_store_folder_from_environment(tmp_path):
+    assert store_folder({"VHEIGHT_STORE": str(tmp_path)}) == tmp_path
+    assert store_folder({}) == Path("~/.vheight/annotations").expanduser()
+    store = AnnotationStore(folder=tmp_path)
+    assert store.path_for("../../x").parent == tmp_path
+
+
+def test_reopening_prefers_the_store_over_the_sidecar(tmp_path):
+    film_path = SAMPLES / "pre.dcm"
+    opened = open_path(film_path)
+    store = AnnotationStore(folder=tmp_path)
+    sidecar = load_annotation(sidecar_path(film_path))
+    from vheight.ui.films import initial_annotation
+
+    assert initial_annotation(opened, store, "pre").origin == "sidecar"
+    edited = sidecar.without_level(sidecar.levels[0])
+    store.save(opened.store_key, edited)
+    found = initial_annotation(opened, store, "pre")
+    assert found.origin == "store" and found.annotation.vertebrae == edited.vertebrae
+    # A corrupt stored file is reported and the sidecar used instead.
+    store.path_for(opened.store_key).write_text("{not json", encoding="utf-8")
+    found = initial_annotation(opened, store, "pre")
+    assert found.origin == "sidecar" and found.notes
+
+
+def test_annotation_for_another_film_size_is_refused():
+    opened = open_path(SAMPLES / "pre.dcm")
+    annotation = load_annotation(sidecar_path(SAMPLES / "pre.dcm"))
+    other = dataclasses.replace(
+        annotation, image=dataclasses.replace(annotation.image, rows=10_000, columns=10_000)
+    )
+    from vheight.annotation import dumps_annotation
+
+    with pytest.raises(AnnotationError, match="does not belong to pre.dcm"):
+        read_annotation_upload(dumps_annotation(other).encode(), "x.json", opened, "pre")
+
+
+@pytest.mark.parametrize(
+    ("shape", "display"),
+    [
+        pytest.param((3000, 2400), (2048, 1638), id="large-downsampled"),
+        pytest.param((500, 400), (500, 400), id="small-kept"),
+    ],
+)
+def test_display_image_is_bounded_and_scaled(shape, display):
+    pixels = np.linspace(0, 1, shape[0] * shape[1], dtype=np.float32).reshape(shape)
+    image = make_display_image(pixels)
+    assert (image.height, image.width) == display
+    assert (image.rows, image.columns) == shape
+    assert image.scale_y == pytest.approx(shape[0] / display[0])
+    decoded = cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert decoded.shape == display
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(None, id="none"),
+        pytest.param({"rev": "x"}, id="bad-rev"),
+        pytest.param({"rev": 1, "vertebrae": {"L1": {"superior_anterior": [1]}}}, id="short-point"),
+        pytest.param({"rev": 1, "vertebrae": {"L1": {"superior_anterior": ["a", 2]}}}, id="text"),
+        pytest.param({"rev": 1, "vertebrae": {"L1": {"superior_anterior": [float("nan"), 2]}}}, id="nan"),
+    ],
+)
+def test_malformed_editor_state_is_ignored(value):
+    assert EditorState.from_value(value) is None
+
+
+def test_editor_state_parses_points_and_line():
+    state = EditorState.from_value(
+        {"rev": 4, "vertebrae": {"L1": {"superior_anterior": [1, 2.5]}, "L2": {}},
+         "calibration_line": [[0, 0], [3, 4]]}
+    )
+    assert state == EditorState(
+        rev=4, vertebrae={"L1": {"superior_anterior": (1.0, 2.5)}}, calibration_line=((0.0, 0.0), (3.0, 4.0))
+    )
+
+
+def test_tables_label_units_and_grades():
+    records = [
+        {"level": "L1", "complete": True, "unit": "mm", "anterior_height": 20.0, "grade": 2,
+         "deformity_type": "wedge", "treated": True},
+        {"level": "L2", "complete": False, "unit": "mm", "anterior_height": None, "grade": None},
+    ]
+    frame = measurement_frame(records)
+    assert list(frame["Grade"]) == ["2 moderate", "incomplete"]
+    assert frame["Ha (mm)"].isna().tolist() == [False, True]
+    assert grades_by_level(records) == {"L1": 2, "L2": None}
+
+
+def test_markdown_escape():
+    assert md_escape("<img src=x>*a*_[b](c)") == "\\<img src=x\\>\\*a\\*\\_\\[b\\]\\(c\\)"
