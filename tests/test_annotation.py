@@ -199,7 +199,16 @@ BAD = [
     pytest.param("", r"not JSON", id="empty"),
     pytest.param("[1, 2]", r"expected a JSON object at the top level, found \[1, 2\]", id="array"),
     pytest.param('{"a": 1, "a": 2}', r"key 'a' appears twice", id="duplicate-key"),
-    pytest.param('{"x": NaN}', r"NaN is not valid JSON", id="nan-literal"),
+    pytest.param(
+        json.dumps(document(future=[1.0, float("nan")])),
+        r"future\[1\]: nan is not a valid JSON number",
+        id="nan-in-unknown-key",
+    ),
+    pytest.param(
+        json.dumps(document(vertebrae={"L1": {**L1, "inferior_middle": [float("nan"), 2]}})),
+        r"vertebrae\.L1\.inferior_middle: expected \[x, y\], two finite numbers, found \[NaN, 2\]",
+        id="nan-point",
+    ),
     pytest.param(
         document(format="other"),
         r"format: expected 'vheight.annotation', found \"other\"",

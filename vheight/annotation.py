@@ -23,8 +23,9 @@ lists every problem, each with its level and point, what was expected and
 what was found.  The message is one line (problems separated by ``"; "``) and
 the individual problems are also available as ``error.problems``.  Checked:
 
-- the text is UTF-8 JSON (``NaN``/``Infinity`` and duplicate keys refused) and
-  its top level is an object;
+- the text is UTF-8 JSON (duplicate keys refused) and its top level is an
+  object; the non-standard ``NaN``/``Infinity`` literals are read so that
+  the error can say which point holds them, and refused anywhere else;
 - ``format`` is ``"vheight.annotation"`` and ``version`` is ``1``;
 - every level is one of ``T1``..``T12``, ``L1``..``L5`` and every point name
   one of the six of :data:`POINT_NAMES`;
@@ -197,7 +198,7 @@ class _FrozenMap(Mapping[str, Any]):
         return len(self._data)
 
     def __hash__(self) -> int:
-        return hash(tuple(self._data.items()))
+        return hash(frozenset(self._data.items()))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Mapping):
@@ -390,6 +391,18 @@ def _check_text(value: Any, key: str, problems: list[str], *, nullable: bool) ->
     return None if nullable else ""
 
 
+def _check_finite(value: Any, where: str, problems: list[str]) -> None:
+    """Refuse NaN and infinities in kept unknown values (they cannot be saved as JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{where}: {value!r} is not a valid JSON number")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}", problems)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{where}[{i}]", problems)
+
+
 def _raise(source: str, problems: Sequence[str]) -> None:
     if not problems:
         return
@@ -495,6 +508,8 @@ def _image_from_json(data: Any, problems: list[str]) -> ImageRef:
             value = number
         values[key] = value
     extra = {k: v for k, v in data.items() if k not in _IMAGE_KEYS}
+    for key, value in extra.items():
+        _check_finite(value, f"image.{key}", problems)
     if len(problems) > before:
         return ImageRef(rows=values["rows"], columns=values["columns"])
     return ImageRef(**values, extra=extra)
@@ -748,6 +763,9 @@ class Annotation:
         notes = _check_text(data.get("notes"), "notes", problems, nullable=False)
         created = _check_text(data.get("created"), "created", problems, nullable=True)
         modified = _check_text(data.get("modified"), "modified", problems, nullable=True)
+        extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
+        for key, value in extra.items():
+            _check_finite(value, key, problems)
         _raise(source, problems)
         return cls(
             image=image,
@@ -760,7 +778,7 @@ class Annotation:
             created=created,
             modified=modified,
             notes=notes or "",
-            extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
+            extra=extra,
         )
 
 
@@ -780,10 +798,6 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def loads_annotation(text: str | bytes, *, source: str = "<annotation>") -> Annotation:
     """Parse and validate annotation JSON (``str``, or ``bytes`` in UTF-8).
 
@@ -799,7 +813,7 @@ def loads_annotation(text: str | bytes, *, source: str = "<annotation>") -> Anno
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        data = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_refuse_constant)
+        data = json.loads(text, object_pairs_hook=_pairs_hook)
     except _DuplicateKey as exc:
         _raise(source, [f"not valid: key {str(exc)!r} appears twice in one object"])
     except json.JSONDecodeError as exc:
