@@ -857,7 +857,20 @@ def _write_csv(handle: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence
     text = io.TextIOWrapper(handle, encoding="utf-8", newline="", write_through=False)
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows([_csv_cell(row.get(c)) for c in columns] for row in rows)
+    # None, str, int and finite floats go to the writer as they are (it writes None
+    # as an empty cell and floats in their shortest round-trip form).
+    writer.writerows(
+        [
+            value
+            if value is None
+            or (kind := type(value)) is str
+            or kind is int
+            or (kind is float and value - value == 0.0)
+            else _csv_cell(value)
+            for value in map(row.get, columns)
+        ]
+        for row in rows
+    )
     text.flush()
     text.detach()
 
