@@ -22,7 +22,7 @@ from vheight.annotation import Annotation, ImageRef, save_annotation
 
 PATIENT_NAME = "Doe^Jane"
 PATIENT_ID = "VH-0042"
-ROWS, COLUMNS = 720, 540
+ROWS, COLUMNS = 800, 560
 LEVELS = ("T11", "T12", "L1", "L2", "L3")
 # Anterior height of L1 as a fraction of its posterior height, per film.
 L1_ANTERIOR = {"pre": 0.55, "post": 0.82, "followup": 0.78}

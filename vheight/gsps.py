@@ -81,32 +81,54 @@ def _layer_of(record: Mapping[str, Any] | None, complete: bool) -> str:
     return f"GRADE_{int(record['grade'])}"
 
 
-def _graphics(points: Mapping[str, Sequence[float]]) -> list[hd.pr.GraphicObject]:
+def _graphics(
+    points: Mapping[str, Sequence[float]], rows: int, columns: int
+) -> list[hd.pr.GraphicObject]:
+    """Points, endplates and height lines; positions off the film are clamped to its edge."""
+
+    def at(xy: Sequence[float]) -> tuple[float, float]:
+        return _clamp(pixel_to_dicom(xy), rows, columns)
+
     objects = []
-    for name in ("superior_anterior", "superior_middle", "superior_posterior",
-                 "inferior_anterior", "inferior_middle", "inferior_posterior"):
+    for name in (
+        "superior_anterior",
+        "superior_middle",
+        "superior_posterior",
+        "inferior_anterior",
+        "inferior_middle",
+        "inferior_posterior",
+    ):
         if name in points:
-            objects.append(hd.pr.GraphicObject(
-                graphic_type=hd.pr.GraphicTypeValues.POINT,
-                graphic_data=np.array([pixel_to_dicom(points[name])]),
-                units=hd.pr.AnnotationUnitsValues.PIXEL,
-            ))
+            objects.append(
+                hd.pr.GraphicObject(
+                    graphic_type=hd.pr.GraphicTypeValues.POINT,
+                    graphic_data=np.array([at(points[name])]),
+                    units=hd.pr.AnnotationUnitsValues.PIXEL,
+                )
+            )
     for side in ("superior", "inferior"):
-        chain = [points[f"{side}_{w}"] for w in ("anterior", "middle", "posterior")
-                 if f"{side}_{w}" in points]
+        chain = [
+            points[f"{side}_{w}"]
+            for w in ("anterior", "middle", "posterior")
+            if f"{side}_{w}" in points
+        ]
         if len(chain) >= 2:
-            objects.append(hd.pr.GraphicObject(
-                graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.array([pixel_to_dicom(p) for p in chain]),
-                units=hd.pr.AnnotationUnitsValues.PIXEL,
-            ))
+            objects.append(
+                hd.pr.GraphicObject(
+                    graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
+                    graphic_data=np.array([at(p) for p in chain]),
+                    units=hd.pr.AnnotationUnitsValues.PIXEL,
+                )
+            )
     for _h, top, bottom, _abbr in _HEIGHTS:
         if top in points and bottom in points:
-            objects.append(hd.pr.GraphicObject(
-                graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.array([pixel_to_dicom(points[top]), pixel_to_dicom(points[bottom])]),
-                units=hd.pr.AnnotationUnitsValues.PIXEL,
-            ))
+            objects.append(
+                hd.pr.GraphicObject(
+                    graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
+                    graphic_data=np.array([at(points[top]), at(points[bottom])]),
+                    units=hd.pr.AnnotationUnitsValues.PIXEL,
+                )
+            )
     return objects
 
 
@@ -131,14 +153,17 @@ def _texts(
             value = record.get(f"{height}_height")
             if value is None:
                 continue
-            mid = pixel_to_dicom(((points[top][0] + points[bottom][0]) / 2,
-                                  (points[top][1] + points[bottom][1]) / 2))
-            texts.append(hd.pr.TextObject(
-                text_value=f"{abbr} {float(value):.1f} {unit}",
-                units=hd.pr.AnnotationUnitsValues.PIXEL,
-                anchor_point=_clamp(mid, rows, columns),
-                anchor_point_visible=False,
-            ))
+            mid = pixel_to_dicom(
+                ((points[top][0] + points[bottom][0]) / 2, (points[top][1] + points[bottom][1]) / 2)
+            )
+            texts.append(
+                hd.pr.TextObject(
+                    text_value=f"{abbr} {float(value):.1f} {unit}",
+                    units=hd.pr.AnnotationUnitsValues.PIXEL,
+                    anchor_point=_clamp(mid, rows, columns),
+                    anchor_point_visible=False,
+                )
+            )
     label = level
     if complete and record is not None and record.get("grade") is not None:
         label += f" grade {int(record['grade'])}"
@@ -153,14 +178,18 @@ def _texts(
     centre = pts.mean(axis=0)
     facing = -1.0
     if anterior and posterior:
-        facing = 1.0 if np.mean([p[0] for p in anterior]) > np.mean([p[0] for p in posterior]) else -1.0
+        facing = (
+            1.0 if np.mean([p[0] for p in anterior]) > np.mean([p[0] for p in posterior]) else -1.0
+        )
     anchor = (centre[0] + facing * max(width, 40.0) * 0.9, centre[1])
-    texts.append(hd.pr.TextObject(
-        text_value=label,
-        units=hd.pr.AnnotationUnitsValues.PIXEL,
-        anchor_point=_clamp(anchor, rows, columns),
-        anchor_point_visible=False,
-    ))
+    texts.append(
+        hd.pr.TextObject(
+            text_value=label,
+            units=hd.pr.AnnotationUnitsValues.PIXEL,
+            anchor_point=_clamp(anchor, rows, columns),
+            anchor_point_visible=False,
+        )
+    )
     return texts
 
 
@@ -177,13 +206,17 @@ def expected_object_counts(annotation: Annotation) -> tuple[int, int]:
             continue
         graphics += len(points)
         for side in ("superior", "inferior"):
-            graphics += int(sum(f"{side}_{w}" in points for w in ("anterior", "middle", "posterior")) >= 2)
+            graphics += int(
+                sum(f"{side}_{w}" in points for w in ("anterior", "middle", "posterior")) >= 2
+            )
         graphics += sum(top in points and bottom in points for _h, top, bottom, _a in _HEIGHTS)
         texts += 1 + (3 if len(points) == 6 else 0)
     return graphics, texts
 
 
-def _voi(ds_full: Dataset | None, header: Dataset) -> list[hd.pr.SoftcopyVOILUTTransformation] | None:
+def _voi(
+    ds_full: Dataset | None, header: Dataset
+) -> list[hd.pr.SoftcopyVOILUTTransformation] | None:
     """The film's first window, or one over its pixel values when the header has none."""
     if "WindowCenter" in header and "WindowWidth" in header:
         centre = header.WindowCenter
@@ -194,10 +227,13 @@ def _voi(ds_full: Dataset | None, header: Dataset) -> list[hd.pr.SoftcopyVOILUTT
         if isinstance(explanation, pydicom.multival.MultiValue):
             explanation = explanation[0]
         if width >= 1:
-            return [hd.pr.SoftcopyVOILUTTransformation(
-                window_center=centre, window_width=width,
-                window_explanation=str(explanation) if explanation else None,
-            )]
+            return [
+                hd.pr.SoftcopyVOILUTTransformation(
+                    window_center=centre,
+                    window_width=width,
+                    window_explanation=str(explanation) if explanation else None,
+                )
+            ]
     if "VOILUTSequence" in header:
         return None  # highdicom copies the film's VOI LUT
     if ds_full is None or "PixelData" not in ds_full:
@@ -209,10 +245,13 @@ def _voi(ds_full: Dataset | None, header: Dataset) -> list[hd.pr.SoftcopyVOILUTT
     low, high = np.percentile(values, [0.5, 99.5])
     if not high > low:
         low, high = float(values.min()), float(values.max()) + 1.0
-    return [hd.pr.SoftcopyVOILUTTransformation(
-        window_center=float((low + high) / 2), window_width=float(max(high - low, 1.0)),
-        window_explanation="vheight auto",
-    )]
+    return [
+        hd.pr.SoftcopyVOILUTTransformation(
+            window_center=float((low + high) / 2),
+            window_width=float(max(high - low, 1.0)),
+            window_explanation="vheight auto",
+        )
+    ]
 
 
 def build_gsps(
@@ -270,7 +309,9 @@ def build_gsps(
 
     layers = [
         hd.pr.GraphicLayer(
-            layer_name=layer, order=i + 1, description=_LAYER_DESCRIPTIONS[layer],
+            layer_name=layer,
+            order=i + 1,
+            description=_LAYER_DESCRIPTIONS[layer],
             display_color=hd.color.CIELabColor.from_rgb(*_LAYER_COLORS[layer]),
         )
         for i, layer in enumerate(LAYERS)
@@ -283,18 +324,23 @@ def build_gsps(
             continue
         record = records.get(level)
         layer = by_name[_layer_of(record, len(points) == 6)]
-        annotations.append(hd.pr.GraphicAnnotation(
-            referenced_images=[evidence],
-            graphic_layer=layer,
-            graphic_objects=_graphics(points),
-            text_objects=_texts(level, points, record, level in treated, rows, columns),
-        ))
+        annotations.append(
+            hd.pr.GraphicAnnotation(
+                referenced_images=[evidence],
+                graphic_layer=layer,
+                graphic_objects=_graphics(points, rows, columns),
+                text_objects=_texts(level, points, record, level in treated, rows, columns),
+            )
+        )
     used = {a.GraphicLayer for a in annotations}
     layers = [layer for layer in layers if layer.GraphicLayer in used]
 
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2"))
-    shape = (hd.PresentationLUTShapeValues.INVERSE if photometric == "MONOCHROME1"
-             else hd.PresentationLUTShapeValues.IDENTITY)
+    shape = (
+        hd.PresentationLUTShapeValues.INVERSE
+        if photometric == "MONOCHROME1"
+        else hd.PresentationLUTShapeValues.IDENTITY
+    )
     try:
         return hd.pr.GrayscaleSoftcopyPresentationState(
             referenced_images=[evidence],
@@ -328,6 +374,8 @@ def gsps_bytes(annotation: Annotation, film: Any, **kwargs: Any) -> bytes:
     return buffer.getvalue()
 
 
-def write_gsps(annotation: Annotation, film: Any, out: str | os.PathLike[str], **kwargs: Any) -> Path:
+def write_gsps(
+    annotation: Annotation, film: Any, out: str | os.PathLike[str], **kwargs: Any
+) -> Path:
     """Write :func:`build_gsps` to ``out`` (atomically) and return its path."""
     return _write_atomic(Path(out), gsps_bytes(annotation, film, **kwargs))

@@ -54,9 +54,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import highdicom as hd
-from highdicom.coding_schemes import CodingSchemeIdentificationItem
 import numpy as np
 import pydicom
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -145,11 +145,16 @@ _DEFORMITY_CODES = {
 }
 _TREATED_NAME = _local("VH-TREATED", "Vertebral augmentation at this level")
 _SPACING_LABEL_NAME = _local("VH-SPACING", "Pixel spacing calibration")
-_SPACING_LABEL_CODES = {label: _local(f"VH-SP-{i}", f"Spacing {label.value}")
-                        for i, label in enumerate(SpacingLabel)}
+_SPACING_LABEL_CODES = {
+    label: _local(f"VH-SP-{i}", f"Spacing {label.value}") for i, label in enumerate(SpacingLabel)
+}
 _ABBR = {
-    "superior_anterior": "SA", "superior_middle": "SM", "superior_posterior": "SP",
-    "inferior_anterior": "IA", "inferior_middle": "IM", "inferior_posterior": "IP",
+    "superior_anterior": "SA",
+    "superior_middle": "SM",
+    "superior_posterior": "SP",
+    "inferior_anterior": "IA",
+    "inferior_middle": "IM",
+    "inferior_posterior": "IP",
 }
 _LANDMARK_CODES = {
     (name, axis): _local(
@@ -159,7 +164,9 @@ _LANDMARK_CODES = {
     for name in POINT_NAMES
     for axis in ("x", "y")
 }
-_VERTEBRA_CODES: dict[str, Code] = {level: getattr(codes.SCT, f"{level}Vertebra") for level in LEVELS}
+_VERTEBRA_CODES: dict[str, Code] = {
+    level: getattr(codes.SCT, f"{level}Vertebra") for level in LEVELS
+}
 _LEVEL_BY_VERTEBRA_CODE = {code.value: level for level, code in _VERTEBRA_CODES.items()}
 
 _TIME_POINT = Code("C2348792", "UMLS", "Time Point")
@@ -218,8 +225,18 @@ def read_film_header(source: str | os.PathLike[str] | bytes | BinaryIO | Dataset
                 f"{name}: not a DICOM file ({exc}); DICOM SR and presentation states "
                 "need the DICOM film they refer to"
             ) from exc
-    missing = [k for k in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID",
-                           "SeriesInstanceUID", "Rows", "Columns") if k not in ds]
+    missing = [
+        k
+        for k in (
+            "SOPInstanceUID",
+            "SOPClassUID",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "Rows",
+            "Columns",
+        )
+        if k not in ds
+    ]
     if missing:
         raise SRExportError(f"{name}: the DICOM header lacks {', '.join(missing)}")
     return ds
@@ -233,9 +250,17 @@ def _evidence(ds: Dataset) -> Dataset:
             continue
         copy.add(element)
     copy.file_meta = getattr(ds, "file_meta", Dataset())
-    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
-                    "AccessionNumber", "StudyID", "StudyDate", "StudyTime",
-                    "ReferringPhysicianName"):
+    for keyword in (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+    ):
         if keyword not in copy:
             setattr(copy, keyword, None)
     if "SamplesPerPixel" not in copy:
@@ -293,7 +318,9 @@ class _FilmRef:
             referenced_sop_instance_uid=self.sop_instance_uid,
         )
 
-    def scoord(self, kind: str, points: Sequence[Sequence[float]]) -> hd.sr.CoordinatesForMeasurement:
+    def scoord(
+        self, kind: str, points: Sequence[Sequence[float]]
+    ) -> hd.sr.CoordinatesForMeasurement:
         data = np.array([pixel_to_dicom(p) for p in points], dtype=np.float64)
         return hd.sr.CoordinatesForMeasurement(
             graphic_type=kind, graphic_data=data, source_image=self.region()
@@ -320,10 +347,14 @@ def _vertebra_group(
             if value is None:
                 continue
             top, bottom = _HEIGHT_POINTS[height]
-            measurements.append(hd.sr.Measurement(
-                name=code, value=value, unit=length_unit,
-                referenced_coordinates=[film.scoord("POLYLINE", [points[top], points[bottom]])],
-            ))
+            measurements.append(
+                hd.sr.Measurement(
+                    name=code,
+                    value=value,
+                    unit=length_unit,
+                    referenced_coordinates=[film.scoord("POLYLINE", [points[top], points[bottom]])],
+                )
+            )
         for key, code in _RATIO_CODES.items():
             value = _num(record.get(key))
             if value is not None:
@@ -336,9 +367,9 @@ def _vertebra_group(
         for key, code in _LOSS_CODES.items():
             value = _num(record.get(key))
             if value is not None:
-                measurements.append(hd.sr.Measurement(
-                    name=code, value=value, unit=_UNIT_PCT, method=method
-                ))
+                measurements.append(
+                    hd.sr.Measurement(name=code, value=value, unit=_UNIT_PCT, method=method)
+                )
         grade = record.get("grade")
         if grade is not None:
             evaluations.append(hd.sr.QualitativeEvaluation(_GRADE_NAME, _GRADE_CODES[int(grade)]))
@@ -355,10 +386,14 @@ def _vertebra_group(
             continue
         column, row = pixel_to_dicom(points[name])
         for axis, value in (("x", column), ("y", row)):
-            measurements.append(hd.sr.Measurement(
-                name=_LANDMARK_CODES[(name, axis)], value=float(value), unit=_UNIT_PIXEL,
-                referenced_coordinates=[film.scoord("POINT", [points[name]])],
-            ))
+            measurements.append(
+                hd.sr.Measurement(
+                    name=_LANDMARK_CODES[(name, axis)],
+                    value=float(value),
+                    unit=_UNIT_PIXEL,
+                    referenced_coordinates=[film.scoord("POINT", [points[name]])],
+                )
+            )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=level),
         time_point_context=time_point,
@@ -369,17 +404,30 @@ def _vertebra_group(
     )
 
 
-_ANNOTATION_KEYS = frozenset((
-    "format", "version", "image", "timepoint", "calibration", "vertebrae", "treated_levels",
-    "patient_position", "annotator", "created", "modified", "notes",
-))
+_ANNOTATION_KEYS = frozenset(
+    (
+        "format",
+        "version",
+        "image",
+        "timepoint",
+        "calibration",
+        "vertebrae",
+        "treated_levels",
+        "patient_position",
+        "annotator",
+        "created",
+        "modified",
+        "notes",
+    )
+)
 
 
 def _annotation_facts(annotation: Annotation, ds: Dataset) -> dict[str, Any]:
     return {
         "format": "vheight.annotation.facts",
         "version": 1,
-        "image": annotation.image.to_dict() | {
+        "image": annotation.image.to_dict()
+        | {
             "sop_instance_uid": str(ds.SOPInstanceUID),
             "rows": int(ds.Rows),
             "columns": int(ds.Columns),
@@ -407,21 +455,30 @@ def _annotation_group(
     measurements = []
     if calibration.is_calibrated:
         measurements = [
-            hd.sr.Measurement(name=codes.DCM.VerticalPixelSpacing,
-                              value=float(calibration.row_spacing_mm), unit=_UNIT_MM),
-            hd.sr.Measurement(name=codes.DCM.HorizontalPixelSpacing,
-                              value=float(calibration.col_spacing_mm), unit=_UNIT_MM),
+            hd.sr.Measurement(
+                name=codes.DCM.VerticalPixelSpacing,
+                value=float(calibration.row_spacing_mm),
+                unit=_UNIT_MM,
+            ),
+            hd.sr.Measurement(
+                name=codes.DCM.HorizontalPixelSpacing,
+                value=float(calibration.col_spacing_mm),
+                unit=_UNIT_MM,
+            ),
         ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=ANNOTATION_GROUP_ID),
         time_point_context=time_point,
         algorithm_id=hd.sr.AlgorithmIdentification(
-            name="vheight", version=__version__,
+            name="vheight",
+            version=__version__,
             parameters=[json.dumps(facts, sort_keys=True, allow_nan=False)],
         ),
         measurements=measurements or None,
         qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(_SPACING_LABEL_NAME, _SPACING_LABEL_CODES[calibration.label])
+            hd.sr.QualitativeEvaluation(
+                _SPACING_LABEL_NAME, _SPACING_LABEL_CODES[calibration.label]
+            )
         ],
         source_images=[film.group_source()],
     )
@@ -483,15 +540,25 @@ def build_sr(
         # Tracking UIDs are stable for (study, level): the same vertebra is
         # tracked across the pre, post and follow-up films of a study.
         tracking_uid = pydicom.uid.generate_uid(entropy_srcs=["vheight", study_uid, level])
-        groups.append(_vertebra_group(
-            level, points, records.get(level), level in treated, film_ref, time_point, tracking_uid
-        ))
+        groups.append(
+            _vertebra_group(
+                level,
+                points,
+                records.get(level),
+                level in treated,
+                film_ref,
+                time_point,
+                tracking_uid,
+            )
+        )
 
     observer_device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=pydicom.uid.generate_uid(entropy_srcs=["vheight", __version__]),
-            name="vheight", manufacturer_name=_MANUFACTURER, model_name="vheight",
+            name="vheight",
+            manufacturer_name=_MANUFACTURER,
+            model_name="vheight",
         ),
     )
     observer_person = None
@@ -563,9 +630,11 @@ def _write_atomic(path: Path, data: bytes) -> Path:
 # -- import -----------------------------------------------------------------------------
 
 
-def _read_sr(source: Any) -> tuple[hd.sr.ComprehensiveSR | hd.sr.EnhancedSR | hd.sr.Comprehensive3DSR, str]:
+def _read_sr(source: Any) -> tuple[Any, str]:
+    """The SR document parsed by highdicom (IOD and content item checks), and a name for it."""
     if isinstance(source, Dataset):
         ds, name = source, "<dataset>"
+        copy = True
     else:
         name = str(source) if isinstance(source, (str, os.PathLike)) else "<upload>"
         fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
@@ -575,6 +644,7 @@ def _read_sr(source: Any) -> tuple[hd.sr.ComprehensiveSR | hd.sr.EnhancedSR | hd
             raise SRExportError(f"{name}: file not found") from exc
         except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:
             raise SRExportError(f"{name}: not a DICOM file ({exc})") from exc
+        copy = False  # read here: nobody else holds it
     classes = {
         ComprehensiveSRStorage: hd.sr.ComprehensiveSR,
         pydicom.uid.EnhancedSRStorage: hd.sr.EnhancedSR,
@@ -583,10 +653,11 @@ def _read_sr(source: Any) -> tuple[hd.sr.ComprehensiveSR | hd.sr.EnhancedSR | hd
     sop_class = str(getattr(ds, "SOPClassUID", ""))
     if sop_class not in classes:
         raise SRExportError(
-            f"{name}: not a Comprehensive or Enhanced SR document (SOP Class UID {sop_class or 'missing'})"
+            f"{name}: not a Comprehensive or Enhanced SR document "
+            f"(SOP Class UID {sop_class or 'missing'})"
         )
     try:
-        return classes[sop_class].from_dataset(ds, copy=True), name
+        return classes[sop_class].from_dataset(ds, copy=copy), name
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise SRExportError(f"{name}: not a valid SR document: {exc}") from exc
 
@@ -595,50 +666,96 @@ def _code_key(concept: Any) -> tuple[str, str]:
     return (str(concept.scheme_designator), str(concept.value))
 
 
-def _numbers(group: Any) -> dict[tuple[str, str], Any]:
-    return {_code_key(m.name): m for m in group.get_measurements()}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Group:
+    """What vheight reads from one TID 1501 measurement group (parsed content items)."""
+
+    tracking_identifier: str | None
+    finding_sites: tuple[tuple[str, str], ...]
+    numbers: Mapping[tuple[str, str], Any]  # concept -> NUM content item
+    codes: Mapping[tuple[str, str], tuple[str, str]]  # concept -> coded value
+    texts: Mapping[tuple[str, str], tuple[str, ...]]
+    source_sop_instance_uids: tuple[str, ...]
 
 
-def _facts(group: Any, name: str) -> dict[str, Any]:
-    from highdicom.sr.utils import find_content_items
+def _children(item: Any) -> list[Any]:
+    return list(getattr(item, "ContentSequence", []) or [])
 
-    items = find_content_items(group[0], name=codes.DCM.AlgorithmParameters)
-    for item in items:
+
+def _read_group(item: Any) -> _Group:
+    tracking = None
+    sites: list[tuple[str, str]] = []
+    numbers: dict[tuple[str, str], Any] = {}
+    coded: dict[tuple[str, str], tuple[str, str]] = {}
+    texts: dict[tuple[str, str], list[str]] = {}
+    sources: list[str] = []
+    for child in _children(item):
+        key = _code_key(child.name)
+        kind = (
+            child.value_type.value if hasattr(child.value_type, "value") else str(child.value_type)
+        )
+        if kind == "TEXT":
+            texts.setdefault(key, []).append(str(child.value))
+            if key == _code_key(codes.DCM.TrackingIdentifier):
+                tracking = str(child.value)
+        elif kind == "NUM":
+            numbers.setdefault(key, child)
+        elif kind == "CODE":
+            value = _code_key(child.value)
+            if key == _code_key(codes.SCT.FindingSite):
+                sites.append(value)
+            else:
+                coded.setdefault(key, value)
+        elif kind == "IMAGE":
+            sources.append(str(child.referenced_sop_instance_uid))
+    return _Group(
+        tracking_identifier=tracking,
+        finding_sites=tuple(sites),
+        numbers=numbers,
+        codes=coded,
+        texts={k: tuple(v) for k, v in texts.items()},
+        source_sop_instance_uids=tuple(sources),
+    )
+
+
+def _facts(group: _Group, name: str) -> dict[str, Any]:
+    for text in group.texts.get(_code_key(codes.DCM.AlgorithmParameters), ()):
         try:
-            facts = json.loads(item.value)
-        except (TypeError, ValueError):
+            facts = json.loads(text)
+        except ValueError:
             continue
         if isinstance(facts, dict) and facts.get("format") == "vheight.annotation.facts":
             return facts
     raise SRExportError(f"{name}: the '{ANNOTATION_GROUP_ID}' group lacks its parameters")
 
 
-def _group_level(group: Any) -> str | None:
-    for site in group.finding_sites:
-        level = _LEVEL_BY_VERTEBRA_CODE.get(str(site.value.value))
-        if level is not None and site.value.scheme_designator in ("SCT", "SRT"):
+def _group_level(group: _Group) -> str | None:
+    for scheme, value in group.finding_sites:
+        level = _LEVEL_BY_VERTEBRA_CODE.get(value)
+        if level is not None and scheme in ("SCT", "SRT"):
             return level
     identifier = group.tracking_identifier
     return identifier if identifier in LEVELS else None
 
 
-def _points_of(group: Any, numbers: Mapping[tuple[str, str], Any]) -> dict[str, tuple[float, float]]:
+def _points_of(group: _Group) -> dict[str, tuple[float, float]]:
     points: dict[str, tuple[float, float]] = {}
     for name in POINT_NAMES:
-        mx = numbers.get(_code_key(_LANDMARK_CODES[(name, "x")]))
-        my = numbers.get(_code_key(_LANDMARK_CODES[(name, "y")]))
+        mx = group.numbers.get(_code_key(_LANDMARK_CODES[(name, "x")]))
+        my = group.numbers.get(_code_key(_LANDMARK_CODES[(name, "y")]))
         if mx is not None and my is not None:
             points[name] = dicom_to_pixel((float(mx.value), float(my.value)))
     if points:
         return points
     # Without exact landmark values: the end points of the height polylines.
     for height, code in _HEIGHT_CODES.items():
-        m = numbers.get(_code_key(code))
-        if m is None:
+        item = group.numbers.get(_code_key(code))
+        if item is None:
             continue
-        for coords in m.referenced_coordinates:
-            data = np.asarray(coords.value, dtype=np.float64).reshape(-1, 2)
-            if coords.graphic_type.value == "POLYLINE" and len(data) == 2:
+        for child in _children(item):
+            kind = getattr(child, "GraphicType", None)
+            data = np.asarray(getattr(child, "GraphicData", []), dtype=np.float64).reshape(-1, 2)
+            if kind == "POLYLINE" and len(data) == 2:
                 top, bottom = _HEIGHT_POINTS[height]
                 points[top] = dicom_to_pixel(data[0])
                 points[bottom] = dicom_to_pixel(data[1])
@@ -652,6 +769,9 @@ def annotation_from_sr(
     image_file: str | None = None,
 ) -> Annotation:
     """The annotation recorded in a vheight TID 1500 SR document.
+
+    The document is parsed and checked by highdicom (SR IOD, content items,
+    TID 1500 root) before its measurement groups are read.
 
     Parameters
     ----------
@@ -669,10 +789,26 @@ def annotation_from_sr(
     AnnotationError
         The recorded landmarks do not make a valid annotation.
     """
+    from highdicom.sr.utils import find_content_items
+
     sr, name = _read_sr(source)
     try:
-        report = hd.sr.MeasurementReport.from_sequence(sr.content)
-        groups = report.get_image_measurement_groups()
+        report = hd.sr.MeasurementReport.from_sequence(sr.content, copy=False)
+        containers = find_content_items(
+            report[0],
+            name=codes.DCM.ImagingMeasurements,
+            value_type=hd.sr.ValueTypeValues.CONTAINER,
+        )
+        items = (
+            []
+            if not containers
+            else find_content_items(
+                containers[0],
+                name=codes.DCM.MeasurementGroup,
+                value_type=hd.sr.ValueTypeValues.CONTAINER,
+            )
+        )
+        groups = [_read_group(item) for item in items]
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise SRExportError(f"{name}: not a TID 1500 measurement report: {exc}") from exc
 
@@ -688,21 +824,15 @@ def annotation_from_sr(
         level = _group_level(group)
         if level is None:
             continue
-        numbers = _numbers(group)
-        points = _points_of(group, numbers)
+        points = _points_of(group)
         if points:
             vertebrae[level] = points
-        for evaluation in group.get_qualitative_evaluations(name=_TREATED_NAME):
-            if _code_key(evaluation.value) == _code_key(codes.SCT.Yes):
-                treated.append(level)
-        for image in group.source_images:
-            sop_instance_uid = sop_instance_uid or str(image.referenced_sop_instance_uid)
-        if time_point is None:
-            from highdicom.sr.utils import find_content_items
-
-            found = find_content_items(group[0], name=_TIME_POINT)
-            if found:
-                time_point = str(found[0].value)
+        if group.codes.get(_code_key(_TREATED_NAME)) == _code_key(codes.SCT.Yes):
+            treated.append(level)
+        if sop_instance_uid is None and group.source_sop_instance_uids:
+            sop_instance_uid = group.source_sop_instance_uids[0]
+        if time_point is None and group.texts.get(_code_key(_TIME_POINT)):
+            time_point = group.texts[_code_key(_TIME_POINT)][0]
     if not vertebrae:
         raise SRExportError(f"{name}: the SR holds no vertebra landmarks")
 
@@ -710,11 +840,13 @@ def annotation_from_sr(
     if image_file is not None:
         image["file"] = image_file
     image.setdefault("sop_instance_uid", sop_instance_uid)
+    if time_point not in ("pre", "post", "followup"):
+        time_point = None
     data: dict[str, Any] = {
         "format": "vheight.annotation",
         "version": 1,
         "image": image,
-        "timepoint": facts.get("timepoint", time_point if time_point in ("pre", "post", "followup") else None),
+        "timepoint": facts.get("timepoint", time_point),
         "calibration": facts.get("calibration"),
         "vertebrae": {lv: {p: list(xy) for p, xy in pts.items()} for lv, pts in vertebrae.items()},
         "treated_levels": facts.get("treated_levels", treated),
