@@ -1,20 +1,27 @@
 """DICOM films in, :class:`~vheight.film.Film` out: the only module that imports pydicom.
 
 Pixel data of every transfer syntax a radiograph arrives in is decoded by
-pydicom 3's decoder plugins, one frame only (the first):
+pydicom 3's decoder plugins, first frame only.  The plugin used:
 
 ==========================================  =====================================
-transfer syntax                             plugins (in pydicom's order of trial)
+transfer syntax                             plugin
 ==========================================  =====================================
-Implicit / Explicit VR Little Endian,       pydicom (native; read as a view on the
-Explicit VR Big Endian, Deflated            file's bytes, no copy)
-RLE Lossless                                pydicom, pylibjpeg-rle
-JPEG Baseline, JPEG Extended                gdcm, Pillow
-JPEG Lossless (Process 14, SV1)             gdcm
-JPEG-LS Lossless / Near-Lossless            gdcm, pyjpegls
-JPEG 2000 (Lossless Only) / JPEG 2000       gdcm, pylibjpeg-openjpeg, Pillow
+Implicit / Explicit VR Little Endian,       pydicom (native: a read-only view on
+Explicit VR Big Endian, Deflated            the file's bytes, no copy)
+RLE Lossless                                pydicom
+JPEG Baseline (8-bit)                       Pillow
+JPEG Extended                               GDCM, Pillow (8-bit only: 12-bit
+                                            needs the GPL pylibjpeg-libjpeg,
+                                            not a dependency, so it is refused
+                                            with a clear error)
+JPEG Lossless (Process 14, SV1)             GDCM
+JPEG-LS Lossless / Near-Lossless            pyjpegls
+JPEG 2000 (Lossless Only) / JPEG 2000       pylibjpeg-openjpeg
 HTJ2K (Lossless, RPCL, lossy)               pylibjpeg-openjpeg
 ==========================================  =====================================
+
+GDCM is avoided where another plugin exists: it aborts the process on some
+corrupt JPEG 2000 codestreams instead of raising an error.
 
 Calibration follows :meth:`vheight.calibration.Calibration.from_dataset`; the
 display pipeline (modality LUT, VOI, MONOCHROME1 inversion) is
@@ -103,6 +110,24 @@ _READ_ERRORS = (
 )
 
 
+# The plugin tried for each compressed syntax when it is installed.  GDCM is
+# pydicom's first choice for several syntaxes, but it aborts the whole process
+# (an uncaught C++ exception) on some corrupt JPEG 2000 codestreams, where
+# pylibjpeg-openjpeg raises a Python error instead; GDCM remains the decoder
+# of JPEG Lossless, which nothing else installed here decodes.
+_PREFERRED_PLUGIN: dict[str, str] = {
+    "1.2.840.10008.1.2.4.90": "pylibjpeg",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg",  # HTJ2K RPCL Lossless
+    "1.2.840.10008.1.2.4.203": "pylibjpeg",  # HTJ2K
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.50": "pillow",  # JPEG Baseline
+    "1.2.840.10008.1.2.5": "pydicom",  # RLE Lossless
+}
+
+
 def decoder_plugins() -> dict[str, tuple[str, ...]]:
     """Transfer syntax name -> the decoder plugins available for it here."""
     from pydicom.pixels.decoders.base import _PIXEL_DATA_DECODERS
@@ -131,11 +156,15 @@ def _dcmread(stream: BinaryIO, *, name: str, force: bool, header_only: bool) -> 
             f"{name}: cannot read the DICOM header: the file is truncated or corrupt "
             f"({type(exc).__name__}: {exc})"
         ) from None
-    if caught:
-        notes = list(dict.fromkeys(str(w.message) for w in caught))
-        ds._vheight_read_warnings = notes[:5]  # type: ignore[attr-defined]
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
     if len(ds) == 0:
-        raise DicomReadError(f"{name}: not a DICOM file (no data elements could be read)")
+        detail = f" ({notes[0]})" if notes else ""
+        raise DicomReadError(
+            f"{name}: the DICOM file is truncated or corrupt: no data element could be "
+            f"read after the file meta header{detail}"
+        )
+    if notes:
+        ds._vheight_read_warnings = notes[:5]  # type: ignore[attr-defined]
     return ds
 
 
@@ -266,14 +295,15 @@ def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str]:
             "exists for it"
         ) from None
     if not decoder.is_available:
-        missing = "; ".join(
-            f"{plugin}: {', '.join(deps)}" for plugin, deps in decoder.missing_dependencies.items()
-        ) if hasattr(decoder, "missing_dependencies") else ""
+        missing = "; ".join(str(m) for m in getattr(decoder, "missing_dependencies", []))
         raise DicomReadError(
             f"{name}: no decoder available for transfer syntax {shown_ts}"
             + (f" (missing {missing})" if missing else "")
         )
     options: dict[str, Any] = {"index": 0}
+    preferred = _PREFERRED_PLUGIN.get(str(tsyntax))
+    if preferred and preferred in decoder.available_plugins:
+        options["decoding_plugin"] = preferred
     if not tsyntax.is_encapsulated:
         # A read-only view on the file's bytes; unused high bits are handled below.
         options.update(view_only=True, correct_unused_bits=False)
@@ -282,11 +312,15 @@ def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str]:
             warnings.simplefilter("ignore")
             array, meta = decoder.as_array(ds, **options)
     except _READ_ERRORS as exc:
-        text = str(exc)
+        text = str(exc).strip()
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         if "less than expected" in text or "truncated" in text.lower():
             problem = "the pixel data is truncated (shorter than Rows x Columns x frames)"
+        elif lines and "all available plugins" in lines[0]:
+            reasons = "; ".join(lines[1:]) or lines[0]
+            problem = f"no installed decoder could decode the pixel data ({reasons})"
         else:
-            problem = f"cannot decode the pixel data: {text.splitlines()[0] if text else exc!r}"
+            problem = f"cannot decode the pixel data: {'; '.join(lines) or repr(exc)}"
         raise DicomReadError(f"{name}: {problem} [{shown_ts}]") from None
     photometric = str(meta.get("photometric_interpretation") or info.photometric_interpretation)
     if not array.dtype.isnative:  # Explicit VR Big Endian: one swap, then fast native math
@@ -499,5 +533,7 @@ def _full_range_or_auto(
     stored: np.ndarray, bits: int | None, modality: ModalityTransform
 ) -> WindowPreset:
     if bits is not None and bits <= 8:
-        return WindowPreset(center=127.5, width=256.0, explanation="full range")
+        return WindowPreset(
+            center=127.5, width=255.0, explanation="full range", function=VOIFunction.LINEAR_EXACT
+        )
     return auto_window(stored, modality)

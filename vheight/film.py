@@ -823,7 +823,7 @@ def _load_raster(opened: _Opened, fmt: FilmFormat) -> Film:
     modality = ModalityTransform()
     if full_scale == 255.0:
         window = WindowPreset(
-            center=127.5, width=256.0, explanation="full range", function="LINEAR"
+            center=127.5, width=255.0, explanation="full range", function="LINEAR_EXACT"
         )
     else:
         window = auto_window(gray, modality)
