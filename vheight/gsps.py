@@ -228,10 +228,11 @@ def _voi(
             explanation = explanation[0]
         if width >= 1:
             return [
+                # Lists: highdicom would split a lone explanation string into characters.
                 hd.pr.SoftcopyVOILUTTransformation(
-                    window_center=centre,
-                    window_width=width,
-                    window_explanation=str(explanation) if explanation else None,
+                    window_center=[centre],
+                    window_width=[width],
+                    window_explanation=[str(explanation)] if explanation else None,
                 )
             ]
     if "VOILUTSequence" in header:
@@ -247,9 +248,9 @@ def _voi(
         low, high = float(values.min()), float(values.max()) + 1.0
     return [
         hd.pr.SoftcopyVOILUTTransformation(
-            window_center=float((low + high) / 2),
-            window_width=float(max(high - low, 1.0)),
-            window_explanation="vheight auto",
+            window_center=[float((low + high) / 2)],
+            window_width=[float(max(high - low, 1.0))],
+            window_explanation=["vheight auto"],
         )
     ]
 
