@@ -82,6 +82,18 @@ def test_genant_grade_boundaries(loss, grade):
             {"anterior": 5, "middle": 22, "posterior": 22}, 1, "biconcave", id="tie-middle"
         ),
         pytest.param(
+            {"anterior": 22.000000000000004, "middle": 22.000000000000007, "posterior": 1},
+            1,
+            "wedge",
+            id="tie-within-rounding",
+        ),
+        pytest.param(
+            {"anterior": 22.000001, "middle": 22.000002, "posterior": 1},
+            1,
+            "biconcave",
+            id="no-tie-at-1e-6",
+        ),
+        pytest.param(
             {"anterior": 30, "middle": 10, "posterior": None}, 2, "wedge", id="no-posterior"
         ),
         pytest.param({"anterior": 30, "middle": 10, "posterior": 0}, 0, None, id="grade-0-none"),
@@ -296,6 +308,33 @@ def test_plausibility_anchor_grade_2_wedge_ratio():
     assert r["grade"] == 2
 
 
+@pytest.mark.parametrize(
+    ("ha_mm", "hp_mm", "ratio_reported", "angle_reported", "grade"),
+    [
+        pytest.param(23.8, 30.9, 0.771, 12.0, 1, id="grade-1-L1"),
+        pytest.param(19.7, 30.2, 0.653, 16.9, 2, id="grade-2-T11-L2"),
+        pytest.param(13.6, 28.3, 0.478, 24.4, 3, id="grade-3-T12"),
+    ],
+)
+def test_published_fracture_anchors(ha_mm, hp_mm, ratio_reported, angle_reported, grade):
+    """J Orthop Surg Res 2023, Table 1 (group means, so ratios agree to about 0.005).
+
+    A 34 mm deep body with the given heights gives the reported wedge angle
+    within 1.5 degrees, and the posterior reference gives the reported grade.
+    """
+    cal = Calibration.user(row_spacing_mm=0.1, col_spacing_mm=0.1)
+    pts = vertebra(500, 500, ha_mm * 10, (ha_mm + hp_mm) * 5, hp_mm * 10, depth=340)
+    m = measure(Annotation(vertebrae={"L1": pts}), cal, reference="posterior")
+    r = m.record("L1")
+    assert r["wedge_ratio"] == pytest.approx(ha_mm / hp_mm, rel=1e-9)
+    assert r["wedge_ratio"] == pytest.approx(ratio_reported, abs=0.005)
+    assert r["wedge_angle_deg"] == pytest.approx(
+        math.degrees(math.atan((hp_mm - ha_mm) / 34)), rel=1e-9
+    )
+    assert r["wedge_angle_deg"] == pytest.approx(angle_reported, abs=1.5)
+    assert r["grade"] == grade and r["deformity_type"] == "wedge"
+
+
 def test_anisotropic_spacing_heights_and_angle():
     # Tilted vertebra: every height has dx and dy; row 0.2 mm, column 0.1 mm.
     pts = {
@@ -441,11 +480,13 @@ PROPS = settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], 
     vertebra_columns(),
     similarity_transforms(scale=False),
     st.sampled_from(["adjacent", "posterior", "max"]),
+    st.floats(0.05, 0.5),
 )
-def test_rigid_motion_changes_nothing(vert, motion, reference):
-    before = measure(Annotation(vertebrae=vert), reference=reference).records()
+def test_rigid_motion_changes_nothing(vert, motion, reference, spacing):
+    cal = Calibration.user(row_spacing_mm=spacing)
+    before = measure(Annotation(vertebrae=vert), cal, reference=reference).records()
     after = measure(
-        Annotation(vertebrae=transform_points(vert, motion)), reference=reference
+        Annotation(vertebrae=transform_points(vert, motion)), cal, reference=reference
     ).records()
     if _grade_stable(before):
         _same(before, after, NUMERIC)

@@ -34,7 +34,8 @@ Grade (Genant's thresholds, a quantitative suggestion for the radiologist)
     ``r = round(max_loss_pct, 6)``: ``r < 20`` -> 0, ``20 <= r < 25`` -> 1,
     ``25 <= r <= 40`` -> 2, ``r > 40`` -> 3.  ``deformity_type`` (grade >= 1
     only): the height with the largest loss, anterior -> ``wedge``, middle ->
-    ``biconcave``, posterior -> ``crush``; a tie goes to the first of these.
+    ``biconcave``, posterior -> ``crush``; a tie (equal to 6 decimals) goes to
+    the first of these.
 
 A vertebra whose posterior (or reference) height is zero gets null ratios
 (and losses) and a warning, never a division error.
@@ -160,16 +161,23 @@ def genant_grade(max_loss_pct: float | None) -> Grade | None:
 def deformity_type(
     losses: Mapping[str, float | None], grade: Grade | int | None
 ) -> DeformityType | None:
-    """Deformity named by the largest loss (``HEIGHTS`` order breaks ties); None below grade 1."""
+    """Deformity named by the largest loss; None below grade 1.
+
+    Losses are compared rounded to 6 decimals, like the grade, so that equal
+    heights stay a tie whatever rounding the film's geometry brings; a tie
+    goes to the first of :data:`HEIGHTS` (anterior, middle, posterior).
+    """
     if grade is None or grade < 1:
         return None
     best: str | None = None
+    best_value = 0.0
     for height in HEIGHTS:
         value = losses.get(height)
         if value is None:
             continue
-        if best is None or value > losses[best]:  # type: ignore[operator]
-            best = height
+        rounded = round(value, 6)
+        if best is None or rounded > best_value:
+            best, best_value = height, rounded
     return None if best is None else _DEFORMITY_BY_HEIGHT[best]
 
 
