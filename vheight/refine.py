@@ -95,7 +95,10 @@ therefore located again on a less smoothed gradient nearby."""
 
 _FINE_MIN_PX = 0.8
 
-EDGE_NOISE_FACTOR = 5.0
+BACKGROUND_MM = 2.0
+"""Scale of the slow intensity trend removed before differentiation, mm."""
+
+EDGE_NOISE_FACTOR = 3.0
 """An edge must be this many noise standard deviations of the gradient strong."""
 
 MIN_CONTRAST_FRACTION = 0.02
@@ -382,8 +385,8 @@ def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field |
     h, w = image.shape
     sig_r = SMOOTHING_MM / image.row_mm
     sig_c = SMOOTHING_MM / image.col_mm
-    pad_r = int(math.ceil(margin_mm / image.row_mm + 4 * sig_r)) + 2
-    pad_c = int(math.ceil(margin_mm / image.col_mm + 4 * sig_c)) + 2
+    pad_r = int(math.ceil((margin_mm + 2 * BACKGROUND_MM) / image.row_mm)) + 2
+    pad_c = int(math.ceil((margin_mm + 2 * BACKGROUND_MM) / image.col_mm)) + 2
     xs = pts_mm[:, 0] / image.col_mm
     ys = pts_mm[:, 1] / image.row_mm
     r0 = max(0, int(math.floor(np.min(ys))) - pad_r)
@@ -398,7 +401,16 @@ def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field |
     smooth = cv2.GaussianBlur(
         patch, ksize=(0, 0), sigmaX=sig_c, sigmaY=sig_r, borderType=cv2.BORDER_REFLECT
     )
-    d_row, d_col = np.gradient(smooth)
+    # Slow intensity trends (soft-tissue thickness, exposure falloff) are not
+    # edges: the gradients are taken on a band-pass (difference of Gaussians).
+    background = cv2.GaussianBlur(
+        patch,
+        ksize=(0, 0),
+        sigmaX=BACKGROUND_MM / image.col_mm,
+        sigmaY=BACKGROUND_MM / image.row_mm,
+        borderType=cv2.BORDER_REFLECT,
+    )
+    d_row, d_col = np.gradient(smooth - background)
     gx = (d_col / image.col_mm).astype(np.float32)
     gy = (d_row / image.row_mm).astype(np.float32)
     fine = cv2.GaussianBlur(
@@ -408,7 +420,7 @@ def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field |
         sigmaY=max(FINE_SMOOTHING_MM / image.row_mm, _FINE_MIN_PX),
         borderType=cv2.BORDER_REFLECT,
     )
-    f_row, f_col = np.gradient(fine)
+    f_row, f_col = np.gradient(fine - background)
     fine_gx = (f_col / image.col_mm).astype(np.float32)
     fine_gy = (f_row / image.row_mm).astype(np.float32)
     # Robust noise of one gradient component (MAD), from a subsample.
@@ -685,13 +697,30 @@ class _Outcome:
     score: float | None
 
 
+def _fit_strip(
+    fld: _Field,
+    origin: np.ndarray,
+    inward: np.ndarray,
+    across: np.ndarray,
+    t: np.ndarray,
+) -> tuple[tuple[float, float, float] | None, list[_Edge]]:
+    """Edge line across ``across`` on profiles 1 to 6 mm from ``origin`` along ``inward``.
+
+    Only the stretch next to the corner is used: further along, the wall
+    meets the pedicle and the endplate may be concave.
+    """
+    s = np.linspace(_STRIP_START_MM, _STRIP_END_MM, _STRIP_COUNT)
+    edges = _edges_on_strip(fld, origin[None, :] + s[:, None] * inward, across, t)
+    return _fit_offsets(s, edges), edges
+
+
 def _refine_corner(
     fld: _Field,
     start: np.ndarray,
     tangent: np.ndarray,
     normal: np.ndarray,
-    wall: np.ndarray | None,
-    wall_normal: np.ndarray | None,
+    wall: np.ndarray,
+    wall_normal: np.ndarray,
     radius_mm: float,
     t: np.ndarray,
 ) -> _Outcome:
@@ -702,22 +731,17 @@ def _refine_corner(
     points along the wall towards this endplate and ``wall_normal`` out of
     the body across the wall.
     """
-    s = np.linspace(_STRIP_START_MM, _STRIP_END_MM, _STRIP_COUNT)
     current = start.copy()
     score: float | None = None
     for _ in range(2):
-        plate_edges = _edges_on_strip(fld, current[None, :] - s[:, None] * tangent, normal, t)
-        plate = _fit_offsets(s, plate_edges)
+        plate, plate_edges = _fit_strip(fld, current, -tangent, normal, t)
         if plate is None:
             return _Outcome(start, False, _majority_flag(plate_edges), _best_score(plate_edges))
         a, b, plate_score = plate
         plate_point = current + a * normal
         plate_dir = -tangent + b * normal
         score = plate_score
-        if wall is None or wall_normal is None:
-            return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
-        wall_edges = _edges_on_strip(fld, current[None, :] - s[:, None] * wall, wall_normal, t)
-        wall_fit = _fit_offsets(s, wall_edges)
+        wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t)
         if wall_fit is None:
             return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
         c, d, wall_score = wall_fit
@@ -729,13 +753,8 @@ def _refine_corner(
         current = corner
     # Bounded: the corner may move at most the radius across each edge.
     move = current - start
-    if (
-        abs(float(np.dot(move, normal))) > radius_mm + 0.5
-        or abs(
-            float(np.dot(move, wall_normal))  # type: ignore[arg-type]
-        )
-        > radius_mm + 0.5
-    ):
+    limit = radius_mm + 0.5
+    if abs(float(np.dot(move, normal))) > limit or abs(float(np.dot(move, wall_normal))) > limit:
         return _Outcome(start, False, RefineFlag.WEAK_EDGE, score)
     return _Outcome(current, True, None, score)
 
@@ -826,13 +845,21 @@ def _refine_vertebra(
         if tangent is None:
             tangent = _endplate_tangent(pts, endplate, side)
         wall = _wall_tangent(pts, endplate, side)
-        wall_normal = None
         if wall is None:
             wall = normal  # the wall is roughly perpendicular to the endplate
         wall = wall if float(np.dot(wall, normal)) > 0 else -wall
         wall_normal = _perp(wall)
         wall_normal = wall_normal if float(np.dot(wall_normal, tangent)) > 0 else -wall_normal
-        out[name] = _refine_corner(fld, start, tangent, normal, wall, wall_normal, radius_mm, t)
+        out[name] = _refine_corner(
+            fld,
+            start,
+            tangent,
+            normal,
+            wall,
+            wall_normal,
+            radius_mm,
+            t,
+        )
         refined[name] = out[name].position
     for name in names:
         if name not in _MIDDLES:
