@@ -19,7 +19,9 @@ from vheight.errors import VHeightError
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules, in the order ``vheight --help`` lists them.
-COMMANDS: tuple[str, ...] = ("info", "measure", "compare", "batch", "refine", "report", "sr")
+COMMANDS: tuple[str, ...] = (
+    "info", "measure", "compare", "batch", "refine", "report", "sr", "phantom"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

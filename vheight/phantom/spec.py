@@ -1,0 +1,412 @@
+"""What a synthetic film shows and how it is written: the phantom's parameters.
+
+All lengths are millimetres in the patient plane (the plane of the spine,
+after removing X-ray magnification) unless the name says otherwise.  A
+:class:`FilmSpec` is plain data: :func:`vheight.phantom.render_film` turns it
+into pixels and true landmarks, :func:`vheight.phantom.write_film` into a
+DICOM file and its annotation sidecar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "LEVELS",
+    "TIMEPOINTS",
+    "Facing",
+    "FractureKind",
+    "Photometric",
+    "SpacingTags",
+    "Modality",
+    "Compression",
+    "NAMED_HEIGHT",
+    "Fracture",
+    "FilmSpec",
+    "parse_fracture",
+    "parse_levels",
+]
+
+LEVELS: tuple[str, ...] = (
+    *(f"T{i}" for i in range(1, 13)),
+    *(f"L{i}" for i in range(1, 6)),
+)
+TIMEPOINTS: tuple[str, ...] = ("pre", "post", "followup")
+
+#: Levels the phantom can draw (it knows their normal anatomy).
+DRAWABLE_LEVELS: tuple[str, ...] = LEVELS[LEVELS.index("T6") :]
+
+
+class Facing(str, enum.Enum):
+    """Which side of the image the patient's front (anterior) is on."""
+
+    LEFT = "left"
+    RIGHT = "right"
+
+
+class FractureKind(str, enum.Enum):
+    """Deformity type; the height it reduces most names it (measurements.md)."""
+
+    WEDGE = "wedge"
+    BICONCAVE = "biconcave"
+    CRUSH = "crush"
+
+
+class Photometric(str, enum.Enum):
+    MONOCHROME1 = "MONOCHROME1"  # low values white (dense bone dark in the stored values)
+    MONOCHROME2 = "MONOCHROME2"  # low values black (dense bone bright)
+
+
+class SpacingTags(str, enum.Enum):
+    """Which pixel spacing attributes the header carries.
+
+    ``imager+ermf``
+        ``ImagerPixelSpacing`` (at the detector) and
+        ``EstimatedRadiographicMagnificationFactor``: readers divide one by the
+        other (label ``mm ERMF``).  The default.
+    ``imager``
+        ``ImagerPixelSpacing`` only (label ``mm Proj``): measured heights are
+        then the true heights times the ERMF, as on a real uncorrected film.
+    ``pixel``
+        ``PixelSpacing`` only (label ``mm``), equal to the patient-plane spacing.
+    ``pixel+geometry``
+        ``PixelSpacing`` with ``PixelSpacingCalibrationType`` GEOMETRY and
+        ``ImagerPixelSpacing`` and the ERMF (label ``mm ERMF``).
+    ``none``
+        No spacing at all (label ``px``).
+    """
+
+    IMAGER_ERMF = "imager+ermf"
+    IMAGER = "imager"
+    PIXEL = "pixel"
+    PIXEL_GEOMETRY = "pixel+geometry"
+    NONE = "none"
+
+
+class Modality(str, enum.Enum):
+    """SOP class of the written film."""
+
+    DX = "DX"  # Digital X-Ray Image Storage - For Presentation
+    CR = "CR"  # Computed Radiography Image Storage
+
+
+class Compression(str, enum.Enum):
+    """Transfer syntax of the pixel data; all are lossless."""
+
+    NONE = "none"  # Explicit VR Little Endian
+    RLE = "rle"  # RLE Lossless
+    J2K = "j2k"  # JPEG 2000 Image Compression (Lossless Only)
+    JPEGLS = "jpegls"  # JPEG-LS Lossless
+
+
+#: The height each deformity type reduces by the requested loss.
+NAMED_HEIGHT: dict[FractureKind, str] = {
+    FractureKind.WEDGE: "anterior",
+    FractureKind.BICONCAVE: "middle",
+    FractureKind.CRUSH: "posterior",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fracture:
+    """A deformed vertebral body with a known height loss.
+
+    Parameters
+    ----------
+    level
+        ``"T6"`` .. ``"L5"``.
+    kind
+        Wedge (anterior height lost), biconcave (middle height lost) or crush
+        (posterior height lost).
+    loss_pct
+        Loss of the height that names the deformity (:data:`NAMED_HEIGHT`), in
+        percent, against the ``adjacent`` reference of ``measurements.md``: the
+        mean of the same height of the directly adjacent annotated levels.  The
+        other heights stay anatomical (see
+        :func:`vheight.phantom.anatomy.solve_heights`): a 30 % wedge has an
+        anterior loss of exactly 30 %, a normal posterior height and a middle
+        height that follows its endplates (about half the loss).
+    height_mm
+        Optional: the named height itself, mm, instead of deriving it from
+        ``loss_pct`` (used to keep an untreated deformity physically unchanged
+        across a series while its neighbours change; ``loss_pct`` is then
+        nominal and the measured loss is in the truth).
+    """
+
+    level: str
+    kind: FractureKind
+    loss_pct: float
+    height_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level", str(self.level).upper())
+        object.__setattr__(self, "kind", FractureKind(self.kind))
+        if self.level not in DRAWABLE_LEVELS:
+            raise ValueError(
+                f"fracture level {self.level!r}: the phantom draws {DRAWABLE_LEVELS[0]} to "
+                f"{DRAWABLE_LEVELS[-1]}"
+            )
+        loss = float(self.loss_pct)
+        if not (math.isfinite(loss) and 0.0 <= loss <= 60.0):
+            raise ValueError(
+                f"fracture {self.level}: height loss must be 0 to 60 %, found {self.loss_pct!r}"
+            )
+        object.__setattr__(self, "loss_pct", loss)
+        if self.height_mm is not None:
+            h = float(self.height_mm)
+            if not (math.isfinite(h) and 3.0 <= h <= 60.0):
+                raise ValueError(
+                    f"fracture {self.level}: height_mm must be 3 to 60 mm, found {self.height_mm!r}"
+                )
+            object.__setattr__(self, "height_mm", h)
+
+    @property
+    def named_height(self) -> str:
+        """``"anterior"``, ``"middle"`` or ``"posterior"``."""
+        return NAMED_HEIGHT[self.kind]
+
+    def __str__(self) -> str:
+        return f"{self.level}:{self.kind.value}:{self.loss_pct:g}"
+
+
+_FRACTURE_RE = re.compile(r"^\s*([TtLl]\d{1,2})\s*:\s*([A-Za-z]+)\s*:\s*([0-9.]+)\s*%?\s*$")
+
+
+def parse_fracture(text: str) -> Fracture:
+    """``"L1:wedge:30"`` -> ``Fracture(level="L1", kind=WEDGE, loss_pct=30)``."""
+    match = _FRACTURE_RE.match(text)
+    if not match:
+        raise ValueError(f"fracture {text!r}: expected LEVEL:KIND:LOSS, e.g. L1:wedge:30")
+    level, kind, loss = match.groups()
+    try:
+        kind_enum = FractureKind(kind.lower())
+    except ValueError:
+        kinds = ", ".join(k.value for k in FractureKind)
+        raise ValueError(f"fracture {text!r}: kind must be one of {kinds}") from None
+    return Fracture(level=level, kind=kind_enum, loss_pct=float(loss))
+
+
+def parse_levels(text: str) -> tuple[str, ...]:
+    """``"T10-L4"`` or ``"T11,T12,L1"`` -> consecutive levels, top to bottom."""
+    text = text.strip().upper()
+    if "-" in text:
+        first, last = (t.strip() for t in text.split("-", 1))
+        if first not in DRAWABLE_LEVELS or last not in DRAWABLE_LEVELS:
+            raise ValueError(
+                f"levels {text!r}: both ends must be {DRAWABLE_LEVELS[0]}..{DRAWABLE_LEVELS[-1]}"
+            )
+        i, j = LEVELS.index(first), LEVELS.index(last)
+        if j < i:
+            raise ValueError(f"levels {text!r}: the first level must be above the last")
+        return LEVELS[i : j + 1]
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _default_levels() -> tuple[str, ...]:
+    return parse_levels("T10-L4")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FilmSpec:
+    """Everything that defines one synthetic lateral thoracolumbar film.
+
+    Parameters
+    ----------
+    seed
+        Patient seed: anatomy (sizes, curve, soft tissue, trabecular pattern,
+        cement shape).  Films of one patient share it.
+    acquisition_seed
+        Film seed: quantum noise, exposure, bowel gas.  ``None`` derives it from
+        ``seed`` and ``timepoint``.
+    rows, columns
+        Image size in pixels.
+    row_spacing_mm, col_spacing_mm
+        Pixel spacing in the patient plane, mm (what a reader computes from the
+        header; ``ImagerPixelSpacing`` is this times ``ermf``).
+    ermf
+        Estimated radiographic magnification factor (>= 1).
+    spacing_tags
+        Which spacing attributes the header carries (:class:`SpacingTags`).
+    photometric, bits_stored
+        ``MONOCHROME1`` or ``MONOCHROME2``; 10, 12, 14 or 16 bits stored in a
+        16-bit allocation.
+    facing
+        Anterior on the image's ``left`` or ``right``.
+    levels
+        Consecutive annotated levels, top to bottom (the true landmarks are
+        written for these).  A level above and below is drawn too, unannotated,
+        when the phantom knows it.
+    fractures
+        Deformed levels (at most one per level).
+    cement_levels
+        Levels filled with PMMA cement (after augmentation).
+    treated_levels
+        Levels recorded as treated in the annotation (also on the pre film).
+    timepoint
+        ``"pre"``, ``"post"``, ``"followup"`` or ``None``.
+    dose
+        Relative detector dose (1 = typical); quantum noise scales as
+        ``1/sqrt(dose)``.
+    exposure
+        Brightness of the processed film, -1 (dark) .. 1 (bright); ``None``
+        draws it from the acquisition seed.
+    blur_mm
+        Standard deviation of the detector's Gaussian point spread, mm.
+    rotation_deg, shift_mm
+        Extra in-plane rotation of the patient (degrees, clockwise on the
+        image) and shift ``(right, down)`` in mm, to mimic repositioning.
+    modality
+        ``DX`` (default) or ``CR``.  ``None`` picks DX, or CR when the header
+        carries no ``ImagerPixelSpacing`` (DX requires it).
+    compression
+        Lossless transfer syntax of the pixel data.
+    patient_id, patient_name, study_date, study_time, study_key
+        Synthetic identity; ``study_key`` (default ``patient_id``) seeds the
+        StudyInstanceUID, so films sharing it share the study.
+    series_number, instance_number
+        Written as is.
+    """
+
+    seed: int = 0
+    acquisition_seed: int | None = None
+    rows: int = 2000
+    columns: int = 1500
+    row_spacing_mm: float = 0.17
+    col_spacing_mm: float = 0.17
+    ermf: float = 1.12
+    spacing_tags: SpacingTags = SpacingTags.IMAGER_ERMF
+    photometric: Photometric = Photometric.MONOCHROME2
+    bits_stored: int = 12
+    facing: Facing = Facing.RIGHT
+    levels: tuple[str, ...] = field(default_factory=_default_levels)
+    fractures: tuple[Fracture, ...] = ()
+    cement_levels: tuple[str, ...] = ()
+    treated_levels: tuple[str, ...] = ()
+    timepoint: str | None = None
+    dose: float = 1.0
+    exposure: float | None = None
+    blur_mm: float = 0.12
+    rotation_deg: float = 0.0
+    shift_mm: tuple[float, float] = (0.0, 0.0)
+    modality: Modality | None = None
+    compression: Compression = Compression.NONE
+    patient_id: str | None = None
+    patient_name: str = "PHANTOM^SPINE"
+    study_date: str = "20260105"
+    study_time: str = "093000"
+    study_key: str | None = None
+    series_number: int = 1
+    instance_number: int = 1
+
+    def __post_init__(self) -> None:
+        errors: list[str] = []
+        for name, enum_type in (
+            ("spacing_tags", SpacingTags),
+            ("photometric", Photometric),
+            ("facing", Facing),
+            ("compression", Compression),
+        ):
+            try:
+                object.__setattr__(self, name, enum_type(getattr(self, name)))
+            except ValueError:
+                choices = ", ".join(e.value for e in enum_type)
+                errors.append(f"{name} must be one of {choices}, found {getattr(self, name)!r}")
+        if self.modality is not None:
+            try:
+                object.__setattr__(self, "modality", Modality(self.modality))
+            except ValueError:
+                errors.append(f"modality must be DX or CR, found {self.modality!r}")
+        if int(self.rows) < 64 or int(self.columns) < 64:
+            errors.append(f"image size must be at least 64 x 64, found {self.rows} x {self.columns}")
+        for name in ("row_spacing_mm", "col_spacing_mm", "dose", "blur_mm"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                errors.append(f"{name} must be a finite number > 0, found {value!r}")
+        if not (isinstance(self.ermf, (int, float)) and 1.0 <= self.ermf <= 2.0):
+            errors.append(f"ermf must be 1.0 to 2.0, found {self.ermf!r}")
+        if self.bits_stored not in (10, 12, 14, 16):
+            errors.append(f"bits_stored must be 10, 12, 14 or 16, found {self.bits_stored!r}")
+        if self.exposure is not None and not -1.0 <= float(self.exposure) <= 1.0:
+            errors.append(f"exposure must be -1 to 1, found {self.exposure!r}")
+        if self.timepoint is not None and self.timepoint not in TIMEPOINTS:
+            errors.append(f"timepoint must be one of {', '.join(TIMEPOINTS)} or None")
+        levels = tuple(str(v).upper() for v in self.levels)
+        object.__setattr__(self, "levels", levels)
+        unknown = [v for v in levels if v not in DRAWABLE_LEVELS]
+        if unknown:
+            errors.append(
+                f"levels {unknown} cannot be drawn: use {DRAWABLE_LEVELS[0]}..{DRAWABLE_LEVELS[-1]}"
+            )
+        elif not levels:
+            errors.append("levels must name at least one level")
+        else:
+            idx = [LEVELS.index(v) for v in levels]
+            if idx != list(range(idx[0], idx[0] + len(idx))):
+                errors.append(f"levels must be consecutive, top to bottom, found {list(levels)}")
+        fractures = tuple(
+            f if isinstance(f, Fracture) else parse_fracture(str(f)) for f in self.fractures
+        )
+        object.__setattr__(self, "fractures", fractures)
+        seen: set[str] = set()
+        for f in fractures:
+            if f.level in seen:
+                errors.append(f"level {f.level} has more than one fracture")
+            seen.add(f.level)
+            if f.level not in levels:
+                errors.append(f"fracture level {f.level} is not among the levels {list(levels)}")
+        for name in ("cement_levels", "treated_levels"):
+            values = tuple(str(v).upper() for v in getattr(self, name))
+            object.__setattr__(self, name, values)
+            stray = [v for v in values if v not in levels]
+            if stray:
+                errors.append(f"{name} {stray} are not among the levels {list(levels)}")
+        object.__setattr__(
+            self, "shift_mm", (float(self.shift_mm[0]), float(self.shift_mm[1]))
+        )
+        if (
+            self.modality is Modality.DX
+            and self.spacing_tags in (SpacingTags.PIXEL, SpacingTags.NONE)
+        ):
+            errors.append(
+                "a DX film must carry ImagerPixelSpacing: use modality CR with spacing_tags "
+                f"{self.spacing_tags.value!r}"
+            )
+        if errors:
+            raise ValueError("invalid phantom film: " + "; ".join(errors))
+        object.__setattr__(self, "rows", int(self.rows))
+        object.__setattr__(self, "columns", int(self.columns))
+
+    # -- derived -------------------------------------------------------------------
+
+    @property
+    def resolved_modality(self) -> Modality:
+        if self.modality is not None:
+            return self.modality
+        if self.spacing_tags in (SpacingTags.PIXEL, SpacingTags.NONE):
+            return Modality.CR
+        return Modality.DX
+
+    @property
+    def resolved_patient_id(self) -> str:
+        return self.patient_id or f"VHPHANTOM{self.seed:06d}"
+
+    @property
+    def resolved_acquisition_seed(self) -> int:
+        if self.acquisition_seed is not None:
+            return int(self.acquisition_seed)
+        offset = TIMEPOINTS.index(self.timepoint) + 1 if self.timepoint else 0
+        return int(self.seed) * 7919 + 104729 * offset + 17
+
+    def fracture_at(self, level: str) -> Fracture | None:
+        for f in self.fractures:
+            if f.level == level:
+                return f
+        return None
+
+    def replace(self, **changes: object) -> FilmSpec:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
