@@ -190,7 +190,7 @@ class WindowPreset:
             np.reciprocal(out, out=out)
             return out
         # LINEAR with width 1: a threshold at c - 0.5.
-        np.greater(values, self.center - 0.5, out=out, dtype=np.float32)
+        out[...] = values > self.center - 0.5
         return out
 
 
