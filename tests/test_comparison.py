@@ -290,3 +290,16 @@ def test_compare_document_and_errors():
     assert doc["pre"] == "a.json" and doc["post"] is None and doc["followup"] is None
     with pytest.raises(MeasurementError, match="post: expected a Measurement"):
         compare(pre, {"L1": 3})  # type: ignore[arg-type]
+
+
+def test_fallback_on_one_film_only_is_flagged():
+    pre = film([FRACTURE_PRE], start="L1")
+    post = film([N, FRACTURE_POST, N])
+    c = compare(pre, post)
+    assert (
+        "L1: reference method used is 'posterior' on the pre film but 'adjacent' on the post film"
+        in c.warnings
+    )
+    assert rows(c, "L1", "anterior")["reference_method"] == "posterior"
+    assert [lc for lc in c.levels] == ["L1"]
+    assert "T12 is measured on the post film only: not compared" in c.warnings
