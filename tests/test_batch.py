@@ -528,6 +528,10 @@ def test_dataframes_are_tidy(result):
     comparisons = result.comparisons
     assert set(COMPARE_COLUMNS) <= set(comparisons.columns)
     assert len(comparisons) == len(result.comparison_rows)
+    stable = {"float64", "Int64", "boolean", "string"}
+    for table in (frame, comparisons):
+        assert {str(t) for t in table.dtypes} <= stable, table.dtypes
+    assert str(comparisons["followup_annotation"].dtype) == "string"
     errors = result.errors
     assert list(errors.columns) == ["stage", "subject", "annotation", "image", "error"]
     assert len(errors) == 4

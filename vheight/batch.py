@@ -218,7 +218,7 @@ _FLOAT_COLUMNS = frozenset(
         "segmental_kyphosis_change_deg",
     }
 )
-_INT_COLUMNS = frozenset({"grade", "grade_pre", "grade_post"})
+_INT_COLUMNS = frozenset({"grade", "grade_pre", "grade_post", "grade_followup"})
 _BOOL_COLUMNS = frozenset({"complete", "treated"})
 
 # Chunking: aim for this many chunks per worker (load balance and a lively
@@ -671,23 +671,36 @@ def _ordered_columns(rows: Sequence[Mapping[str, Any]], base: Sequence[str]) -> 
     return head + list(extra) + tail
 
 
+def _dtype(column: str, values: Iterable[Any]) -> str | None:
+    """The pandas dtype of a column: the known one, else inferred from its values."""
+    if column in _FLOAT_COLUMNS:
+        return "float64"
+    if column in _INT_COLUMNS:
+        return "Int64"
+    if column in _BOOL_COLUMNS:
+        return "boolean"
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds or kinds <= {str}:
+        return "string"
+    if kinds <= {bool}:
+        return "boolean"
+    if kinds <= {int}:
+        return "Int64"
+    if kinds <= {int, float}:
+        return "float64"
+    return None  # mixed: left to pandas
+
+
 def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """A DataFrame with stable dtypes: float64, nullable Int64/boolean, string."""
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(
-        [[row.get(c) for c in columns] for row in rows], columns=list(columns)
-    )
-    dtypes: dict[str, str] = {}
+    data: dict[str, Any] = {}
     for column in columns:
-        if column in _FLOAT_COLUMNS:
-            dtypes[column] = "float64"
-        elif column in _INT_COLUMNS:
-            dtypes[column] = "Int64"
-        elif column in _BOOL_COLUMNS:
-            dtypes[column] = "boolean"
-        elif all(isinstance(v, str) or v is None for v in frame[column].tolist()):
-            dtypes[column] = "string"
-    return frame.astype(dtypes) if dtypes else frame
+        values = [row.get(column) for row in rows]
+        dtype = _dtype(column, values)
+        data[column] = pd.array(values, dtype=dtype) if dtype is not None else values
+    return pd.DataFrame(data, columns=list(columns))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

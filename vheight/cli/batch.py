@@ -196,7 +196,8 @@ def _emit_summary_table(summary: Mapping[str, Any]) -> None:
 def _emit_tables(
     measurements: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping[str, Any]]
 ) -> None:
-    emit_table(measurements, columns=_TABLE_MEASUREMENT_COLUMNS)
+    if measurements:
+        emit_table(measurements, columns=_TABLE_MEASUREMENT_COLUMNS)
     if comparisons:
         sys.stdout.write("\n")
         emit_table(comparisons, columns=_TABLE_COMPARISON_COLUMNS)
