@@ -162,8 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"perturbation sigma {args.sigma_mm} mm per axis, {b.size} points")
     print(f"  point error before: median {np.median(b):.3f} mm, p95 {np.percentile(b, 95):.3f} mm")
     print(f"  point error after:  median {np.median(a):.3f} mm, p95 {np.percentile(a, 95):.3f} mm")
-    print(f"  height error before: median {np.median(hb):.3f} mm, p95 {np.percentile(hb, 95):.3f} mm")
-    print(f"  height error after:  median {np.median(ha):.3f} mm, p95 {np.percentile(ha, 95):.3f} mm")
+    print(
+        f"  height error before: median {np.median(hb):.3f} mm, p95 {np.percentile(hb, 95):.3f} mm"
+    )
+    print(
+        f"  height error after:  median {np.median(ha):.3f} mm, p95 {np.percentile(ha, 95):.3f} mm"
+    )
     print(f"  points flagged (left alone or moved across the endplate only): {flagged}")
     print(f"perturbation sigma {args.small_sigma_mm} mm: {near.size} points started within 0.2 mm")
     print(

@@ -179,6 +179,10 @@ class PointMove:
     edge_score
         Strength of the edge found divided by the acceptance threshold
         (>= 1 accepted); None when no profile could be sampled.
+    reseeded
+        True when no edge lay within the radius of the point as placed and
+        it was found from where the vertebra's other refined landmarks put
+        it instead (the move may then reach twice the radius).
     """
 
     level: str
@@ -191,6 +195,7 @@ class PointMove:
     moved: bool
     flag: str | None = None
     edge_score: float | None = None
+    reseeded: bool = False
 
     @property
     def dx_px(self) -> float:
@@ -225,6 +230,7 @@ class PointMove:
             "moved": self.moved,
             "flag": self.flag,
             "edge_score": self.edge_score,
+            "reseeded": self.reseeded,
         }
 
 
@@ -695,6 +701,7 @@ class _Outcome:
     moved: bool
     flag: RefineFlag | None
     score: float | None
+    reseeded: bool = False
 
 
 def _fit_strip(
@@ -806,82 +813,173 @@ def _refine_lone(fld: _Field, start: np.ndarray, t: np.ndarray) -> _Outcome:
     return _Outcome(start + edge.offset * outward, True, None, edge.score)
 
 
+def _corner_outcome(
+    fld: _Field,
+    geometry: Mapping[str, np.ndarray],
+    name: str,
+    start: np.ndarray,
+    centre: np.ndarray | None,
+    radius_mm: float,
+    t: np.ndarray,
+) -> _Outcome:
+    """Refine corner ``name`` from ``start``, directions taken from ``geometry``."""
+    endplate, side = name.split("_")
+    tangent = _endplate_tangent(geometry, endplate, side)
+    if tangent is None:
+        return _refine_lone(fld, start, t)
+    normal = _outward(_perp(tangent), start, centre, fld)
+    if normal is None:
+        return _refine_lone(fld, start, t)
+    if centre is not None:
+        # The tangent points out of the body along the endplate.
+        flipped = _outward(tangent, start, centre, None)
+        tangent = tangent if flipped is None else flipped
+    wall = _wall_tangent(geometry, endplate, side)
+    if wall is None:
+        wall = normal  # the wall is roughly perpendicular to the endplate
+    wall = wall if float(np.dot(wall, normal)) > 0 else -wall
+    wall_normal = _perp(wall)
+    wall_normal = wall_normal if float(np.dot(wall_normal, tangent)) > 0 else -wall_normal
+    return _refine_corner(fld, start, tangent, normal, wall, wall_normal, radius_mm, t)
+
+
+def _middle_outcome(
+    fld: _Field,
+    geometry: Mapping[str, np.ndarray],
+    name: str,
+    start: np.ndarray,
+    centre: np.ndarray | None,
+    t: np.ndarray,
+) -> tuple[_Outcome, np.ndarray | None]:
+    """Refine middle point ``name`` from ``start``; also returns the anchor used
+    (midpoint of the corners of its endplate in ``geometry``, when known)."""
+    endplate = name.split("_")[0]
+    a = geometry.get(f"{endplate}_anterior")
+    p = geometry.get(f"{endplate}_posterior")
+    anchor = None
+    tangent = None
+    if a is not None and p is not None:
+        tangent = _unit(a - p)
+        if tangent is not None:
+            anchor = 0.5 * (a + p)
+    if tangent is None:
+        tangent = _endplate_tangent(geometry, endplate, "anterior")
+    if tangent is None:
+        return _refine_lone(fld, start, t), None
+    normal = _outward(_perp(tangent), start, centre, fld)
+    if normal is None:
+        return _refine_lone(fld, start, t), None
+    at = start if anchor is None else anchor
+    return _refine_middle(fld, start, at, tangent, normal, t), anchor
+
+
+def _corner_seed(
+    known: Mapping[str, np.ndarray], name: str, placed: np.ndarray
+) -> np.ndarray | None:
+    """Where the other landmarks of the vertebra put corner ``name``.
+
+    At the intersection of the line through the middle point and the
+    opposite corner of its endplate with the line through the same-side
+    corner of the other endplate perpendicular to that endplate; when only
+    one of them is known, the ``placed`` position moved onto it.
+    """
+    endplate, side = name.split("_")
+    other_endplate = _other_endplate(endplate)
+    middle = known.get(f"{endplate}_middle")
+    opposite = known.get(f"{endplate}_{_other_side(side)}")
+    below = known.get(f"{other_endplate}_{side}")
+    below_opposite = known.get(f"{other_endplate}_{_other_side(side)}")
+    plate = None
+    if middle is not None and opposite is not None and _unit(middle - opposite) is not None:
+        plate = (opposite, _unit(middle - opposite))
+    wall = None
+    if below is not None and below_opposite is not None:
+        chord = _unit(below - below_opposite)
+        if chord is not None:
+            wall = (below, _perp(chord))
+    if plate is not None and wall is not None:
+        return _intersect(plate[0], plate[1], wall[0], wall[1])
+    line = plate or wall
+    if line is None:
+        return None
+    # Only one line known: the placed point moved onto it.
+    return line[0] + float(np.dot(placed - line[0], line[1])) * line[1]
+
+
+_RESEEDABLE = (RefineFlag.WEAK_EDGE, RefineFlag.AMBIGUOUS_EDGE, RefineFlag.WEAK_WALL_EDGE)
+
+
 def _refine_vertebra(
     image: _Image,
     pts_px: Mapping[str, tuple[float, float]],
     names: Iterable[str],
     radius_mm: float,
 ) -> dict[str, _Outcome]:
-    """Refine the points ``names`` of one vertebra given all its points."""
+    """Refine the points ``names`` of one vertebra given all its points.
+
+    First pass: every corner from where it was placed, then every middle
+    point.  Second pass: a point whose own search found no edge (its edge
+    may lie beyond the radius) is searched again from where the refined
+    points of its vertebra put it (:func:`_corner_seed`; a middle point from
+    the chord between the refined corners), and then marked ``reseeded``;
+    such a point moves at most twice the radius.  Middle points are then
+    re-anchored on the final corners.
+    """
     pts = {k: image.to_mm(v) for k, v in pts_px.items()}
-    names = [n for n in POINT_NAMES if n in set(names) and n in pts]
+    wanted = set(names)
+    names = [n for n in POINT_NAMES if n in wanted and n in pts]
     if not names:
         return {}
-    span = _STRIP_END_MM + radius_mm + 1.0
+    span = _STRIP_END_MM + 2 * radius_mm + 1.0
     fld = _make_field(image, np.array(list(pts.values())), span)
-    out: dict[str, _Outcome] = {}
     if fld is None:
         return {n: _Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
     t = _profile_offsets(image, radius_mm)
     centre = _centre(pts) if len(pts) >= 3 else None
+    corners = [n for n in names if n in _CORNERS]
+    middles = [n for n in names if n in _MIDDLES]
+    out: dict[str, _Outcome] = {}
     refined = dict(pts)
-    for name in names:
-        if name not in _CORNERS:
-            continue
-        endplate, side = name.split("_")
-        start = pts[name]
-        tangent = _endplate_tangent(pts, endplate, side)
-        if tangent is None:
-            out[name] = _refine_lone(fld, start, t)
-            refined[name] = out[name].position
-            continue
-        normal = _outward(_perp(tangent), start, centre, fld)
-        if normal is None:
-            out[name] = _refine_lone(fld, start, t)
-            refined[name] = out[name].position
-            continue
-        # The tangent must point out of the body along the endplate.
-        tangent = _outward(tangent, start, centre, None) if centre is not None else tangent
-        if tangent is None:
-            tangent = _endplate_tangent(pts, endplate, side)
-        wall = _wall_tangent(pts, endplate, side)
-        if wall is None:
-            wall = normal  # the wall is roughly perpendicular to the endplate
-        wall = wall if float(np.dot(wall, normal)) > 0 else -wall
-        wall_normal = _perp(wall)
-        wall_normal = wall_normal if float(np.dot(wall_normal, tangent)) > 0 else -wall_normal
-        out[name] = _refine_corner(
-            fld,
-            start,
-            tangent,
-            normal,
-            wall,
-            wall_normal,
-            radius_mm,
-            t,
-        )
+    for name in corners:
+        out[name] = _corner_outcome(fld, pts, name, pts[name], centre, radius_mm, t)
         refined[name] = out[name].position
-    for name in names:
-        if name not in _MIDDLES:
-            continue
-        endplate = name.split("_")[0]
-        start = pts[name]
-        a = refined.get(f"{endplate}_anterior")
-        p = refined.get(f"{endplate}_posterior")
-        if a is not None and p is not None and _unit(a - p) is not None:
-            tangent = _unit(a - p)
-            anchor = 0.5 * (a + p)
-        else:
-            tangent = _endplate_tangent(pts, endplate, "anterior")
-            anchor = start
-        if tangent is None:
-            out[name] = _refine_lone(fld, start, t)
-            continue
-        normal = _outward(_perp(tangent), start, centre, fld)
-        if normal is None:
-            out[name] = _refine_lone(fld, start, t)
-            continue
-        out[name] = _refine_middle(fld, start, anchor, tangent, normal, t)
+    for name in middles:
+        out[name], _ = _middle_outcome(fld, refined, name, pts[name], centre, t)
+        refined[name] = out[name].position
+
+    def known(exclude: str) -> dict[str, np.ndarray]:
+        return {
+            k: v
+            for k, v in refined.items()
+            if k != exclude and (k not in out or out[k].flag is None)
+        }
+
+    limit = 2 * radius_mm
+    for _ in range(2):
+        for name in corners:
+            if out[name].flag not in _RESEEDABLE:
+                continue
+            seed = _corner_seed(known(name), name, pts[name])
+            if seed is None or float(np.hypot(*(seed - pts[name]))) > limit:
+                continue
+            again = _corner_outcome(fld, known(name), name, seed, centre, radius_mm, t)
+            better = again.flag is None or (
+                again.flag is RefineFlag.WEAK_WALL_EDGE and not out[name].moved
+            )
+            if better and float(np.hypot(*(again.position - pts[name]))) <= limit:
+                again.reseeded = True
+                out[name] = again
+                refined[name] = again.position
+    for name in middles:
+        first = out[name]
+        outcome, anchor = _middle_outcome(fld, refined, name, pts[name], centre, t)
+        if outcome.flag in _RESEEDABLE and anchor is not None:
+            again, _ = _middle_outcome(fld, refined, name, anchor, centre, t)
+            if again.flag is None and float(np.hypot(*(again.position - pts[name]))) <= limit:
+                again.reseeded = True
+                outcome = again
+        out[name] = outcome if outcome.flag is None or first.flag is not None else first
+        refined[name] = out[name].position
     return out
 
 
@@ -968,6 +1066,7 @@ def _move(
         moved=bool(outcome.moved),
         flag=None if outcome.flag is None else outcome.flag.value,
         edge_score=outcome.score,
+        reseeded=outcome.reseeded,
     )
 
 
