@@ -96,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vheight.api import compare_files
     from vheight.cli._output import emit_csv, emit_json, emit_table
+    from vheight.cli._people import for_people
     from vheight.comparison import COMPARE_RECORD_KEYS
 
     result = compare_files(args.pre, args.post, args.followup, reference=args.reference)
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         films = f"{args.pre} -> {args.post}" + (f" -> {args.followup}" if args.followup else "")
         print(f"{films}: {len(result.levels)} level(s) compared, lengths in {result.unit}")
         if records:
+            records = for_people(records)
             emit_table(records, columns=HEIGHT_COLUMNS, headers=HEIGHT_HEADERS)
             print()
             per_level = [r for r in records if r["height"] == "anterior"]

@@ -93,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vheight.api import measure_file
     from vheight.cli._output import emit_csv, emit_json, emit_table
+    from vheight.cli._people import for_people
     from vheight.morphometry import RECORD_KEYS
 
     result = measure_file(args.annotation, image=args.image, reference=args.reference)
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             f"calibration {result.calibration.describe()}; reference {result.reference.value}"
         )
         if result.vertebrae:
-            emit_table(result.records(), columns=TABLE_COLUMNS, headers=TABLE_HEADERS)
+            emit_table(for_people(result.records()), columns=TABLE_COLUMNS, headers=TABLE_HEADERS)
         print(
             "grade: Genant's height-loss thresholds, a quantitative suggestion "
             "for the radiologist to confirm"
