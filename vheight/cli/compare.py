@@ -96,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vheight.api import compare_files
     from vheight.cli._output import emit_csv, emit_json, emit_table
-    from vheight.cli._people import for_people
+    from vheight.cli.measure import for_people
     from vheight.comparison import COMPARE_RECORD_KEYS
 
     result = compare_files(args.pre, args.post, args.followup, reference=args.reference)

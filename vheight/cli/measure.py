@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["register", "run", "REFERENCE_CHOICES", "TABLE_COLUMNS"]
+__all__ = ["register", "run", "for_people", "REFERENCE_CHOICES", "TABLE_COLUMNS"]
 
 REFERENCE_CHOICES = ("adjacent", "posterior", "max")
 
@@ -60,6 +62,24 @@ TABLE_HEADERS = {
 }
 
 
+def for_people(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Records for the table format: floats rounded to 9 decimals, no negative zero.
+
+    Floating-point noise such as ``3.55e-15`` mm for an unchanged height reads
+    as a real change in a table; 1e-9 is far below any measurable length or
+    angle.  JSON and CSV keep every digit.
+    """
+    out = []
+    for record in records:
+        row = {}
+        for key, value in record.items():
+            if isinstance(value, float):
+                value = round(value, 9) + 0.0
+            row[key] = value
+        out.append(row)
+    return out
+
+
 def add_reference_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference",
@@ -93,7 +113,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vheight.api import measure_file
     from vheight.cli._output import emit_csv, emit_json, emit_table
-    from vheight.cli._people import for_people
     from vheight.morphometry import RECORD_KEYS
 
     result = measure_file(args.annotation, image=args.image, reference=args.reference)
