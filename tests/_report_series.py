@@ -63,8 +63,14 @@ def _pixels(vertebrae: dict[str, dict[str, tuple[float, float]]], *, seed: int) 
     image += np.linspace(0, 300, COLUMNS)[None, :]
     for pts in vertebrae.values():
         poly = np.array(
-            [pts["superior_anterior"], pts["superior_middle"], pts["superior_posterior"],
-             pts["inferior_posterior"], pts["inferior_middle"], pts["inferior_anterior"]]
+            [
+                pts["superior_anterior"],
+                pts["superior_middle"],
+                pts["superior_posterior"],
+                pts["inferior_posterior"],
+                pts["inferior_middle"],
+                pts["inferior_anterior"],
+            ]
         )
         mask = np.zeros((ROWS, COLUMNS), np.uint8)
         cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
@@ -73,9 +79,10 @@ def _pixels(vertebrae: dict[str, dict[str, tuple[float, float]]], *, seed: int) 
     return np.clip(image, 0, 4095).astype(np.uint16)
 
 
-def write_film(path: Path, timepoint: str, *, study_uid: str, photometric: str = "MONOCHROME2",
-               seed: int = 0) -> pydicom.Dataset:
-    """A CR film of ``timepoint`` with ERMF-corrected spacing (0.2 mm at the detector, ERMF 1.25)."""
+def write_film(
+    path: Path, timepoint: str, *, study_uid: str, photometric: str = "MONOCHROME2", seed: int = 0
+) -> pydicom.Dataset:
+    """A CR film of ``timepoint``: 0.2 mm at the detector, ERMF 1.25 (``mm ERMF``)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = pydicom.uid.ComputedRadiographyImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -119,8 +126,12 @@ def write_film(path: Path, timepoint: str, *, study_uid: str, photometric: str =
     return ds
 
 
-def write_series(folder: Path, timepoints: tuple[str, ...] = ("pre", "post", "followup"),
-                 *, photometric: str = "MONOCHROME2") -> dict[str, Path]:
+def write_series(
+    folder: Path,
+    timepoints: tuple[str, ...] = ("pre", "post", "followup"),
+    *,
+    photometric: str = "MONOCHROME2",
+) -> dict[str, Path]:
     """Films and annotation files of one patient; returns timepoint -> annotation path."""
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = generate_uid()
@@ -129,8 +140,9 @@ def write_series(folder: Path, timepoints: tuple[str, ...] = ("pre", "post", "fo
         film = folder / f"{timepoint}.dcm"
         ds = write_film(film, timepoint, study_uid=study_uid, photometric=photometric, seed=i)
         annotation = Annotation(
-            image=ImageRef(file=film.name, sop_instance_uid=str(ds.SOPInstanceUID),
-                           rows=ROWS, columns=COLUMNS),
+            image=ImageRef(
+                file=film.name, sop_instance_uid=str(ds.SOPInstanceUID), rows=ROWS, columns=COLUMNS
+            ),
             timepoint=timepoint,
             vertebrae=vertebrae_for(timepoint),
             treated_levels=("L1",) if timepoint != "pre" else (),

@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pydicom
 import pytest
+from _report_series import COLUMNS, write_series
 from pydicom.data import get_testdata_file
 
-from _report_series import COLUMNS, write_series
 from vheight.annotation import Annotation, ImageRef, load_annotation
 from vheight.film import load_film
 from vheight.gsps import LAYERS, build_gsps, expected_object_counts, gsps_bytes, write_gsps
@@ -49,10 +49,22 @@ def test_graphics_count_and_layers(case):
     # L1 of the pre film is wedged: grade 3 (severe), the others normal.
     by_layer = {}
     for ann in pr.GraphicAnnotationSequence:
-        label = [t.UnformattedTextValue for t in ann.TextObjectSequence if "grade" in t.UnformattedTextValue]
+        label = [
+            t.UnformattedTextValue
+            for t in ann.TextObjectSequence
+            if "grade" in t.UnformattedTextValue
+        ]
         by_layer[label[0].split()[0]] = ann.GraphicLayer
-    assert by_layer == {"T11": "GRADE_0", "T12": "GRADE_0", "L1": "GRADE_3", "L2": "GRADE_0", "L3": "GRADE_0"}
-    texts = [t.UnformattedTextValue for a in pr.GraphicAnnotationSequence for t in a.TextObjectSequence]
+    assert by_layer == {
+        "T11": "GRADE_0",
+        "T12": "GRADE_0",
+        "L1": "GRADE_3",
+        "L2": "GRADE_0",
+        "L3": "GRADE_0",
+    }
+    texts = [
+        t.UnformattedTextValue for a in pr.GraphicAnnotationSequence for t in a.TextObjectSequence
+    ]
     assert any(t.startswith("Ha ") and t.endswith(" mm") for t in texts)
 
 
@@ -74,7 +86,9 @@ def test_references_the_film_and_its_study(case):
 def test_points_are_landmarks_in_dicom_pixel_coordinates(case):
     _photometric, annotation, _film, pr = case
     first = pr.GraphicAnnotationSequence[0]
-    points = [np.array(o.GraphicData) for o in first.GraphicObjectSequence if o.GraphicType == "POINT"]
+    points = [
+        np.array(o.GraphicData) for o in first.GraphicObjectSequence if o.GraphicType == "POINT"
+    ]
     expected = [np.array(xy) + 0.5 for xy in annotation.vertebrae["T11"].values()]
     assert all(o.GraphicAnnotationUnits == "PIXEL" for o in first.GraphicObjectSequence)
     np.testing.assert_allclose(points, expected, atol=1e-3)
@@ -98,11 +112,16 @@ def test_real_monochrome1_film_keeps_its_window_and_is_inverted():
     path = get_testdata_file("RG1_UNCR.dcm")
     annotation = Annotation(
         image=ImageRef(rows=1955, columns=1841),
-        vertebrae={"L1": {
-            "superior_anterior": (700.0, 420.0), "superior_middle": (840.0, 405.0),
-            "superior_posterior": (980.0, 400.0), "inferior_anterior": (702.0, 630.0),
-            "inferior_middle": (841.0, 626.0), "inferior_posterior": (982.0, 631.0),
-        }},
+        vertebrae={
+            "L1": {
+                "superior_anterior": (700.0, 420.0),
+                "superior_middle": (840.0, 405.0),
+                "superior_posterior": (980.0, 400.0),
+                "inferior_anterior": (702.0, 630.0),
+                "inferior_middle": (841.0, 626.0),
+                "inferior_posterior": (982.0, 631.0),
+            }
+        },
     )
     pr = build_gsps(annotation, path)
     assert pr.PresentationLUTShape == "INVERSE"
@@ -149,8 +168,10 @@ def test_incomplete_vertebra_goes_on_the_incomplete_layer(tmp_path):
     last = pr.GraphicAnnotationSequence[-1]
     assert last.GraphicLayer == "INCOMPLETE"
     assert [t.UnformattedTextValue for t in last.TextObjectSequence] == ["L3 incomplete (5/6)"]
-    assert sum(len(a.GraphicObjectSequence) for a in pr.GraphicAnnotationSequence) == \
-        expected_object_counts(annotation)[0]
+    assert (
+        sum(len(a.GraphicObjectSequence) for a in pr.GraphicAnnotationSequence)
+        == expected_object_counts(annotation)[0]
+    )
 
 
 def test_refuses_another_film(tmp_path):

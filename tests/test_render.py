@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _report_series import COLUMNS, ROWS, vertebrae_for
+
 from vheight.annotation import Annotation, ImageRef
 from vheight.calibration import Calibration
 from vheight.morphometry import measure
@@ -13,8 +13,9 @@ from vheight.render import GRADE_COLORS, INCOMPLETE_COLOR, TREATED_COLOR, render
 
 
 def _annotation(**changes) -> Annotation:
-    data = dict(image=ImageRef(rows=ROWS, columns=COLUMNS), timepoint="pre",
-                vertebrae=vertebrae_for("pre"))
+    data = dict(
+        image=ImageRef(rows=ROWS, columns=COLUMNS), timepoint="pre", vertebrae=vertebrae_for("pre")
+    )
     data.update(changes)
     return Annotation(**data)
 
@@ -28,7 +29,7 @@ def film() -> np.ndarray:
 
 def _near(image: np.ndarray, xy, radius: int = 2) -> np.ndarray:
     x, y = int(round(xy[0])), int(round(xy[1]))
-    return image[y - radius:y + radius + 1, x - radius:x + radius + 1].reshape(-1, 3)
+    return image[y - radius : y + radius + 1, x - radius : x + radius + 1].reshape(-1, 3)
 
 
 def _has_colour(pixels: np.ndarray, rgb, tol: int = 6) -> bool:
@@ -46,7 +47,10 @@ def test_returns_a_new_rgb_uint8_array_and_leaves_inputs_alone(film):
 
 @pytest.mark.parametrize(
     ("level", "grade"),
-    [pytest.param("L1", 3, id="wedged-L1-grade-3"), pytest.param("T12", 0, id="normal-T12-grade-0")],
+    [
+        pytest.param("L1", 3, id="wedged-L1-grade-3"),
+        pytest.param("T12", 0, id="normal-T12-grade-0"),
+    ],
 )
 def test_landmarks_are_drawn_in_the_grade_colour_at_their_place(film, level, grade):
     annotation = _annotation()
@@ -96,8 +100,9 @@ def test_measures_with_the_film_calibration_when_no_measurement_is_given():
 
     annotation = _annotation()
     drawn = render_annotated(FakeFilm(), annotation)
-    expected = render_annotated(FakeFilm.pixels, annotation,
-                                measure(annotation, Calibration.user(row_spacing_mm=0.16)))
+    expected = render_annotated(
+        FakeFilm.pixels, annotation, measure(annotation, Calibration.user(row_spacing_mm=0.16))
+    )
     assert np.array_equal(drawn, expected)
     # Uncalibrated (px) values print other text than mm values.
     assert not np.array_equal(drawn, render_annotated(FakeFilm.pixels, annotation))
@@ -116,7 +121,7 @@ def test_patient_facing_right_is_drawn_too(film):
 
 def test_empty_annotation_draws_only_the_legend(film):
     out = render_annotated(film, Annotation(image=ImageRef(rows=ROWS, columns=COLUMNS)))
-    assert np.all(out[ROWS // 2:, :] == to_rgb8(film)[ROWS // 2:, :])
+    assert np.all(out[ROWS // 2 :, :] == to_rgb8(film)[ROWS // 2 :, :])
     assert not np.all(out == to_rgb8(film))
 
 

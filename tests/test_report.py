@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from _report_series import PATIENT_ID, PATIENT_NAME, STUDY_DATES, write_series
+
 from vheight.annotation import load_annotation
 from vheight.cli import main
 from vheight.errors import VHeightError
@@ -24,8 +24,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def _text(pdf: Path) -> str:
-    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def _info(pdf: Path) -> dict[str, str]:
@@ -70,7 +71,9 @@ def test_text_holds_levels_heights_units_grades_and_footer(series, reports):
         m = measure(annotation, film.calibration)
         assert m.spacing_label == "mm ERMF"
         for rec in m.records():
-            row = next(line for line in page.splitlines() if line.strip().startswith(rec["level"] + " "))
+            row = next(
+                line for line in page.splitlines() if line.strip().startswith(rec["level"] + " ")
+            )
             for key in ("anterior_height", "middle_height", "posterior_height"):
                 assert f"{rec[key]:.1f}" in row, (timepoint, rec["level"], key)
             assert f"{rec['wedge_ratio']:.3f}" in row
@@ -93,8 +96,16 @@ def test_identified_report_names_the_patient(reports):
 def test_deidentified_report_prints_no_name_id_date_or_file(reports):
     text = _text(reports[1])
     family, given = PATIENT_NAME.split("^")
-    for secret in (family, given, PATIENT_ID, "pre.dcm", "post.dcm", "followup.dcm",
-                   *(f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in STUDY_DATES.values()), "19480101"):
+    for secret in (
+        family,
+        given,
+        PATIENT_ID,
+        "pre.dcm",
+        "post.dcm",
+        "followup.dcm",
+        *(f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in STUDY_DATES.values()),
+        "19480101",
+    ):
         assert secret not in text, secret
     assert "Patient 1 (de-identified)" in text
     raw = reports[1].read_bytes()
@@ -129,7 +140,9 @@ def test_two_patients_and_a_missing_film(tmp_path, series):
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     shutil.copy(series["post"], lonely / "post.vheight.json")  # its film is not there
-    pdf = write_report([series["pre"], other["pre"], lonely / "post.vheight.json"], tmp_path / "r.pdf")
+    pdf = write_report(
+        [series["pre"], other["pre"], lonely / "post.vheight.json"], tmp_path / "r.pdf"
+    )
     # Patient VH-0042 (pre only), VH-0099 (pre only), the film-less folder: 3 x (summary + 1 film).
     assert _info(pdf)["Pages"] == "6"
     text = _text(pdf)
@@ -147,12 +160,27 @@ def test_unknown_reference_and_empty_input_are_refused(series):
 
 def test_cli_report(tmp_path, series, capsys):
     out = tmp_path / "cli.pdf"
-    code = main(["report", str(series["pre"]), str(series["post"]), "--out", str(out),
-                 "--deidentify", "--format", "json"])
+    code = main(
+        [
+            "report",
+            str(series["pre"]),
+            str(series["post"]),
+            "--out",
+            str(out),
+            "--deidentify",
+            "--format",
+            "json",
+        ]
+    )
     assert code == 0
     record = json.loads(capsys.readouterr().out)
-    assert record == {"out": str(out), "patients": 1, "films": 2, "deidentified": True,
-                      "reference": "adjacent"}
+    assert record == {
+        "out": str(out),
+        "patients": 1,
+        "films": 2,
+        "deidentified": True,
+        "reference": "adjacent",
+    }
     assert _info(out)["Pages"] == "3"
     assert PATIENT_ID not in _text(out)
 

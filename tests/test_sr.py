@@ -10,9 +10,9 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from _report_series import COLUMNS, ROWS, write_series
 from pydicom.data import get_testdata_file
 
-from _report_series import COLUMNS, ROWS, write_series
 from vheight.annotation import POINT_NAMES, Annotation, ImageRef, load_annotation
 from vheight.calibration import Calibration
 from vheight.cli import main
@@ -133,9 +133,20 @@ def test_sr_passes_highdicom_parsing_and_has_the_required_attributes(tmp_path, p
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert ds.SOPClassUID == pydicom.uid.ComprehensiveSRStorage
     assert ds.Modality == "SR"
-    for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "ContentDate", "ContentTime",
-                    "CompletionFlag", "VerificationFlag", "ValueType", "ConceptNameCodeSequence",
-                    "ContentTemplateSequence", "PatientID", "PatientName", "StudyDate"):
+    for keyword in (
+        "SOPInstanceUID",
+        "SeriesInstanceUID",
+        "ContentDate",
+        "ContentTime",
+        "CompletionFlag",
+        "VerificationFlag",
+        "ValueType",
+        "ConceptNameCodeSequence",
+        "ContentTemplateSequence",
+        "PatientID",
+        "PatientName",
+        "StudyDate",
+    ):
         assert keyword in ds, keyword
     assert ds.StudyInstanceUID == film_ds.StudyInstanceUID
     assert ds.PatientID == film_ds.PatientID
@@ -165,8 +176,15 @@ def test_vertebra_groups_hold_coded_heights_ratios_angles_grade(pre, pre_sr):
     assert ha.value == pytest.approx(records["L1"]["anterior_height"], rel=1e-12)
     (coords,) = ha.referenced_coordinates
     assert coords.graphic_type.value == "POLYLINE"
-    expected = np.array([annotation.vertebrae["L1"]["superior_anterior"],
-                         annotation.vertebrae["L1"]["inferior_anterior"]]) + 0.5
+    expected = (
+        np.array(
+            [
+                annotation.vertebrae["L1"]["superior_anterior"],
+                annotation.vertebrae["L1"]["inferior_anterior"],
+            ]
+        )
+        + 0.5
+    )
     np.testing.assert_allclose(np.asarray(coords.value).reshape(-1, 2), expected, atol=1e-3)
     source = coords.ContentSequence[0].ReferencedSOPSequence[0]
     assert source.ReferencedSOPInstanceUID == annotation.image.sop_instance_uid
@@ -191,22 +209,32 @@ def test_uncalibrated_real_cr_film_uses_pixel_units():
     data = sr_bytes(annotation, film)
     sr = hd.sr.ComprehensiveSR.from_dataset(pydicom.dcmread(io.BytesIO(data)))
     groups = hd.sr.MeasurementReport.from_sequence(sr.content).get_image_measurement_groups()
-    heights = [m for g in groups[1:] for m in g.get_measurements()
-               if m.name.meaning.endswith("vertebral body height")]
+    heights = [
+        m
+        for g in groups[1:]
+        for m in g.get_measurements()
+        if m.name.meaning.endswith("vertebral body height")
+    ]
     assert len(heights) == 12
     assert {m.unit.value for m in heights} == {"{pixel}"}
     # No spacing is recorded when there is none.
     assert groups[0].get_measurements(name=pydicom.sr.codedict.codes.DCM.VerticalPixelSpacing) == []
     back = annotation_from_sr(data)
-    assert back.image.sop_instance_uid == pydicom.dcmread(film, stop_before_pixels=True).SOPInstanceUID
+    assert (
+        back.image.sop_instance_uid == pydicom.dcmread(film, stop_before_pixels=True).SOPInstanceUID
+    )
     assert back.vertebrae == annotation.vertebrae
 
 
 @pytest.mark.parametrize(
     "calibration",
     [
-        pytest.param(Calibration.user(row_spacing_mm=0.143, description="25.4 mm marker"), id="user"),
-        pytest.param(Calibration.user(row_spacing_mm=0.15, col_spacing_mm=0.1), id="user-anisotropic"),
+        pytest.param(
+            Calibration.user(row_spacing_mm=0.143, description="25.4 mm marker"), id="user"
+        ),
+        pytest.param(
+            Calibration.user(row_spacing_mm=0.15, col_spacing_mm=0.1), id="user-anisotropic"
+        ),
     ],
 )
 def test_annotation_calibration_round_trips(calibration):
@@ -217,10 +245,15 @@ def test_annotation_calibration_round_trips(calibration):
     assert back.calibration == calibration
     sr = hd.sr.ComprehensiveSR.from_dataset(pydicom.dcmread(io.BytesIO(data)))
     group = hd.sr.MeasurementReport.from_sequence(sr.content).get_image_measurement_groups()[0]
-    spacing = {m.name.meaning: m.value for m in group.get_measurements()
-               if m.name.meaning.endswith("Pixel Spacing")}
-    assert spacing == {"Vertical Pixel Spacing": calibration.row_spacing_mm,
-                       "Horizontal Pixel Spacing": calibration.col_spacing_mm}
+    spacing = {
+        m.name.meaning: m.value
+        for m in group.get_measurements()
+        if m.name.meaning.endswith("Pixel Spacing")
+    }
+    assert spacing == {
+        "Vertical Pixel Spacing": calibration.row_spacing_mm,
+        "Horizontal Pixel Spacing": calibration.col_spacing_mm,
+    }
 
 
 def test_incomplete_vertebra_keeps_its_points_and_is_not_measured():
@@ -257,7 +290,9 @@ def test_tracking_uid_is_stable_for_a_level_within_a_study(series):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        pytest.param({"sop_instance_uid": "1.2.3.4"}, "SOP Instance UID 1.2.3.4", id="other-sop-uid"),
+        pytest.param(
+            {"sop_instance_uid": "1.2.3.4"}, "SOP Instance UID 1.2.3.4", id="other-sop-uid"
+        ),
         pytest.param({"rows": ROWS + 1}, "rows", id="other-size"),
     ],
 )
@@ -294,7 +329,9 @@ def test_write_sr_is_a_file_pydicom_reads(tmp_path, pre):
 def test_cli_exports_and_reads_back(tmp_path, pre, capsys):
     path, annotation, _film = pre
     sr_path, pr_path = tmp_path / "sr.dcm", tmp_path / "pr.dcm"
-    code = main(["sr", str(path), "--out", str(sr_path), "--gsps", str(pr_path), "--format", "json"])
+    code = main(
+        ["sr", str(path), "--out", str(sr_path), "--gsps", str(pr_path), "--format", "json"]
+    )
     assert code == 0
     record = json.loads(capsys.readouterr().out)
     assert record["sr"] == str(sr_path) and record["gsps"] == str(pr_path)

@@ -59,7 +59,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def to_rgb8(pixels: np.ndarray) -> np.ndarray:
-    """Grey float pixels in [0, 1] (or uint8) as a new ``uint8`` RGB array ``(rows, columns, 3)``."""
+    """Grey pixels in [0, 1] (or uint8) as a new ``uint8`` RGB array ``(rows, columns, 3)``."""
     array = np.asarray(pixels)
     if array.ndim == 3 and array.shape[2] == 3:
         grey_or_rgb = array
@@ -231,7 +231,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
         return str(value)
     if not math.isfinite(number):
         return "-"
-    return f"{number:.{digits}f}"
+    return f"{number + 0.0 if round(number, digits) else 0.0:.{digits}f}"
 
 
 def _draw_vertebra(

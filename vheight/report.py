@@ -135,7 +135,8 @@ def _prepare_one(item: Any, reference: str) -> ReportFilm:
             item = ReportItem(annotation=item)
         if not isinstance(item, ReportItem):
             raise TypeError(
-                f"report input must be an annotation path, an Annotation or a ReportItem, found {item!r}"
+                "report input must be an annotation path, an Annotation or a ReportItem, "
+                f"found {item!r}"
             )
         annotation = item.annotation
         folder = Path(item.folder) if item.folder else Path.cwd()
@@ -208,6 +209,9 @@ def _fmt(value: Any, digits: int = 1, *, signed: bool = False) -> str:
         return str(value)
     if not math.isfinite(number):
         return "–"
+    if round(number, digits) == 0:
+        number = 0.0  # no "-0.0" for a value that rounds to zero
+        return f"{number:.{digits}f}"
     return f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
 
 
@@ -537,7 +541,8 @@ def _film_section(
     )
     story.append(
         Paragraph(
-            f"Spacing: {_esc(spacing)} — values in <b>{_esc(m.unit)}</b>, label <b>{_esc(m.spacing_label)}</b>. "
+            f"Spacing: {_esc(spacing)} — values in <b>{_esc(m.unit)}</b>, "
+            f"label <b>{_esc(m.spacing_label)}</b>. "
             f"Reference method: {_esc(m.reference)}."
             + (
                 ""
@@ -613,7 +618,8 @@ def _comparison_section(
         Paragraph(
             "Δ = H<sub>post</sub> − H<sub>pre</sub>. "
             "Restoration (McKiernan et al., Spine 2003): of initial = Δ / H<sub>pre</sub>; "
-            "of lost = Δ / (Ref<sub>pre</sub> − H<sub>pre</sub>); of reference = Δ / Ref<sub>pre</sub>. "
+            "of lost = Δ / (Ref<sub>pre</sub> − H<sub>pre</sub>); "
+            "of reference = Δ / Ref<sub>pre</sub>. "
             "Loss since post = (H<sub>post</sub> − H<sub>follow-up</sub>) / H<sub>post</sub>.",
             styles["small"],
         )

@@ -26,13 +26,24 @@ def register(subparsers: Any) -> None:
         help="printable PDF report: annotated films, measurements, comparison",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("annotations", nargs="+", metavar="ANNOTATION",
-                        help="annotation files (*.vheight.json); films found through image.file")
+    parser.add_argument(
+        "annotations",
+        nargs="+",
+        metavar="ANNOTATION",
+        help="annotation files (*.vheight.json); films found through image.file",
+    )
     parser.add_argument("--out", default="report.pdf", help="PDF to write (default: report.pdf)")
-    parser.add_argument("--reference", choices=REFERENCES, default="adjacent",
-                        help="reference height method for height loss (default: adjacent)")
-    parser.add_argument("--deidentify", action="store_true",
-                        help="print no patient name, ID, study date or file name")
+    parser.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default="adjacent",
+        help="reference height method for height loss (default: adjacent)",
+    )
+    parser.add_argument(
+        "--deidentify",
+        action="store_true",
+        help="print no patient name, ID, study date or file name",
+    )
     add_format_argument(parser)
     parser.set_defaults(handler=run)
 
