@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
@@ -48,7 +49,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from vheight.calibration import Calibration
+from vheight.calibration import Calibration, calibration_from_header
 from vheight.errors import DicomReadError
 from vheight.film import (
     Film,
@@ -187,7 +188,71 @@ def load_dicom_stream(
 # -- header facts ----------------------------------------------------------------------
 
 
+# Header attributes read for every film, with their VR.  Files read from disk
+# hold raw (undecoded) elements; these are decoded here directly, which keeps
+# ``vheight info`` close to the cost of pydicom's parsing alone.  Anything
+# unusual (another character set, an already converted element) goes through
+# pydicom's own conversion.
+_FAST_ATTRIBUTES: dict[str, tuple[int, str]] = {
+    "Rows": (0x00280010, "US"),
+    "Columns": (0x00280011, "US"),
+    "BitsStored": (0x00280101, "US"),
+    "PixelRepresentation": (0x00280103, "US"),
+    "SamplesPerPixel": (0x00280002, "US"),
+    "NumberOfFrames": (0x00280008, "IS"),
+    "SOPClassUID": (0x00080016, "UI"),
+    "SOPInstanceUID": (0x00080018, "UI"),
+    "StudyInstanceUID": (0x0020000D, "UI"),
+    "SeriesInstanceUID": (0x0020000E, "UI"),
+    "Modality": (0x00080060, "CS"),
+    "StudyDate": (0x00080020, "DA"),
+    "PhotometricInterpretation": (0x00280004, "CS"),
+    "PatientPosition": (0x00185100, "CS"),
+    "ViewPosition": (0x00185101, "CS"),
+    "PatientID": (0x00100020, "LO"),
+    "PatientName": (0x00100010, "PN"),
+    "PixelSpacing": (0x00280030, "DS"),
+    "ImagerPixelSpacing": (0x00181164, "DS"),
+    "PixelSpacingCalibrationType": (0x00280A02, "CS"),
+    "EstimatedRadiographicMagnificationFactor": (0x00181114, "DS"),
+    "DistanceSourceToDetector": (0x00181110, "DS"),
+    "DistanceSourceToPatient": (0x00181111, "DS"),
+}
+_ASCII_VRS = frozenset({"CS", "UI", "DA", "DS", "IS", "AS", "TM"})
+_CHARSET_VRS = frozenset({"SH", "LO", "PN"})
+_SIMPLE_CHARSETS = frozenset({b"", b"ISO_IR 6", b"ISO_IR 100", b"ISO 2022 IR 6", b"ISO_IR 192"})
+_MISSING = object()
+
+
+def _raw_text(ds: Dataset, keyword: str) -> str | None | object:
+    """The text of a raw element, ``None`` if absent, ``_MISSING`` if not raw."""
+    tag, vr = _FAST_ATTRIBUTES[keyword]
+    element = ds._dict.get(tag)
+    if element is None:
+        return None
+    if not isinstance(element, RawDataElement) or element.VR not in (None, vr):
+        return _MISSING
+    raw = element.value
+    if raw is None:
+        return None
+    if vr == "US":
+        if len(raw) < 2:
+            return None
+        return str(struct.unpack("<H" if element.is_little_endian else ">H", raw[:2])[0])
+    if vr in _CHARSET_VRS:
+        charset = ds._dict.get(0x00080005)
+        charset_raw = b"" if charset is None else getattr(charset, "value", _MISSING)
+        if not isinstance(charset_raw, bytes) or charset_raw.strip(b" \x00") not in _SIMPLE_CHARSETS:
+            return _MISSING
+        encoding = "utf-8" if b"192" in charset_raw else "latin-1"
+        return raw.decode(encoding, "replace").strip(" \x00") or None
+    return raw.decode("latin-1").strip(" \x00") or None
+
+
 def _text(ds: Dataset, keyword: str) -> str | None:
+    fast = _raw_text(ds, keyword) if keyword in _FAST_ATTRIBUTES else _MISSING
+    if fast is not _MISSING:
+        return fast  # type: ignore[return-value]
     try:
         value = ds.get(keyword)
     except _READ_ERRORS:
@@ -201,11 +266,40 @@ def _text(ds: Dataset, keyword: str) -> str | None:
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
+    text = _text(ds, keyword)
     try:
-        value = ds.get(keyword)
-        return None if value is None or value == "" else int(value)
-    except (*_READ_ERRORS,):
+        return None if text is None else int(float(text))
+    except (ValueError, OverflowError):
         return None
+
+
+def _header_calibration(ds: Dataset) -> tuple[Calibration, list[str]]:
+    """Rules 2-6 from the header, reading raw values directly when possible."""
+    keywords = (
+        "PixelSpacing",
+        "PixelSpacingCalibrationType",
+        "ImagerPixelSpacing",
+        "EstimatedRadiographicMagnificationFactor",
+        "DistanceSourceToDetector",
+        "DistanceSourceToPatient",
+    )
+    values = {k: _raw_text(ds, k) for k in keywords}
+    if any(v is _MISSING for v in values.values()):
+        return Calibration.from_dataset(ds)
+
+    def multi(text: Any) -> list[str] | None:
+        return None if text is None else text.split("\\")
+
+    return calibration_from_header(
+        pixel_spacing=multi(values["PixelSpacing"]),
+        pixel_spacing_calibration_type=values["PixelSpacingCalibrationType"],
+        imager_pixel_spacing=multi(values["ImagerPixelSpacing"]),
+        estimated_radiographic_magnification_factor=values[
+            "EstimatedRadiographicMagnificationFactor"
+        ],
+        distance_source_to_detector_mm=values["DistanceSourceToDetector"],
+        distance_source_to_patient_mm=values["DistanceSourceToPatient"],
+    )
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
@@ -234,7 +328,7 @@ def info_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Fil
     tsyntax = _transfer_syntax(ds)
     notes: list[str] = list(getattr(ds, "_vheight_read_warnings", ()))
     try:
-        calibration, cal_notes = Calibration.from_dataset(ds)
+        calibration, cal_notes = _header_calibration(ds)
     except _READ_ERRORS as exc:
         calibration, cal_notes = (
             Calibration.uncalibrated(),
