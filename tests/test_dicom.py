@@ -728,3 +728,34 @@ def test_oversize_upload_is_refused():
     with pytest.raises(ImageReadError, match=r"<upload>: upload too large"):
         load_film(io.BytesIO(data), max_bytes=1000)
     assert load_film(data, max_bytes=len(data)).rows == 96
+
+
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [
+        pytest.param(None, "Doe^John", id="default"),
+        pytest.param("ISO_IR 100", "Müller^Jürgen", id="latin-1"),
+        pytest.param("ISO_IR 192", "Müller^Jürgen", id="utf-8"),
+        pytest.param("ISO_IR 144", "Иванов^Иван", id="cyrillic"),
+    ],
+)
+def test_header_facts_from_a_file_equal_those_of_the_decoded_dataset(tmp_path, charset, name):
+    ds = make_dataset(
+        ImagerPixelSpacing=[0.139, 0.14], EstimatedRadiographicMagnificationFactor=1.1,
+        ViewPosition="LATERAL",
+    )
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    path = write_dicom(ds, tmp_path / "facts.dcm")
+    from_file = read_film_info(path)  # raw elements, decoded directly
+    from vheight.dicom import info_from_dataset
+
+    converted = pydicom.dcmread(path, stop_before_pixels=True)
+    converted.decode()
+    for element in converted:  # force pydicom's own conversion of every element
+        _ = element.value
+    from_dataset = info_from_dataset(converted, name="facts.dcm", path=str(path))
+    assert from_file == from_dataset
+    assert from_file.patient_name == name
+    assert from_file.calibration.row_spacing_mm == pytest.approx(0.139 / 1.1)
