@@ -44,6 +44,11 @@ from vheight.ui.tables import (
 __all__ = ["main"]
 
 EDITOR_HEIGHT = 660
+# Layout only (a constant of this module, never data): a tighter page top.
+_PAGE_CSS = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 2.2rem; padding-bottom: 2rem; }
+[data-testid="stSidebarHeader"] { height: 1.5rem; }
+</style>"""
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
 
@@ -84,6 +89,7 @@ def main(*, samples: Path | None = None) -> None:
         layout="wide",
         initial_sidebar_state="expanded",
     )
+    st.html(_PAGE_CSS)
     session.init_session(samples=samples)
     _sidebar()
     labels = [session.TIMEPOINT_LABELS[tp] for tp in ("pre", "post", "followup")]
