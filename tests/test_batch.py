@@ -620,6 +620,29 @@ def test_any_executor(good_folder):
     assert threaded.comparison_rows == one.comparison_rows
 
 
+@pytest.mark.parametrize(
+    ("workers", "cpus", "expected"),
+    [
+        pytest.param(None, 8, 1, id="default-small-folder-in-process"),
+        pytest.param(None, 1, 1, id="default-one-cpu"),
+        pytest.param(4, 8, 4, id="explicit"),
+        pytest.param(40, 8, 13, id="never-more-than-files"),
+    ],
+)
+def test_worker_count(good_folder, monkeypatch, workers, cpus, expected):
+    seen = {}
+    real = batch_module._run_chunks
+
+    def spy(*args, **kwargs):
+        seen["workers"] = kwargs["workers"]
+        return real(*args, **{**kwargs, "workers": 1})
+
+    monkeypatch.setattr(batch_module, "_run_chunks", spy)
+    monkeypatch.setattr(batch_module.os, "cpu_count", lambda: cpus)
+    run_batch(good_folder, workers=workers, progress=False)
+    assert seen["workers"] == expected
+
+
 def test_chunks_cover_every_file_once():
     items = [f"{i}.vheight.json" for i in range(1000)]
     chunks = batch_module._chunks(items, 2)

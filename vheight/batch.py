@@ -225,6 +225,8 @@ _BOOL_COLUMNS = frozenset({"complete", "treated"})
 # progress bar) but never more than this many files per chunk.
 _CHUNKS_PER_WORKER = 4
 _MAX_CHUNK = 64
+# With the default worker count, at least this many files per worker process.
+_MIN_FILES_PER_WORKER = 32
 
 
 class Stage(enum.StrEnum):
@@ -937,8 +939,9 @@ def run_batch(
         Reference method of the height loss: ``"adjacent"`` (default),
         ``"posterior"`` or ``"max"``.
     workers
-        Local worker processes; default ``os.cpu_count()``.  ``1`` measures in
-        this process without a pool.  Ignored when ``executor`` is given.
+        Local worker processes; default ``os.cpu_count()`` (fewer for a small
+        folder: one per 32 files).  ``1`` measures in this process without a
+        pool.  Ignored when ``executor`` is given.
     executor
         A :class:`concurrent.futures.Executor` or a ``dask.distributed.Client``
         to run the work on instead (not shut down here).  Workers must see the
@@ -977,7 +980,12 @@ def run_batch(
         root = str(folder_path.resolve())
         rels = [p.relative_to(folder_path).as_posix() for p in paths]
 
-    n_workers = min(workers or os.cpu_count() or 1, max(1, len(rels)))
+    if workers is None:
+        # By default a process costs more to start than a few dozen files take.
+        n_workers = min(os.cpu_count() or 1, math.ceil(len(rels) / _MIN_FILES_PER_WORKER))
+    else:
+        n_workers = min(workers, len(rels))
+    n_workers = max(1, n_workers)
     with _progress_bar(len(rels), progress) as update:
         outcomes = _run_chunks(
             root, rels, reference, executor=executor, workers=n_workers, update=update
