@@ -180,3 +180,20 @@ def test_refuses_another_film(tmp_path):
     wrong = replace(annotation, image=replace(annotation.image, columns=COLUMNS + 3))
     with pytest.raises(SRExportError, match="columns"):
         build_gsps(wrong, tmp_path / "pre.dcm")
+
+
+def test_every_mandatory_module_has_its_type_1_and_2_attributes(case):
+    """A dciodvfy-like check against the IOD tables highdicom ships (PS3.3)."""
+    from highdicom._standard_utils import (
+        check_required_attributes,
+        get_iod_module_map,
+        get_sop_class_iod_map,
+    )
+
+    _photometric, _annotation, _film, pr = case
+    iod = get_sop_class_iod_map()[pr.SOPClassUID]
+    modules = [m["key"] for m in get_iod_module_map()[iod] if m["usage"] == "M"]
+    for module in modules:
+        check_required_attributes(pr, module)
+    assert {"presentation-state-identification", "presentation-state-relationship",
+            "displayed-area", "softcopy-presentation-lut"} <= set(modules)

@@ -365,3 +365,25 @@ def test_cli_error_exits_1_naming_the_file(tmp_path, capsys):
     bad.write_bytes(b"nope")
     assert main(["sr", "--read", str(bad)]) == 1
     assert str(bad) in capsys.readouterr().err
+
+
+def test_every_mandatory_module_has_its_type_1_and_2_attributes(pre_sr):
+    """A dciodvfy-like check against the IOD tables highdicom ships (PS3.3)."""
+    from highdicom._standard_utils import (
+        check_required_attributes,
+        get_iod_module_map,
+        get_sop_class_iod_map,
+    )
+
+    ds = pydicom.dcmread(io.BytesIO(pre_sr))
+    iod = get_sop_class_iod_map()[ds.SOPClassUID]
+    assert iod == "comprehensive-sr"
+    checked = []
+    for module in get_iod_module_map()[iod]:
+        # The content tree's conditional (1C) attributes are flattened in these
+        # tables; the tree itself is validated by highdicom's parser above.
+        if module["usage"] != "M" or module["key"] == "sr-document-content":
+            continue
+        check_required_attributes(ds, module["key"])
+        checked.append(module["key"])
+    assert {"patient", "general-study", "sr-document-general", "sop-common"} <= set(checked)

@@ -136,6 +136,27 @@ def _clamp(xy: Sequence[float], rows: int, columns: int) -> tuple[float, float]:
     return (min(max(float(xy[0]), 0.0), float(columns)), min(max(float(xy[1]), 0.0), float(rows)))
 
 
+def _box(
+    anchor_x: float,
+    centre_y: float,
+    width: float,
+    height: float,
+    side: str,
+    rows: int,
+    columns: int,
+) -> tuple[float, float, float, float]:
+    """A text bounding box ``(left, top, right, bottom)`` beside ``anchor_x``, kept on the film.
+
+    ``side`` is where the box lies from the anchor: ``"right"``, ``"left"`` or
+    ``"center"`` (centred on it).
+    """
+    left = {"right": anchor_x, "left": anchor_x - width, "center": anchor_x - width / 2}[side]
+    top = centre_y - height / 2
+    left = min(max(left, 0.0), max(columns - width, 0.0))
+    top = min(max(top, 0.0), max(rows - height, 0.0))
+    return (left, top, min(left + width, float(columns)), min(top + height, float(rows)))
+
+
 def _texts(
     level: str,
     points: Mapping[str, Sequence[float]],
@@ -144,8 +165,37 @@ def _texts(
     rows: int,
     columns: int,
 ) -> list[hd.pr.TextObject]:
+    """Height values beside their lines and the level label beyond the anterior one.
+
+    Texts are placed with bounding boxes (PIXEL units) sized for a character
+    height of about 1/90 of the film height, so that viewers lay them out
+    alike; the anchor point (not shown) ties each text to its line.
+    """
+    char_h = max(12.0, rows / 90.0)
+    char_w = 0.7 * char_h
+    gap = 0.4 * char_h
+
+    def text_box(text: str, x: float, y: float, side: str) -> tuple[float, float, float, float]:
+        return _box(x, y, len(text) * char_w + gap, 1.5 * char_h, side, rows, columns)
+
+    justification = {"right": "LEFT", "left": "RIGHT", "center": "CENTER"}
+    dicom = {name: pixel_to_dicom(xy) for name, xy in points.items()}
+    anterior = [dicom[n] for n in ("superior_anterior", "inferior_anterior") if n in dicom]
+    posterior = [dicom[n] for n in ("superior_posterior", "inferior_posterior") if n in dicom]
+    facing = "left"
+    if anterior and posterior:
+        facing = (
+            "right"
+            if np.mean([p[0] for p in anterior]) > np.mean([p[0] for p in posterior])
+            else "left"
+        )
+    away = {"left": "right", "right": "left"}
+    pts = np.array(list(dicom.values()), dtype=float)
+    outer_x = pts[:, 0].max() if facing == "right" else pts[:, 0].min()
+
     texts = []
     complete = len(points) == 6 and record is not None and bool(record.get("complete"))
+    label_x = outer_x + (gap if facing == "right" else -gap)
     if complete:
         assert record is not None
         unit = record.get("unit") or "px"
@@ -153,15 +203,21 @@ def _texts(
             value = record.get(f"{height}_height")
             if value is None:
                 continue
-            mid = pixel_to_dicom(
-                ((points[top][0] + points[bottom][0]) / 2, (points[top][1] + points[bottom][1]) / 2)
-            )
+            mid = ((dicom[top][0] + dicom[bottom][0]) / 2, (dicom[top][1] + dicom[bottom][1]) / 2)
+            text = f"{abbr} {float(value):.1f} {unit}"
+            side = {"anterior": facing, "posterior": away[facing], "middle": "center"}[height]
+            x = mid[0] + {"right": gap, "left": -gap, "center": 0.0}[side]
+            box = text_box(text, x, mid[1], side)
+            if height == "anterior":
+                label_x = box[2] + gap if facing == "right" else box[0] - gap
             texts.append(
                 hd.pr.TextObject(
-                    text_value=f"{abbr} {float(value):.1f} {unit}",
+                    text_value=text,
                     units=hd.pr.AnnotationUnitsValues.PIXEL,
+                    bounding_box=box,
                     anchor_point=_clamp(mid, rows, columns),
                     anchor_point_visible=False,
+                    text_justification=justification[side],
                 )
             )
     label = level
@@ -171,23 +227,15 @@ def _texts(
         label += f" incomplete ({len(points)}/6)"
     if treated:
         label += " treated"
-    pts = np.array([pixel_to_dicom(p) for p in points.values()], dtype=float)
-    anterior = [points[n] for n in ("superior_anterior", "inferior_anterior") if n in points]
-    posterior = [points[n] for n in ("superior_posterior", "inferior_posterior") if n in points]
-    width = float(np.ptp(pts[:, 0])) if len(pts) > 1 else 50.0
     centre = pts.mean(axis=0)
-    facing = -1.0
-    if anterior and posterior:
-        facing = (
-            1.0 if np.mean([p[0] for p in anterior]) > np.mean([p[0] for p in posterior]) else -1.0
-        )
-    anchor = (centre[0] + facing * max(width, 40.0) * 0.9, centre[1])
     texts.append(
         hd.pr.TextObject(
             text_value=label,
             units=hd.pr.AnnotationUnitsValues.PIXEL,
-            anchor_point=_clamp(anchor, rows, columns),
+            bounding_box=text_box(label, label_x, centre[1], facing),
+            anchor_point=_clamp(centre, rows, columns),
             anchor_point_visible=False,
+            text_justification=justification[facing],
         )
     )
     return texts
