@@ -6,7 +6,14 @@ import dataclasses
 
 import pandas as pd
 import pytest
-from strategies import Similarity, column, transform_points
+from hypothesis import HealthCheck, given, settings
+from strategies import (
+    Similarity,
+    column,
+    similarity_transforms,
+    transform_points,
+    vertebra_columns,
+)
 
 from vheight.annotation import Annotation, ImageRef
 from vheight.calibration import Calibration, SpacingLabel
@@ -303,3 +310,21 @@ def test_fallback_on_one_film_only_is_flagged():
     assert rows(c, "L1", "anterior")["reference_method"] == "posterior"
     assert [lc for lc in c.levels] == ["L1"]
     assert "T12 is measured on the post film only: not compared" in c.warnings
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(vertebra_columns(min_levels=3, max_levels=5), similarity_transforms(scale=False))
+def test_same_spine_moved_on_the_film_shows_no_change(vert, motion):
+    """A post film of an unchanged spine, shifted and rotated: every delta is zero."""
+    pre = measure(Annotation(vertebrae=vert), MM)
+    post = measure(Annotation(vertebrae=transform_points(vert, motion)), MM)
+    c = compare(pre, post)
+    assert len(c.records()) == 3 * len(vert)
+    for r in c.records():
+        assert r["delta"] == pytest.approx(0.0, abs=1e-9)
+        assert r["restoration_pct_of_initial"] == pytest.approx(0.0, abs=1e-9)
+        assert r["wedge_angle_change_deg"] == pytest.approx(0.0, abs=1e-9)
+        assert r["wedge_ratio_change"] == pytest.approx(0.0, abs=1e-9)
+        if r["segmental_kyphosis_change_deg"] is not None:
+            assert r["segmental_kyphosis_change_deg"] == pytest.approx(0.0, abs=1e-9)
+    assert not any("adjacent reference heights" in w for w in c.warnings)
