@@ -153,3 +153,30 @@ def test_compare_files():
     assert {r["reference_method"] for r in c.records()} == {"max"}
     l1 = [r for r in c.records() if r["level"] == "L1"]
     assert l1[0]["restoration_pct_of_lost"] == pytest.approx(100 * 5 / 11, rel=1e-9)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_sample_series_is_measured_with_its_header_calibration():
+    pre = measure_file(ROOT / "sample_images" / "pre.vheight.json")
+    assert pre.unit == "mm" and pre.spacing_label != "px"
+    assert pre.treated_levels == ("L1",) and pre.record("L1")["treated"] is True
+    c = compare_files(
+        *(ROOT / "sample_images" / f"{t}.vheight.json" for t in ("pre", "post", "followup"))
+    )
+    l1 = [r for r in c.records() if r["level"] == "L1"]
+    assert [r["height"] for r in l1] == ["anterior", "middle", "posterior"]
+    assert l1[0]["delta"] > 0  # the kyphoplasty restored some anterior height
+
+
+def test_readme_api_example_runs(monkeypatch, capsys):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("<!-- section: api -->") :]
+    code = section[section.index("```python") + len("```python") :]
+    code = code[: code.index("```")]
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md (api example)", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.startswith("mm ")
+    assert "restoration_pct_of_lost" in out and "L1" in out
