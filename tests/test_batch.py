@@ -643,6 +643,25 @@ def test_worker_count(good_folder, monkeypatch, workers, cpus, expected):
     assert seen["workers"] == expected
 
 
+def test_failed_task_becomes_error_rows_and_the_rest_go_on(good_folder, monkeypatch):
+    real = batch_module._measure_chunk
+
+    def crash_on_d(root, rels, reference):
+        if "D/pre.vheight.json" in rels:
+            raise RuntimeError("worker lost")
+        return real(root, rels, reference)
+
+    monkeypatch.setattr(batch_module, "_measure_chunk", crash_on_d)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        result = run_batch(good_folder, executor=pool, progress=False)
+    failed = {row["annotation"]: row["error"] for row in result.error_rows}
+    assert "D/pre.vheight.json" in failed and 1 <= len(failed) <= 2
+    for annotation, error in failed.items():
+        assert error.startswith(f"{annotation}: the worker measuring it failed: RuntimeError")
+    assert result.n_annotations == 13 and result.n_failed == len(failed)
+    assert result.n_vertebrae == (13 - len(failed)) * len(LEVELS)
+
+
 def test_chunks_cover_every_file_once():
     items = [f"{i}.vheight.json" for i in range(1000)]
     chunks = batch_module._chunks(items, 2)
