@@ -38,6 +38,7 @@ from vheight.phantom.spec import (
 __all__ = [
     "NORMAL_BODY_MM",
     "DISC_BELOW_MM",
+    "CRUSH_PROFILE",
     "POINT_NAMES",
     "Patient",
     "Vertebra",
@@ -74,6 +75,9 @@ NORMAL_BODY_MM: dict[str, tuple[float, float, float, float]] = {
     "L4": (27.0, 26.6, 41.5, 50.0),
     "L5": (26.8, 24.8, 42.0, 51.0),
 }
+
+#: Share of a crush fracture's loss taken by the (anterior, middle, posterior) height.
+CRUSH_PROFILE: tuple[float, float, float] = (0.85, 0.9, 1.0)
 
 #: Intervertebral disc below each level: anterior and posterior height, mm.
 DISC_BELOW_MM: dict[str, tuple[float, float]] = {
@@ -163,34 +167,48 @@ def solve_heights(
     biconcave, posterior for crush) to ``(1 - loss) * mean(same height of the
     annotated neighbours)``, the ``adjacent`` reference of measurements.md,
     even when a neighbour is itself fractured (one small linear system per
-    height), or to ``Fracture.height_mm`` when given.  Its other heights stay
-    anatomical: a wedge keeps its normal posterior height and its middle height
-    follows its endplates (``(Ha + Hp) / 2`` minus the normal concavities); a
-    biconcave body keeps its normal anterior and posterior heights; a crushed
-    body keeps its normal anterior-to-posterior ratio, 10 % of the loss
-    spared in front, and its middle follows the endplates.
+    height), or to ``Fracture.height_mm`` when given.  Its other heights: a
+    wedge keeps its normal posterior height and its middle height follows its
+    endplates (``(Ha + Hp) / 2`` minus the normal concavities, about half the
+    loss); a biconcave body keeps its normal anterior and posterior heights; a
+    crushed body loses :data:`CRUSH_PROFILE` times the loss in front and in
+    the middle (against the same adjacent reference), so the posterior loss
+    is the largest and names it.
     """
     index = {lv: i for i, lv in enumerate(annotated)}
     by_level = {f.level: f for f in fractures}
     heights = {lv: [normal[lv][0], normal[lv][1], normal[lv][2]] for lv in annotated}
     named = {FractureKind.WEDGE: 0, FractureKind.BICONCAVE: 1, FractureKind.CRUSH: 2}
 
+    def share(f: Fracture, h: int) -> float | None:
+        """Fraction of the loss taken by height h, None when h stays anatomical."""
+        if named[f.kind] == h:
+            return 1.0
+        if f.kind is FractureKind.CRUSH:
+            return CRUSH_PROFILE[h]
+        return None
+
     def solve(h: int) -> None:
-        unknown = [lv for lv, f in by_level.items() if named[f.kind] == h and f.height_mm is None]
+        unknown = []
         for lv, f in by_level.items():
+            if share(f, h) is None:
+                continue
             if named[f.kind] == h and f.height_mm is not None:
                 heights[lv][h] = float(f.height_mm)
+            else:
+                unknown.append(lv)
         if not unknown:
             return
         pos = {lv: k for k, lv in enumerate(unknown)}
         a = np.eye(len(unknown))
         b = np.zeros(len(unknown))
         for lv in unknown:
-            keep = 1.0 - by_level[lv].loss_pct / 100.0
+            f = by_level[lv]
+            keep = 1.0 - share(f, h) * f.loss_pct / 100.0
             neighbours = [x for x in _adjacent(lv) if x in index]
             if not neighbours:
                 raise ValueError(
-                    f"fracture {by_level[lv]}: the loss is defined against the adjacent "
+                    f"fracture {f}: the loss is defined against the adjacent "
                     f"levels, but {lv} has no annotated neighbour"
                 )
             for x in neighbours:
@@ -201,20 +219,13 @@ def solve_heights(
         for lv, value in zip(unknown, np.linalg.solve(a, b), strict=True):
             heights[lv][h] = float(value)
 
-    def derived_middle(lv: str) -> float:
-        ha, _, hp = heights[lv]
-        return (ha + hp) / 2 - normal[lv][3] - normal[lv][4]
-
-    solve(2)  # crush: posterior
+    solve(2)  # posterior: crush
+    solve(0)  # anterior: wedge, crush
     for lv, f in by_level.items():
-        if f.kind is FractureKind.CRUSH:
-            ratio = normal[lv][0] / normal[lv][2]
-            heights[lv][0] = heights[lv][2] * ratio * (1 + 0.1 * f.loss_pct / 100.0)
-    solve(0)  # wedge: anterior
-    for lv, f in by_level.items():
-        if f.kind in (FractureKind.WEDGE, FractureKind.CRUSH):
-            heights[lv][1] = derived_middle(lv)
-    solve(1)  # biconcave: middle
+        if f.kind is FractureKind.WEDGE:  # the middle follows the tilted endplate
+            ha, _, hp = heights[lv]
+            heights[lv][1] = (ha + hp) / 2 - normal[lv][3] - normal[lv][4]
+    solve(1)  # middle: biconcave, crush
     return {lv: (h[0], h[1], h[2]) for lv, h in heights.items()}
 
 
@@ -290,9 +301,9 @@ class Vertebra:
         """Closed outline of the body (outer cortex), (n, 2), mm."""
         d, ha, hp = self.depth_mm, self.anterior_height_mm, self.posterior_height_mm
         s = np.linspace(0.0, 1.0, 24)[1:-1]
-        waist_a = 0.9 if self.fracture is None or self.fracture.kind is not FractureKind.WEDGE else -0.6
+        waist_a = 1.4 if self.fracture is None or self.fracture.kind is not FractureKind.WEDGE else -0.6
         anterior = np.column_stack([d / 2 - waist_a * 4 * s * (1 - s), -ha + ha * s])
-        posterior = np.column_stack([-d / 2 + 0.6 * 4 * s * (1 - s), -hp * s])
+        posterior = np.column_stack([-d / 2 + 0.7 * 4 * s * (1 - s), -hp * s])
         return np.vstack(
             [self.superior_endplate(), anterior, self.inferior_endplate(), posterior]
         )

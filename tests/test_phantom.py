@@ -1,0 +1,474 @@
+"""Synthetic lateral spine films: truth, determinism, DICOM header, samples, command."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+from vheight.annotation import load_annotation, sidecar_path
+from vheight.api import measure_file
+from vheight.calibration import Calibration
+from vheight.cli import main
+from vheight.film import read_film_info
+from vheight.morphometry import measure
+from vheight.phantom import (
+    Facing,
+    FilmSpec,
+    Fracture,
+    FractureKind,
+    film_annotation,
+    parse_fracture,
+    parse_levels,
+    render_film,
+    series_specs,
+    write_film,
+)
+from vheight.phantom.anatomy import solve_heights
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+
+# Small films: T10-L4 is about 240 mm tall, so 0.5 mm pixels in 600 x 450.
+SMALL = dict(rows=600, columns=450, row_spacing_mm=0.5, col_spacing_mm=0.5)
+
+NAMED = {"wedge": "anterior", "biconcave": "middle", "crush": "posterior"}
+
+
+def small_spec(**changes) -> FilmSpec:
+    return FilmSpec(**{**SMALL, **changes})
+
+
+def _heights_mm(points, row_mm: float, col_mm: float) -> dict[str, float]:
+    """measurements.md heights computed directly from the six points."""
+
+    def d(p, q):
+        return math.hypot((q[0] - p[0]) * col_mm, (q[1] - p[1]) * row_mm)
+
+    return {
+        "anterior": d(points["superior_anterior"], points["inferior_anterior"]),
+        "middle": d(points["superior_middle"], points["inferior_middle"]),
+        "posterior": d(points["superior_posterior"], points["inferior_posterior"]),
+    }
+
+
+# --------------------------------------------------------------------------- truth
+
+
+@pytest.mark.parametrize(
+    "facing, spacing, fractures",
+    [
+        pytest.param("right", (0.5, 0.5), ("L1:wedge:30",), id="wedge-30-right"),
+        pytest.param("left", (0.5, 0.5), ("L1:wedge:30",), id="wedge-30-left"),
+        pytest.param("right", (0.45, 0.55), ("L2:biconcave:22",), id="biconcave-anisotropic"),
+        pytest.param("left", (0.55, 0.45), ("T12:crush:35",), id="crush-left-anisotropic"),
+        pytest.param(
+            "right", (0.5, 0.5), ("T12:biconcave:21", "L1:wedge:30"), id="adjacent-fractures"
+        ),
+        pytest.param(
+            "left", (0.5, 0.52), ("T11:wedge:45", "T12:crush:25", "L1:biconcave:41"),
+            id="three-in-a-row",
+        ),
+        pytest.param("right", (0.5, 0.5), ("T10:wedge:28",), id="top-level-one-neighbour"),
+    ],
+)
+def test_measuring_the_true_landmarks_gives_the_requested_loss(tmp_path, facing, spacing, fractures):
+    spec = small_spec(
+        facing=facing, row_spacing_mm=spacing[0], col_spacing_mm=spacing[1], fractures=fractures
+    )
+    written = write_film(spec, tmp_path / "film.dcm")
+    m = measure_file(written.annotation_path)  # calibration from the DICOM header
+    assert m.unit == "mm" and m.spacing_label == "mm ERMF"
+    for truth in written.film.truth.values():
+        rec = m.record(truth.level)
+        assert rec["anterior_height"] == pytest.approx(truth.anterior_height_mm, abs=0.01)
+        assert rec["middle_height"] == pytest.approx(truth.middle_height_mm, abs=0.01)
+        assert rec["posterior_height"] == pytest.approx(truth.posterior_height_mm, abs=0.01)
+    for text in fractures:
+        f = parse_fracture(text)
+        rec = m.record(f.level)
+        assert rec["reference_method"] == "adjacent"
+        assert rec[f"{NAMED[f.kind.value]}_loss_pct"] == pytest.approx(f.loss_pct, abs=0.1)
+        assert rec["max_loss_pct"] == pytest.approx(f.loss_pct, abs=0.1)
+        assert rec["deformity_type"] == f.kind.value
+        expected_grade = 0 if f.loss_pct < 20 else 1 if f.loss_pct < 25 else 2 if f.loss_pct <= 40 else 3
+        assert rec["grade"] == expected_grade
+
+
+@pytest.mark.parametrize("facing", ["left", "right"])
+def test_heights_from_landmarks_and_spacing_match_the_truth(facing):
+    film = render_film(
+        small_spec(facing=facing, row_spacing_mm=0.48, col_spacing_mm=0.53,
+                   fractures=("L1:wedge:30",))
+    )
+    for level, points in film.landmarks.items():
+        h = _heights_mm(points, film.row_spacing_mm, film.col_spacing_mm)
+        t = film.truth[level]
+        assert h["anterior"] == pytest.approx(t.anterior_height_mm, abs=1e-9)
+        assert h["middle"] == pytest.approx(t.middle_height_mm, abs=1e-9)
+        assert h["posterior"] == pytest.approx(t.posterior_height_mm, abs=1e-9)
+    l1, t12, l2 = (film.truth[x] for x in ("L1", "T12", "L2"))
+    ref = (t12.anterior_height_mm + l2.anterior_height_mm) / 2
+    assert 100 * (1 - l1.anterior_height_mm / ref) == pytest.approx(30.0, abs=1e-9)
+
+
+def test_measure_with_the_header_calibration_in_memory():
+    film = render_film(small_spec(fractures=("L3:crush:30",)))
+    ann = film_annotation(film, file=None, sop_instance_uid=None)
+    cal = Calibration(
+        row_spacing_mm=film.row_spacing_mm, col_spacing_mm=film.col_spacing_mm,
+        source="test", label="mm ERMF",
+    )
+    rec = measure(ann, cal).record("L3")
+    assert rec["posterior_loss_pct"] == pytest.approx(30.0, abs=1e-6)
+    assert rec["deformity_type"] == "crush"
+    assert rec["anterior_loss_pct"] < rec["posterior_loss_pct"]
+
+
+def test_mirrored_films_are_exact_mirror_images():
+    right = render_film(small_spec(fractures=("L1:wedge:30",)))
+    left = render_film(small_spec(fractures=("L1:wedge:30",), facing="left"))
+    assert np.array_equal(left.pixels, right.pixels[:, ::-1])
+    for level, pts in right.landmarks.items():
+        for name, (x, y) in pts.items():
+            assert left.landmarks[level][name] == pytest.approx((SMALL["columns"] - 1 - x, y))
+    # anterior on the side the patient faces
+    l1 = left.landmarks["L1"]
+    assert l1["superior_anterior"][0] < l1["superior_posterior"][0]
+    r1 = right.landmarks["L1"]
+    assert r1["superior_anterior"][0] > r1["superior_posterior"][0]
+
+
+def test_unprojected_spacing_measures_magnified_heights(tmp_path):
+    spec = small_spec(spacing_tags="imager", ermf=1.15)
+    written = write_film(spec, tmp_path / "proj.dcm")
+    m = measure_file(written.annotation_path)
+    assert m.spacing_label == "mm Proj"
+    t = written.film.truth["L2"]
+    assert m.record("L2")["posterior_height"] == pytest.approx(1.15 * t.posterior_height_mm, rel=1e-9)
+
+
+def test_biconcave_middle_points_sit_on_the_depressed_endplates():
+    film = render_film(small_spec(fractures=("L2:biconcave:35",)))
+    t = film.truth["L2"]
+    chord_mean = (t.anterior_height_mm + t.posterior_height_mm) / 2
+    assert chord_mean - t.middle_height_mm > 0.3 * chord_mean
+    pts = film.landmarks["L2"]
+    # the middle points lie between the corners, inside the body
+    for side in ("superior", "inferior"):
+        a, mid, p = (np.array(pts[f"{side}_{n}"]) for n in ("anterior", "middle", "posterior"))
+        assert np.dot(mid - a, p - a) > 0 and np.dot(mid - p, a - p) > 0
+
+
+def test_solve_heights_handles_chains_of_fractures():
+    normal = {lv: (24.0, 23.0, 25.0, 0.5, 0.5) for lv in ("T11", "T12", "L1", "L2")}
+    fractures = (
+        Fracture(level="T12", kind="wedge", loss_pct=30),
+        Fracture(level="L1", kind="wedge", loss_pct=20),
+    )
+    h = solve_heights(normal, ("T11", "T12", "L1", "L2"), fractures)
+    assert h["T12"][0] == pytest.approx(0.7 * (h["T11"][0] + h["L1"][0]) / 2)
+    assert h["L1"][0] == pytest.approx(0.8 * (h["T12"][0] + h["L2"][0]) / 2)
+    assert h["T12"][2] == 25.0  # a wedge keeps its posterior height
+    assert h["T12"][1] == pytest.approx((h["T12"][0] + 25.0) / 2 - 1.0)
+
+
+# --------------------------------------------------------------------------- image
+
+
+def _profile_peak(img: np.ndarray, point: np.ndarray, direction: np.ndarray) -> float:
+    """Offset (px, along ``direction``) of the steepest rise of ``img`` near ``point``."""
+    t = np.linspace(-5, 5, 201, dtype=np.float32)
+    xy = point[None, :] + t[:, None] * direction[None, :]
+    prof = cv2.remap(
+        img, xy[:, 0].reshape(1, -1).astype(np.float32), xy[:, 1].reshape(1, -1).astype(np.float32),
+        cv2.INTER_LINEAR,
+    ).ravel()
+    return float(t[np.argmax(np.gradient(prof))])
+
+
+@pytest.mark.parametrize("facing", ["right", "left"])
+def test_landmarks_lie_on_the_drawn_endplates(facing):
+    film = render_film(
+        FilmSpec(rows=1000, columns=750, row_spacing_mm=0.34, col_spacing_mm=0.34, dose=400,
+                 facing=facing, fractures=("L1:wedge:30", "L3:biconcave:30"))
+    )
+    img = film.pixels.astype(np.float32)
+    offsets = []
+    for pts in film.landmarks.values():
+        for top, bottom in (("superior_middle", "inferior_middle"),):
+            a, b = np.array(pts[top]), np.array(pts[bottom])
+            inward = (b - a) / np.linalg.norm(b - a)
+            offsets.append(_profile_peak(img, a, inward))
+            offsets.append(_profile_peak(img, b, -inward))
+    offsets = np.array(offsets)
+    # the bone edge (steepest rise into the bright body) is within a pixel
+    assert np.abs(offsets).max() <= 1.3, offsets
+    assert abs(offsets.mean()) <= 0.5, offsets
+
+
+def test_same_seed_same_film_other_seed_other_film():
+    spec = small_spec(fractures=("L1:wedge:30",), cement_levels=("L1",))
+    a, b = render_film(spec), render_film(spec)
+    assert np.array_equal(a.pixels, b.pixels)
+    assert a.landmarks == b.landmarks
+    c = render_film(spec.replace(seed=1))
+    assert not np.array_equal(a.pixels, c.pixels)
+    assert a.landmarks != c.landmarks
+    assert not a.pixels.flags.writeable
+
+
+def test_cement_is_the_densest_thing_in_the_treated_body():
+    spec = small_spec(fractures=("L1:wedge:20",), seed=3)
+    pre = render_film(spec)
+    post = render_film(spec.replace(cement_levels=("L1",)))
+    pts = np.array(list(pre.landmarks["L1"].values()), dtype=np.float32)
+    mask = np.zeros(pre.pixels.shape, np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+    inside = mask.astype(bool)
+    assert post.pixels[inside].mean() > pre.pixels[inside].mean() + 0.05 * 4095
+    assert np.percentile(post.pixels[inside], 90) > np.percentile(pre.pixels, 99)
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+@pytest.mark.parametrize(
+    "changes, sop_class, label",
+    [
+        pytest.param({}, "1.2.840.10008.5.1.4.1.1.1.1", "mm ERMF", id="dx-ermf"),
+        pytest.param({"spacing_tags": "pixel"}, "1.2.840.10008.5.1.4.1.1.1", "mm", id="cr-pixel"),
+        pytest.param({"spacing_tags": "pixel+geometry"}, "1.2.840.10008.5.1.4.1.1.1.1",
+                     "mm ERMF", id="pixel-geometry"),
+        pytest.param({"spacing_tags": "none"}, "1.2.840.10008.5.1.4.1.1.1", "px", id="none"),
+        pytest.param({"modality": "CR"}, "1.2.840.10008.5.1.4.1.1.1", "mm ERMF", id="cr-ermf"),
+    ],
+)
+def test_header_spacing_and_sop_class(tmp_path, changes, sop_class, label):
+    written = write_film(small_spec(**changes), tmp_path / "f.dcm")
+    ds = pydicom.dcmread(written.path)
+    assert ds.SOPClassUID == sop_class
+    assert ds.BodyPartExamined == "SPINE" and ds.ViewPosition == "LL"
+    info = read_film_info(written.path)
+    assert info.calibration.label.value == label
+    if label != "px":
+        assert info.calibration.row_spacing_mm == pytest.approx(written.film.row_spacing_mm)
+
+
+@pytest.mark.parametrize(
+    "compression, syntax",
+    [
+        pytest.param("none", "1.2.840.10008.1.2.1", id="explicit-le"),
+        pytest.param("rle", "1.2.840.10008.1.2.5", id="rle"),
+        pytest.param("j2k", "1.2.840.10008.1.2.4.90", id="j2k-lossless"),
+        pytest.param("jpegls", "1.2.840.10008.1.2.4.80", id="jpegls-lossless"),
+    ],
+)
+def test_lossless_compression_round_trips(tmp_path, compression, syntax):
+    written = write_film(small_spec(compression=compression, bits_stored=14), tmp_path / "c.dcm")
+    ds = pydicom.dcmread(written.path)
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    assert np.array_equal(ds.pixel_array, written.film.pixels)
+    assert ds.BitsStored == 14 and ds.HighBit == 13 and ds.BitsAllocated == 16
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14, 16])
+def test_monochrome1_is_the_inverse_of_monochrome2(bits):
+    m2 = render_film(small_spec(bits_stored=bits))
+    m1 = render_film(small_spec(bits_stored=bits, photometric="MONOCHROME1"))
+    maxval = (1 << bits) - 1
+    assert int(m2.pixels.max()) <= maxval
+    assert np.array_equal(m1.pixels.astype(np.int64), maxval - m2.pixels.astype(np.int64))
+    assert m2.pixels.max() > 0.9 * maxval and m2.pixels.min() < 0.1 * maxval
+
+
+def test_header_identity_uids_and_windows(tmp_path):
+    pre, post, _ = series_specs(**SMALL, compression="none")
+    a = write_film(pre, tmp_path / "pre.dcm")
+    b = write_film(post, tmp_path / "post.dcm")
+    da, db = pydicom.dcmread(a.path), pydicom.dcmread(b.path)
+    assert da.StudyInstanceUID == db.StudyInstanceUID
+    assert da.SeriesInstanceUID != db.SeriesInstanceUID
+    assert da.SOPInstanceUID != db.SOPInstanceUID
+    assert da.PatientID == db.PatientID and "PHANTOM" in str(da.PatientName)
+    assert da.SeriesDate < db.SeriesDate
+    assert len(da.WindowCenter) == len(da.WindowWidth) == 2
+    assert da.WindowCenterWidthExplanation[0] == "SPINE"
+    assert "SYNTHETIC" in da.ImageComments
+    again = write_film(pre, tmp_path / "again.dcm")
+    assert pydicom.dcmread(again.path).SOPInstanceUID == da.SOPInstanceUID
+    ann = load_annotation(a.annotation_path)
+    assert ann.image.file == "pre.dcm" and ann.image.sop_instance_uid == da.SOPInstanceUID
+    assert ann.timepoint == "pre" and ann.treated_levels == ("L1",)
+    assert ann.calibration is None and ann.patient_position is None
+    assert (ann.image.rows, ann.image.columns) == (SMALL["rows"], SMALL["columns"])
+    assert sidecar_path(a.path) == a.annotation_path
+
+
+# --------------------------------------------------------------------------- spec
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        pytest.param({"fractures": ("L5:wedge:30",)}, "not among the levels", id="fracture-level"),
+        pytest.param({"fractures": ("L1:wedge:30", "L1:crush:20")}, "more than one",
+                     id="two-fractures"),
+        pytest.param({"bits_stored": 8}, "bits_stored", id="bits"),
+        pytest.param({"levels": ("T10", "T12")}, "consecutive", id="gap"),
+        pytest.param({"ermf": 0.9}, "ermf", id="ermf"),
+        pytest.param({"modality": "DX", "spacing_tags": "pixel"}, "ImagerPixelSpacing",
+                     id="dx-needs-imager"),
+        pytest.param({"cement_levels": ("S1",)}, "cement_levels", id="cement-level"),
+    ],
+)
+def test_invalid_specs_say_what_is_wrong(changes, message):
+    with pytest.raises(ValueError, match=message):
+        small_spec(**changes)
+
+
+def test_a_film_too_small_for_the_levels_is_refused():
+    with pytest.raises(ValueError, match="does not fit"):
+        render_film(FilmSpec(rows=300, columns=300, row_spacing_mm=0.3, col_spacing_mm=0.3))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param("L1:wedge:30", ("L1", FractureKind.WEDGE, 30.0), id="wedge"),
+        pytest.param("t12:Biconcave:21.5", ("T12", FractureKind.BICONCAVE, 21.5), id="case"),
+        pytest.param("L3:crush:40%", ("L3", FractureKind.CRUSH, 40.0), id="percent"),
+    ],
+)
+def test_parse_fracture(text, expected):
+    f = parse_fracture(text)
+    assert (f.level, f.kind, f.loss_pct) == expected
+
+
+@pytest.mark.parametrize("text", ["L1-wedge-30", "L1:split:30", "L1:wedge:80", "S1:wedge:30"])
+def test_parse_fracture_rejects(text):
+    with pytest.raises(ValueError):
+        parse_fracture(text)
+
+
+def test_parse_levels():
+    assert parse_levels("T10-L4") == ("T10", "T11", "T12", "L1", "L2", "L3", "L4")
+    assert parse_levels("t12,l1") == ("T12", "L1")
+    with pytest.raises(ValueError):
+        parse_levels("L4-T10")
+
+
+# --------------------------------------------------------------------------- series
+
+
+def test_series_story_restoration_then_partial_loss():
+    films = [render_film(s) for s in series_specs(**SMALL)]
+    pre, post, follow = (f.truth for f in films)
+    assert pre["L1"].anterior_loss_pct == pytest.approx(30.0, abs=1e-9)
+    assert post["L1"].anterior_loss_pct == pytest.approx(16.0, abs=1e-9)
+    assert follow["L1"].anterior_loss_pct == pytest.approx(21.0, abs=1e-9)
+    assert pre["T12"].middle_loss_pct == pytest.approx(21.0, abs=1e-9)
+    # the untreated deformity is physically unchanged
+    for truth in (post, follow):
+        assert truth["T12"].middle_height_mm == pytest.approx(pre["T12"].middle_height_mm)
+    assert not pre["L1"].cement and post["L1"].cement and follow["L1"].cement
+    # magnification changes between films, the anatomy in mm does not
+    spacings = {round(f.row_spacing_mm, 6) for f in films}
+    assert len(spacings) == 3
+    assert films[0].landmarks["L3"] != films[1].landmarks["L3"]
+    assert post["L3"].posterior_height_mm == pytest.approx(pre["L3"].posterior_height_mm)
+
+
+def _pixel_hash(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, dtype="<u2").tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("timepoint", ["pre", "post", "followup"])
+def test_committed_samples_are_reproduced_by_the_documented_command(timepoint):
+    """``vheight phantom sample_images --series`` regenerates the committed films."""
+    specs = dict(zip(("pre", "post", "followup"), series_specs(compression="j2k"), strict=True))
+    film = render_film(specs[timepoint])
+    path = SAMPLES / f"{timepoint}.dcm"
+    ds = pydicom.dcmread(path)
+    assert _pixel_hash(ds.pixel_array) == _pixel_hash(film.pixels)
+    committed = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    expected = film_annotation(film, file=path.name, sop_instance_uid=str(ds.SOPInstanceUID))
+    assert committed == json.loads(json.dumps(expected.to_dict()))
+    assert committed["image"]["file"] == f"{timepoint}.dcm"
+
+
+def test_sample_truth_as_documented():
+    m = {tp: measure_file(SAMPLES / f"{tp}.vheight.json") for tp in ("pre", "post", "followup")}
+    l1 = {tp: m[tp].record("L1") for tp in m}
+    t12 = {tp: m[tp].record("T12") for tp in m}
+    assert [l1[tp]["grade"] for tp in m] == [2, 0, 1]
+    assert l1["pre"]["deformity_type"] == "wedge" and l1["pre"]["treated"]
+    assert t12["pre"]["grade"] == 1 and t12["pre"]["deformity_type"] == "biconcave"
+    assert not t12["pre"]["treated"]
+    assert all(r["spacing_label"] == "mm ERMF" for r in l1.values())
+
+
+# --------------------------------------------------------------------------- command
+
+
+def test_phantom_command_writes_films_and_sidecars(tmp_path, capsys):
+    code = main([
+        "phantom", str(tmp_path), "--size", "600x450", "--spacing", "0.5", "--count", "2",
+        "--seed", "7", "--fracture", "L2:crush:30", "--cement", "L2", "--facing", "left",
+        "--photometric", "MONOCHROME1", "--bits", "10", "--compression", "rle",
+        "--format", "json",
+    ])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [Path(f["file"]).name for f in out["films"]] == ["phantom_0007.dcm", "phantom_0008.dcm"]
+    ds = pydicom.dcmread(tmp_path / "phantom_0007.dcm")
+    assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.BitsStored == 10
+    assert ds.PatientOrientation == ["P", "F"]
+    rec = measure_file(tmp_path / "phantom_0008.vheight.json").record("L2")
+    assert rec["posterior_loss_pct"] == pytest.approx(30.0, abs=0.1)
+
+
+def test_phantom_command_series_anisotropic_spacing(tmp_path, capsys):
+    code = main(["phantom", str(tmp_path), "--series", "--size", "600x450",
+                 "--spacing", "0.5x0.55", "--compression", "none", "--format", "csv"])
+    assert code == 0
+    assert "pre.dcm" in capsys.readouterr().out
+    for tp in ("pre", "post", "followup"):
+        assert (tmp_path / f"{tp}.vheight.json").exists()
+    rec = measure_file(tmp_path / "pre.vheight.json").record("L1")
+    assert rec["anterior_loss_pct"] == pytest.approx(30.0, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["--fracture", "L1:bent:30"], id="bad-fracture"),
+        pytest.param(["--size", "big"], id="bad-size"),
+        pytest.param(["--series", "--fracture", "L1:wedge:30"], id="series-with-fracture"),
+        pytest.param(["--fracture", "L5:wedge:30"], id="level-not-drawn"),
+    ],
+)
+def test_phantom_command_rejects_bad_usage(tmp_path, argv, capsys):
+    try:
+        code = main(["phantom", str(tmp_path), "--size", "600x450", "--spacing", "0.5", *argv]
+                    if "--size" not in argv else ["phantom", str(tmp_path), *argv])
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    assert code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_default_film_is_a_2000_by_1500_lateral(tmp_path):
+    film = render_film(FilmSpec(seed=11))
+    assert film.pixels.shape == (2000, 1500)
+    assert film.spec.facing is Facing.RIGHT
+    heights = [t.posterior_height_mm for t in film.truth.values()]
+    assert 20 <= min(heights) and max(heights) <= 32
+    assert heights == sorted(heights) or np.corrcoef(np.arange(len(heights)), heights)[0, 1] > 0.8
+    depths = [t.depth_mm for t in film.truth.values()]
+    assert 28 <= min(depths) and max(depths) <= 47
