@@ -93,7 +93,7 @@ def resolve_calibration(
     from vheight.film import read_film_info  # reads headers only; imported when needed
 
     info = read_film_info(film)
-    warnings.extend(f"{film.name}: {w}" for w in info.warnings)
+    warnings.extend(w if film.name in w else f"{film.name}: {w}" for w in info.warnings)
     uid = annotation.image.sop_instance_uid
     if uid and info.sop_instance_uid and uid != info.sop_instance_uid:
         warnings.append(
