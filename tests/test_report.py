@@ -191,3 +191,32 @@ def test_cli_report_bad_annotation_exits_1(tmp_path, capsys):
     assert main(["report", str(bad), "--out", str(tmp_path / "x.pdf")]) == 1
     assert "bad.vheight.json" in capsys.readouterr().err
     assert not (tmp_path / "x.pdf").exists()
+
+
+def test_real_uncalibrated_cr_film_is_reported_in_pixels(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from vheight.annotation import Annotation, ImageRef
+
+    vertebrae = {}
+    for i, level in enumerate(("L1", "L2")):
+        y = 500.0 + 300.0 * i
+        vertebrae[level] = {
+            "superior_anterior": (700.0, y + 40.0),
+            "superior_middle": (840.0, y + 5.0),
+            "superior_posterior": (980.0, y),
+            "inferior_anterior": (702.0, y + 230.0),
+            "inferior_middle": (841.0, y + 226.0),
+            "inferior_posterior": (982.0, y + 231.0),
+        }
+    annotation = Annotation(image=ImageRef(rows=1955, columns=1841), vertebrae=vertebrae)
+    item = ReportItem(
+        annotation=annotation, film=get_testdata_file("RG1_UNCR.dcm"), name="RG1_UNCR.dcm"
+    )
+    pdf = tmp_path / "rg1.pdf"
+    pdf.write_bytes(report_bytes([item]))
+    text = _text(pdf)
+    assert _info(pdf)["Pages"] == "2"
+    assert "Spacing: uncalibrated (px) — values in px, label px." in text
+    assert "PixelSpacing = 0.000\\0.000 is not usable" in text
+    assert "mm" not in text.split("Measurements")[1].split("Warnings")[0]

@@ -619,8 +619,14 @@ def _comparison_section(
             "Δ = H<sub>post</sub> − H<sub>pre</sub>. "
             "Restoration (McKiernan et al., Spine 2003): of initial = Δ / H<sub>pre</sub>; "
             "of lost = Δ / (Ref<sub>pre</sub> − H<sub>pre</sub>); "
-            "of reference = Δ / Ref<sub>pre</sub>. "
-            "Loss since post = (H<sub>post</sub> − H<sub>follow-up</sub>) / H<sub>post</sub>.",
+            "of reference = Δ / Ref<sub>pre</sub>; Ref<sub>pre</sub> is the pre-film "
+            "reference height of the chosen method."
+            + (
+                ""
+                if follow is None
+                else " Loss since post = (H<sub>post</sub> − H<sub>follow-up</sub>) "
+                "/ H<sub>post</sub>."
+            ),
             styles["small"],
         )
     )
