@@ -71,6 +71,27 @@ def _rg1_annotation(**changes) -> Annotation:
     return Annotation(**data)
 
 
+def _raw_groups(ds: pydicom.Dataset) -> dict[str, dict[str, list[pydicom.Dataset]]]:
+    """Measurement groups read straight from the pydicom tree: tracking id -> concept -> items."""
+    (imaging,) = [
+        item
+        for item in ds.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeValue == "126010"  # Imaging Measurements
+    ]
+    groups = {}
+    for group in imaging.ContentSequence:
+        assert group.ConceptNameCodeSequence[0].CodeValue == "125007"  # Measurement Group
+        items: dict[str, list[pydicom.Dataset]] = {}
+        for child in group.ContentSequence:
+            items.setdefault(child.ConceptNameCodeSequence[0].CodeMeaning, []).append(child)
+        groups[items["Tracking Identifier"][0].TextValue] = items
+    return groups
+
+
+def _unit(item: pydicom.Dataset) -> str:
+    return item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
+
+
 def _dicom_codes(ds: pydicom.Dataset) -> set[str]:
     """Coding scheme designators used anywhere in the dataset."""
     found: set[str] = set()
@@ -207,18 +228,24 @@ def test_uncalibrated_real_cr_film_uses_pixel_units():
     film = get_testdata_file("RG1_UNCR.dcm")
     annotation = _rg1_annotation()
     data = sr_bytes(annotation, film)
-    sr = hd.sr.ComprehensiveSR.from_dataset(pydicom.dcmread(io.BytesIO(data)))
-    groups = hd.sr.MeasurementReport.from_sequence(sr.content).get_image_measurement_groups()
+    groups = _raw_groups(pydicom.dcmread(io.BytesIO(data)))
     heights = [
-        m
-        for g in groups[1:]
-        for m in g.get_measurements()
-        if m.name.meaning.endswith("vertebral body height")
+        item
+        for level in annotation.vertebrae
+        for name, items in groups[level].items()
+        if name.endswith("vertebral body height")
+        for item in items
     ]
     assert len(heights) == 12
-    assert {m.unit.value for m in heights} == {"{pixel}"}
+    assert {_unit(item) for item in heights} == {"{pixel}"}
     # No spacing is recorded when there is none.
-    assert groups[0].get_measurements(name=pydicom.sr.codedict.codes.DCM.VerticalPixelSpacing) == []
+    assert "Vertical Pixel Spacing" not in groups[ANNOTATION_GROUP_ID]
+    assert (
+        groups[ANNOTATION_GROUP_ID]["Pixel spacing calibration"][0]
+        .ConceptCodeSequence[0]
+        .CodeMeaning
+        == "Spacing px"
+    )
     back = annotation_from_sr(data)
     assert (
         back.image.sop_instance_uid == pydicom.dcmread(film, stop_before_pixels=True).SOPInstanceUID
@@ -243,12 +270,11 @@ def test_annotation_calibration_round_trips(calibration):
     data = sr_bytes(annotation, film)
     back = annotation_from_sr(data)
     assert back.calibration == calibration
-    sr = hd.sr.ComprehensiveSR.from_dataset(pydicom.dcmread(io.BytesIO(data)))
-    group = hd.sr.MeasurementReport.from_sequence(sr.content).get_image_measurement_groups()[0]
+    group = _raw_groups(pydicom.dcmread(io.BytesIO(data)))[ANNOTATION_GROUP_ID]
     spacing = {
-        m.name.meaning: m.value
-        for m in group.get_measurements()
-        if m.name.meaning.endswith("Pixel Spacing")
+        name: float(items[0].MeasuredValueSequence[0].FloatingPointValue)
+        for name, items in group.items()
+        if name.endswith("Pixel Spacing")
     }
     assert spacing == {
         "Vertical Pixel Spacing": calibration.row_spacing_mm,
@@ -269,11 +295,9 @@ def test_incomplete_vertebra_keeps_its_points_and_is_not_measured():
     assert back.vertebrae["L3"] == annotation.vertebrae["L3"]
     assert len(back.vertebrae["L3"]) == 3
     assert back.treated_levels == ("L1",)
-    sr = hd.sr.ComprehensiveSR.from_dataset(ds)
-    groups = hd.sr.MeasurementReport.from_sequence(sr.content).get_image_measurement_groups()
-    l3 = [g for g in groups if g.tracking_identifier == "L3"][0]
-    names = {m.name.meaning for m in l3.get_measurements()}
+    names = set(_raw_groups(ds)["L3"])
     assert not any(n.endswith("height") for n in names)
+    assert "Superior anterior landmark, column" in names
 
 
 def test_tracking_uid_is_stable_for_a_level_within_a_study(series):
@@ -281,8 +305,13 @@ def test_tracking_uid_is_stable_for_a_level_within_a_study(series):
     for timepoint in ("pre", "post"):
         annotation = load_annotation(series[timepoint])
         sr = build_sr(annotation, series[timepoint].parent / f"{timepoint}.dcm")
-        groups = hd.sr.MeasurementReport.from_sequence(sr.content).get_image_measurement_groups()
-        uids.append({g.tracking_identifier: str(g.tracking_uid) for g in groups[1:]})
+        groups = _raw_groups(sr)
+        uids.append(
+            {
+                level: groups[level]["Tracking Unique Identifier"][0].UID
+                for level in annotation.vertebrae
+            }
+        )
     assert uids[0] == uids[1]
     assert len(set(uids[0].values())) == len(uids[0])
 
