@@ -71,13 +71,17 @@ def _heights_mm(points, row_mm: float, col_mm: float) -> dict[str, float]:
             "right", (0.5, 0.5), ("T12:biconcave:21", "L1:wedge:30"), id="adjacent-fractures"
         ),
         pytest.param(
-            "left", (0.5, 0.52), ("T11:wedge:45", "T12:crush:25", "L1:biconcave:41"),
+            "left",
+            (0.5, 0.52),
+            ("T11:wedge:45", "T12:crush:25", "L1:biconcave:41"),
             id="three-in-a-row",
         ),
         pytest.param("right", (0.5, 0.5), ("T10:wedge:28",), id="top-level-one-neighbour"),
     ],
 )
-def test_measuring_the_true_landmarks_gives_the_requested_loss(tmp_path, facing, spacing, fractures):
+def test_measuring_the_true_landmarks_gives_the_requested_loss(
+    tmp_path, facing, spacing, fractures
+):
     spec = small_spec(
         facing=facing, row_spacing_mm=spacing[0], col_spacing_mm=spacing[1], fractures=fractures
     )
@@ -96,15 +100,18 @@ def test_measuring_the_true_landmarks_gives_the_requested_loss(tmp_path, facing,
         assert rec[f"{NAMED[f.kind.value]}_loss_pct"] == pytest.approx(f.loss_pct, abs=0.1)
         assert rec["max_loss_pct"] == pytest.approx(f.loss_pct, abs=0.1)
         assert rec["deformity_type"] == f.kind.value
-        expected_grade = 0 if f.loss_pct < 20 else 1 if f.loss_pct < 25 else 2 if f.loss_pct <= 40 else 3
+        expected_grade = (
+            0 if f.loss_pct < 20 else 1 if f.loss_pct < 25 else 2 if f.loss_pct <= 40 else 3
+        )
         assert rec["grade"] == expected_grade
 
 
 @pytest.mark.parametrize("facing", ["left", "right"])
 def test_heights_from_landmarks_and_spacing_match_the_truth(facing):
     film = render_film(
-        small_spec(facing=facing, row_spacing_mm=0.48, col_spacing_mm=0.53,
-                   fractures=("L1:wedge:30",))
+        small_spec(
+            facing=facing, row_spacing_mm=0.48, col_spacing_mm=0.53, fractures=("L1:wedge:30",)
+        )
     )
     for level, points in film.landmarks.items():
         h = _heights_mm(points, film.row_spacing_mm, film.col_spacing_mm)
@@ -121,8 +128,10 @@ def test_measure_with_the_header_calibration_in_memory():
     film = render_film(small_spec(fractures=("L3:crush:30",)))
     ann = film_annotation(film, file=None, sop_instance_uid=None)
     cal = Calibration(
-        row_spacing_mm=film.row_spacing_mm, col_spacing_mm=film.col_spacing_mm,
-        source="test", label="mm ERMF",
+        row_spacing_mm=film.row_spacing_mm,
+        col_spacing_mm=film.col_spacing_mm,
+        source="test",
+        label="mm ERMF",
     )
     rec = measure(ann, cal).record("L3")
     assert rec["posterior_loss_pct"] == pytest.approx(30.0, abs=1e-6)
@@ -150,7 +159,9 @@ def test_unprojected_spacing_measures_magnified_heights(tmp_path):
     m = measure_file(written.annotation_path)
     assert m.spacing_label == "mm Proj"
     t = written.film.truth["L2"]
-    assert m.record("L2")["posterior_height"] == pytest.approx(1.15 * t.posterior_height_mm, rel=1e-9)
+    assert m.record("L2")["posterior_height"] == pytest.approx(
+        1.15 * t.posterior_height_mm, rel=1e-9
+    )
 
 
 def test_biconcave_middle_points_sit_on_the_depressed_endplates():
@@ -186,7 +197,9 @@ def _profile_peak(img: np.ndarray, point: np.ndarray, direction: np.ndarray) -> 
     t = np.linspace(-5, 5, 201, dtype=np.float32)
     xy = point[None, :] + t[:, None] * direction[None, :]
     prof = cv2.remap(
-        img, xy[:, 0].reshape(1, -1).astype(np.float32), xy[:, 1].reshape(1, -1).astype(np.float32),
+        img,
+        xy[:, 0].reshape(1, -1).astype(np.float32),
+        xy[:, 1].reshape(1, -1).astype(np.float32),
         cv2.INTER_LINEAR,
     ).ravel()
     return float(t[np.argmax(np.gradient(prof))])
@@ -195,8 +208,15 @@ def _profile_peak(img: np.ndarray, point: np.ndarray, direction: np.ndarray) -> 
 @pytest.mark.parametrize("facing", ["right", "left"])
 def test_landmarks_lie_on_the_drawn_endplates(facing):
     film = render_film(
-        FilmSpec(rows=1000, columns=750, row_spacing_mm=0.34, col_spacing_mm=0.34, dose=400,
-                 facing=facing, fractures=("L1:wedge:30", "L3:biconcave:30"))
+        FilmSpec(
+            rows=1000,
+            columns=750,
+            row_spacing_mm=0.34,
+            col_spacing_mm=0.34,
+            dose=400,
+            facing=facing,
+            fractures=("L1:wedge:30", "L3:biconcave:30"),
+        )
     )
     img = film.pixels.astype(np.float32)
     offsets = []
@@ -243,8 +263,12 @@ def test_cement_is_the_densest_thing_in_the_treated_body():
     [
         pytest.param({}, "1.2.840.10008.5.1.4.1.1.1.1", "mm ERMF", id="dx-ermf"),
         pytest.param({"spacing_tags": "pixel"}, "1.2.840.10008.5.1.4.1.1.1", "mm", id="cr-pixel"),
-        pytest.param({"spacing_tags": "pixel+geometry"}, "1.2.840.10008.5.1.4.1.1.1.1",
-                     "mm ERMF", id="pixel-geometry"),
+        pytest.param(
+            {"spacing_tags": "pixel+geometry"},
+            "1.2.840.10008.5.1.4.1.1.1.1",
+            "mm ERMF",
+            id="pixel-geometry",
+        ),
         pytest.param({"spacing_tags": "none"}, "1.2.840.10008.5.1.4.1.1.1", "px", id="none"),
         pytest.param({"modality": "CR"}, "1.2.840.10008.5.1.4.1.1.1", "mm ERMF", id="cr-ermf"),
     ],
@@ -317,13 +341,15 @@ def test_header_identity_uids_and_windows(tmp_path):
     "changes, message",
     [
         pytest.param({"fractures": ("L5:wedge:30",)}, "not among the levels", id="fracture-level"),
-        pytest.param({"fractures": ("L1:wedge:30", "L1:crush:20")}, "more than one",
-                     id="two-fractures"),
+        pytest.param(
+            {"fractures": ("L1:wedge:30", "L1:crush:20")}, "more than one", id="two-fractures"
+        ),
         pytest.param({"bits_stored": 8}, "bits_stored", id="bits"),
         pytest.param({"levels": ("T10", "T12")}, "consecutive", id="gap"),
         pytest.param({"ermf": 0.9}, "ermf", id="ermf"),
-        pytest.param({"modality": "DX", "spacing_tags": "pixel"}, "ImagerPixelSpacing",
-                     id="dx-needs-imager"),
+        pytest.param(
+            {"modality": "DX", "spacing_tags": "pixel"}, "ImagerPixelSpacing", id="dx-needs-imager"
+        ),
         pytest.param({"cement_levels": ("S1",)}, "cement_levels", id="cement-level"),
     ],
 )
@@ -417,12 +443,34 @@ def test_sample_truth_as_documented():
 
 
 def test_phantom_command_writes_films_and_sidecars(tmp_path, capsys):
-    code = main([
-        "phantom", str(tmp_path), "--size", "600x450", "--spacing", "0.5", "--count", "2",
-        "--seed", "7", "--fracture", "L2:crush:30", "--cement", "L2", "--facing", "left",
-        "--photometric", "MONOCHROME1", "--bits", "10", "--compression", "rle",
-        "--format", "json",
-    ])
+    code = main(
+        [
+            "phantom",
+            str(tmp_path),
+            "--size",
+            "600x450",
+            "--spacing",
+            "0.5",
+            "--count",
+            "2",
+            "--seed",
+            "7",
+            "--fracture",
+            "L2:crush:30",
+            "--cement",
+            "L2",
+            "--facing",
+            "left",
+            "--photometric",
+            "MONOCHROME1",
+            "--bits",
+            "10",
+            "--compression",
+            "rle",
+            "--format",
+            "json",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert [Path(f["file"]).name for f in out["films"]] == ["phantom_0007.dcm", "phantom_0008.dcm"]
@@ -434,8 +482,21 @@ def test_phantom_command_writes_films_and_sidecars(tmp_path, capsys):
 
 
 def test_phantom_command_series_anisotropic_spacing(tmp_path, capsys):
-    code = main(["phantom", str(tmp_path), "--series", "--size", "600x450",
-                 "--spacing", "0.5x0.55", "--compression", "none", "--format", "csv"])
+    code = main(
+        [
+            "phantom",
+            str(tmp_path),
+            "--series",
+            "--size",
+            "600x450",
+            "--spacing",
+            "0.5x0.55",
+            "--compression",
+            "none",
+            "--format",
+            "csv",
+        ]
+    )
     assert code == 0
     assert "pre.dcm" in capsys.readouterr().out
     for tp in ("pre", "post", "followup"):
@@ -455,8 +516,11 @@ def test_phantom_command_series_anisotropic_spacing(tmp_path, capsys):
 )
 def test_phantom_command_rejects_bad_usage(tmp_path, argv, capsys):
     try:
-        code = main(["phantom", str(tmp_path), "--size", "600x450", "--spacing", "0.5", *argv]
-                    if "--size" not in argv else ["phantom", str(tmp_path), *argv])
+        code = main(
+            ["phantom", str(tmp_path), "--size", "600x450", "--spacing", "0.5", *argv]
+            if "--size" not in argv
+            else ["phantom", str(tmp_path), *argv]
+        )
     except SystemExit as exc:  # argparse usage errors
         code = exc.code
     assert code == 2

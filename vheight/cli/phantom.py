@@ -85,45 +85,102 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("outdir", metavar="OUTDIR", help="folder to write into (created)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="patient seed (default 2026 for --series, else 0)")
-    parser.add_argument("--count", type=int, default=1,
-                        help="number of films, with consecutive seeds (not with --series)")
-    parser.add_argument("--series", action="store_true",
-                        help="pre / post-kyphoplasty / follow-up series of one patient "
-                        "(L1 wedge 30 %% treated, T12 biconcave 21 %% untreated)")
-    parser.add_argument("--spacing", type=_spacing, default=None, metavar="MM",
-                        help="pixel spacing in the patient plane, MM or ROWxCOL (default 0.17; "
-                        "with --series the detector pitch, default 0.19)")
-    parser.add_argument("--ermf", type=float, default=None,
-                        help="estimated radiographic magnification factor (default 1.12)")
-    parser.add_argument("--spacing-tags", default="imager+ermf",
-                        choices=("imager+ermf", "imager", "pixel", "pixel+geometry", "none"),
-                        help="which spacing attributes the header carries (default imager+ermf; "
-                        "'pixel' writes PixelSpacing only, as a CR film)")
-    parser.add_argument("--photometric", default="MONOCHROME2",
-                        choices=("MONOCHROME1", "MONOCHROME2"))
-    parser.add_argument("--bits", type=int, default=12, choices=(10, 12, 14, 16),
-                        help="BitsStored (16 allocated)")
-    parser.add_argument("--size", type=_size, default=None, metavar="ROWSxCOLS",
-                        help="image size in pixels (default 2000x1500)")
-    parser.add_argument("--facing", default="right", choices=("left", "right"),
-                        help="side of the image the patient faces (anterior)")
-    parser.add_argument("--levels", type=_levels, default=None, metavar="T10-L4",
-                        help="annotated levels, consecutive (default T10-L4)")
-    parser.add_argument("--fracture", type=_fracture, action="append", default=[],
-                        metavar="LEVEL:KIND:LOSS",
-                        help="a deformity, e.g. L1:wedge:30 (kinds wedge, biconcave, crush; "
-                        "loss in %% of the adjacent reference); repeatable")
-    parser.add_argument("--cement", action="append", default=[], metavar="LEVEL",
-                        help="draw PMMA cement in LEVEL (repeatable)")
-    parser.add_argument("--dose", type=float, default=1.0,
-                        help="relative detector dose; noise scales as 1/sqrt(dose)")
-    parser.add_argument("--modality", choices=("DX", "CR"), default=None,
-                        help="SOP class (default DX, or CR without ImagerPixelSpacing)")
-    parser.add_argument("--compression", default=None,
-                        choices=("none", "rle", "j2k", "jpegls"),
-                        help="lossless transfer syntax (default none; j2k for --series)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="patient seed (default 2026 for --series, else 0)"
+    )
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=1,
+        help="number of films, with consecutive seeds (not with --series)",
+    )
+    parser.add_argument(
+        "--series",
+        action="store_true",
+        help="pre / post-kyphoplasty / follow-up series of one patient "
+        "(L1 wedge 30 %% treated, T12 biconcave 21 %% untreated)",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=_spacing,
+        default=None,
+        metavar="MM",
+        help="pixel spacing in the patient plane, MM or ROWxCOL (default 0.17; "
+        "with --series the detector pitch, default 0.19)",
+    )
+    parser.add_argument(
+        "--ermf",
+        type=float,
+        default=None,
+        help="estimated radiographic magnification factor (default 1.12)",
+    )
+    parser.add_argument(
+        "--spacing-tags",
+        default="imager+ermf",
+        choices=("imager+ermf", "imager", "pixel", "pixel+geometry", "none"),
+        help="which spacing attributes the header carries (default imager+ermf; "
+        "'pixel' writes PixelSpacing only, as a CR film)",
+    )
+    parser.add_argument(
+        "--photometric", default="MONOCHROME2", choices=("MONOCHROME1", "MONOCHROME2")
+    )
+    parser.add_argument(
+        "--bits", type=int, default=12, choices=(10, 12, 14, 16), help="BitsStored (16 allocated)"
+    )
+    parser.add_argument(
+        "--size",
+        type=_size,
+        default=None,
+        metavar="ROWSxCOLS",
+        help="image size in pixels (default 2000x1500)",
+    )
+    parser.add_argument(
+        "--facing",
+        default="right",
+        choices=("left", "right"),
+        help="side of the image the patient faces (anterior)",
+    )
+    parser.add_argument(
+        "--levels",
+        type=_levels,
+        default=None,
+        metavar="T10-L4",
+        help="annotated levels, consecutive (default T10-L4)",
+    )
+    parser.add_argument(
+        "--fracture",
+        type=_fracture,
+        action="append",
+        default=[],
+        metavar="LEVEL:KIND:LOSS",
+        help="a deformity, e.g. L1:wedge:30 (kinds wedge, biconcave, crush; "
+        "loss in %% of the adjacent reference); repeatable",
+    )
+    parser.add_argument(
+        "--cement",
+        action="append",
+        default=[],
+        metavar="LEVEL",
+        help="draw PMMA cement in LEVEL (repeatable)",
+    )
+    parser.add_argument(
+        "--dose",
+        type=float,
+        default=1.0,
+        help="relative detector dose; noise scales as 1/sqrt(dose)",
+    )
+    parser.add_argument(
+        "--modality",
+        choices=("DX", "CR"),
+        default=None,
+        help="SOP class (default DX, or CR without ImagerPixelSpacing)",
+    )
+    parser.add_argument(
+        "--compression",
+        default=None,
+        choices=("none", "rle", "j2k", "jpegls"),
+        help="lossless transfer syntax (default none; j2k for --series)",
+    )
     add_format_argument(parser)
     parser.set_defaults(handler=run)
 
@@ -162,8 +219,7 @@ def run(args: argparse.Namespace) -> int:
             written = list(generate_series(outdir, seed=seed, **kwargs))
         else:
             if args.count < 1:
-                print("vheight phantom: error: --count must be at least 1",
-                      file=sys.stderr)
+                print("vheight phantom: error: --count must be at least 1", file=sys.stderr)
                 return 2
             if args.ermf is not None:
                 common["ermf"] = args.ermf

@@ -301,12 +301,12 @@ class Vertebra:
         """Closed outline of the body (outer cortex), (n, 2), mm."""
         d, ha, hp = self.depth_mm, self.anterior_height_mm, self.posterior_height_mm
         s = np.linspace(0.0, 1.0, 24)[1:-1]
-        waist_a = 1.4 if self.fracture is None or self.fracture.kind is not FractureKind.WEDGE else -0.6
+        waist_a = (
+            1.4 if self.fracture is None or self.fracture.kind is not FractureKind.WEDGE else -0.6
+        )
         anterior = np.column_stack([d / 2 - waist_a * 4 * s * (1 - s), -ha + ha * s])
         posterior = np.column_stack([-d / 2 + 0.7 * 4 * s * (1 - s), -hp * s])
-        return np.vstack(
-            [self.superior_endplate(), anterior, self.inferior_endplate(), posterior]
-        )
+        return np.vstack([self.superior_endplate(), anterior, self.inferior_endplate(), posterior])
 
     def posterior_elements_local(self) -> dict[str, np.ndarray]:
         """Pedicle, articular pillar with lamina, spinous process: outlines, mm."""
@@ -449,7 +449,9 @@ def build_spine(spec: FilmSpec, patient: Patient | None = None) -> Spine:
         total = (ha + hp) / 2 - hm
         c_sup, c_inf = _split_concavity(lv, total, fracture, patient)
         i = LEVELS.index(lv)
-        disc_above = DISC_BELOW_MM[LEVELS[i - 1]] if i > 0 and LEVELS[i - 1] in DISC_BELOW_MM else (4.0, 3.5)
+        disc_above = (
+            DISC_BELOW_MM[LEVELS[i - 1]] if i > 0 and LEVELS[i - 1] in DISC_BELOW_MM else (4.0, 3.5)
+        )
         disc_below = DISC_BELOW_MM[lv]
         lumbar = {"T11": 0.15, "T12": 0.45, "L1": 0.8}.get(lv, 1.0 if lv.startswith("L") else 0.0)
         shapes.append(

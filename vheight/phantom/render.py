@@ -34,7 +34,6 @@ from vheight.phantom.anatomy import (
 )
 from vheight.phantom.spec import (
     LEVELS,
-    TIMEPOINTS,
     Facing,
     FilmSpec,
     Photometric,
@@ -194,8 +193,9 @@ def _fill(shape: tuple[int, int], polys: list[np.ndarray]) -> np.ndarray:
 class _Placement:
     """Patient frame (mm, facing right) -> image pixels (facing right)."""
 
-    def __init__(self, spec: FilmSpec, spine: Spine, rng: np.random.Generator,
-                 row_mm: float, col_mm: float) -> None:
+    def __init__(
+        self, spec: FilmSpec, spine: Spine, rng: np.random.Generator, row_mm: float, col_mm: float
+    ) -> None:
         self.row_mm, self.col_mm = row_mm, col_mm
         width_mm = spec.columns * col_mm
         height_mm = spec.rows * row_mm
@@ -211,11 +211,8 @@ class _Placement:
         theta = math.radians(spec.rotation_deg + 0.8 * jitter[2])
         c, s = math.cos(theta), math.sin(theta)
         rot = np.array([[c, -s], [s, c]])
-        image_centre = np.array([width_mm / 2, height_mm / 2])
-        # x_mm = rot @ (P - mid) + centre, then rotated about the image centre
-        # already included: rotation about the spine's centre, then shift.
+        # rotation about the spine's centre, then the placement and the shift
         t = centre + np.array(spec.shift_mm) - rot @ np.array([xmid, ymid])
-        del image_centre
         to_mm = np.hstack([rot, t[:, None]])
         scale = np.array([[1 / col_mm, 0, -0.5], [0, 1 / row_mm, -0.5]])
         # pixel centre convention: the pixel (0, 0) covers [0, spacing) mm
@@ -262,7 +259,7 @@ def _soft_tissue(
     rows, cols = spec.rows, spec.columns
     # patient coordinates of every pixel, computed on a 1/2 grid (smooth fields)
     f = 2
-    gy, gx = np.mgrid[0 : rows : f, 0 : cols : f].astype(np.float32)
+    gy, gx = np.mgrid[0:rows:f, 0:cols:f].astype(np.float32)
     m = place.px_to_patient
     X = m[0, 0] * gx + m[0, 1] * gy + m[0, 2]
     Y = m[1, 0] * gx + m[1, 1] * gy + m[1, 2]
@@ -272,8 +269,11 @@ def _soft_tissue(
     x_post = _interp_linear(Y, ys, post)
     x_ant = _interp_linear(Y, ys, ant)
     # back skin: thicker over the lumbar muscles, following the lordosis
-    y_l1 = float(spine.by_level("L1").origin_mm[1]) if any(
-        v.level == "L1" for v in spine.vertebrae) else 0.0
+    y_l1 = (
+        float(spine.by_level("L1").origin_mm[1])
+        if any(v.level == "L1" for v in spine.vertebrae)
+        else 0.0
+    )
     back = patient.back_mm + 10.0 * np.tanh((Y - y_l1) / 80.0)
     x_skin = x_post - back
     depth = patient.trunk_depth_mm
@@ -290,7 +290,9 @@ def _soft_tissue(
 
     # lungs above two hemidiaphragms (domes, lower posteriorly)
     t11 = spine.by_level("T11") if any(v.level == "T11" for v in spine.vertebrae) else None
-    y_dome = (t11.origin_mm[1] if t11 else float(ys[0]) - 40.0) - 25.0 + 35.0 * patient.diaphragm_level
+    y_dome = (
+        (t11.origin_mm[1] if t11 else float(ys[0]) - 40.0) - 25.0 + 35.0 * patient.diaphragm_level
+    )
     x_dome = x_ant + 40.0
     air = np.zeros_like(X)
     for offset, k in ((0.0, 1.0), (13.0, 0.85)):
@@ -319,13 +321,16 @@ def _soft_tissue(
             ra, rb = rng.uniform(5, 16), rng.uniform(4, 11)
             ang = rng.uniform(0, math.pi)
             reach = 1.15 * max(ra, rb)
-            sel = np.nonzero((np.abs(X[:, ::8] - bx) < reach).any(axis=1)
-                             & (np.abs(Y[:, ::8] - by) < reach).any(axis=1))[0]
+            sel = np.nonzero(
+                (np.abs(X[:, ::8] - bx) < reach).any(axis=1)
+                & (np.abs(Y[:, ::8] - by) < reach).any(axis=1)
+            )[0]
             if sel.size == 0:
                 continue
             r0, r1 = int(sel[0]), int(sel[-1]) + 1
-            cols_sel = np.nonzero(((np.abs(X[r0:r1] - bx) < reach)
-                                   & (np.abs(Y[r0:r1] - by) < reach)).any(axis=0))[0]
+            cols_sel = np.nonzero(
+                ((np.abs(X[r0:r1] - bx) < reach) & (np.abs(Y[r0:r1] - by) < reach)).any(axis=0)
+            )[0]
             if cols_sel.size == 0:
                 continue
             c0, c1 = int(cols_sel[0]), int(cols_sel[-1]) + 1
@@ -344,8 +349,9 @@ def _soft_tissue(
     return a, body
 
 
-def _ribs(spec: FilmSpec, spine: Spine, place: _Placement, rng: np.random.Generator,
-          a: np.ndarray) -> None:
+def _ribs(
+    spec: FilmSpec, spine: Spine, place: _Placement, rng: np.random.Generator, a: np.ndarray
+) -> None:
     """Faint curved rib bands (both sides, slightly offset) for thoracic levels."""
     mm = (place.row_mm + place.col_mm) / 2
     mask_all = np.zeros(a.shape, np.float32)
@@ -358,20 +364,27 @@ def _ribs(spec: FilmSpec, spine: Spine, place: _Placement, rng: np.random.Genera
         joint = v.to_patient(np.array([-v.depth_mm / 2 - 3.0, -v.posterior_height_mm - 1.0]))[0]
         x_skin = joint[0] - patient.back_mm + 5.0
         length = {11: 0.45, 12: 0.32}.get(n, 0.62)
-        for side, (dy, grow) in enumerate(((0.0, 1.0), (7.0 + rng.uniform(-2, 2), 1.05))):
+        for dy, grow in ((0.0, 1.0), (7.0 + rng.uniform(-2, 2), 1.05)):
             p0 = joint + np.array([0.0, dy])
             p1 = np.array([x_skin + 5.0, joint[1] - 8.0 + dy])
             p2 = np.array([x_skin + 12.0, joint[1] + 70.0 * grow + dy])
             p3 = np.array([joint[0] + 150.0 * grow, joint[1] + 160.0 * grow + dy])
             t = np.linspace(0, length, 60)[:, None]
-            curve = ((1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1
-                     + 3 * (1 - t) * t**2 * p2 + t**3 * p3)
+            curve = (
+                (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3
+            )
             pts = place.px(curve)
             width_px = max(2, int(round((8.5 + 0.3 * n) / mm)))
             canvas = np.zeros(a.shape, np.uint8)
-            cv2.polylines(canvas, [np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)],
-                          False, 1, thickness=width_px, lineType=cv2.LINE_8, shift=2)
-            del side
+            cv2.polylines(
+                canvas,
+                [np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)],
+                False,
+                1,
+                thickness=width_px,
+                lineType=cv2.LINE_8,
+                shift=2,
+            )
             mask_all += canvas
     if not mask_all.any():
         return
@@ -409,8 +422,13 @@ def _texture_patch(
 
 
 def _vertebra(
-    v: Vertebra, spec: FilmSpec, place: _Placement, patient: Patient, a: np.ndarray,
-    cement: bool, cement_rng_seed: int,
+    v: Vertebra,
+    spec: FilmSpec,
+    place: _Placement,
+    patient: Patient,
+    a: np.ndarray,
+    cement: bool,
+    cement_rng_seed: int,
 ) -> None:
     """Draw one vertebra (body, posterior elements, cement) into ``a``."""
     rows, cols = a.shape
@@ -437,13 +455,12 @@ def _vertebra(
     # lateral path length: rounded near the edges of the body
     s = np.clip(d_body / 6.0, 0, 1)
     path = np.sqrt(1 - (1 - s) ** 2)
-    tex, res, (u0, v0) = _texture_patch(
-        patient.texture_seed, v.level, max(0.15, round(ssmm, 2))
-    )
+    tex, res, (u0, v0) = _texture_patch(patient.texture_seed, v.level, max(0.15, round(ssmm, 2)))
     tex_to_local = np.array([[res, 0, u0], [0, res, v0]])
     m_tex = _affine_compose(local_to_ss, tex_to_local)
-    tex_ss = cv2.warpAffine(tex, m_tex, (w, h), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REFLECT)
+    tex_ss = cv2.warpAffine(
+        tex, m_tex, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     width_factor = v.width_mm / 45.0
     trab = 0.33 * width_factor * path * (1 + tex_ss)
     rim = 0.13 * np.exp(-0.5 * ((d_body - 0.5) / 0.4) ** 2)
@@ -456,8 +473,15 @@ def _vertebra(
         c = curve.copy()
         c[:, 1] += inward * 0.45
         pts = _apply(local_to_ss, c)
-        cv2.polylines(plates, [np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)],
-                      False, 1, thickness=thick, lineType=cv2.LINE_8, shift=2)
+        cv2.polylines(
+            plates,
+            [np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)],
+            False,
+            1,
+            thickness=thick,
+            lineType=cv2.LINE_8,
+            shift=2,
+        )
     dens += 0.30 * width_factor * plates * body
 
     if v.fracture is not None:
@@ -466,8 +490,15 @@ def _vertebra(
         c = v.superior_endplate()
         c[:, 1] += 2.8
         pts = _apply(local_to_ss, c)
-        cv2.polylines(band, [np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)], False, 1,
-                      thickness=max(1, int(round(3.5 / ssmm))), lineType=cv2.LINE_8, shift=2)
+        cv2.polylines(
+            band,
+            [np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)],
+            False,
+            1,
+            thickness=max(1, int(round(3.5 / ssmm))),
+            lineType=cv2.LINE_8,
+            shift=2,
+        )
         strength = 0.12 + 0.004 * v.fracture.loss_pct
         dens += strength * cv2.GaussianBlur(band.astype(np.float32), (0, 0), 1.0 / ssmm) * body
 
@@ -485,8 +516,16 @@ def _vertebra(
     c_ss = _apply(local_to_ss, uu)[0]
     tp = np.zeros((h, w), np.float32)
     ang = math.degrees(math.radians(v.angle_deg))
-    cv2.ellipse(tp, (int(round(c_ss[0])), int(round(c_ss[1]))),
-                (max(1, int(ru / ssmm)), max(1, int(rv / ssmm))), ang, 0, 360, 1.0, -1)
+    cv2.ellipse(
+        tp,
+        (int(round(c_ss[0])), int(round(c_ss[1]))),
+        (max(1, int(ru / ssmm)), max(1, int(rv / ssmm))),
+        ang,
+        0,
+        360,
+        1.0,
+        -1,
+    )
     pe += 0.10 * cv2.GaussianBlur(tp, (0, 0), 0.6 / ssmm)
     dens += pe * (1 - 0.5 * body)
 
@@ -497,8 +536,15 @@ def _vertebra(
     a[y0:y1, x0:x1] += small
 
 
-def _cement(v: Vertebra, local_to_ss: np.ndarray, shape: tuple[int, int], d_body: np.ndarray,
-            body: np.ndarray, tex_ss: np.ndarray, seed: int) -> np.ndarray:
+def _cement(
+    v: Vertebra,
+    local_to_ss: np.ndarray,
+    shape: tuple[int, int],
+    d_body: np.ndarray,
+    body: np.ndarray,
+    tex_ss: np.ndarray,
+    seed: int,
+) -> np.ndarray:
     """PMMA cloud: blobby, mostly in the anterior two thirds, inside the body."""
     rng = np.random.default_rng([seed, LEVELS.index(v.level)])
     h, w = shape
@@ -511,11 +557,20 @@ def _cement(v: Vertebra, local_to_ss: np.ndarray, shape: tuple[int, int], d_body
     xi = u / d2  # -1 posterior .. 1 anterior
     eta = (vv + hm / 2) / hm  # -0.5 top .. 0.5 bottom
     field = np.zeros_like(u)
-    blobs = [(rng.uniform(0.05, 0.2), rng.uniform(-0.1, 0.05), 0.5, 0.36, 1.0),
-             (rng.uniform(-0.05, 0.25), rng.uniform(-0.05, 0.12), 0.42, 0.32, 0.9)]
+    blobs = [
+        (rng.uniform(0.05, 0.2), rng.uniform(-0.1, 0.05), 0.5, 0.36, 1.0),
+        (rng.uniform(-0.05, 0.25), rng.uniform(-0.05, 0.12), 0.42, 0.32, 0.9),
+    ]
     for _ in range(int(rng.integers(6, 11))):
-        blobs.append((rng.uniform(-0.45, 0.7), rng.uniform(-0.35, 0.35),
-                      rng.uniform(0.06, 0.16), rng.uniform(0.05, 0.12), rng.uniform(0.4, 0.9)))
+        blobs.append(
+            (
+                rng.uniform(-0.45, 0.7),
+                rng.uniform(-0.35, 0.35),
+                rng.uniform(0.06, 0.16),
+                rng.uniform(0.05, 0.12),
+                rng.uniform(0.4, 0.9),
+            )
+        )
     for cx, cy, sx, sy, wt in blobs:
         field += wt * np.exp(-0.5 * (((xi - cx) / sx) ** 2 + ((eta - cy) / sy) ** 2))
     field *= 1 + 0.6 * tex_ss
@@ -529,8 +584,14 @@ def _cement(v: Vertebra, local_to_ss: np.ndarray, shape: tuple[int, int], d_body
 # --------------------------------------------------------------------------- exposure
 
 
-def _expose(a: np.ndarray, body: np.ndarray, spec: FilmSpec, rng: np.random.Generator,
-            mm: float, spine_roi: tuple[slice, slice]) -> tuple[np.ndarray, float]:
+def _expose(
+    a: np.ndarray,
+    body: np.ndarray,
+    spec: FilmSpec,
+    rng: np.random.Generator,
+    mm: float,
+    spine_roi: tuple[slice, slice],
+) -> tuple[np.ndarray, float]:
     rows, cols = a.shape
     heel = (1.0 + 0.10 * (np.arange(rows, dtype=np.float32) / rows - 0.5))[:, None]
     primary = np.exp(-a) * heel
@@ -544,15 +605,17 @@ def _expose(a: np.ndarray, body: np.ndarray, spec: FilmSpec, rng: np.random.Gene
     n0 = quanta / max(ref, 1e-12)
     counts = signal * n0
     noise = rng.standard_normal(counts.shape, dtype=np.float32)
-    counts = counts + np.sqrt(counts) * noise + 2.0 * rng.standard_normal(
-        counts.shape, dtype=np.float32)
+    counts = (
+        counts + np.sqrt(counts) * noise + 2.0 * rng.standard_normal(counts.shape, dtype=np.float32)
+    )
     counts = cv2.GaussianBlur(counts, (0, 0), max(0.35, spec.blur_mm / mm))
     log = np.log(n0 * 1.2) - np.log(np.maximum(counts, 1.0))
     return log.astype(np.float32), n0
 
 
-def _process(log: np.ndarray, body: np.ndarray, spec: FilmSpec, rng: np.random.Generator,
-             mm: float) -> np.ndarray:
+def _process(
+    log: np.ndarray, body: np.ndarray, spec: FilmSpec, rng: np.random.Generator, mm: float
+) -> np.ndarray:
     """Frequency processing and the characteristic curve -> [0, 1] (bright = dense)."""
     low = _lowpass(log, 25.0 / mm)
     mid = _lowpass(log, 2.0 / mm)
@@ -602,7 +665,9 @@ def render_film(spec: FilmSpec) -> PhantomFilm:
                 f"= {span[0]:.0f} x {span[1]:.0f} mm): use a larger size or spacing, or fewer "
                 "levels"
             )
-        landmarks[v.level] = {n: (float(p[0]), float(p[1])) for n, p in zip(POINT_NAMES, pts, strict=True)}
+        landmarks[v.level] = {
+            n: (float(p[0]), float(p[1])) for n, p in zip(POINT_NAMES, pts, strict=True)
+        }
 
     a, body = _soft_tissue(spec, spine, place, rng)
     _ribs(spec, spine, place, rng, a)
@@ -652,7 +717,9 @@ def _truth(spine: Spine, spec: FilmSpec) -> dict[str, LevelTruth]:
     for lv, v in ann.items():
         heights = (v.anterior_height_mm, v.middle_height_mm, v.posterior_height_mm)
         i = LEVELS.index(lv)
-        neighbours = [ann[LEVELS[j]] for j in (i - 1, i + 1) if 0 <= j < len(LEVELS) and LEVELS[j] in ann]
+        neighbours = [
+            ann[LEVELS[j]] for j in (i - 1, i + 1) if 0 <= j < len(LEVELS) and LEVELS[j] in ann
+        ]
         losses: list[float | None] = []
         for k, attr in enumerate(("anterior_height_mm", "middle_height_mm", "posterior_height_mm")):
             if not neighbours:
@@ -673,6 +740,3 @@ def _truth(spine: Spine, spec: FilmSpec) -> dict[str, LevelTruth]:
             posterior_loss_pct=losses[2],
         )
     return out
-
-
-del TIMEPOINTS

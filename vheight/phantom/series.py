@@ -83,7 +83,9 @@ def series_specs(
         if plan.other_level:
             fractures.insert(
                 0,
-                Fracture(level=plan.other_level, kind=plan.other_kind, loss_pct=plan.other_loss_pct),
+                Fracture(
+                    level=plan.other_level, kind=plan.other_kind, loss_pct=plan.other_loss_pct
+                ),
             )
         ermf = plan.ermf[i]
         base: dict[str, Any] = dict(
@@ -106,9 +108,7 @@ def series_specs(
             # named height from the first film (its measured loss may still
             # move a little, as the treated neighbour's height changes)
             pinned = tuple(
-                dataclasses.replace(f, height_mm=other_height)
-                if f.level == plan.other_level
-                else f
+                dataclasses.replace(f, height_mm=other_height) if f.level == plan.other_level else f
                 for f in spec.fractures
             )
             spec = spec.replace(fractures=pinned)

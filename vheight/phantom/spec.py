@@ -41,14 +41,14 @@ TIMEPOINTS: tuple[str, ...] = ("pre", "post", "followup")
 DRAWABLE_LEVELS: tuple[str, ...] = LEVELS[LEVELS.index("T6") :]
 
 
-class Facing(str, enum.Enum):
+class Facing(enum.StrEnum):
     """Which side of the image the patient's front (anterior) is on."""
 
     LEFT = "left"
     RIGHT = "right"
 
 
-class FractureKind(str, enum.Enum):
+class FractureKind(enum.StrEnum):
     """Deformity type; the height it reduces most names it (measurements.md)."""
 
     WEDGE = "wedge"
@@ -56,12 +56,12 @@ class FractureKind(str, enum.Enum):
     CRUSH = "crush"
 
 
-class Photometric(str, enum.Enum):
+class Photometric(enum.StrEnum):
     MONOCHROME1 = "MONOCHROME1"  # low values white (dense bone dark in the stored values)
     MONOCHROME2 = "MONOCHROME2"  # low values black (dense bone bright)
 
 
-class SpacingTags(str, enum.Enum):
+class SpacingTags(enum.StrEnum):
     """Which pixel spacing attributes the header carries.
 
     ``imager+ermf``
@@ -87,14 +87,14 @@ class SpacingTags(str, enum.Enum):
     NONE = "none"
 
 
-class Modality(str, enum.Enum):
+class Modality(enum.StrEnum):
     """SOP class of the written film."""
 
     DX = "DX"  # Digital X-Ray Image Storage - For Presentation
     CR = "CR"  # Computed Radiography Image Storage
 
 
-class Compression(str, enum.Enum):
+class Compression(enum.StrEnum):
     """Transfer syntax of the pixel data; all are lossless."""
 
     NONE = "none"  # Explicit VR Little Endian
@@ -321,7 +321,9 @@ class FilmSpec:
             except ValueError:
                 errors.append(f"modality must be DX or CR, found {self.modality!r}")
         if int(self.rows) < 64 or int(self.columns) < 64:
-            errors.append(f"image size must be at least 64 x 64, found {self.rows} x {self.columns}")
+            errors.append(
+                f"image size must be at least 64 x 64, found {self.rows} x {self.columns}"
+            )
         for name in ("row_spacing_mm", "col_spacing_mm", "dose", "blur_mm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -364,12 +366,10 @@ class FilmSpec:
             stray = [v for v in values if v not in levels]
             if stray:
                 errors.append(f"{name} {stray} are not among the levels {list(levels)}")
-        object.__setattr__(
-            self, "shift_mm", (float(self.shift_mm[0]), float(self.shift_mm[1]))
-        )
-        if (
-            self.modality is Modality.DX
-            and self.spacing_tags in (SpacingTags.PIXEL, SpacingTags.NONE)
+        object.__setattr__(self, "shift_mm", (float(self.shift_mm[0]), float(self.shift_mm[1])))
+        if self.modality is Modality.DX and self.spacing_tags in (
+            SpacingTags.PIXEL,
+            SpacingTags.NONE,
         ):
             errors.append(
                 "a DX film must carry ImagerPixelSpacing: use modality CR with spacing_tags "

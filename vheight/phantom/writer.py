@@ -150,8 +150,9 @@ def film_dataset(film: PhantomFilm) -> Dataset:
     ds.SeriesDate = date
     ds.SeriesTime = spec.study_time
     ds.SeriesDescription = (
-        f"Lateral thoracolumbar phantom ({spec.timepoint})" if spec.timepoint else
-        "Lateral thoracolumbar phantom"
+        f"Lateral thoracolumbar phantom ({spec.timepoint})"
+        if spec.timepoint
+        else "Lateral thoracolumbar phantom"
     )
     ds.Modality = modality.value
     ds.BodyPartExamined = "SPINE"
@@ -221,7 +222,9 @@ def _ds_value(value: Any) -> Any:
     return value
 
 
-def film_annotation(film: PhantomFilm, *, file: str | None, sop_instance_uid: str | None) -> Annotation:
+def film_annotation(
+    film: PhantomFilm, *, file: str | None, sop_instance_uid: str | None
+) -> Annotation:
     """The true landmarks of ``film`` as a v1 annotation (calibration from the header)."""
     spec = film.spec
     date = _film_date(spec)
@@ -229,7 +232,8 @@ def film_annotation(film: PhantomFilm, *, file: str | None, sop_instance_uid: st
     fractures = ", ".join(f"{f.level} {f.kind.value} {f.loss_pct:g} %" for f in spec.fractures)
     notes = (
         "True landmarks of a synthetic phantom film (vheight.phantom, seed "
-        f"{spec.seed})" + (f"; fractures: {fractures}" if fractures else "")
+        f"{spec.seed})"
+        + (f"; fractures: {fractures}" if fractures else "")
         + (f"; cement in {', '.join(spec.cement_levels)}" if spec.cement_levels else "")
         + "."
     )
