@@ -403,7 +403,7 @@ def test_real_chest_film_points_without_edges_stay(name):
     # Air above the right shoulder and the homogeneous liver shadow.
     annotation = Annotation(
         image=ImageRef(rows=film.rows, columns=film.columns),
-        vertebrae={"T1": _box(1690, 70, 110, 70), "L1": _box(280, 1560, 220, 160)},
+        vertebrae={"T1": _box(1750, 95, 60, 40), "L1": _box(280, 1560, 220, 160)},
     )
     result = refine_annotation(annotation, film, None)
     assert result.calibration.unit == "px"

@@ -59,7 +59,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from vheight.annotation import LEVELS, POINT_NAMES, Annotation, level_index
 from vheight.calibration import Calibration
@@ -125,6 +124,8 @@ _TYPICAL_ENDPLATE_DEPTH_MM: dict[str, float] = {
 # Typical disc height as a fraction of the vertebral body height, used to
 # propose a level next to a single annotated one.
 _DISC_TO_BODY_RATIO = 0.3
+# A proposed endplate is never aligned closer than this to its neighbour's.
+_MIN_DISC_MM = 2.0
 
 _ENDPLATES = ("superior", "inferior")
 _SIDES = ("anterior", "posterior")
@@ -342,48 +343,73 @@ def _prepare_image(pixels: np.ndarray, row_mm: float, col_mm: float) -> _Image:
 
 @dataclass(frozen=True, slots=True)
 class _Field:
-    """Smoothed gradient (intensity per mm) over a rectangular patch."""
+    """Smoothed gradients (intensity per mm) and intensity over a rectangular patch.
+
+    ``layers`` is ``(rows, columns, 5)``: search-scale ``d/dx``, ``d/dy``,
+    fine-scale ``d/dx``, ``d/dy`` (x, y in mm), and the smoothed intensity.
+    """
 
     image: _Image
     row0: int
     col0: int
-    smooth: np.ndarray
-    gx: np.ndarray
-    gy: np.ndarray
-    fine_gx: np.ndarray
-    fine_gy: np.ndarray
+    layers: np.ndarray
     threshold: float  # accepted peak directional derivative, intensity per mm
 
-    def sample(self, pts_mm: np.ndarray, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Bilinear samples at ``pts_mm`` (..., 2); NaN outside the patch."""
+    def sample(self, pts_mm: np.ndarray) -> np.ndarray:
+        """Bilinear samples of every layer at ``pts_mm`` (..., 2) -> (..., 5); NaN outside."""
         flat = pts_mm.reshape(-1, 2)
         rows = flat[:, 1] / self.image.row_mm - self.row0
         cols = flat[:, 0] / self.image.col_mm - self.col0
-        coords = np.vstack([rows, cols])
-        out = []
-        for arr in arrays:
-            values = ndimage.map_coordinates(arr, coords, order=1, mode="constant", cval=np.nan)
-            h, w = arr.shape
-            outside = (rows < 0) | (rows > h - 1) | (cols < 0) | (cols > w - 1)
-            values[outside] = np.nan
-            out.append(values.reshape(pts_mm.shape[:-1]))
-        return out
+        h, w, _ = self.layers.shape
+        inside = (rows >= 0) & (rows <= h - 1) & (cols >= 0) & (cols <= w - 1)
+        r0 = np.clip(np.floor(rows).astype(np.intp), 0, h - 2)
+        c0 = np.clip(np.floor(cols).astype(np.intp), 0, w - 2)
+        fr = (rows - r0)[:, None]
+        fc = (cols - c0)[:, None]
+        lay = self.layers
+        values = (
+            lay[r0, c0] * ((1 - fr) * (1 - fc))
+            + lay[r0, c0 + 1] * ((1 - fr) * fc)
+            + lay[r0 + 1, c0] * (fr * (1 - fc))
+            + lay[r0 + 1, c0 + 1] * (fr * fc)
+        )
+        values[~inside] = np.nan
+        return values.reshape(*pts_mm.shape[:-1], lay.shape[2])
 
     def derivative(self, pts_mm: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivative along the unit mm-space ``direction``."""
-        gx, gy = self.sample(pts_mm, (self.gx, self.gy))
-        return gx * direction[0] + gy * direction[1]
+        v = self.sample(pts_mm)
+        return v[..., 0] * direction[0] + v[..., 1] * direction[1]
 
     def falls(self, pts_mm: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Minus the directional derivative, at the search and the fine scale."""
-        gx, gy, fx, fy = self.sample(pts_mm, (self.gx, self.gy, self.fine_gx, self.fine_gy))
+        v = self.sample(pts_mm)
         return (
-            -(gx * direction[0] + gy * direction[1]),
-            -(fx * direction[0] + fy * direction[1]),
+            -(v[..., 0] * direction[0] + v[..., 1] * direction[1]),
+            -(v[..., 2] * direction[0] + v[..., 3] * direction[1]),
         )
 
     def intensity(self, pts_mm: np.ndarray) -> np.ndarray:
-        return self.sample(pts_mm, (self.smooth,))[0]
+        return self.sample(pts_mm)[..., 4]
+
+
+def _blur_wide(patch: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
+    """Gaussian blur of a wide kernel, computed on a reduced copy (fast, smooth)."""
+    factor = int(max(1, min(sigma_x, sigma_y) // 3))
+    h, w = patch.shape
+    if factor == 1 or h < 4 * factor or w < 4 * factor:
+        return cv2.GaussianBlur(
+            patch, ksize=(0, 0), sigmaX=sigma_x, sigmaY=sigma_y, borderType=cv2.BORDER_REFLECT
+        )
+    small = cv2.resize(patch, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(
+        small,
+        ksize=(0, 0),
+        sigmaX=sigma_x / factor,
+        sigmaY=sigma_y / factor,
+        borderType=cv2.BORDER_REFLECT,
+    )
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field | None:
@@ -391,8 +417,8 @@ def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field |
     h, w = image.shape
     sig_r = SMOOTHING_MM / image.row_mm
     sig_c = SMOOTHING_MM / image.col_mm
-    pad_r = int(math.ceil((margin_mm + 2 * BACKGROUND_MM) / image.row_mm)) + 2
-    pad_c = int(math.ceil((margin_mm + 2 * BACKGROUND_MM) / image.col_mm)) + 2
+    pad_r = int(math.ceil((margin_mm + 1.5 * BACKGROUND_MM) / image.row_mm)) + 2
+    pad_c = int(math.ceil((margin_mm + 1.5 * BACKGROUND_MM) / image.col_mm)) + 2
     xs = pts_mm[:, 0] / image.col_mm
     ys = pts_mm[:, 1] / image.row_mm
     r0 = max(0, int(math.floor(np.min(ys))) - pad_r)
@@ -409,16 +435,10 @@ def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field |
     )
     # Slow intensity trends (soft-tissue thickness, exposure falloff) are not
     # edges: the gradients are taken on a band-pass (difference of Gaussians).
-    background = cv2.GaussianBlur(
-        patch,
-        ksize=(0, 0),
-        sigmaX=BACKGROUND_MM / image.col_mm,
-        sigmaY=BACKGROUND_MM / image.row_mm,
-        borderType=cv2.BORDER_REFLECT,
-    )
-    d_row, d_col = np.gradient(smooth - background)
-    gx = (d_col / image.col_mm).astype(np.float32)
-    gy = (d_row / image.row_mm).astype(np.float32)
+    background = _blur_wide(patch, BACKGROUND_MM / image.col_mm, BACKGROUND_MM / image.row_mm)
+    band = smooth - background
+    gx = _central_difference(band, axis=1) / image.col_mm
+    gy = _central_difference(band, axis=0) / image.row_mm
     fine = cv2.GaussianBlur(
         patch,
         ksize=(0, 0),
@@ -426,9 +446,9 @@ def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field |
         sigmaY=max(FINE_SMOOTHING_MM / image.row_mm, _FINE_MIN_PX),
         borderType=cv2.BORDER_REFLECT,
     )
-    f_row, f_col = np.gradient(fine - background)
-    fine_gx = (f_col / image.col_mm).astype(np.float32)
-    fine_gy = (f_row / image.row_mm).astype(np.float32)
+    fine_band = fine - background
+    fine_gx = _central_difference(fine_band, axis=1) / image.col_mm
+    fine_gy = _central_difference(fine_band, axis=0) / image.row_mm
     # Robust noise of one gradient component (MAD), from a subsample.
     step = max(1, int(math.sqrt(gx.size / 10_000)))
     comps = np.concatenate([gx[::step, ::step].ravel(), gy[::step, ::step].ravel()])
@@ -436,16 +456,15 @@ def _make_field(image: _Image, pts_mm: np.ndarray, margin_mm: float) -> _Field |
     # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
     floor = image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)
     threshold = max(EDGE_NOISE_FACTOR * noise, floor)
-    return _Field(
-        image=image,
-        row0=r0,
-        col0=c0,
-        smooth=smooth,
-        gx=gx,
-        gy=gy,
-        fine_gx=fine_gx,
-        fine_gy=fine_gy,
-        threshold=threshold,
+    layers = np.stack([gx, gy, fine_gx, fine_gy, smooth], axis=-1)
+    return _Field(image=image, row0=r0, col0=c0, layers=layers, threshold=threshold)
+
+
+def _central_difference(array: np.ndarray, *, axis: int) -> np.ndarray:
+    """``(f[i+1] - f[i-1]) / 2`` along ``axis`` (rows 0, columns 1), edges reflected."""
+    kernel = np.array([[-0.5, 0.0, 0.5]], np.float32)
+    return cv2.filter2D(
+        array, cv2.CV_32F, kernel if axis == 1 else kernel.T, borderType=cv2.BORDER_REFLECT
     )
 
 
@@ -464,9 +483,10 @@ def _parabola(values: np.ndarray, i: np.ndarray) -> np.ndarray:
     rows = np.arange(values.shape[0])
     a, b, c = values[rows, i - 1], values[rows, i], values[rows, i + 1]
     denom = a - 2 * b + c
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shift = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
-    return np.clip(np.nan_to_num(shift), -0.5, 0.5)
+    curved = denom < 0
+    shift = np.zeros(a.shape)
+    shift[curved] = 0.5 * (a[curved] - c[curved]) / denom[curved]
+    return np.clip(shift, -0.5, 0.5)
 
 
 def _find_edges(
@@ -792,7 +812,8 @@ def _refine_lone(fld: _Field, start: np.ndarray, t: np.ndarray) -> _Outcome:
     grid = np.linspace(-r, r, 9)
     gxx, gyy = np.meshgrid(grid, grid)
     pts = start[None, None, :] + np.stack([gxx, gyy], axis=-1)
-    gx, gy = fld.sample(pts, (fld.gx, fld.gy))
+    v = fld.sample(pts)
+    gx, gy = v[..., 0], v[..., 1]
     ok = np.isfinite(gx) & np.isfinite(gy)
     if not ok.any():
         return _Outcome(start, False, RefineFlag.OUTSIDE_IMAGE, None)
@@ -1202,13 +1223,88 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[complex, complex]:
     return a, b
 
 
+def _expm1(x: complex) -> complex:
+    """``exp(x) - 1`` without cancellation for small ``x``."""
+    if abs(x) < 1e-4:
+        return x + x * x / 2 + x * x * x / 6
+    return cmath.exp(x) - 1
+
+
 def _power(a: complex, b: complex, n: float) -> tuple[complex, complex]:
-    """The similarity ``z -> a z + b`` applied ``n`` times (``n`` real)."""
-    if abs(a - 1) < 1e-9:
+    """The similarity ``z -> a z + b`` applied ``n`` times (``n`` real).
+
+    ``a^n z + b (a^n - 1) / (a - 1)``, with ``a^n = exp(n log a)`` and the
+    ratio computed stably when ``a`` is close to 1 (a near translation).
+    """
+    log_a = complex(math.log(abs(a)), cmath.phase(a))
+    if abs(log_a) < 1e-12:
         return 1 + 0j, b * n
-    an = abs(a) ** n * cmath.exp(1j * n * cmath.phase(a))
-    fixed = b / (1 - a)
-    return an, fixed - an * fixed
+    an = cmath.exp(n * log_a)
+    return an, b * _expm1(n * log_a) / _expm1(log_a)
+
+
+def _source_levels(annotation: Annotation, level: str) -> list[str]:
+    """The complete levels a proposal for ``level`` starts from (one or two).
+
+    The nearest complete level, and the next nearest, preferably on the
+    other side of ``level`` (interpolation rather than extrapolation).
+    """
+    target = level_index(level)
+    complete = [lvl for lvl in annotation.complete_levels if lvl != level]
+    if not complete:
+        raise AnnotationError(
+            f"cannot propose {level}: no complete vertebra (six points) to start from"
+        )
+    complete.sort(key=lambda lvl: (abs(level_index(lvl) - target), level_index(lvl)))
+    first = complete[0]
+    others = complete[1:]
+    if not others:
+        return [first]
+    side = level_index(first) - target
+    opposite = [lvl for lvl in others if (level_index(lvl) - target) * side < 0]
+    return [first, opposite[0] if opposite else others[0]]
+
+
+def _next_to(za: np.ndarray, *, up: bool, level: str, source: str) -> np.ndarray:
+    """A normal vertebra beside the one whose six points are ``za`` (complex mm).
+
+    Its facing endplate is the neighbour's, shifted along the neighbour's
+    axis by a typical disc; its height is the larger of the neighbour's
+    anterior and posterior heights (a wedge or crush fracture of the
+    neighbour is not copied); its endplate concavities are the neighbour's.
+    """
+    p = dict(zip(POINT_NAMES, za, strict=True))
+    axis = (p["superior_anterior"] - p["inferior_anterior"]) + (
+        p["superior_posterior"] - p["inferior_posterior"]
+    )
+    if abs(axis) < 1e-9:
+        raise AnnotationError(f"cannot propose {level}: {source} has zero height")
+    u = axis / abs(axis)  # towards the head
+    height = max(
+        abs(p["superior_anterior"] - p["inferior_anterior"]),
+        abs(p["superior_posterior"] - p["inferior_posterior"]),
+    )
+    disc = _DISC_TO_BODY_RATIO * height
+
+    def sag(endplate: str) -> float:
+        # How far the middle point lies inside the chord of its endplate, mm.
+        a, m, q = (p[f"{endplate}_{k}"] for k in ("anterior", "middle", "posterior"))
+        inward = -u if endplate == "superior" else u
+        return float(((m - (a + q) / 2) * inward.conjugate()).real)
+
+    out: dict[str, complex] = {}
+    if up:
+        for side in _SIDES:
+            out[f"inferior_{side}"] = p[f"superior_{side}"] + u * disc
+            out[f"superior_{side}"] = out[f"inferior_{side}"] + u * height
+    else:
+        for side in _SIDES:
+            out[f"superior_{side}"] = p[f"inferior_{side}"] - u * disc
+            out[f"inferior_{side}"] = out[f"superior_{side}"] - u * height
+    for endplate, inward in (("superior", -u), ("inferior", u)):
+        chord_mid = (out[f"{endplate}_anterior"] + out[f"{endplate}_posterior"]) / 2
+        out[f"{endplate}_middle"] = chord_mid + inward * max(0.0, sag(endplate))
+    return np.array([out[n] for n in POINT_NAMES])
 
 
 def predict_level(
@@ -1220,8 +1316,9 @@ def predict_level(
     that carries one onto the other is split into per-level steps and applied
     from the nearest complete level, so position, orientation and size trends
     are extrapolated (or interpolated between levels on both sides).  With
-    one complete level, it is shifted along its own axis by its height plus a
-    typical disc (``0.3`` of the body height), keeping its shape.
+    one complete level, a normal vertebra is built beside it: its facing
+    endplate shifted along its axis by a typical disc (``0.3`` of the body
+    height), as high as the larger of its anterior and posterior heights.
 
     Raises :class:`AnnotationError` when no level is complete.
     """
@@ -1229,20 +1326,12 @@ def predict_level(
     target = level_index(level)
     cal = annotation.calibration or calibration
     row_mm, col_mm, _ = search_spacing(annotation, cal)
-    complete = [lvl for lvl in annotation.complete_levels if lvl != level]
-    if not complete:
-        raise AnnotationError(
-            f"cannot propose {level}: no complete vertebra (six points) to start from"
-        )
-    complete.sort(key=lambda lvl: (abs(level_index(lvl) - target), level_index(lvl)))
-    a_level = complete[0]
+    sources = _source_levels(annotation, level)
+    a_level = sources[0]
     ia = level_index(a_level)
     za = _as_complex(annotation.vertebrae[a_level], row_mm, col_mm)
-    others = complete[1:]
-    if others:
-        # Prefer a level on the other side of the target (interpolation).
-        opposite = [lvl for lvl in others if (level_index(lvl) - target) * (ia - target) < 0]
-        b_level = opposite[0] if opposite else others[0]
+    if len(sources) > 1:
+        b_level = sources[1]
         ib = level_index(b_level)
         zb = _as_complex(annotation.vertebrae[b_level], row_mm, col_mm)
         a, b = _similarity(za, zb)
@@ -1250,19 +1339,90 @@ def predict_level(
         a_n, b_n = _power(*step, float(target - ia))
         z = a_n * za + b_n
     else:
-        names = {n: i for i, n in enumerate(POINT_NAMES)}
-        sup = (za[names["superior_anterior"]] + za[names["superior_posterior"]]) / 2
-        inf = (za[names["inferior_anterior"]] + za[names["inferior_posterior"]]) / 2
-        axis = sup - inf  # towards the head
-        height = abs(axis)
-        if height < 1e-9:
-            raise AnnotationError(f"cannot propose {level}: {a_level} has zero height")
-        shift = axis / height * height * (1 + _DISC_TO_BODY_RATIO) * (ia - target)
-        z = za + shift
+        z = za
+        for _ in range(abs(target - ia)):
+            z = _next_to(z, up=target < ia, level=level, source=a_level)
     return {
         name: (float(zz.real / col_mm), float(zz.imag / row_mm))
         for name, zz in zip(POINT_NAMES, z, strict=True)
     }
+
+
+def _align_level(
+    image: _Image,
+    pts_px: Mapping[str, tuple[float, float]],
+    radius_mm: float,
+    facing: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Shift each endplate and each wall of a predicted vertebra onto the image.
+
+    Each endplate is searched as a whole (profiles along its predicted
+    polyline, averaged) across a window of a quarter of the predicted body
+    height (at least the radius), and its three points moved by the offset
+    found; then each wall likewise, moving its two corners along the
+    endplates.  A part without a clear edge stays as predicted, and so does
+    an endplate that the shift would bring within ``_MIN_DISC_MM`` of the
+    facing endplate of an annotated neighbour (``facing``: endplate name ->
+    that neighbour's facing endplate points).
+    """
+    pts = {k: image.to_mm(v) for k, v in pts_px.items()}
+    heights = [float(np.hypot(*(pts[f"superior_{s}"] - pts[f"inferior_{s}"]))) for s in _SIDES]
+    window = max(radius_mm, 0.25 * float(np.mean(heights)))
+    fld = _make_field(image, np.array(list(pts.values())), window + 1.0)
+    if fld is None:
+        return dict(pts_px)
+    t = _profile_offsets(image, window)
+    centre = _centre(pts)
+    fractions = np.linspace(0.15, 0.85, 9)
+    for endplate in _ENDPLATES:
+        a, m, p = (pts[f"{endplate}_{k}"] for k in ("anterior", "middle", "posterior"))
+        tangent = _unit(a - p)
+        if tangent is None:
+            continue
+        normal = _outward(_perp(tangent), m, centre, fld)
+        if normal is None:
+            continue
+        path = np.vstack([p, m, a])
+        bases = np.array([_along(path, f) for f in fractions])
+        edge = _edge_on_average(fld, bases, normal, t)
+        if edge.flag is not None or edge.offset is None:
+            continue
+        neighbour = (facing or {}).get(endplate)
+        if neighbour:
+            # Signed gap to the neighbour's facing endplate after the shift.
+            gap = min(
+                float(np.dot(image.to_mm(xy) - (m + edge.offset * normal), normal))
+                for xy in neighbour.values()
+            )
+            if gap < _MIN_DISC_MM:
+                continue
+        for k in ("anterior", "middle", "posterior"):
+            pts[f"{endplate}_{k}"] = pts[f"{endplate}_{k}"] + edge.offset * normal
+    for side in _SIDES:
+        top, bottom = pts[f"superior_{side}"], pts[f"inferior_{side}"]
+        along = _unit(top - bottom)
+        if along is None:
+            continue
+        across = _outward(_perp(along), top, centre, fld)
+        if across is None:
+            continue
+        bases = bottom[None, :] + fractions[:, None] * (top - bottom)[None, :]
+        edge = _edge_on_average(fld, bases, across, t)
+        if edge.flag is None and edge.offset is not None:
+            for e in _ENDPLATES:
+                pts[f"{e}_{side}"] = pts[f"{e}_{side}"] + edge.offset * across
+    return {k: image.to_px(v) for k, v in pts.items()}
+
+
+def _along(path: np.ndarray, fraction: float) -> np.ndarray:
+    """The point at ``fraction`` of the length of the polyline ``path``."""
+    seg = np.hypot(*np.diff(path, axis=0).T)
+    target = fraction * float(seg.sum())
+    for i, length in enumerate(seg):
+        if target <= length or i == len(seg) - 1:
+            return path[i] + (path[i + 1] - path[i]) * (target / length if length else 0.0)
+        target -= length
+    return path[-1]
 
 
 def propose_level_result(
@@ -1286,9 +1446,25 @@ def propose_level_result(
             "point(s); remove them first"
         )
     cal = annotation.calibration or calibration or getattr(image, "calibration", None)
-    predicted = predict_level(annotation, level, cal)
+    radius_mm = _check_radius(radius_mm)
+    # Predict from snapped copies of the source levels (they stay as given).
+    sources = _source_levels(annotation, level)
+    snapped = refine_annotation(annotation, image, cal, levels=sources, radius_mm=radius_mm)
+    predicted = predict_level(snapped.annotation, level, cal)
+    cal_used, pixels = _resolve(annotation, image, cal)
+    row_mm, col_mm, _ = search_spacing(annotation, cal_used)
+    prepared = _prepare_image(pixels, row_mm, col_mm)
+    facing = {}
+    for endplate, step in (("superior", -1), ("inferior", 1)):
+        index = level_index(level) + step
+        if 0 <= index < len(LEVELS):
+            other = annotation.points(LEVELS[index])
+            facing[endplate] = {
+                k: v for k, v in other.items() if k.startswith(_other_endplate(endplate))
+            }
+    aligned = _align_level(prepared, predicted, radius_mm, facing)
     vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
-    vertebrae[level] = predicted
+    vertebrae[level] = aligned
     proposed = replace(annotation, vertebrae=vertebrae)
     return refine_annotation(proposed, image, cal, levels=[level], radius_mm=radius_mm)
 

@@ -39,11 +39,29 @@ TABLE_HEADERS = {
 
 
 def _split(values: list[str] | None) -> list[str] | None:
+    """Comma-separated values of repeated options, in order."""
     if not values:
         return None
     out: list[str] = []
     for value in values:
         out.extend(v.strip() for v in value.split(",") if v.strip())
+    return out
+
+
+def _levels(values: list[str] | None) -> list[str] | None:
+    """Levels of ``--levels``: names and ranges, e.g. ``T12,L1`` or ``T10-L3``."""
+    from vheight.annotation import LEVELS, level_index
+
+    items = _split(values)
+    if items is None:
+        return None
+    out: list[str] = []
+    for item in items:
+        if "-" in item:
+            first, last = (level_index(v.strip().upper()) for v in item.split("-", 1))
+            out.extend(LEVELS[min(first, last) : max(first, last) + 1])
+        else:
+            out.append(item.upper())
     return out
 
 
@@ -69,26 +87,27 @@ def run(args: argparse.Namespace) -> int:
     annotation = load_annotation(annotation_path)
     film_path = _film_path(args, annotation, annotation_path)
     film = load_film(film_path)
-    levels = _split(args.levels)
+    levels = _levels(args.levels)
     points = _split(args.points)
-    proposals = _split(args.propose) or []
+    proposals = [p.upper() for p in _split(args.propose) or []]
 
     moves: list[dict[str, Any]] = []
     warnings: list[str] = []
     result = None
-    for level in proposals:
-        result = propose_level_result(
-            annotation, film, None, level, radius_mm=args.radius_mm, replace_existing=args.replace
-        )
-        annotation = result.annotation
-        moves.extend({**r, "proposed": True} for r in result.records())
-        warnings.extend(w for w in result.warnings if w not in warnings)
+    # Existing levels first, so that proposals start from snapped neighbours.
     if not proposals or levels is not None or points is not None:
         result = refine_annotation(
             annotation, film, None, levels=levels, points=points, radius_mm=args.radius_mm
         )
         annotation = result.annotation
         moves.extend({**r, "proposed": False} for r in result.records())
+        warnings.extend(w for w in result.warnings if w not in warnings)
+    for level in proposals:
+        result = propose_level_result(
+            annotation, film, None, level, radius_mm=args.radius_mm, replace_existing=args.replace
+        )
+        annotation = result.annotation
+        moves.extend({**r, "proposed": True} for r in result.records())
         warnings.extend(w for w in result.warnings if w not in warnings)
     assert result is not None
     calibration = result.calibration
@@ -173,7 +192,8 @@ def register(subparsers: Any) -> None:
         "--levels",
         action="append",
         metavar="LEVELS",
-        help="refine only these levels, comma-separated (e.g. T12,L1); repeatable",
+        help="refine only these levels: names and ranges, comma-separated (e.g. T12,L1 or "
+        "T10-L3); repeatable",
     )
     parser.add_argument(
         "--points",
@@ -188,7 +208,7 @@ def register(subparsers: Any) -> None:
         help=(
             "propose and snap the six landmarks of LEVEL from the complete levels; "
             "repeatable, in order (e.g. --propose T11 --propose T10). Other levels are "
-            "then refined only if --levels or --points is given"
+            "then refined (first) only if --levels or --points is given"
         ),
     )
     parser.add_argument(
