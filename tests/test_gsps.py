@@ -195,5 +195,21 @@ def test_every_mandatory_module_has_its_type_1_and_2_attributes(case):
     modules = [m["key"] for m in get_iod_module_map()[iod] if m["usage"] == "M"]
     for module in modules:
         check_required_attributes(pr, module)
-    assert {"presentation-state-identification", "presentation-state-relationship",
-            "displayed-area", "softcopy-presentation-lut"} <= set(modules)
+    assert {
+        "presentation-state-identification",
+        "presentation-state-relationship",
+        "displayed-area",
+        "softcopy-presentation-lut",
+    } <= set(modules)
+
+
+def test_film_objects_from_files_and_uploads(tmp_path):
+    paths = write_series(tmp_path, ("pre",))
+    annotation = load_annotation(paths["pre"])
+    film_path = tmp_path / "pre.dcm"
+    from_file = gsps_bytes(annotation, load_film(film_path))
+    assert pydicom.dcmread(io.BytesIO(from_file)).Modality == "PR"
+    from_bytes = gsps_bytes(annotation, film_path.read_bytes())
+    assert pydicom.dcmread(io.BytesIO(from_bytes)).Modality == "PR"
+    with pytest.raises(SRExportError, match="not read from a file; pass the DICOM file's bytes"):
+        build_gsps(annotation, load_film(film_path.read_bytes()))

@@ -416,3 +416,16 @@ def test_every_mandatory_module_has_its_type_1_and_2_attributes(pre_sr):
         check_required_attributes(ds, module["key"])
         checked.append(module["key"])
     assert {"patient", "general-study", "sr-document-general", "sop-common"} <= set(checked)
+
+
+def test_a_png_film_has_no_dicom_identity(tmp_path, pre):
+    import cv2
+
+    from vheight.film import load_film
+
+    _path, annotation, _film = pre
+    png = tmp_path / "film.png"
+    cv2.imwrite(str(png), np.zeros((ROWS, COLUMNS), np.uint8))
+    bare = replace(annotation, image=ImageRef(rows=ROWS, columns=COLUMNS))
+    with pytest.raises(SRExportError, match="film.png: a PNG film has no DICOM identity"):
+        build_sr(bare, load_film(png))

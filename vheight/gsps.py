@@ -348,6 +348,8 @@ def build_gsps(
     if not ("WindowCenter" in header or "VOILUTSequence" in header):
         if isinstance(film, Dataset):
             ds_full = film
+        elif hasattr(film, "pixels") and hasattr(film, "info"):
+            ds_full = pydicom.dcmread(film.info.path)  # read_film_header checked the path
         else:
             fp: Any = io.BytesIO(film) if isinstance(film, bytes) else film
             if hasattr(fp, "seek"):

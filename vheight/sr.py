@@ -204,12 +204,28 @@ def dicom_to_pixel(cr: Sequence[float]) -> tuple[float, float]:
 # -- the film ---------------------------------------------------------------------------
 
 
-def read_film_header(source: str | os.PathLike[str] | bytes | BinaryIO | Dataset) -> Dataset:
+def read_film_header(source: Any) -> Dataset:
     """The DICOM header of a film (pixels not read), for referencing it.
 
-    Raises :class:`SRExportError` when the source is not a DICOM image with the
-    identifiers an SR or a presentation state needs.
+    ``source`` is a path, ``bytes``, a binary file object, a pydicom
+    ``Dataset``, or a :class:`vheight.film.Film` loaded from a DICOM file
+    (its path is read again).  Raises :class:`SRExportError` when the source
+    is not a DICOM image with the identifiers an SR or a presentation state
+    needs.
     """
+    info = getattr(source, "info", None)
+    if info is not None and hasattr(source, "pixels"):
+        path = getattr(info, "path", None)
+        if str(getattr(info, "format", "")) != "DICOM":
+            raise SRExportError(
+                f"{info.name}: a {info.format} film has no DICOM identity; DICOM SR and "
+                "presentation states need the DICOM film"
+            )
+        if not path or not Path(path).is_file():
+            raise SRExportError(
+                f"{info.name}: the film was not read from a file; pass the DICOM file's bytes"
+            )
+        source = Path(path)
     if isinstance(source, Dataset):
         ds = source
         name = "<dataset>"
