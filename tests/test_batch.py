@@ -8,6 +8,7 @@ import json
 import math
 import re
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -610,6 +611,22 @@ def test_process_pool_gives_the_same_rows(good_folder, workers):
     many = run_batch(good_folder, workers=workers, progress=False)
     assert many.measurement_rows == one.measurement_rows
     assert many.comparison_rows == one.comparison_rows
+
+
+def test_pool_without_fork_when_threads_run(good_folder):
+    # fork() is unsafe once other threads run: workers then start from a forkserver.
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, daemon=True)
+    thread.start()
+    try:
+        context = batch_module._pool_context()
+        assert context is None or context.get_start_method() != "fork"
+        pooled = run_batch(good_folder, workers=2, progress=False)
+    finally:
+        release.set()
+        thread.join()
+    one = run_batch(good_folder, workers=1, progress=False)
+    assert pooled.measurement_rows == one.measurement_rows
 
 
 def test_any_executor(good_folder):
