@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _report_series import COLUMNS, ROWS, vertebrae_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vheight.annotation import Annotation, ImageRef
 from vheight.calibration import Calibration
@@ -143,3 +145,27 @@ def test_to_rgb8_maps_the_unit_interval():
     rgb = to_rgb8(grey)
     assert rgb.shape == (1, 4, 3)
     assert rgb[0, :, 0].tolist() == [0, 128, 255, 255]
+
+
+_POINT = st.tuples(
+    st.floats(min_value=-0.09 * COLUMNS, max_value=1.09 * COLUMNS - 1, allow_nan=False),
+    st.floats(min_value=-0.09 * ROWS, max_value=1.09 * ROWS - 1, allow_nan=False),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    points=st.lists(_POINT, min_size=1, max_size=6),
+    max_size=st.one_of(st.none(), st.integers(min_value=16, max_value=900)),
+)
+def test_any_landmarks_anywhere_draw_without_error(points, max_size):
+    """Degenerate, partial and off-film vertebrae are drawn, never raise."""
+    from vheight.annotation import POINT_NAMES
+
+    pixels = np.zeros((ROWS, COLUMNS), np.float32)
+    vertebra = dict(zip(POINT_NAMES, points, strict=False))
+    annotation = Annotation(image=ImageRef(rows=ROWS, columns=COLUMNS), vertebrae={"L1": vertebra})
+    out = render_annotated(pixels, annotation, max_size=max_size)
+    longest = max(ROWS, COLUMNS) if max_size is None else min(max_size, max(ROWS, COLUMNS))
+    assert max(out.shape[:2]) == longest
+    assert out.any()
