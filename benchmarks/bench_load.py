@@ -86,7 +86,10 @@ def _cpu_seconds() -> float:
 def compare(
     ours: Callable[[], object], theirs: Callable[[], object], repeats: int
 ) -> tuple[float, float, float, float]:
-    """Medians of interleaved runs (one warm-up each): wall ours, wall theirs, CPU ours, CPU theirs."""
+    """Medians of interleaved runs (one warm-up each).
+
+    Returns wall ours, wall theirs, CPU ours, CPU theirs (seconds).
+    """
     ours()
     theirs()
     a: list[tuple[float, float]] = []
@@ -183,13 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     missed = []
     with tempfile.TemporaryDirectory(prefix="vheight-bench-") as tmp:
         folder = Path(tmp)
-        print(f"load to display-ready pixels, {args.size} x {args.size} 16-bit, "
-              f"median of {args.repeats} (target <= {LOAD_TARGET}x):")
+        print(
+            f"load to display-ready pixels, {args.size} x {args.size} 16-bit, "
+            f"median of {args.repeats} (target <= {LOAD_TARGET}x):"
+        )
         for label, *times in bench_load(folder, max(args.size, 64), args.repeats):
             if _report(label, *times) > LOAD_TARGET:
                 missed.append(label)
-        print(f"header facts of {args.films} films, median of {args.repeats} "
-              f"(target <= {INFO_TARGET}x):")
+        print(
+            f"header facts of {args.films} films, median of {args.repeats} "
+            f"(target <= {INFO_TARGET}x):"
+        )
         for label, *times in bench_info(folder / "many", args.films, args.repeats, cli=args.cli):
             if _report(label, *times) > INFO_TARGET and "in-process" in label:
                 missed.append(label)

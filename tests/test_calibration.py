@@ -17,78 +17,117 @@ RULES = [
     # Rule 2: PixelSpacing with a calibration type.
     pytest.param(
         {"pixel_spacing": [0.1, 0.12], "pixel_spacing_calibration_type": "GEOMETRY"},
-        ("mm ERMF", 0.1, 0.12, "PixelSpacing (GEOMETRY)"), id="rule2-geometry",
+        ("mm ERMF", 0.1, 0.12, "PixelSpacing (GEOMETRY)"),
+        id="rule2-geometry",
     ),
     pytest.param(
         {"pixel_spacing": [0.1, 0.1], "pixel_spacing_calibration_type": "FIDUCIAL"},
-        ("mm Calibrated", 0.1, 0.1, "PixelSpacing (FIDUCIAL)"), id="rule2-fiducial",
+        ("mm Calibrated", 0.1, 0.1, "PixelSpacing (FIDUCIAL)"),
+        id="rule2-fiducial",
     ),
     pytest.param(
-        {"pixel_spacing": [0.1, 0.1], "pixel_spacing_calibration_type": " geometry ",
-         "imager_pixel_spacing": [0.15, 0.15], "estimated_radiographic_magnification_factor": 1.5},
-        ("mm ERMF", 0.1, 0.1, "PixelSpacing (GEOMETRY)"), id="rule2-wins-over-ermf",
+        {
+            "pixel_spacing": [0.1, 0.1],
+            "pixel_spacing_calibration_type": " geometry ",
+            "imager_pixel_spacing": [0.15, 0.15],
+            "estimated_radiographic_magnification_factor": 1.5,
+        },
+        ("mm ERMF", 0.1, 0.1, "PixelSpacing (GEOMETRY)"),
+        id="rule2-wins-over-ermf",
     ),
     # Rule 3: magnification correction of ImagerPixelSpacing.
     pytest.param(
         {"imager_pixel_spacing": [0.15, 0.18], "estimated_radiographic_magnification_factor": 1.2},
-        ("mm ERMF", 0.125, 0.15, "ImagerPixelSpacing/ERMF"), id="rule3-ermf",
+        ("mm ERMF", 0.125, 0.15, "ImagerPixelSpacing/ERMF"),
+        id="rule3-ermf",
     ),
     pytest.param(
-        {"imager_pixel_spacing": [0.2, 0.2], "distance_source_to_detector_mm": 1500,
-         "distance_source_to_patient_mm": 1200},
-        ("mm ERMF", 0.16, 0.16, "ImagerPixelSpacing*SOD/SID"), id="rule3-sid-sod",
+        {
+            "imager_pixel_spacing": [0.2, 0.2],
+            "distance_source_to_detector_mm": 1500,
+            "distance_source_to_patient_mm": 1200,
+        },
+        ("mm ERMF", 0.16, 0.16, "ImagerPixelSpacing*SOD/SID"),
+        id="rule3-sid-sod",
     ),
     pytest.param(
-        {"imager_pixel_spacing": [0.2, 0.2], "estimated_radiographic_magnification_factor": 1.0,
-         "distance_source_to_detector_mm": 1000, "distance_source_to_patient_mm": 800},
-        ("mm ERMF", 0.16, 0.16, "ImagerPixelSpacing*SOD/SID"), id="rule3-ermf-1-then-distances",
+        {
+            "imager_pixel_spacing": [0.2, 0.2],
+            "estimated_radiographic_magnification_factor": 1.0,
+            "distance_source_to_detector_mm": 1000,
+            "distance_source_to_patient_mm": 800,
+        },
+        ("mm ERMF", 0.16, 0.16, "ImagerPixelSpacing*SOD/SID"),
+        id="rule3-ermf-1-then-distances",
     ),
     pytest.param(
-        {"imager_pixel_spacing": [0.2, 0.2], "estimated_radiographic_magnification_factor": 1.25,
-         "distance_source_to_detector_mm": 1000, "distance_source_to_patient_mm": 500},
-        ("mm ERMF", 0.16, 0.16, "ImagerPixelSpacing/ERMF"), id="rule3-ermf-before-distances",
+        {
+            "imager_pixel_spacing": [0.2, 0.2],
+            "estimated_radiographic_magnification_factor": 1.25,
+            "distance_source_to_detector_mm": 1000,
+            "distance_source_to_patient_mm": 500,
+        },
+        ("mm ERMF", 0.16, 0.16, "ImagerPixelSpacing/ERMF"),
+        id="rule3-ermf-before-distances",
     ),
     pytest.param(
         {"imager_pixel_spacing": [0.2, 0.2], "estimated_radiographic_magnification_factor": "1.25"},
-        ("mm ERMF", 0.16, 0.16, "ImagerPixelSpacing/ERMF"), id="rule3-ermf-as-text",
+        ("mm ERMF", 0.16, 0.16, "ImagerPixelSpacing/ERMF"),
+        id="rule3-ermf-as-text",
     ),
     # Rule 4: detector plane, or a differing PixelSpacing.
     pytest.param(
         {"imager_pixel_spacing": [0.139, 0.139]},
-        ("mm Proj", 0.139, 0.139, "ImagerPixelSpacing"), id="rule4-proj",
+        ("mm Proj", 0.139, 0.139, "ImagerPixelSpacing"),
+        id="rule4-proj",
     ),
     pytest.param(
-        {"imager_pixel_spacing": [0.139, 0.139], "estimated_radiographic_magnification_factor": 0.9},
-        ("mm Proj", 0.139, 0.139, "ImagerPixelSpacing"), id="rule4-ermf-below-1-ignored",
+        {
+            "imager_pixel_spacing": [0.139, 0.139],
+            "estimated_radiographic_magnification_factor": 0.9,
+        },
+        ("mm Proj", 0.139, 0.139, "ImagerPixelSpacing"),
+        id="rule4-ermf-below-1-ignored",
     ),
     pytest.param(
-        {"imager_pixel_spacing": [0.2, 0.2], "distance_source_to_detector_mm": 1000,
-         "distance_source_to_patient_mm": 1000},
-        ("mm Proj", 0.2, 0.2, "ImagerPixelSpacing"), id="rule4-sod-equals-sid",
+        {
+            "imager_pixel_spacing": [0.2, 0.2],
+            "distance_source_to_detector_mm": 1000,
+            "distance_source_to_patient_mm": 1000,
+        },
+        ("mm Proj", 0.2, 0.2, "ImagerPixelSpacing"),
+        id="rule4-sod-equals-sid",
     ),
     pytest.param(
         {"imager_pixel_spacing": [0.2, 0.2], "distance_source_to_detector_mm": 1000},
-        ("mm Proj", 0.2, 0.2, "ImagerPixelSpacing"), id="rule4-only-sid",
+        ("mm Proj", 0.2, 0.2, "ImagerPixelSpacing"),
+        id="rule4-only-sid",
     ),
     pytest.param(
         {"imager_pixel_spacing": [0.139, 0.139], "pixel_spacing": [0.139, 0.139]},
-        ("mm Proj", 0.139, 0.139, "ImagerPixelSpacing"), id="rule4-same-pixel-spacing",
+        ("mm Proj", 0.139, 0.139, "ImagerPixelSpacing"),
+        id="rule4-same-pixel-spacing",
     ),
     pytest.param(
         {"imager_pixel_spacing": [0.139, 0.139], "pixel_spacing": [0.12, 0.12]},
-        ("mm Calibrated", 0.12, 0.12, "PixelSpacing"), id="rule4-differing-pixel-spacing",
+        ("mm Calibrated", 0.12, 0.12, "PixelSpacing"),
+        id="rule4-differing-pixel-spacing",
     ),
     pytest.param(
         {"imager_pixel_spacing": [0.139, 0.139], "pixel_spacing": [0.0, 0.0]},
-        ("mm Proj", 0.139, 0.139, "ImagerPixelSpacing"), id="rule4-zero-pixel-spacing-ignored",
+        ("mm Proj", 0.139, 0.139, "ImagerPixelSpacing"),
+        id="rule4-zero-pixel-spacing-ignored",
     ),
     # Rule 5: PixelSpacing alone.
     pytest.param(
-        {"pixel_spacing": [0.143, 0.143]}, ("mm", 0.143, 0.143, "PixelSpacing"), id="rule5",
+        {"pixel_spacing": [0.143, 0.143]},
+        ("mm", 0.143, 0.143, "PixelSpacing"),
+        id="rule5",
     ),
     pytest.param(
         {"pixel_spacing": [0.143, 0.15], "pixel_spacing_calibration_type": "OTHER"},
-        ("mm", 0.143, 0.15, "PixelSpacing"), id="rule5-unknown-type",
+        ("mm", 0.143, 0.15, "PixelSpacing"),
+        id="rule5-unknown-type",
     ),
     # Rule 6: nothing usable.
     pytest.param({}, ("px", 1.0, 1.0, "None"), id="rule6-nothing"),
@@ -101,7 +140,8 @@ RULES = [
     pytest.param({"pixel_spacing": "abc"}, ("px", 1.0, 1.0, "None"), id="rule6-text"),
     pytest.param(
         {"imager_pixel_spacing": [0, 0], "pixel_spacing_calibration_type": "GEOMETRY"},
-        ("px", 1.0, 1.0, "None"), id="rule6-zero-imager",
+        ("px", 1.0, 1.0, "None"),
+        id="rule6-zero-imager",
     ),
 ]
 
@@ -119,8 +159,10 @@ def test_calibration_rules(header, expected):
     if label == "px":
         assert warnings and "measurements are in pixels" in warnings[-1]
     unusable = [v for k, v in header.items() if "spacing" in k and not k.endswith("type")]
-    if any(isinstance(v, str) or len(v) != 2 or not all(x > 0 and math.isfinite(x) for x in v)
-           for v in unusable):
+    if any(
+        isinstance(v, str) or len(v) != 2 or not all(x > 0 and math.isfinite(x) for x in v)
+        for v in unusable
+    ):
         assert any("ignored" in w for w in warnings)
     else:
         assert all("ignored" not in w for w in warnings)
@@ -137,13 +179,22 @@ _KEYWORDS = {
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS:UserWarning")
-@pytest.mark.parametrize(("header", "expected"), [
-    case for case in RULES
-    if not any(isinstance(v, float) and not math.isfinite(v)
-               for v in [x for value in case.values[0].values()
-                         for x in (value if isinstance(value, list) else [value])])
-    and case.values[0].get("pixel_spacing") != "abc"
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        case
+        for case in RULES
+        if not any(
+            isinstance(v, float) and not math.isfinite(v)
+            for v in [
+                x
+                for value in case.values[0].values()
+                for x in (value if isinstance(value, list) else [value])
+            ]
+        )
+        and case.values[0].get("pixel_spacing") != "abc"
+    ],
+)
 def test_calibration_rules_from_a_pydicom_dataset(header, expected):
     ds = Dataset()
     for key, value in header.items():
@@ -164,7 +215,12 @@ def test_real_zero_spacing_string_from_a_file_header():
 
 def test_every_label_and_its_text():
     assert [label.value for label in SpacingLabel] == [
-        "mm User", "mm ERMF", "mm Calibrated", "mm Proj", "mm", "px",
+        "mm User",
+        "mm ERMF",
+        "mm Calibrated",
+        "mm Proj",
+        "mm",
+        "px",
     ]
     assert str(SpacingLabel.PROJ) == "mm Proj"
 
@@ -239,7 +295,9 @@ def test_from_dict_round_trip_and_errors():
         Calibration.from_dict({"row_spacing_mm": 0.1})
     with pytest.raises(CalibrationError, match="boolean"):
         Calibration.from_dict({"row_spacing_mm": True, "col_spacing_mm": 0.1})
-    with pytest.raises(CalibrationError, match=r"row_spacing_mm must be a finite number > 0, found 0"):
+    with pytest.raises(
+        CalibrationError, match=r"row_spacing_mm must be a finite number > 0, found 0"
+    ):
         Calibration.from_dict({"row_spacing_mm": 0, "col_spacing_mm": 0.1})
 
 
@@ -266,6 +324,8 @@ def test_calibration_module_is_pure():
         alias.name.split(".")[0]
         for node in ast.walk(tree)
         if isinstance(node, (ast.Import, ast.ImportFrom))
-        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
     }
     assert not imported & {"pydicom", "numpy", "streamlit", "PIL", "os", "pathlib", "io"}

@@ -10,16 +10,33 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from test_dicom import make_dataset, smooth_image, write_dicom
+
 from vheight.cli import main
 
 INFO_KEYS = {
-    "rows", "columns", "modality", "photometric_interpretation", "transfer_syntax_uid",
-    "transfer_syntax_name", "row_spacing_mm", "col_spacing_mm", "spacing_source",
-    "spacing_label", "patient_position", "view_position", "sop_class_uid", "sop_instance_uid",
-    "study_instance_uid", "series_instance_uid", "bits_stored", "number_of_frames", "warnings",
-    "name", "path", "format",
+    "rows",
+    "columns",
+    "modality",
+    "photometric_interpretation",
+    "transfer_syntax_uid",
+    "transfer_syntax_name",
+    "row_spacing_mm",
+    "col_spacing_mm",
+    "spacing_source",
+    "spacing_label",
+    "patient_position",
+    "view_position",
+    "sop_class_uid",
+    "sop_instance_uid",
+    "study_instance_uid",
+    "series_instance_uid",
+    "bits_stored",
+    "number_of_frames",
+    "warnings",
+    "name",
+    "path",
+    "format",
 }
 
 
@@ -27,8 +44,9 @@ INFO_KEYS = {
 def films(tmp_path) -> Path:
     folder = tmp_path / "films"
     (folder / "sub").mkdir(parents=True)
-    write_dicom(make_dataset(ImagerPixelSpacing=[0.139, 0.139], ViewPosition="LL"),
-                folder / "lateral.dcm")
+    write_dicom(
+        make_dataset(ImagerPixelSpacing=[0.139, 0.139], ViewPosition="LL"), folder / "lateral.dcm"
+    )
     write_dicom(make_dataset(PixelSpacing=[0.0, 0.0]), folder / "sub" / "zero.dcm")
     Image.fromarray(smooth_image(bits=8)).save(folder / "photo.png")
     (folder / "README.txt").write_text("not a film\n")

@@ -14,13 +14,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
@@ -199,9 +199,10 @@ def test_chest_is_displayed_with_bright_bones():
     assert centre > right_lung + 0.08 and centre > left_lung + 0.08
     # Without the MONOCHROME1 inversion the lungs would be the bright part.
     raw = real_film("RG1_UNCR.dcm").render(invert=True)
-    assert raw[band, int(columns * 0.46) : int(columns * 0.54)].mean() < raw[
-        band, int(columns * 0.22) : int(columns * 0.34)
-    ].mean()
+    assert (
+        raw[band, int(columns * 0.46) : int(columns * 0.54)].mean()
+        < raw[band, int(columns * 0.22) : int(columns * 0.34)].mean()
+    )
 
 
 def test_window_matches_pydicom_reference_windowing():
@@ -220,9 +221,7 @@ def test_pydicom_cr_with_imager_pixel_spacing_and_rescale():
     assert film.calibration.row_spacing_mm == pytest.approx(0.1)
     assert film.calibration.source == "ImagerPixelSpacing"
     assert film.modality.slope == pytest.approx(0.684) and film.modality.intercept == 200
-    np.testing.assert_allclose(
-        film.modality_values, ds.pixel_array * 0.684 + 200, rtol=1e-6
-    )
+    np.testing.assert_allclose(film.modality_values, ds.pixel_array * 0.684 + 200, rtol=1e-6)
     # pydicom windows into the rescaled range [intercept, (2**12 - 1) * slope + intercept]
     low, high = 200.0, (2**12 - 1) * 0.684 + 200.0
     reference = (apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds) - low) / (high - low)
@@ -251,7 +250,9 @@ def test_voi_lut_sequence_matches_pydicom():
 
 PYDICOM_ENCODED = [
     pytest.param("JPEG-LL.dcm", "1.2.840.10008.1.2.4.70", id="jpeg-lossless-sv1-16bit"),
-    pytest.param("JPGLosslessP14SV1_1s_1f_8b.dcm", "1.2.840.10008.1.2.4.70", id="jpeg-lossless-8bit"),
+    pytest.param(
+        "JPGLosslessP14SV1_1s_1f_8b.dcm", "1.2.840.10008.1.2.4.70", id="jpeg-lossless-8bit"
+    ),
     pytest.param("MR_small_jpeg_ls_lossless.dcm", JPEGLSLossless, id="jpeg-ls-signed"),
     pytest.param("JPEGLSNearLossless_16.dcm", JPEGLSNearLossless, id="jpeg-ls-near"),
     pytest.param("MR_small_RLE.dcm", RLELossless, id="rle-signed"),
@@ -347,7 +348,11 @@ SYNTHETIC_SYNTAXES = [
     pytest.param(_syntax(ImplicitVRLittleEndian), ImplicitVRLittleEndian, 12, 0, id="implicit-le"),
     pytest.param(_big_endian, ExplicitVRBigEndian, 12, 0, id="explicit-be"),
     pytest.param(
-        _syntax(DeflatedExplicitVRLittleEndian), DeflatedExplicitVRLittleEndian, 12, 0, id="deflated"
+        _syntax(DeflatedExplicitVRLittleEndian),
+        DeflatedExplicitVRLittleEndian,
+        12,
+        0,
+        id="deflated",
     ),
     pytest.param(_compress(RLELossless), RLELossless, 12, 0, id="rle"),
     pytest.param(_compress(JPEGLSLossless), JPEGLSLossless, 12, 0, id="jpeg-ls"),
@@ -364,8 +369,9 @@ SYNTHETIC_SYNTAXES = [
 @pytest.mark.parametrize(("convert", "syntax", "bits", "tolerance"), SYNTHETIC_SYNTAXES)
 def test_synthetic_film_in_each_transfer_syntax(tmp_path, convert, syntax, bits, tolerance):
     original = smooth_image(bits=bits, seed=3)
-    ds = convert(make_dataset(original, bits_stored=bits, WindowCenter=2**bits // 2,
-                              WindowWidth=2**bits))
+    ds = convert(
+        make_dataset(original, bits_stored=bits, WindowCenter=2**bits // 2, WindowWidth=2**bits)
+    )
     path = write_dicom(ds, tmp_path / "film.dcm")
     film = load_film(path)
     assert film.info.transfer_syntax_uid == syntax
@@ -465,8 +471,9 @@ def test_signed_values_are_sign_extended_from_bits_stored():
 def test_rgb_synthetic_film_is_converted_to_gray():
     rng = np.random.default_rng(9)
     rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    ds = make_dataset(rgb, photometric="RGB", bits_stored=8, modality="OT",
-                      sop_class="1.2.840.10008.5.1.4.1.1.7")
+    ds = make_dataset(
+        rgb, photometric="RGB", bits_stored=8, modality="OT", sop_class="1.2.840.10008.5.1.4.1.1.7"
+    )
     film = load_film(dicom_bytes(ds))
     expected = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     np.testing.assert_allclose(film.stored, expected, rtol=1e-6)
@@ -505,15 +512,26 @@ CALIBRATION_FILES = [
     pytest.param({"ImagerPixelSpacing": [0.15, 0.15]}, "mm Proj", 0.15, id="proj"),
     pytest.param(
         {"ImagerPixelSpacing": [0.15, 0.15], "EstimatedRadiographicMagnificationFactor": 1.2},
-        "mm ERMF", 0.125, id="ermf",
+        "mm ERMF",
+        0.125,
+        id="ermf",
     ),
     pytest.param(
-        {"ImagerPixelSpacing": [0.2, 0.2], "DistanceSourceToDetector": 1500,
-         "DistanceSourceToPatient": 1200},
-        "mm ERMF", 0.16, id="sid-sod",
+        {
+            "ImagerPixelSpacing": [0.2, 0.2],
+            "DistanceSourceToDetector": 1500,
+            "DistanceSourceToPatient": 1200,
+        },
+        "mm ERMF",
+        0.16,
+        id="sid-sod",
     ),
-    pytest.param({"PixelSpacing": [0.1, 0.1], "PixelSpacingCalibrationType": "FIDUCIAL"},
-                 "mm Calibrated", 0.1, id="fiducial"),
+    pytest.param(
+        {"PixelSpacing": [0.1, 0.1], "PixelSpacingCalibrationType": "FIDUCIAL"},
+        "mm Calibrated",
+        0.1,
+        id="fiducial",
+    ),
     pytest.param({"PixelSpacing": [0.1, 0.1]}, "mm", 0.1, id="pixel-spacing-only"),
     pytest.param({"PixelSpacing": [0.0, 0.0]}, "px", 1.0, id="zero"),
     pytest.param({"PixelSpacing": [-0.1, 0.1]}, "px", 1.0, id="negative"),
@@ -557,8 +575,11 @@ def test_unreadable_spacing_text_is_a_warning(tmp_path):
 
 def test_header_facts_are_kept():
     ds = make_dataset(
-        ImagerPixelSpacing=[0.139, 0.139], ViewPosition="LL", PatientPosition="HFS",
-        WindowCenter=2048, WindowWidth=4096,
+        ImagerPixelSpacing=[0.139, 0.139],
+        ViewPosition="LL",
+        PatientPosition="HFS",
+        WindowCenter=2048,
+        WindowWidth=4096,
     )
     info = read_film_info(dicom_bytes(ds), name="lateral.dcm")
     assert info.name == "lateral.dcm" and info.path is None
@@ -648,7 +669,8 @@ def test_corrupt_jpeg2000_codestream(tmp_path):
     path = write_dicom(ds, tmp_path / "broken_j2k.dcm")
     with pytest.raises(
         DicomReadError,
-        match=r"broken_j2k\.dcm: .*decode the pixel data.*JPEG 2000 Image Compression \(Lossless Only\)",
+        match=r"broken_j2k\.dcm: .*decode the pixel data.*"
+        r"JPEG 2000 Image Compression \(Lossless Only\)",
     ):
         load_film(path)
 
@@ -675,7 +697,9 @@ def test_unsupported_photometric_interpretation(tmp_path):
     ds = make_dataset()
     ds.PhotometricInterpretation = "HSV"
     path = write_dicom(ds, tmp_path / "hsv.dcm")
-    with pytest.raises(DicomReadError, match=r"hsv\.dcm: unsupported photometric interpretation 'HSV'"):
+    with pytest.raises(
+        DicomReadError, match=r"hsv\.dcm: unsupported photometric interpretation 'HSV'"
+    ):
         load_film(path)
 
 
@@ -685,7 +709,10 @@ def test_unknown_transfer_syntax(tmp_path):
     assert data.count(explicit_le) == 1
     path = tmp_path / "odd.dcm"
     path.write_bytes(data.replace(explicit_le, b"1.2.826.0.1.99999.7\x00"))
-    with pytest.raises(DicomReadError, match=r"odd\.dcm: transfer syntax .*1\.2\.826\.0\.1\.99999\.7.* not supported"):
+    with pytest.raises(
+        DicomReadError,
+        match=r"odd\.dcm: transfer syntax .*1\.2\.826\.0\.1\.99999\.7.* not supported",
+    ):
         load_film(path)
 
 
@@ -706,7 +733,9 @@ def test_no_decoder_available_names_file_and_syntax(tmp_path, monkeypatch):
     ds.compress(RLELossless)
     path = write_dicom(ds, tmp_path / "rle.dcm")
     monkeypatch.setattr(Decoder, "is_available", property(lambda self: False))
-    with pytest.raises(DicomReadError, match=r"rle\.dcm: no decoder available for transfer syntax RLE Lossless"):
+    with pytest.raises(
+        DicomReadError, match=r"rle\.dcm: no decoder available for transfer syntax RLE Lossless"
+    ):
         load_film(path)
 
 
@@ -741,7 +770,8 @@ def test_oversize_upload_is_refused():
 )
 def test_header_facts_from_a_file_equal_those_of_the_decoded_dataset(tmp_path, charset, name):
     ds = make_dataset(
-        ImagerPixelSpacing=[0.139, 0.14], EstimatedRadiographicMagnificationFactor=1.1,
+        ImagerPixelSpacing=[0.139, 0.14],
+        EstimatedRadiographicMagnificationFactor=1.1,
         ViewPosition="LATERAL",
     )
     if charset:

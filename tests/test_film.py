@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-
 from test_dicom import dicom_bytes, make_dataset, smooth_image
+
 from vheight.calibration import Calibration, SpacingLabel
 from vheight.errors import DicomReadError, ImageReadError
 from vheight.film import (
@@ -60,8 +60,11 @@ def test_window_functions_by_hand(function, center, width, x, expected):
 
 @pytest.mark.parametrize(
     ("function", "width"),
-    [pytest.param("LINEAR", 0.5, id="linear-below-1"), pytest.param("LINEAR_EXACT", 0, id="zero"),
-     pytest.param("SIGMOID", -3, id="negative")],
+    [
+        pytest.param("LINEAR", 0.5, id="linear-below-1"),
+        pytest.param("LINEAR_EXACT", 0, id="zero"),
+        pytest.param("SIGMOID", -3, id="negative"),
+    ],
 )
 def test_unusable_window_width_is_refused(function, width):
     with pytest.raises(ValueError, match="window width must be"):
@@ -78,8 +81,11 @@ def test_voi_lut_preset_looks_up_and_clamps():
 
 
 @given(
-    slope=st.floats(0.01, 10), intercept=st.floats(-2000, 2000),
-    center=st.floats(-3000, 6000), width=st.floats(1, 8000), invert=st.booleans(),
+    slope=st.floats(0.01, 10),
+    intercept=st.floats(-2000, 2000),
+    center=st.floats(-3000, 6000),
+    width=st.floats(1, 8000),
+    invert=st.booleans(),
     function=st.sampled_from(["LINEAR", "LINEAR_EXACT"]),
 )
 def test_folded_single_pass_equals_the_step_by_step_pipeline(

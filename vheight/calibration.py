@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from vheight.errors import CalibrationError
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-class SpacingLabel(str, enum.Enum):
+class SpacingLabel(enum.StrEnum):
     """How trustworthy a spacing is, as printed beside every measurement."""
 
     USER = "mm User"
@@ -86,9 +86,7 @@ class Calibration:
         for name in ("row_spacing_mm", "col_spacing_mm"):
             value = getattr(self, name)
             if not _usable(value):
-                raise CalibrationError(
-                    f"{name} must be a finite number > 0, found {value!r}"
-                )
+                raise CalibrationError(f"{name} must be a finite number > 0, found {value!r}")
             object.__setattr__(self, name, float(value))
         if self.label is SpacingLabel.PX and (
             self.row_spacing_mm != 1.0 or self.col_spacing_mm != 1.0
@@ -380,7 +378,10 @@ def calibration_from_header(
     if ps is not None:
         return (
             Calibration(
-                row_spacing_mm=ps[0], col_spacing_mm=ps[1], source="PixelSpacing", label=SpacingLabel.MM
+                row_spacing_mm=ps[0],
+                col_spacing_mm=ps[1],
+                source="PixelSpacing",
+                label=SpacingLabel.MM,
             ),
             warnings,
         )

@@ -242,7 +242,10 @@ def _raw_text(ds: Dataset, keyword: str) -> str | None | object:
     if vr in _CHARSET_VRS:
         charset = ds._dict.get(0x00080005)
         charset_raw = b"" if charset is None else getattr(charset, "value", _MISSING)
-        if not isinstance(charset_raw, bytes) or charset_raw.strip(b" \x00") not in _SIMPLE_CHARSETS:
+        if (
+            not isinstance(charset_raw, bytes)
+            or charset_raw.strip(b" \x00") not in _SIMPLE_CHARSETS
+        ):
             return _MISSING
         encoding = "utf-8" if b"192" in charset_raw else "latin-1"
         return raw.decode(encoding, "replace").strip(" \x00") or None
@@ -506,7 +509,9 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def _window_presets(ds: Dataset, modality: ModalityTransform, notes: list[str]) -> list[WindowPreset]:
+def _window_presets(
+    ds: Dataset, modality: ModalityTransform, notes: list[str]
+) -> list[WindowPreset]:
     presets: list[WindowPreset] = []
     centers = _as_list(ds.get("WindowCenter"))
     widths = _as_list(ds.get("WindowWidth"))

@@ -67,7 +67,7 @@ AUTO_PERCENTILES = (0.5, 99.5)
 FilmSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 
-class FilmFormat(str, enum.Enum):
+class FilmFormat(enum.StrEnum):
     """File format a film was read from."""
 
     DICOM = "DICOM"
@@ -79,7 +79,7 @@ class FilmFormat(str, enum.Enum):
         return self.value
 
 
-class VOIFunction(str, enum.Enum):
+class VOIFunction(enum.StrEnum):
     """DICOM VOI LUT Function (0028,1056) of a window."""
 
     LINEAR = "LINEAR"
@@ -634,9 +634,7 @@ def _open_source(source: FilmSource, *, name: str | None, max_bytes: int | None)
         )
     if not data:
         raise ImageReadError(f"{shown}: the file is empty (0 bytes)")
-    return _Opened(
-        stream=io.BytesIO(data), name=shown, path=None, head=data[:132], owned=True
-    )
+    return _Opened(stream=io.BytesIO(data), name=shown, path=None, head=data[:132], owned=True)
 
 
 def _too_big(name: str, size: int | None, limit: int) -> str:
@@ -777,9 +775,9 @@ def _raster_info(opened: _Opened, fmt: FilmFormat, *, decode: bool) -> tuple[Fil
         format=fmt,
         rows=image.height,
         columns=image.width,
-        photometric_interpretation="MONOCHROME2" if image.mode in ("1", "L", "I", "I;16",
-                                                                   "I;16B", "I;16L", "F",
-                                                                   "LA") else "RGB",
+        photometric_interpretation="MONOCHROME2"
+        if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F", "LA")
+        else "RGB",
         bits_stored=bits,
         number_of_frames=frames,
         warnings=tuple(warnings),
@@ -788,7 +786,6 @@ def _raster_info(opened: _Opened, fmt: FilmFormat, *, decode: bool) -> tuple[Fil
 
 
 def _load_raster(opened: _Opened, fmt: FilmFormat) -> Film:
-    from PIL import Image
 
     info, image = _raster_info(opened, fmt, decode=True)
     try:
@@ -817,7 +814,9 @@ def _load_raster(opened: _Opened, fmt: FilmFormat) -> Film:
         else:
             raise ImageReadError(f"{opened.name}: unsupported {fmt.value} pixel mode {mode!r}")
     except (OSError, ValueError) as exc:
-        raise ImageReadError(f"{opened.name}: cannot decode the {fmt.value} image ({exc})") from None
+        raise ImageReadError(
+            f"{opened.name}: cannot decode the {fmt.value} image ({exc})"
+        ) from None
     finally:
         image.close()
     modality = ModalityTransform()
