@@ -771,6 +771,13 @@ def test_cli_table_and_reference(good_folder, capsys):
     assert "posterior" in captured.out
 
 
+def test_cli_unwritable_out_fails_before_measuring(good_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(batch_module, "run_batch", lambda *a, **k: pytest.fail("ran the batch"))
+    code = main(["batch", str(good_folder), "--out", str(tmp_path / "no" / "r.csv")])
+    assert code == 1
+    assert "folder" in capsys.readouterr().err
+
+
 def test_cli_empty_folder_exit_1(tmp_path, capsys):
     assert main(["batch", str(tmp_path), "-q"]) == 1
     assert "no annotation file" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vheight.cli._output import add_format_argument, emit_csv, emit_json, emit_table
+from vheight.errors import VHeightError
 
 __all__ = ["register", "run"]
 
@@ -121,6 +122,11 @@ def _comparisons_path(out: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from vheight.batch import dask_client, run_batch
 
+    targets = [Path(p) for p in (args.out, args.comparisons) if p]
+    for target in targets:  # fail before the work, not after it
+        folder = target.parent
+        if not folder.is_dir():
+            raise VHeightError(f"{target}: cannot write there, folder {folder} does not exist")
     kwargs: dict[str, Any] = {"reference": args.reference, "progress": not args.quiet}
     if args.scheduler:
         with dask_client(args.scheduler) as client:
