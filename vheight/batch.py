@@ -489,7 +489,7 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], object]
     if not enabled or total == 0:
         yield lambda n: None
         return
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     # disable=None: shown only when stderr is a terminal.
     bar = tqdm(total=total, unit="file", desc="vheight batch", file=sys.stderr, disable=None)
