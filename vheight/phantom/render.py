@@ -298,16 +298,18 @@ def _soft_tissue(
     for offset, k in ((0.0, 1.0), (13.0, 0.85)):
         yd = y_dome + offset + 85.0 * k * (1 - np.exp(-(((X - x_dome) / 110.0) ** 2)))
         above = np.clip(yd - Y, 0, None)
-        path = 150.0 * (1 - np.exp(-above / 16.0))
+        path = 120.0 * (1 - np.exp(-above / 16.0))
         post_taper = _smoothstep((X - x_skin - 5.0) / 70.0)
         heart = 1 - 0.55 * _smoothstep((X - x_ant - 25.0) / 60.0)
-        air += 0.5 * path * post_taper * heart
+        # the spine, aorta and paraspinal muscles displace lung around the column
+        column = 1 - 0.5 * np.exp(-(((X - (x_post + x_ant) / 2) / 40.0) ** 2))
+        air += 0.5 * path * post_taper * heart * column
     a -= MU_SOFT * air
     # faint lung markings
     cell = max(2, int(round(4.0 / (place.row_mm * f))))
     lung_tex = rng.normal(0, 1, (X.shape[0] // cell + 2, X.shape[1] // cell + 2)).astype(np.float32)
     lung_tex = cv2.resize(lung_tex, (X.shape[1], X.shape[0]), interpolation=cv2.INTER_CUBIC)
-    a += 0.035 * lung_tex * (air / 150.0)
+    a += 0.035 * lung_tex * (air / 120.0)
 
     # bowel gas: soft-edged lucent blobs anterior to the lumbar spine
     y_diaph = y_dome + 60.0
@@ -391,7 +393,7 @@ def _ribs(
     binary = (mask_all > 0).astype(np.uint8)
     d = cv2.distanceTransform(binary, cv2.DIST_L2, 3) * mm
     cortex = np.exp(-(((d - 0.7) / 0.7) ** 2))
-    ribs = (0.035 * mask_all + 0.045 * cortex * binary).astype(np.float32)
+    ribs = (0.045 * mask_all + 0.065 * cortex * binary).astype(np.float32)
     a += cv2.GaussianBlur(ribs, (0, 0), 0.6)
 
 
@@ -406,9 +408,9 @@ def _texture_patch(
     rng = np.random.default_rng([seed, LEVELS.index(level)])
     u0, v0 = -30.0, -40.0
     h, w = int(46.0 / res) + 1, int(60.0 / res) + 1
-    iso = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 0.45 / res)
+    iso = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 0.6 / res)
     vert = cv2.GaussianBlur(
-        rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigmaX=0.3 / res, sigmaY=1.3 / res
+        rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigmaX=0.35 / res, sigmaY=1.6 / res
     )
     low = _lowpass(rng.standard_normal((h, w)).astype(np.float32), 3.0 / res)
     tex = (
@@ -455,6 +457,13 @@ def _vertebra(
     # lateral path length: rounded near the edges of the body
     s = np.clip(d_body / 6.0, 0, 1)
     path = np.sqrt(1 - (1 - s) ** 2)
+    # the body is rounded in front (kidney-shaped cross-section): the lateral
+    # path through it shortens towards the anterior wall
+    inv = cv2.invertAffineTransform(local_to_ss)
+    gx = np.arange(w, dtype=np.float32)[None, :]
+    gy = np.arange(h, dtype=np.float32)[:, None]
+    xi = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) / (v.depth_mm / 2)
+    path *= 0.72 + 0.28 * np.sqrt(np.clip(1 - np.clip(xi, 0, 1) ** 2, 0, 1))
     tex, res, (u0, v0) = _texture_patch(patient.texture_seed, v.level, max(0.15, round(ssmm, 2)))
     tex_to_local = np.array([[res, 0, u0], [0, res, v0]])
     m_tex = _affine_compose(local_to_ss, tex_to_local)
@@ -509,7 +518,11 @@ def _vertebra(
     for name, poly in v.posterior_elements_local().items():
         mk = _fill((h, w), [_apply(local_to_ss, poly)])
         dk = cv2.distanceTransform(mk, cv2.DIST_L2, 3) * ssmm
-        pe += weights[name] * mk * (1.0 + 0.7 * np.exp(-0.5 * ((dk - 0.7) / 0.6) ** 2))
+        # a rounded bone: thicker inside, with a cortical rim
+        core = np.sqrt(np.clip(dk / 2.5, 0, 1))
+        pe += (
+            weights[name] * mk * (0.45 + 0.55 * core + 0.8 * np.exp(-0.5 * ((dk - 0.7) / 0.6) ** 2))
+        )
         union |= mk
     (cu, cv_), (ru, rv) = v.transverse_process_local()
     uu = np.array([[cu, cv_]])
@@ -595,7 +608,8 @@ def _expose(
     rows, cols = a.shape
     heel = (1.0 + 0.10 * (np.arange(rows, dtype=np.float32) / rows - 0.5))[:, None]
     primary = np.exp(-a) * heel
-    primary = cv2.GaussianBlur(primary, (0, 0), max(0.3, 0.10 / mm))
+    # focal spot and a little breathing motion (patient plane)
+    primary = cv2.GaussianBlur(primary, (0, 0), max(0.3, 0.18 / mm))
     # scatter arises in the patient: spread the primary transmitted through tissue only
     scatter = 0.6 * _lowpass(primary * body, 35.0 / mm)
     signal = primary + scatter
@@ -619,7 +633,7 @@ def _process(
     """Frequency processing and the characteristic curve -> [0, 1] (bright = dense)."""
     low = _lowpass(log, 25.0 / mm)
     mid = _lowpass(log, 2.0 / mm)
-    out = 0.3 * low + 1.0 * (mid - low) + 1.3 * (log - mid)
+    out = 0.22 * low + 1.0 * (mid - low) + 1.3 * (log - mid)
     sample = out[::4, ::4][body[::4, ::4] > 0.5]
     if sample.size < 100:
         sample = out[::4, ::4].ravel()
