@@ -220,3 +220,22 @@ def test_real_uncalibrated_cr_film_is_reported_in_pixels(tmp_path):
     assert "Spacing: uncalibrated (px) — values in px, label px." in text
     assert "PixelSpacing = 0.000\\0.000 is not usable" in text
     assert "mm" not in text.split("Measurements")[1].split("Warnings")[0]
+
+
+def test_comparison_warnings_are_printed(tmp_path):
+    from dataclasses import replace
+
+    from vheight.calibration import Calibration
+
+    paths = write_series(tmp_path, ("pre", "post"))
+    pre = load_annotation(paths["pre"])
+    post = replace(load_annotation(paths["post"]), calibration=Calibration.user(row_spacing_mm=0.2))
+    items = [ReportItem(annotation=a, folder=str(tmp_path)) for a in (post, pre)]
+    pdf = tmp_path / "w.pdf"
+    pdf.write_bytes(report_bytes(items))
+    first_page = " ".join(_text(pdf).split("\f")[0].split())
+    assert "Comparison warnings" in first_page
+    assert "the calibration sources differ" in first_page
+    assert "Landmarks placed by Test Reader" in first_page
+    header = _text(pdf).split("Level")[1].split("T11")[0].split()
+    assert header[:3] == ["Height", "px", "px"]  # pre and post heights compared in pixels

@@ -819,6 +819,9 @@ def _patient_header(
     labels = sorted({str(g.measurement.spacing_label) for g in group})
     rows.append(["Spacing", ", ".join(labels)])
     rows.append(["Height-loss reference", _REFERENCE_TEXT.get(reference, reference)])
+    annotators = sorted({g.annotation.annotator.strip() for g in group if g.annotation.annotator})
+    if annotators and not deidentify:
+        rows.append(["Landmarks placed by", ", ".join(annotators)])
     data = [
         [Paragraph(f"<b>{_esc(k)}</b>", styles["cell"]), Paragraph(_esc(v), styles["cell"])]
         for k, v in rows
