@@ -239,3 +239,13 @@ def test_comparison_warnings_are_printed(tmp_path):
     assert "Landmarks placed by Test Reader" in first_page
     header = _text(pdf).split("Level")[1].split("T11")[0].split()
     assert header[:3] == ["Height", "px", "px"]  # pre and post heights compared in pixels
+
+
+def test_a_film_that_is_not_the_annotated_one_is_flagged(tmp_path, series):
+    from dataclasses import replace
+
+    annotation = load_annotation(series["pre"])
+    wrong = replace(annotation, image=replace(annotation.image, sop_instance_uid="1.2.3.4"))
+    item = ReportItem(annotation=wrong, folder=str(series["pre"].parent))
+    (group,) = prepare_films([item])
+    assert any("is not the annotated one" in w and "1.2.3.4" in w for w in group[0].warnings)

@@ -116,6 +116,28 @@ def _load_film(source: Any, name: str) -> tuple[Any, list[str]]:
         return None, [f"film {name} could not be read ({exc}); shown without the image"]
 
 
+def _film_mismatch(annotation: Annotation, film: Any, name: str) -> list[str]:
+    """Warnings when the film does not look like the one the annotation was drawn on."""
+    out = []
+    image, info = annotation.image, film.info
+    if (
+        image.sop_instance_uid
+        and info.sop_instance_uid
+        and image.sop_instance_uid != info.sop_instance_uid
+    ):
+        out.append(
+            f"film {name} is not the annotated one (SOP Instance UID {info.sop_instance_uid}, "
+            f"annotation expects {image.sop_instance_uid})"
+        )
+    rows, cols = film.pixels.shape
+    if (image.rows and image.rows != rows) or (image.columns and image.columns != cols):
+        out.append(
+            f"film {name} is {cols} x {rows} px but the annotation expects "
+            f"{image.columns} x {image.rows} px: the landmarks may be drawn in the wrong place"
+        )
+    return out
+
+
 def _prepare_one(item: Any, reference: str) -> ReportFilm:
     from vheight.morphometry import measure
 
@@ -157,6 +179,8 @@ def _prepare_one(item: Any, reference: str) -> ReportFilm:
         warnings.append(
             f"{source_label}: no film given (image.file not set); shown without the image"
         )
+    if film is not None:
+        warnings.extend(_film_mismatch(annotation, film, name))
     calibration = None if film is None else film.calibration
     measurement = measure(annotation, calibration, reference=reference)
     if film is not None:
