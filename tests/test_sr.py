@@ -429,3 +429,20 @@ def test_a_png_film_has_no_dicom_identity(tmp_path, pre):
     bare = replace(annotation, image=ImageRef(rows=ROWS, columns=COLUMNS))
     with pytest.raises(SRExportError, match="film.png: a PNG film has no DICOM identity"):
         build_sr(bare, load_film(png))
+
+
+def test_image_library_describes_the_film(pre_sr, pre):
+    _path, _annotation, film = pre
+    film_ds = pydicom.dcmread(film, stop_before_pixels=True)
+    ds = pydicom.dcmread(io.BytesIO(pre_sr))
+    (library,) = [
+        item
+        for item in ds.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeMeaning == "Image Library"
+    ]
+    entry = library.ContentSequence[0].ContentSequence[0]
+    assert entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == film_ds.SOPInstanceUID
+    descriptors = {c.ConceptNameCodeSequence[0].CodeMeaning: c for c in entry.ContentSequence}
+    assert descriptors["Modality"].ConceptCodeSequence[0].CodeValue == "CR"
+    assert int(descriptors["Pixel Data Rows"].MeasuredValueSequence[0].NumericValue) == ROWS
+    assert int(descriptors["Pixel Data Columns"].MeasuredValueSequence[0].NumericValue) == COLUMNS

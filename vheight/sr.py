@@ -300,6 +300,16 @@ def _check_same_film(annotation: Annotation, ds: Dataset, name: str) -> None:
             )
 
 
+def _image_library(ds: Dataset) -> list[Dataset] | None:
+    """The film for the TID 1600 image library (modality, size, orientation), when describable."""
+    evidence = _evidence(ds)
+    try:
+        hd.sr.ImageLibraryEntryDescriptors(evidence)
+    except (AttributeError, ValueError, TypeError):
+        return None  # a header too sparse to describe: the groups still reference the film
+    return [evidence]
+
+
 def _calibration_for(annotation: Annotation, ds: Dataset) -> Calibration:
     if annotation.calibration is not None:
         return annotation.calibration
@@ -597,6 +607,7 @@ def build_sr(
         procedure_reported=_PROCEDURE,
         imaging_measurements=groups,
         title=codes.cid7021.ImagingMeasurementReport,
+        referenced_images=_image_library(ds),
     )
     try:
         return hd.sr.ComprehensiveSR(
