@@ -938,7 +938,14 @@ def _build(
             story.extend(_film_section(item, styles, fonts, frame_w, deidentify))
     if not story:  # pragma: no cover - prepare_films refuses empty input
         story.append(Paragraph("Nothing to report.", styles["base"]))
-    doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
+    from reportlab import rl_config
+
+    # Images as binary streams: ASCII85 (the default) is slow in pure Python and 25 % larger.
+    use_a85, rl_config.useA85 = rl_config.useA85, 0
+    try:
+        doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
+    finally:
+        rl_config.useA85 = use_a85
 
 
 def _check_reference(reference: str) -> None:
