@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,8 +18,10 @@ from vheight.film import load_film
 from vheight.morphometry import measure
 from vheight.report import DISCLAIMER, ReportItem, prepare_films, report_bytes, write_report
 
+# Without poppler the text checks are skipped, except in CI where they must run.
 pytestmark = pytest.mark.skipif(
-    shutil.which("pdftotext") is None or shutil.which("pdfinfo") is None,
+    (shutil.which("pdftotext") is None or shutil.which("pdfinfo") is None)
+    and os.environ.get("CI") != "true",
     reason="poppler-utils (pdftotext, pdfinfo) not installed",
 )
 
@@ -82,7 +85,9 @@ def test_text_holds_levels_heights_units_grades_and_footer(series, reports):
     assert "wedge" in pages[1]  # pre-operative L1 deformity type
     flat = " ".join(text.split())
     assert " ".join(DISCLAIMER.split()[:12]) in flat
-    assert "vheight 0.1.0" in text or "vheight " in text
+    from vheight import __version__
+
+    assert text.count(f"vheight {__version__} · generated") == 4  # every page's footer
 
 
 def test_identified_report_names_the_patient(reports):
