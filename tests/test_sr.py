@@ -446,3 +446,22 @@ def test_image_library_describes_the_film(pre_sr, pre):
     assert descriptors["Modality"].ConceptCodeSequence[0].CodeValue == "CR"
     assert int(descriptors["Pixel Data Rows"].MeasuredValueSequence[0].NumericValue) == ROWS
     assert int(descriptors["Pixel Data Columns"].MeasuredValueSequence[0].NumericValue) == COLUMNS
+
+
+def test_without_landmark_values_points_come_from_the_height_polylines(pre, pre_sr):
+    _path, annotation, _film = pre
+    ds = pydicom.dcmread(io.BytesIO(pre_sr))
+    (imaging,) = [
+        i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"
+    ]
+    for group in imaging.ContentSequence:
+        group.ContentSequence = [
+            c
+            for c in group.ContentSequence
+            if "landmark" not in c.ConceptNameCodeSequence[0].CodeMeaning
+        ]
+    back = annotation_from_sr(ds)
+    for level, points in annotation.vertebrae.items():
+        assert set(back.vertebrae[level]) == set(points)
+        for name, xy in points.items():
+            np.testing.assert_allclose(back.vertebrae[level][name], xy, atol=1e-3)  # 32-bit SCOORD
