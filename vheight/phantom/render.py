@@ -248,7 +248,7 @@ def _interp_linear(y: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     hi_slope = (xs[-1] - xs[-2]) / (ys[-1] - ys[-2])
     out = np.where(y < ys[0], xs[0] + (y - ys[0]) * lo_slope, out)
     out = np.where(y > ys[-1], xs[-1] + (y - ys[-1]) * hi_slope, out)
-    return out
+    return out.astype(np.float32)
 
 
 def _soft_tissue(
@@ -260,7 +260,7 @@ def _soft_tissue(
     # patient coordinates of every pixel, computed on a 1/2 grid (smooth fields)
     f = 2
     gy, gx = np.mgrid[0:rows:f, 0:cols:f].astype(np.float32)
-    m = place.px_to_patient
+    m = place.px_to_patient.astype(np.float32)  # keep the grids float32
     X = m[0, 0] * gx + m[0, 1] * gy + m[0, 2]
     Y = m[1, 0] * gx + m[1, 1] * gy + m[1, 2]
 
@@ -344,7 +344,7 @@ def _soft_tissue(
             np.maximum(gas[r0:r1, c0:c1], blob, out=gas[r0:r1, c0:c1])
     a -= MU_SOFT * gas
 
-    a = np.clip(a, 0, None)
+    a = np.clip(a, 0, None).astype(np.float32)
     body = (chord > 0).astype(np.float32)
     a = cv2.resize(a, (cols, rows), interpolation=cv2.INTER_LINEAR)
     body = cv2.resize(body, (cols, rows), interpolation=cv2.INTER_LINEAR)
@@ -459,7 +459,7 @@ def _vertebra(
     path = np.sqrt(1 - (1 - s) ** 2)
     # the body is rounded in front (kidney-shaped cross-section): the lateral
     # path through it shortens towards the anterior wall
-    inv = cv2.invertAffineTransform(local_to_ss)
+    inv = cv2.invertAffineTransform(local_to_ss).astype(np.float32)
     gx = np.arange(w, dtype=np.float32)[None, :]
     gy = np.arange(h, dtype=np.float32)[:, None]
     xi = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) / (v.depth_mm / 2)
@@ -513,17 +513,22 @@ def _vertebra(
 
     # posterior elements: two pedicles and pillars overlap in the lateral view
     pe = np.zeros((h, w), np.float32)
-    union = np.zeros((h, w), np.uint8)
     weights = {"pedicle": 0.20, "pillar": 0.18, "spinous": 0.13}
     for name, poly in v.posterior_elements_local().items():
-        mk = _fill((h, w), [_apply(local_to_ss, poly)])
+        pts = _apply(local_to_ss, poly)
+        # work in the part's own box (plus a margin for the distance transform)
+        bx0 = int(max(0, math.floor(pts[:, 0].min()) - 2))
+        by0 = int(max(0, math.floor(pts[:, 1].min()) - 2))
+        bx1 = int(min(w, math.ceil(pts[:, 0].max()) + 3))
+        by1 = int(min(h, math.ceil(pts[:, 1].max()) + 3))
+        if bx1 - bx0 < 2 or by1 - by0 < 2:
+            continue
+        mk = _fill((by1 - by0, bx1 - bx0), [pts - (bx0, by0)])
         dk = cv2.distanceTransform(mk, cv2.DIST_L2, 3) * ssmm
         # a rounded bone: thicker inside, with a cortical rim
         core = np.sqrt(np.clip(dk / 2.5, 0, 1))
-        pe += (
-            weights[name] * mk * (0.45 + 0.55 * core + 0.8 * np.exp(-0.5 * ((dk - 0.7) / 0.6) ** 2))
-        )
-        union |= mk
+        rim = np.exp(-0.5 * ((dk - 0.7) / 0.6) ** 2)
+        pe[by0:by1, bx0:bx1] += weights[name] * mk * (0.45 + 0.55 * core + 0.8 * rim)
     (cu, cv_), (ru, rv) = v.transverse_process_local()
     uu = np.array([[cu, cv_]])
     c_ss = _apply(local_to_ss, uu)[0]
@@ -561,7 +566,7 @@ def _cement(
     """PMMA cloud: blobby, mostly in the anterior two thirds, inside the body."""
     rng = np.random.default_rng([seed, LEVELS.index(v.level)])
     h, w = shape
-    inv = cv2.invertAffineTransform(local_to_ss)
+    inv = cv2.invertAffineTransform(local_to_ss).astype(np.float32)
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
     u = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
     vv = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
