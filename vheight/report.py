@@ -5,21 +5,22 @@ download button) take annotations (files, or objects with their films),
 measure them, group them by patient (patient ID, else study, else folder) and
 order each patient's films pre, post, follow-up.  Per patient the report holds:
 
-- a header: patient name, patient ID and study dates, the spacing used and
-  the height-loss reference method.  With ``deidentify=True`` no patient
-  name, ID, date or file name is printed anywhere (patients are numbered
-  instead) and the PDF metadata carry none either;
+- a first page: patient name, patient ID and study dates, the films, treated
+  levels, the spacing label, the height-loss reference method and who placed
+  the landmarks; then the comparison when a pre and a post film are present
+  (heights, change, the three restoration percentages, loss since post with
+  a follow-up film, wedge and segmental angle change, grades before and
+  after) with its warnings, or else the suggested grade per level and film;
 - one page per film: the film (cropped to the annotated vertebrae) with
   landmarks, endplates, heights and grades drawn by :mod:`vheight.render`,
-  and the measurement table with units and the spacing label, and the
-  warnings of that film;
-- when a pre and a post film are present, the comparison (heights, deltas,
-  the three restoration percentages, loss since post when a follow-up is
-  given, wedge angle change, grades before and after) with its warnings.
+  the measurement table with units and the spacing label, and the warnings
+  of that film (including a film that does not match its annotation).
 
-A4 (ReportLab platypus); every page's footer says that the grade is a
-quantitative suggestion for the radiologist to confirm, and which vheight
-version produced the report.
+With ``deidentify=True`` no patient name, ID, date, file name or annotator
+is printed anywhere (patients are numbered instead) and the PDF metadata
+carry none either.  A4 (ReportLab platypus); every page's footer says that
+the grade is a quantitative suggestion for the radiologist to confirm, and
+which vheight version produced the report.
 """
 
 from __future__ import annotations
@@ -287,8 +288,8 @@ def _crop_box(annotation: Annotation, rows: int, cols: int) -> tuple[float, floa
 _PRINT_PX = 1500
 
 
-def _film_png(item: ReportFilm) -> tuple[bytes, int, int] | None:
-    """The annotated film region as PNG bytes, with its width and height in pixels."""
+def _film_jpeg(item: ReportFilm) -> tuple[bytes, int, int] | None:
+    """The annotated film region as JPEG bytes (quality 92), with its width and height in pixels."""
     if item.film is None:
         return None
     rows, cols = item.film.pixels.shape
@@ -577,7 +578,7 @@ def _film_section(
         )
     )
     story.append(Spacer(1, 2 * mm))
-    png = _film_png(item)
+    png = _film_jpeg(item)
     if png is not None:
         data, w, h = png
         max_w, max_h = frame_w, 148 * mm
