@@ -376,6 +376,43 @@ def test_film_cut_inside_its_pixels_agrees_with_measure_file(tmp_path):
         assert [{k: r[k] for k in expected[0]} for r in result.measurement_rows] == expected
 
 
+def test_real_cr_films_headers_only(tmp_path, monkeypatch):
+    """pydicom-data CR films: zero and missing spacing, JPEG 2000 never decoded."""
+    from pydicom.data import get_testdata_file
+
+    for folder, name, timepoint in [
+        ("RG1/uncompressed", "RG1_UNCR.dcm", "pre"),
+        ("RG1/j2k", "RG1_J2KR.dcm", "post"),
+        ("RG3", "RG3_J2KI.dcm", "pre"),
+    ]:
+        target = tmp_path / folder / "film.dcm"
+        target.parent.mkdir(parents=True)
+        target.symlink_to(get_testdata_file(name))
+        write_annotation(
+            target.with_name("film.vheight.json"), film="film.dcm", timepoint=timepoint
+        )
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("pixel data decoded")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoding))
+    result = run_batch(tmp_path, workers=1, progress=False)
+    assert not result.failed
+    by_annotation = {}
+    for row in result.measurement_rows:
+        by_annotation.setdefault(row["annotation"], []).append(row)
+    for rel, rows in by_annotation.items():
+        single = measure_file(tmp_path / rel)
+        expected = single.records()
+        assert len(rows) == len(expected)
+        assert [{k: r[k] for k in rec} for r, rec in zip(rows, expected, strict=True)] == expected
+        assert rows[0]["warnings"] == "; ".join(single.warnings)
+        assert rows[0]["unit"] == "px"  # PixelSpacing 0\0, or none at all
+    assert by_annotation["RG1/j2k/film.vheight.json"][0]["patient_id"] == "9RG1"
+    (paired,) = {(r["paired_by"], r["subject"]) for r in result.comparison_rows}
+    assert paired == ("patient_id", "9RG1")
+
+
 def test_identifiers_come_from_the_film_header(folder, result):
     by_annotation = {r["annotation"]: r for r in result.measurement_rows}
     row = by_annotation["A/post.vheight.json"]
