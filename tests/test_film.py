@@ -47,6 +47,8 @@ WINDOW_CASES = [
     pytest.param("LINEAR_EXACT", 100, 0.5, 100.125, 0.75, id="exact-narrow"),
     pytest.param("SIGMOID", 100, 10, 100, 0.5, id="sigmoid-centre"),
     pytest.param("SIGMOID", 100, 10, 105, 1 / (1 + math.exp(-2)), id="sigmoid-plus-half-width"),
+    pytest.param("SIGMOID", 100, 1, -60000, 0.0, id="sigmoid-far-below"),
+    pytest.param("SIGMOID", 100, 1, 60000, 1.0, id="sigmoid-far-above"),
 ]
 
 

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     UID,
@@ -142,7 +142,9 @@ def decoder_plugins() -> dict[str, tuple[str, ...]]:
 # -- reading --------------------------------------------------------------------------
 
 
-def _dcmread(stream: BinaryIO, *, name: str, force: bool, header_only: bool) -> Dataset:
+def _dcmread(
+    stream: BinaryIO, *, name: str, force: bool, header_only: bool
+) -> tuple[Dataset, list[str]]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -164,25 +166,23 @@ def _dcmread(stream: BinaryIO, *, name: str, force: bool, header_only: bool) -> 
             f"{name}: the DICOM file is truncated or corrupt: no data element could be "
             f"read after the file meta header{detail}"
         )
-    if notes:
-        ds._vheight_read_warnings = notes[:5]  # type: ignore[attr-defined]
-    return ds
+    return ds, notes[:5]
 
 
 def read_dicom_info_stream(
     stream: BinaryIO, *, name: str, path: str | None = None, force: bool = False
 ) -> FilmInfo:
     """Header facts of a DICOM stream, read with ``stop_before_pixels=True``."""
-    ds = _dcmread(stream, name=name, force=force, header_only=True)
-    return info_from_dataset(ds, name=name, path=path)
+    ds, notes = _dcmread(stream, name=name, force=force, header_only=True)
+    return info_from_dataset(ds, name=name, path=path, read_warnings=notes)
 
 
 def load_dicom_stream(
     stream: BinaryIO, *, name: str, path: str | None = None, force: bool = False
 ) -> Film:
     """Decode a DICOM stream into a display-ready :class:`Film`."""
-    ds = _dcmread(stream, name=name, force=force, header_only=False)
-    return film_from_dataset(ds, name=name, path=path)
+    ds, notes = _dcmread(stream, name=name, force=force, header_only=False)
+    return film_from_dataset(ds, name=name, path=path, read_warnings=notes)
 
 
 # -- header facts ----------------------------------------------------------------------
@@ -224,10 +224,18 @@ _SIMPLE_CHARSETS = frozenset({b"", b"ISO_IR 6", b"ISO_IR 100", b"ISO 2022 IR 6",
 _MISSING = object()
 
 
-def _raw_text(ds: Dataset, keyword: str) -> str | None | object:
+def _raw_elements(ds: Dataset) -> dict[int, Any]:
+    """The data set's elements keyed by plain ``int`` tags (cheap lookups)."""
+    return {int(tag): element for tag, element in ds._dict.items()}
+
+
+def _raw_text(
+    ds: Dataset, keyword: str, raw: dict[int, Any] | None = None
+) -> str | None | object:
     """The text of a raw element, ``None`` if absent, ``_MISSING`` if not raw."""
     tag, vr = _FAST_ATTRIBUTES[keyword]
-    element = ds._dict.get(tag)
+    elements = ds._dict if raw is None else raw
+    element = elements.get(tag)
     if element is None:
         return None
     if not isinstance(element, RawDataElement) or element.VR not in (None, vr):
@@ -240,7 +248,7 @@ def _raw_text(ds: Dataset, keyword: str) -> str | None | object:
             return None
         return str(struct.unpack("<H" if element.is_little_endian else ">H", raw[:2])[0])
     if vr in _CHARSET_VRS:
-        charset = ds._dict.get(0x00080005)
+        charset = elements.get(0x00080005)
         charset_raw = b"" if charset is None else getattr(charset, "value", _MISSING)
         if (
             not isinstance(charset_raw, bytes)
@@ -252,8 +260,8 @@ def _raw_text(ds: Dataset, keyword: str) -> str | None | object:
     return raw.decode("latin-1").strip(" \x00") or None
 
 
-def _text(ds: Dataset, keyword: str) -> str | None:
-    fast = _raw_text(ds, keyword) if keyword in _FAST_ATTRIBUTES else _MISSING
+def _text(ds: Dataset, keyword: str, raw: dict[int, Any] | None = None) -> str | None:
+    fast = _raw_text(ds, keyword, raw) if keyword in _FAST_ATTRIBUTES else _MISSING
     if fast is not _MISSING:
         return fast  # type: ignore[return-value]
     try:
@@ -268,15 +276,17 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    text = _text(ds, keyword)
+def _int(ds: Dataset, keyword: str, raw: dict[int, Any] | None = None) -> int | None:
+    text = _text(ds, keyword, raw)
     try:
         return None if text is None else int(float(text))
     except (ValueError, OverflowError):
         return None
 
 
-def _header_calibration(ds: Dataset) -> tuple[Calibration, list[str]]:
+def _header_calibration(
+    ds: Dataset, raw: dict[int, Any] | None = None
+) -> tuple[Calibration, list[str]]:
     """Rules 2-6 from the header, reading raw values directly when possible."""
     keywords = (
         "PixelSpacing",
@@ -286,7 +296,7 @@ def _header_calibration(ds: Dataset) -> tuple[Calibration, list[str]]:
         "DistanceSourceToDetector",
         "DistanceSourceToPatient",
     )
-    values = {k: _raw_text(ds, k) for k in keywords}
+    values = {k: _raw_text(ds, k, raw) for k in keywords}
     if any(v is _MISSING for v in values.values()):
         return Calibration.from_dataset(ds)
 
@@ -306,8 +316,11 @@ def _header_calibration(ds: Dataset) -> tuple[Calibration, list[str]]:
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
-    meta = getattr(ds, "file_meta", None)
-    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    meta = ds.file_meta if isinstance(ds, FileDataset) else getattr(ds, "file_meta", None)
+    element = meta._dict.get(0x00020010) if meta is not None else None
+    uid = getattr(element, "value", None)
+    if isinstance(uid, bytes):
+        uid = uid.decode("latin-1").strip(" \x00")
     if uid:
         return UID(str(uid))
     implicit, little = ds.original_encoding
@@ -318,10 +331,20 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def info_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> FilmInfo:
-    """:class:`FilmInfo` of a dataset (pixel data is not touched)."""
-    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
-    sop_class = _text(ds, "SOPClassUID")
+def info_from_dataset(
+    ds: Dataset,
+    *,
+    name: str,
+    path: str | None = None,
+    read_warnings: Sequence[str] = (),
+) -> FilmInfo:
+    """:class:`FilmInfo` of a dataset (pixel data is not touched).
+
+    ``read_warnings`` are pydicom's warnings met while reading the file.
+    """
+    raw = _raw_elements(ds)
+    rows, columns = _int(ds, "Rows", raw), _int(ds, "Columns", raw)
+    sop_class = _text(ds, "SOPClassUID", raw)
     if not rows or not columns:
         kind = UID(sop_class).name if sop_class else "unknown SOP class"
         raise DicomReadError(
@@ -329,16 +352,16 @@ def info_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Fil
             "expected a radiograph (CR, DX or another image storage)"
         )
     tsyntax = _transfer_syntax(ds)
-    notes: list[str] = list(getattr(ds, "_vheight_read_warnings", ()))
+    notes: list[str] = list(read_warnings)
     try:
-        calibration, cal_notes = _header_calibration(ds)
+        calibration, cal_notes = _header_calibration(ds, raw)
     except _READ_ERRORS as exc:
         calibration, cal_notes = (
             Calibration.uncalibrated(),
             [f"pixel spacing attributes unreadable ({exc}): measurements are in pixels"],
         )
     notes.extend(cal_notes)
-    frames = _int(ds, "NumberOfFrames") or 1
+    frames = _int(ds, "NumberOfFrames", raw) or 1
     if frames > 1:
         notes.append(f"{name} has {frames} frames: the first is shown and measured")
     ts_name = tsyntax.name if tsyntax.is_transfer_syntax else f"unknown transfer syntax {tsyntax}"
@@ -348,21 +371,21 @@ def info_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Fil
         format=FilmFormat.DICOM,
         rows=rows,
         columns=columns,
-        modality=_text(ds, "Modality"),
+        modality=_text(ds, "Modality", raw),
         sop_class_uid=sop_class,
-        sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        study_instance_uid=_text(ds, "StudyInstanceUID"),
-        series_instance_uid=_text(ds, "SeriesInstanceUID"),
-        patient_id=_text(ds, "PatientID"),
-        patient_name=_text(ds, "PatientName"),
-        study_date=_text(ds, "StudyDate"),
-        photometric_interpretation=_text(ds, "PhotometricInterpretation"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID", raw),
+        study_instance_uid=_text(ds, "StudyInstanceUID", raw),
+        series_instance_uid=_text(ds, "SeriesInstanceUID", raw),
+        patient_id=_text(ds, "PatientID", raw),
+        patient_name=_text(ds, "PatientName", raw),
+        study_date=_text(ds, "StudyDate", raw),
+        photometric_interpretation=_text(ds, "PhotometricInterpretation", raw),
         transfer_syntax_uid=str(tsyntax),
         transfer_syntax_name=ts_name,
-        bits_stored=_int(ds, "BitsStored"),
+        bits_stored=_int(ds, "BitsStored", raw),
         number_of_frames=frames,
-        patient_position=_text(ds, "PatientPosition"),
-        view_position=_text(ds, "ViewPosition"),
+        patient_position=_text(ds, "PatientPosition", raw),
+        view_position=_text(ds, "ViewPosition", raw),
         calibration=calibration,
         warnings=tuple(notes),
     )
@@ -561,9 +584,11 @@ def _window_presets(
     return presets
 
 
-def film_from_dataset(ds: Dataset, *, name: str, path: str | None = None) -> Film:
+def film_from_dataset(
+    ds: Dataset, *, name: str, path: str | None = None, read_warnings: Sequence[str] = ()
+) -> Film:
     """Decode the first frame of ``ds`` and build the display-ready :class:`Film`."""
-    info = info_from_dataset(ds, name=name, path=path)
+    info = info_from_dataset(ds, name=name, path=path, read_warnings=read_warnings)
     photometric = (info.photometric_interpretation or "").upper()
     if photometric not in SUPPORTED_PHOTOMETRIC:
         raise DicomReadError(

@@ -185,6 +185,7 @@ class WindowPreset:
         if self.function is VOIFunction.SIGMOID:
             np.subtract(values, np.float32(self.center), out=out, dtype=np.float32)
             out *= np.float32(-4.0 / self.width)
+            np.clip(out, -80.0, 80.0, out=out)  # exp stays finite; y is 0 or 1 there anyway
             np.exp(out, out=out)
             out += np.float32(1.0)
             np.reciprocal(out, out=out)
