@@ -465,3 +465,24 @@ def test_without_landmark_values_points_come_from_the_height_polylines(pre, pre_
         assert set(back.vertebrae[level]) == set(points)
         for name, xy in points.items():
             np.testing.assert_allclose(back.vertebrae[level][name], xy, atol=1e-3)  # 32-bit SCOORD
+
+
+def test_local_codes_fit_their_value_representations(pre_sr):
+    """Code Value is SH (16 characters), Code Meaning LO (64); every local code is unique."""
+    ds = pydicom.dcmread(io.BytesIO(pre_sr))
+    local: dict[str, str] = {}
+
+    def walk(d: pydicom.Dataset) -> None:
+        for element in d:
+            if element.VR == "SQ":
+                for item in element.value:
+                    if item.get("CodingSchemeDesignator") == SCHEME:
+                        assert len(item.CodeValue) <= 16 and len(item.CodeMeaning) <= 64
+                        assert (
+                            local.setdefault(item.CodeValue, item.CodeMeaning) == item.CodeMeaning
+                        )
+                    walk(item)
+
+    walk(ds)
+    assert len(local) >= 20
+    assert len(set(local.values())) == len(local)
