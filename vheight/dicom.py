@@ -229,9 +229,7 @@ def _raw_elements(ds: Dataset) -> dict[int, Any]:
     return {int(tag): element for tag, element in ds._dict.items()}
 
 
-def _raw_text(
-    ds: Dataset, keyword: str, raw: dict[int, Any] | None = None
-) -> str | None | object:
+def _raw_text(ds: Dataset, keyword: str, raw: dict[int, Any] | None = None) -> str | None | object:
     """The text of a raw element, ``None`` if absent, ``_MISSING`` if not raw."""
     tag, vr = _FAST_ATTRIBUTES[keyword]
     elements = ds._dict if raw is None else raw
