@@ -476,7 +476,7 @@ def test_local_codes_fit_their_value_representations(pre_sr):
         for element in d:
             if element.VR == "SQ":
                 for item in element.value:
-                    if item.get("CodingSchemeDesignator") == SCHEME:
+                    if item.get("CodingSchemeDesignator") == SCHEME and "CodeValue" in item:
                         assert len(item.CodeValue) <= 16 and len(item.CodeMeaning) <= 64
                         assert (
                             local.setdefault(item.CodeValue, item.CodeMeaning) == item.CodeMeaning
