@@ -421,7 +421,16 @@ def test_committed_samples_are_reproduced_by_the_documented_command(timepoint):
     film = render_film(specs[timepoint])
     path = SAMPLES / f"{timepoint}.dcm"
     ds = pydicom.dcmread(path)
-    assert _pixel_hash(ds.pixel_array) == _pixel_hash(film.pixels)
+    committed_pixels = ds.pixel_array
+    if _pixel_hash(committed_pixels) != _pixel_hash(film.pixels):
+        # Bit-identical on the platform that generated them; another CPU or
+        # OpenCV build may round a few float32 values the other way.  Any
+        # change of the generator moves far more than this.
+        diff = np.abs(committed_pixels.astype(np.int32) - film.pixels.astype(np.int32))
+        assert diff.max() <= 3 and diff.mean() <= 0.05, (
+            f"{path.name}: pixels differ from a fresh render (max {diff.max()} DN, "
+            f"mean {diff.mean():.3f} DN): regenerate with `vheight phantom sample_images --series`"
+        )
     committed = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
     expected = film_annotation(film, file=path.name, sop_instance_uid=str(ds.SOPInstanceUID))
     assert committed == json.loads(json.dumps(expected.to_dict()))
