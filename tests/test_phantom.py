@@ -545,3 +545,21 @@ def test_default_film_is_a_2000_by_1500_lateral(tmp_path):
     assert heights == sorted(heights) or np.corrcoef(np.arange(len(heights)), heights)[0, 1] > 0.8
     depths = [t.depth_mm for t in film.truth.values()]
     assert 28 <= min(depths) and max(depths) <= 47
+
+
+def test_readme_phantom_example_runs(tmp_path, monkeypatch, capsys):
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("<!-- section: phantom -->") :]
+    code = section[section.index("```python") + len("```python") :]
+    code = code[: code.index("```")]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md (phantom example)", "exec"), {})
+    assert "L1:wedge:30" in capsys.readouterr().out
+    assert (tmp_path / "out" / "l1_wedge.vheight.json").exists()
+    assert {p.name for p in (tmp_path / "out" / "series").iterdir()} >= {
+        "pre.dcm",
+        "post.dcm",
+        "followup.dcm",
+        "followup.vheight.json",
+    }
