@@ -254,3 +254,15 @@ def test_a_film_that_is_not_the_annotated_one_is_flagged(tmp_path, series):
     item = ReportItem(annotation=wrong, folder=str(series["pre"].parent))
     (group,) = prepare_films([item])
     assert any("is not the annotated one" in w and "1.2.3.4" in w for w in group[0].warnings)
+
+
+def test_deidentified_warnings_do_not_name_files(tmp_path):
+    folder = tmp_path / "Doe_Jane_study"
+    paths = write_series(folder, ("pre",))
+    (folder / "pre.dcm").rename(folder / "missing.dcm")  # the film is not found: a warning
+    data = report_bytes([paths["pre"]], deidentify=True)
+    pdf = tmp_path / "d.pdf"
+    pdf.write_bytes(data)
+    text = _text(pdf)
+    assert "<film> not found" in " ".join(text.split())
+    assert "Doe_Jane" not in text and "pre.dcm" not in text and "pre.vheight.json" not in text

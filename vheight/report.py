@@ -102,6 +102,7 @@ class ReportFilm:
     name: str
     group_key: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    identifiers: tuple[str, ...] = ()  # file names and paths, hidden when de-identified
 
     @property
     def info(self) -> Any:
@@ -200,7 +201,26 @@ def _prepare_one(item: Any, reference: str) -> ReportFilm:
         name=str(name),
         group_key=key,
         warnings=tuple(dict.fromkeys(warnings)),
+        identifiers=_identifiers(item, name, film_source, film),
     )
+
+
+def _identifiers(item: Any, name: Any, film_source: Any, film: Any) -> tuple[str, ...]:
+    """Strings naming the files of an input, longest first (they may carry patient names)."""
+    found: set[str] = {str(name)}
+    for value in (item if isinstance(item, (str, os.PathLike)) else None, film_source):
+        if isinstance(value, (str, os.PathLike)):
+            path = Path(value)
+            found.update({str(value), str(path), path.name, str(path.resolve())})
+    if film is not None:
+        found.update(str(v) for v in (film.info.name, film.info.path) if v)
+    return tuple(sorted((f for f in found if f), key=len, reverse=True))
+
+
+def _scrub(text: str, identifiers: Sequence[str]) -> str:
+    for identifier in identifiers:
+        text = text.replace(identifier, "<film>")
+    return text
 
 
 def prepare_films(items: Iterable[Any], *, reference: str = "adjacent") -> list[list[ReportFilm]]:
@@ -600,6 +620,8 @@ def _film_section(
         )
     )
     warnings = list(dict.fromkeys([*item.warnings, *(str(w) for w in m.warnings)]))
+    if deidentify:
+        warnings = [_scrub(w, item.identifiers) for w in warnings]
     if warnings:
         story.append(Spacer(1, 2 * mm))
         story.append(Paragraph("Warnings", styles["h3"]))
@@ -609,7 +631,11 @@ def _film_section(
 
 
 def _comparison_section(
-    group: Sequence[ReportFilm], styles: Mapping[str, Any], fonts: _Fonts, frame_w: float
+    group: Sequence[ReportFilm],
+    styles: Mapping[str, Any],
+    fonts: _Fonts,
+    frame_w: float,
+    deidentify: bool = False,
 ) -> list[Any]:
     from reportlab.lib import colors
     from reportlab.lib.units import mm
@@ -751,6 +777,9 @@ def _comparison_section(
         )
     )
     warnings = [str(w) for w in comparison.warnings]
+    if deidentify:
+        identifiers = sorted({i for item in group for i in item.identifiers}, key=len, reverse=True)
+        warnings = [_scrub(w, identifiers) for w in warnings]
     if warnings:
         story.append(Spacer(1, 2 * mm))
         story.append(Paragraph("Comparison warnings", styles["h3"]))
@@ -932,7 +961,7 @@ def _build(
         if story:
             story.append(PageBreak())
         story.extend(_patient_header(group, number, styles, fonts, frame_w, deidentify, reference))
-        comparison = _comparison_section(group, styles, fonts, frame_w)
+        comparison = _comparison_section(group, styles, fonts, frame_w, deidentify)
         story.extend(comparison or _summary_section(group, styles, fonts, frame_w, deidentify))
         for item in group:
             story.append(PageBreak())
