@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vheight.annotation import load_annotation, sidecar_path
 from vheight.api import measure_file
@@ -30,7 +32,7 @@ from vheight.phantom import (
     series_specs,
     write_film,
 )
-from vheight.phantom.anatomy import solve_heights
+from vheight.phantom.anatomy import build_spine, solve_heights
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 
@@ -563,3 +565,53 @@ def test_readme_phantom_example_runs(tmp_path, monkeypatch, capsys):
         "followup.dcm",
         "followup.vheight.json",
     }
+
+
+# --------------------------------------------------------------------------- properties
+
+_HEIGHT_ATTR = {
+    "anterior": "anterior_height_mm",
+    "middle": "middle_height_mm",
+    "posterior": "posterior_height_mm",
+}
+
+
+@st.composite
+def fracture_sets(draw):
+    levels = draw(
+        st.lists(
+            st.sampled_from(["T10", "T11", "T12", "L1", "L2", "L3", "L4"]),
+            min_size=1,
+            max_size=4,
+            unique=True,
+        )
+    )
+    return tuple(
+        Fracture(
+            level=lv,
+            kind=draw(st.sampled_from(list(FractureKind))),
+            loss_pct=draw(st.floats(min_value=20.0, max_value=60.0)),
+        )
+        for lv in levels
+    )
+
+
+@given(seed=st.integers(min_value=0, max_value=10_000), fractures=fracture_sets())
+def test_any_set_of_fractures_has_its_exact_loss_and_type(seed, fractures):
+    spine = build_spine(FilmSpec(seed=seed, fractures=fractures))
+    by_level = {v.level: v for v in spine.annotated}
+    order = ("T10", "T11", "T12", "L1", "L2", "L3", "L4")
+    for f in fractures:
+        i = order.index(f.level)
+        neighbours = [by_level[order[j]] for j in (i - 1, i + 1) if 0 <= j < len(order)]
+        v = by_level[f.level]
+        losses = {}
+        for name, attr in _HEIGHT_ATTR.items():
+            ref = sum(getattr(n, attr) for n in neighbours) / len(neighbours)
+            losses[name] = 100 * (1 - getattr(v, attr) / ref)
+        named = NAMED[f.kind.value]
+        assert losses[named] == pytest.approx(f.loss_pct, abs=1e-9)
+        # the named height has the largest loss, so it names the deformity type
+        assert max(losses, key=losses.get) == named
+        # the body stays a body: positive heights, endplates that do not cross
+        assert min(v.anterior_height_mm, v.middle_height_mm, v.posterior_height_mm) > 3.0
