@@ -76,6 +76,10 @@ NORMAL_BODY_MM: dict[str, tuple[float, float, float, float]] = {
     "L5": (26.8, 24.8, 42.0, 51.0),
 }
 
+#: A solved height below this fraction of the level's normal height is refused
+#: (consecutive fractures measured against each other can collapse a chain).
+MIN_HEIGHT_FRACTION = 0.3
+
 #: Share of a crush fracture's loss taken by the (anterior, middle, posterior) height.
 CRUSH_PROFILE: tuple[float, float, float] = (0.85, 0.9, 1.0)
 
@@ -217,6 +221,14 @@ def solve_heights(
                 else:
                     b[pos[lv]] += keep * heights[x][h] / len(neighbours)
         for lv, value in zip(unknown, np.linalg.solve(a, b), strict=True):
+            if not value >= MIN_HEIGHT_FRACTION * normal[lv][h]:
+                names = ", ".join(str(by_level[x]) for x in unknown)
+                raise ValueError(
+                    f"fractures {names}: measured against each other (adjacent reference), "
+                    f"the {('anterior', 'middle', 'posterior')[h]} height of {lv} would be "
+                    f"{value:.1f} mm, under {MIN_HEIGHT_FRACTION:.0%} of normal "
+                    f"({normal[lv][h]:.1f} mm): use lower losses or fewer consecutive fractures"
+                )
             heights[lv][h] = float(value)
 
     solve(2)  # posterior: crush
