@@ -392,8 +392,8 @@ def info_from_dataset(
 # -- pixels ----------------------------------------------------------------------------
 
 
-def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str]:
-    """The first frame as an array, and the photometric interpretation it is in."""
+def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str, list[str]]:
+    """The first frame, the photometric interpretation it is in, and decoder warnings."""
     from pydicom.pixels import get_decoder
 
     name = info.name
@@ -426,8 +426,8 @@ def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str]:
         # A read-only view on the file's bytes; unused high bits are handled below.
         options.update(view_only=True, correct_unused_bits=False)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             array, meta = decoder.as_array(ds, **options)
     except _READ_ERRORS as exc:
         text = str(exc).strip()
@@ -443,7 +443,8 @@ def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str]:
     photometric = str(meta.get("photometric_interpretation") or info.photometric_interpretation)
     if not array.dtype.isnative:  # Explicit VR Big Endian: one swap, then fast native math
         array = array.astype(array.dtype.newbyteorder("="))
-    return array, photometric
+    notes = list(dict.fromkeys(f"decoder: {w.message}" for w in caught))[:5]
+    return array, photometric, notes
 
 
 def _fix_unused_bits(
@@ -593,8 +594,7 @@ def film_from_dataset(
             f"{name}: unsupported photometric interpretation {photometric or '(missing)'!r}; "
             f"expected one of {', '.join(sorted(SUPPORTED_PHOTOMETRIC))}"
         )
-    array, decoded_photometric = _decode_first_frame(ds, info)
-    notes: list[str] = []
+    array, decoded_photometric, notes = _decode_first_frame(ds, info)
     samples = _int(ds, "SamplesPerPixel") or 1
     signed = _int(ds, "PixelRepresentation") == 1
     stored_range = None
