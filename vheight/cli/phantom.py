@@ -1,14 +1,14 @@
 """``vheight phantom OUTDIR``: synthetic lateral spine films with their true landmarks.
 
 Writes DICOM films (DX For Presentation by default) and, beside each, the
-true six-point landmarks as a v1 annotation file (``<stem>.vheight.json``).
-``--series`` writes a pre / post-kyphoplasty / follow-up series of one
-patient (``pre.dcm``, ``post.dcm``, ``followup.dcm``); with no other option
-it reproduces the bundled ``sample_images`` exactly.  Otherwise ``--count N``
-films are written as ``phantom_<seed>.dcm`` for seeds ``N`` consecutive seeds.
+true six-point landmarks as a v1 annotation file (FILM.vheight.json).
+With --series: a pre / post-kyphoplasty / follow-up series of one patient
+(pre.dcm, post.dcm, followup.dcm); with no other option it reproduces the
+bundled sample_images exactly.  Otherwise --count films are written as
+phantom_SEED.dcm, for consecutive seeds starting at --seed.
 
-The films are synthetic: no real patient, no real anatomy variation beyond
-what the generator draws.  One record per film is printed (``--format``).
+The films are synthetic: no real patient, no anatomical variation beyond
+what the generator draws.  One record per film is printed (--format).
 """
 
 from __future__ import annotations
