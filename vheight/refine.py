@@ -381,12 +381,16 @@ class _Field:
         v = self.sample(pts_mm)
         return v[..., 0] * direction[0] + v[..., 1] * direction[1]
 
-    def falls(self, pts_mm: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Minus the directional derivative, at the search and the fine scale."""
+    def falls(
+        self, pts_mm: np.ndarray, direction: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Minus the directional derivative at the search and the fine scale,
+        and the smoothed intensity."""
         v = self.sample(pts_mm)
         return (
             -(v[..., 0] * direction[0] + v[..., 1] * direction[1]),
             -(v[..., 2] * direction[0] + v[..., 3] * direction[1]),
+            v[..., 4],
         )
 
     def intensity(self, pts_mm: np.ndarray) -> np.ndarray:
@@ -490,14 +494,22 @@ def _parabola(values: np.ndarray, i: np.ndarray) -> np.ndarray:
 
 
 def _find_edges(
-    fall: np.ndarray, t: np.ndarray, threshold: float, fine: np.ndarray | None = None
+    fall: np.ndarray,
+    t: np.ndarray,
+    threshold: float,
+    fine: np.ndarray | None = None,
+    outside: np.ndarray | None = None,
 ) -> list[_Edge]:
     """Locate the strongest outward fall on each row of ``fall`` (K, S).
 
     ``fall`` is minus the outward derivative, sampled at offsets ``t`` (mm,
     evenly spaced).  Returns one :class:`_Edge` per row: the sub-sample offset
     of the accepted peak, or a flag.  ``fine``, the same profiles at the fine
-    scale, relocates each accepted peak when given.
+    scale, relocates each accepted peak when given.  ``outside``, the
+    smoothed intensity along the same profiles, settles a double edge: the
+    outer edge of an endplate faces the disc, the darkest tissue near it, so
+    of two falls of similar strength the one with the clearly darker outside
+    (by a quarter of the step) is taken; otherwise the point is ambiguous.
     """
     k, n = fall.shape
     if n < 5:
@@ -519,12 +531,26 @@ def _find_edges(
     ends[:, -1] = np.where(f[:, -1] > f[:, -2], f[:, -1], -np.inf)
     rivals = np.maximum(peaks, ends)
     far = np.abs(t[None, :] - t[i][:, None]) > AMBIGUITY_SEPARATION_MM
-    rival = np.max(np.where(far, rivals, -np.inf), axis=1)
+    rival_at = np.argmax(np.where(far, rivals, -np.inf), axis=1)
+    rival = np.where(far[rows, rival_at], rivals[rows, rival_at], -np.inf)
     h = float(t[1] - t[0])
-    safe_i = np.clip(i, 1, n - 2)
+    chosen = i.copy()
+    if outside is not None:
+        # Double edges: keep the one whose outside (1 mm beyond) is darker.
+        beyond = int(round(1.0 / h))
+        io = outside[rows, np.clip(i + beyond, 0, n - 1)]
+        ro = outside[rows, np.clip(rival_at + beyond, 0, n - 1)]
+        step = peak * math.sqrt(2 * math.pi) * SMOOTHING_MM
+        double = np.isfinite(peaks[rows, rival_at]) & (rival >= AMBIGUITY_RATIO * peak)
+        take_rival = double & (ro < io - 0.25 * step)
+        keep_best = double & (io < ro - 0.25 * step)
+        chosen = np.where(take_rival, rival_at, i)
+        rival = np.where(take_rival | keep_best, -np.inf, rival)
+        peak = np.where(take_rival, peaks[rows, rival_at], peak)
+    safe_i = np.clip(chosen, 1, n - 2)
     offset = t[safe_i] + _parabola(np.where(np.isfinite(f), f, 0.0), safe_i) * h
     if fine is not None:
-        near = np.abs(t[None, :] - t[i][:, None]) <= SMOOTHING_MM
+        near = np.abs(t[None, :] - t[chosen][:, None]) <= SMOOTHING_MM
         fine_f = np.where(near & np.isfinite(fine), fine, -np.inf)
         j = np.argmax(fine_f, axis=1)
         lo = np.argmax(near, axis=1)
@@ -550,10 +576,20 @@ def _find_edges(
 
 
 def _find_edge(
-    fall: np.ndarray, t: np.ndarray, threshold: float, fine: np.ndarray | None = None
+    fall: np.ndarray,
+    t: np.ndarray,
+    threshold: float,
+    fine: np.ndarray | None = None,
+    outside: np.ndarray | None = None,
 ) -> _Edge:
     """:func:`_find_edges` on a single profile."""
-    return _find_edges(fall[None, :], t, threshold, None if fine is None else fine[None, :])[0]
+    return _find_edges(
+        fall[None, :],
+        t,
+        threshold,
+        None if fine is None else fine[None, :],
+        None if outside is None else outside[None, :],
+    )[0]
 
 
 def _profile_offsets(image: _Image, radius_mm: float) -> np.ndarray:
@@ -563,21 +599,33 @@ def _profile_offsets(image: _Image, radius_mm: float) -> np.ndarray:
 
 
 def _edges_on_strip(
-    fld: _Field, bases: np.ndarray, normal: np.ndarray, t: np.ndarray
+    fld: _Field, bases: np.ndarray, normal: np.ndarray, t: np.ndarray, *, endplate: bool
 ) -> list[_Edge]:
-    """One edge search per base point along ``normal`` (outward)."""
+    """One edge search per base point along ``normal`` (outward).
+
+    ``endplate``: the profiles cross an endplate (towards the disc), so a
+    double edge is settled by the darker outside (:func:`_find_edges`).
+    """
     pts = bases[:, None, :] + t[None, :, None] * normal[None, None, :]
-    fall, fine = fld.falls(pts, normal)
-    return _find_edges(fall, t, fld.threshold, fine)
+    fall, fine, level = fld.falls(pts, normal)
+    return _find_edges(fall, t, fld.threshold, fine, level if endplate else None)
 
 
-def _edge_on_average(fld: _Field, bases: np.ndarray, normal: np.ndarray, t: np.ndarray) -> _Edge:
+def _edge_on_average(
+    fld: _Field, bases: np.ndarray, normal: np.ndarray, t: np.ndarray, *, endplate: bool
+) -> _Edge:
     """One edge search on the profiles through ``bases`` averaged together."""
     pts = bases[:, None, :] + t[None, :, None] * normal[None, None, :]
-    fall, fine = fld.falls(pts, normal)
+    fall, fine, level = fld.falls(pts, normal)
     if not np.all(np.isfinite(fall)):
         return _Edge(None, None, RefineFlag.OUTSIDE_IMAGE)
-    return _find_edge(fall.mean(axis=0), t, fld.threshold, fine.mean(axis=0))
+    return _find_edge(
+        fall.mean(axis=0),
+        t,
+        fld.threshold,
+        fine.mean(axis=0),
+        level.mean(axis=0) if endplate else None,
+    )
 
 
 def _fit_offsets(s: np.ndarray, edges: list[_Edge]) -> tuple[float, float, float] | None:
@@ -730,6 +778,8 @@ def _fit_strip(
     inward: np.ndarray,
     across: np.ndarray,
     t: np.ndarray,
+    *,
+    endplate: bool,
 ) -> tuple[tuple[float, float, float] | None, list[_Edge]]:
     """Edge line across ``across`` on profiles 1 to 6 mm from ``origin`` along ``inward``.
 
@@ -737,7 +787,8 @@ def _fit_strip(
     meets the pedicle and the endplate may be concave.
     """
     s = np.linspace(_STRIP_START_MM, _STRIP_END_MM, _STRIP_COUNT)
-    edges = _edges_on_strip(fld, origin[None, :] + s[:, None] * inward, across, t)
+    bases = origin[None, :] + s[:, None] * inward
+    edges = _edges_on_strip(fld, bases, across, t, endplate=endplate)
     return _fit_offsets(s, edges), edges
 
 
@@ -761,14 +812,14 @@ def _refine_corner(
     current = start.copy()
     score: float | None = None
     for _ in range(2):
-        plate, plate_edges = _fit_strip(fld, current, -tangent, normal, t)
+        plate, plate_edges = _fit_strip(fld, current, -tangent, normal, t, endplate=True)
         if plate is None:
             return _Outcome(start, False, _majority_flag(plate_edges), _best_score(plate_edges))
         a, b, plate_score = plate
         plate_point = current + a * normal
         plate_dir = -tangent + b * normal
         score = plate_score
-        wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t)
+        wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t, endplate=False)
         if wall_fit is None:
             return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
         c, d, wall_score = wall_fit
@@ -799,7 +850,8 @@ def _refine_middle(
     depth = float(np.dot(start - anchor, normal))
     base = anchor + depth * normal
     u = np.linspace(-_MIDDLE_HALF_WIDTH_MM, _MIDDLE_HALF_WIDTH_MM, _MIDDLE_COUNT)
-    edge = _edge_on_average(fld, base[None, :] + u[:, None] * tangent, normal, t)
+    bases = base[None, :] + u[:, None] * tangent
+    edge = _edge_on_average(fld, bases, normal, t, endplate=True)
     if edge.flag is not None or edge.offset is None:
         return _Outcome(start, False, edge.flag, edge.score)
     return _Outcome(base + edge.offset * normal, True, None, edge.score)
@@ -826,9 +878,10 @@ def _refine_lone(fld: _Field, start: np.ndarray, t: np.ndarray) -> _Outcome:
         return _Outcome(start, False, RefineFlag.OUTSIDE_IMAGE, None)
     # Bright inside: the outward direction is the one along which intensity falls.
     outward = -direction if deriv[np.argmax(np.abs(deriv))] > 0 else direction
-    pts = start[None, :] + t[:, None] * outward[None, :]
-    fall, fine = fld.falls(pts, outward)
-    edge = _find_edge(fall, t, fld.threshold, fine)
+    # Five parallel profiles, 0.5 mm apart, averaged (as for middle points).
+    u = np.linspace(-_MIDDLE_HALF_WIDTH_MM, _MIDDLE_HALF_WIDTH_MM, _MIDDLE_COUNT)
+    bases = start[None, :] + u[:, None] * _perp(outward)[None, :]
+    edge = _edge_on_average(fld, bases, outward, t, endplate=False)
     if edge.flag is not None or edge.offset is None:
         return _Outcome(start, False, edge.flag, edge.score)
     return _Outcome(start + edge.offset * outward, True, None, edge.score)
@@ -871,9 +924,12 @@ def _middle_outcome(
     start: np.ndarray,
     centre: np.ndarray | None,
     t: np.ndarray,
+    placed: Mapping[str, np.ndarray],
 ) -> tuple[_Outcome, np.ndarray | None]:
     """Refine middle point ``name`` from ``start``; also returns the anchor used
-    (midpoint of the corners of its endplate in ``geometry``, when known)."""
+    (midpoint of the corners of its endplate in ``geometry``, when known).
+    Without both corners in ``geometry``, the direction comes from the
+    landmarks as ``placed`` and the point keeps its place along the endplate."""
     endplate = name.split("_")[0]
     a = geometry.get(f"{endplate}_anterior")
     p = geometry.get(f"{endplate}_posterior")
@@ -884,7 +940,7 @@ def _middle_outcome(
         if tangent is not None:
             anchor = 0.5 * (a + p)
     if tangent is None:
-        tangent = _endplate_tangent(geometry, endplate, "anterior")
+        tangent = _endplate_tangent(placed, endplate, "anterior")
     if tangent is None:
         return _refine_lone(fld, start, t), None
     normal = _outward(_perp(tangent), start, centre, fld)
@@ -894,36 +950,44 @@ def _middle_outcome(
     return _refine_middle(fld, start, at, tangent, normal, t), anchor
 
 
+def _plate_line(known: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Line through the middle point and the opposite corner of ``name``'s endplate."""
+    endplate, side = name.split("_")
+    middle = known.get(f"{endplate}_middle")
+    opposite = known.get(f"{endplate}_{_other_side(side)}")
+    if middle is None or opposite is None:
+        return None
+    direction = _unit(middle - opposite)
+    return None if direction is None else (opposite, direction)
+
+
+def _wall_line(known: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Line through the same-side corner of the other endplate, perpendicular to it."""
+    endplate, side = name.split("_")
+    other = _other_endplate(endplate)
+    corner = known.get(f"{other}_{side}")
+    opposite = known.get(f"{other}_{_other_side(side)}")
+    if corner is None or opposite is None:
+        return None
+    chord = _unit(corner - opposite)
+    return None if chord is None else (corner, _perp(chord))
+
+
 def _corner_seed(
     known: Mapping[str, np.ndarray], name: str, placed: np.ndarray
 ) -> np.ndarray | None:
     """Where the other landmarks of the vertebra put corner ``name``.
 
-    At the intersection of the line through the middle point and the
-    opposite corner of its endplate with the line through the same-side
-    corner of the other endplate perpendicular to that endplate; when only
-    one of them is known, the ``placed`` position moved onto it.
+    At the intersection of :func:`_plate_line` and :func:`_wall_line`; when
+    only one of them is known, the ``placed`` position moved onto it.
     """
-    endplate, side = name.split("_")
-    other_endplate = _other_endplate(endplate)
-    middle = known.get(f"{endplate}_middle")
-    opposite = known.get(f"{endplate}_{_other_side(side)}")
-    below = known.get(f"{other_endplate}_{side}")
-    below_opposite = known.get(f"{other_endplate}_{_other_side(side)}")
-    plate = None
-    if middle is not None and opposite is not None and _unit(middle - opposite) is not None:
-        plate = (opposite, _unit(middle - opposite))
-    wall = None
-    if below is not None and below_opposite is not None:
-        chord = _unit(below - below_opposite)
-        if chord is not None:
-            wall = (below, _perp(chord))
+    plate = _plate_line(known, name)
+    wall = _wall_line(known, name)
     if plate is not None and wall is not None:
         return _intersect(plate[0], plate[1], wall[0], wall[1])
     line = plate or wall
     if line is None:
         return None
-    # Only one line known: the placed point moved onto it.
     return line[0] + float(np.dot(placed - line[0], line[1])) * line[1]
 
 
@@ -964,8 +1028,18 @@ def _refine_vertebra(
     for name in corners:
         out[name] = _corner_outcome(fld, pts, name, pts[name], centre, radius_mm, t)
         refined[name] = out[name].position
+
+    def anchors() -> dict[str, np.ndarray]:
+        # A corner not found at all gives no "midway": leave it out, so the
+        # middle point keeps its own place along the endplate.
+        return {
+            k: v
+            for k, v in refined.items()
+            if not (k in _CORNERS and k in out and not out[k].moved)
+        }
+
     for name in middles:
-        out[name], _ = _middle_outcome(fld, refined, name, pts[name], centre, t)
+        out[name], _ = _middle_outcome(fld, anchors(), name, pts[name], centre, t, pts)
         refined[name] = out[name].position
 
     def known(exclude: str) -> dict[str, np.ndarray]:
@@ -980,8 +1054,27 @@ def _refine_vertebra(
         for name in corners:
             if out[name].flag not in _RESEEDABLE:
                 continue
-            seed = _corner_seed(known(name), name, pts[name])
-            if seed is None or float(np.hypot(*(seed - pts[name]))) > limit:
+            if out[name].flag is RefineFlag.WEAK_WALL_EDGE:
+                # The endplate was found: only slide along it to the wall
+                # predicted by the other endplate.
+                base = out[name].position
+                wall = _wall_line(known(name), name)
+                endplate, side = name.split("_")
+                opposite = known(name).get(f"{endplate}_{_other_side(side)}")
+                along = None if opposite is None else _unit(base - opposite)
+                if wall is None or along is None:
+                    continue
+                seed = _intersect(base, along, wall[0], wall[1])
+                searched_from = base
+            else:
+                seed = _corner_seed(known(name), name, pts[name])
+                searched_from = pts[name]
+            # Only where the first search did not already look.
+            if (
+                seed is None
+                or float(np.hypot(*(seed - searched_from))) < 0.5 * radius_mm
+                or float(np.hypot(*(seed - pts[name]))) > limit
+            ):
                 continue
             again = _corner_outcome(fld, known(name), name, seed, centre, radius_mm, t)
             better = again.flag is None or (
@@ -993,9 +1086,9 @@ def _refine_vertebra(
                 refined[name] = again.position
     for name in middles:
         first = out[name]
-        outcome, anchor = _middle_outcome(fld, refined, name, pts[name], centre, t)
+        outcome, anchor = _middle_outcome(fld, anchors(), name, pts[name], centre, t, pts)
         if outcome.flag in _RESEEDABLE and anchor is not None:
-            again, _ = _middle_outcome(fld, refined, name, anchor, centre, t)
+            again, _ = _middle_outcome(fld, anchors(), name, anchor, centre, t, pts)
             if again.flag is None and float(np.hypot(*(again.position - pts[name]))) <= limit:
                 again.reseeded = True
                 outcome = again
@@ -1384,7 +1477,7 @@ def _align_level(
             continue
         path = np.vstack([p, m, a])
         bases = np.array([_along(path, f) for f in fractions])
-        edge = _edge_on_average(fld, bases, normal, t)
+        edge = _edge_on_average(fld, bases, normal, t, endplate=True)
         if edge.flag is not None or edge.offset is None:
             continue
         neighbour = (facing or {}).get(endplate)
@@ -1407,7 +1500,7 @@ def _align_level(
         if across is None:
             continue
         bases = bottom[None, :] + fractions[:, None] * (top - bottom)[None, :]
-        edge = _edge_on_average(fld, bases, across, t)
+        edge = _edge_on_average(fld, bases, across, t, endplate=False)
         if edge.flag is None and edge.offset is not None:
             for e in _ENDPLATES:
                 pts[f"{e}_{side}"] = pts[f"{e}_{side}"] + edge.offset * across
