@@ -636,7 +636,11 @@ def _process(
     log: np.ndarray, body: np.ndarray, spec: FilmSpec, rng: np.random.Generator, mm: float
 ) -> np.ndarray:
     """Frequency processing and the characteristic curve -> [0, 1] (bright = dense)."""
-    low = _lowpass(log, 25.0 / mm)
+    # the local mean of tissue only (normalised convolution), so that the air
+    # next to the skin does not make the subcutaneous tissue look dense
+    weight = _lowpass(body, 25.0 / mm)
+    low = _lowpass(log * body, 25.0 / mm) / np.maximum(weight, 1e-3)
+    low = np.where(weight > 0.02, low, log).astype(np.float32)
     mid = _lowpass(log, 2.0 / mm)
     out = 0.22 * low + 1.0 * (mid - low) + 1.3 * (log - mid)
     sample = out[::4, ::4][body[::4, ::4] > 0.5]
