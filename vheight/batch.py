@@ -277,6 +277,11 @@ def _relative(path: str, root: str) -> str:
     return rel.replace(os.sep, "/") if os.sep != "/" else rel
 
 
+def _folder_of(rel: str) -> str:
+    """The folder of a path relative to the root (``"."`` for the root itself)."""
+    return rel.rpartition("/")[0] or "."
+
+
 def _strip_root(message: str, root: str) -> str:
     """Paths inside ``root`` shown relative to it, so output does not depend on
     where the folder lives."""
@@ -308,7 +313,7 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
     from vheight.morphometry import measure
 
     path = os.path.join(root, rel)
-    folder = _relative(os.path.dirname(path), root)
+    folder = _folder_of(rel)
     image_rel: str | None = None
     timepoint: str | None = None
     sop_uid: str | None = None
@@ -548,7 +553,7 @@ def _run_chunks(
                     outcomes.extend(
                         _Outcome(
                             annotation=rel,
-                            folder=_relative(os.path.dirname(os.path.join(root, rel)), root),
+                            folder=_folder_of(rel),
                             error=f"{rel}: {_clean_message(reason, root)}",
                         )
                         for rel in chunk
