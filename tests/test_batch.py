@@ -834,6 +834,12 @@ def test_cli_bad_usage_exit_2(tmp_path, argv, capsys):
     assert exc.value.code == 2
 
 
+def test_cli_bad_scheduler_address(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    assert main(["batch", str(tmp_path), "--scheduler", "no port here"]) == 1
+    assert "cannot reach the Dask scheduler at no port here" in capsys.readouterr().err
+
+
 def test_cli_missing_dask_says_how_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)
     assert main(["batch", str(tmp_path), "--scheduler", "tcp://127.0.0.1:1"]) == 1

@@ -1087,8 +1087,8 @@ def dask_client(address: str) -> Iterator[Any]:
             'pip install "vheight[dask]"'
         ) from exc
     try:
-        client = Client(address, timeout="30s")
-    except (OSError, TimeoutError) as exc:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
         raise VHeightError(
             f"cannot reach the Dask scheduler at {address}: {exc}; check the address "
             "(e.g. tcp://host:8786) and that the scheduler is running"
