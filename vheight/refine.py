@@ -140,6 +140,9 @@ _STRIP_COUNT = 11
 _MIDDLE_HALF_WIDTH_MM = 1.0
 _MIDDLE_COUNT = 5
 _MIN_VALID_PROFILES = 3
+# Depths inside the endplate edge (mm) where the end of the cortex is sought
+# when the wall next to a corner shows no edge.
+_BAND_DEPTHS_MM = (0.2, 0.35, 0.5)
 _MAX_SLOPE = 0.6
 
 
@@ -821,7 +824,11 @@ def _refine_corner(
         score = plate_score
         wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t, endplate=False)
         if wall_fit is None:
-            return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
+            end = _band_end(fld, plate_point, plate_dir, normal, t)
+            if end is None:
+                return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
+            current = end
+            continue
         c, d, wall_score = wall_fit
         wall_point = current + c * wall_normal
         corner = _intersect(plate_point, plate_dir, wall_point, -wall + d * wall_normal)
@@ -835,6 +842,27 @@ def _refine_corner(
     if abs(float(np.dot(move, normal))) > limit or abs(float(np.dot(move, wall_normal))) > limit:
         return _Outcome(start, False, RefineFlag.WEAK_EDGE, score)
     return _Outcome(current, True, None, score)
+
+
+def _band_end(
+    fld: _Field, plate_point: np.ndarray, plate_dir: np.ndarray, normal: np.ndarray, t: np.ndarray
+) -> np.ndarray | None:
+    """Where the endplate's bright cortex ends along the endplate, or None.
+
+    Used when the wall next to a corner shows no edge (a pedicle against the
+    posterior wall, a faint anterior wall): profiles along the endplate edge
+    line, just inside it (within the cortex), searched outward for the fall
+    at the end of the cortex.  Returns that point on the edge line.
+    """
+    outward = _unit(-plate_dir)
+    if outward is None:
+        return None
+    depths = np.array(_BAND_DEPTHS_MM)
+    bases = plate_point[None, :] - depths[:, None] * normal[None, :]
+    edge = _edge_on_average(fld, bases, outward, t, endplate=False)
+    if edge.flag is not None or edge.offset is None:
+        return None
+    return plate_point + edge.offset * outward
 
 
 def _refine_middle(
