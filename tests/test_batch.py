@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -832,6 +833,18 @@ def test_cli_bad_usage_exit_2(tmp_path, argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["batch", str(tmp_path), *argv])
     assert exc.value.code == 2
+
+
+def test_dask_is_imported_only_when_used(good_folder):
+    code = (
+        "import sys; from vheight.batch import run_batch; "
+        f"run_batch({str(good_folder)!r}, workers=1, progress=False); "
+        "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_cli_bad_scheduler_address(tmp_path, capsys):
