@@ -253,8 +253,11 @@ def test_cement_is_the_densest_thing_in_the_treated_body():
     mask = np.zeros(pre.pixels.shape, np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
     inside = mask.astype(bool)
-    assert post.pixels[inside].mean() > pre.pixels[inside].mean() + 0.05 * 4095
-    assert np.percentile(post.pixels[inside], 90) > np.percentile(pre.pixels, 99)
+    assert post.pixels[inside].mean() > pre.pixels[inside].mean() + 0.03 * 4095
+    # a good part of the body is brighter than anything on the film before
+    brightest_before = np.percentile(pre.pixels, 99.5)
+    before = np.mean(pre.pixels[inside] > brightest_before)
+    assert np.mean(post.pixels[inside] > brightest_before) > before + 0.15
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -310,7 +313,8 @@ def test_monochrome1_is_the_inverse_of_monochrome2(bits):
     maxval = (1 << bits) - 1
     assert int(m2.pixels.max()) <= maxval
     assert np.array_equal(m1.pixels.astype(np.int64), maxval - m2.pixels.astype(np.int64))
-    assert m2.pixels.max() > 0.9 * maxval and m2.pixels.min() < 0.1 * maxval
+    # bone near 80-90 % of the range, headroom above it for cement
+    assert m2.pixels.max() > 0.75 * maxval and m2.pixels.min() < 0.1 * maxval
 
 
 def test_header_identity_uids_and_windows(tmp_path):

@@ -596,7 +596,7 @@ def _cement(
     # interdigitation with the trabeculae at the margin of the cloud
     thickness *= np.clip(1 + 0.8 * tex_ss * (1 - thickness), 0, None)
     inside = _smoothstep((d_body - 0.6) / 1.2) * body
-    return (1.7 * thickness * inside).astype(np.float32)
+    return (2.4 * thickness * inside).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- exposure
@@ -650,7 +650,7 @@ def _process(
     lo, hi = np.percentile(sample, [0.5, 98.0])
     exposure = spec.exposure if spec.exposure is not None else float(rng.uniform(-0.5, 0.5))
     # bone at about 85 % of the range leaves headroom for cement and metal
-    x = 0.02 + 0.80 * (out - lo) / max(hi - lo, 1e-6)
+    x = 0.02 + 0.72 * (out - lo) / max(hi - lo, 1e-6)
     x = x + 0.10 * exposure
     # a gentle S-shaped characteristic curve
     x = np.clip(x, -0.2, 1.3)
