@@ -33,15 +33,27 @@ the point is left where it is and flagged.
 Per point
 ---------
 - Corners (``*_anterior``, ``*_posterior``): the corner of the body outline.
-  Edge points of the endplate are found on profiles along the endplate normal,
-  taken 1 to 6 mm inside the corner along the endplate; edge points of the
-  anterior (posterior) wall on profiles along the wall normal, 1 to 6 mm
-  inside the corner along the wall.  A line is fitted robustly to each set
-  and the refined corner is their intersection; this is repeated once from
-  the new corner.
+  The endplate edge is found on profiles along the endplate normal, taken 1
+  to 6 mm inside the corner along the endplate, and a line is fitted to it
+  robustly.  The wall edge is then searched along the endplate direction,
+  just inside that line (within the cortex): the corner is where the
+  endplate cortex ends.  When that end is not clear, the wall's own edge is
+  found on profiles across the wall 1 to 6 mm below (above) the corner and
+  the corner is the intersection of the two lines; when neither is clear,
+  the corner only moves across the endplate (``weak_wall_edge``).  This is
+  repeated once from the new corner.
 - Middle points (``*_middle``): moved to the midpoint of the (refined)
   corners of their endplate along the endplate, then snapped to the edge
-  along the endplate normal, so a biconcave endplate is followed.
+  along the endplate normal, so a biconcave endplate is followed.  When a
+  corner of the endplate is not found, the middle point keeps its place
+  along the endplate.
+- Second chance: a point whose own search window holds no edge (placed
+  further than the radius from it) is searched again from where the
+  vertebra's refined landmarks put it; it is then reported ``reseeded`` and
+  may have moved up to twice the radius.
+- A double edge across an endplate (two falls of similar strength) is
+  settled by the darker outside: the outer edge of an endplate faces the
+  disc.  Otherwise the point is ambiguous and left alone.
 
 The endplate normal of a point is perpendicular to the line through the
 corners of its endplate and points away from the centre of the vertebra's
@@ -822,13 +834,15 @@ def _refine_corner(
         plate_point = current + a * normal
         plate_dir = -tangent + b * normal
         score = plate_score
-        wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t, endplate=False)
-        if wall_fit is None:
-            end = _band_end(fld, plate_point, plate_dir, normal, t)
-            if end is None:
-                return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
+        # The wall edge, searched along the endplate: where the endplate
+        # cortex ends.  Failing that, the line of the wall's own edge.
+        end = _band_end(fld, plate_point, plate_dir, normal, t)
+        if end is not None:
             current = end
             continue
+        wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t, endplate=False)
+        if wall_fit is None:
+            return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
         c, d, wall_score = wall_fit
         wall_point = current + c * wall_normal
         corner = _intersect(plate_point, plate_dir, wall_point, -wall + d * wall_normal)
