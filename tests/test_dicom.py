@@ -789,3 +789,42 @@ def test_header_facts_from_a_file_equal_those_of_the_decoded_dataset(tmp_path, c
     assert from_file == from_dataset
     assert from_file.patient_name == name
     assert from_file.calibration.row_spacing_mm == pytest.approx(0.139 / 1.1)
+
+
+def _j2k_dataset() -> Dataset:
+    ds = make_dataset(smooth_image(64, 48, bits=12, seed=40))
+    ds.compress(JPEG2000Lossless)
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "sound"),
+    [
+        pytest.param(lambda frame, ds: frame, True, id="sound"),
+        pytest.param(lambda frame, ds: frame[: len(frame) // 2], False, id="truncated"),
+        pytest.param(lambda frame, ds: b"\xff\x4f\xff\x51" + bytes(100), False, id="garbage-siz"),
+        pytest.param(lambda frame, ds: frame[:2] + frame[4:], False, id="no-siz"),
+        pytest.param(lambda frame, ds: setattr(ds, "Rows", 32) or frame, False, id="rows-disagree"),
+    ],
+)
+def test_jpeg2000_header_check_guards_the_fast_decoder(corrupt, sound):
+    from vheight.dicom import _j2k_header_ok, info_from_dataset
+
+    ds = _j2k_dataset()
+    frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([corrupt(frame, ds)])
+    assert _j2k_header_ok(ds, info_from_dataset(ds, name="x.dcm")) is sound
+
+
+def test_corrupt_jpeg2000_body_is_an_error_not_a_crash(tmp_path):
+    ds = _j2k_dataset()
+    frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    noise = np.random.default_rng(3).integers(0, 256, len(frame) - 200, dtype=np.uint8)
+    ds.PixelData = encapsulate([frame[:200] + noise.tobytes()[:-2] + b"\xff\xd9"])
+    path = write_dicom(ds, tmp_path / "noisy_j2k.dcm")
+    try:
+        film = load_film(path)  # a decoder may tolerate the noise ...
+    except DicomReadError as exc:  # ... or say so, naming file and syntax
+        assert "noisy_j2k.dcm" in str(exc) and "JPEG 2000" in str(exc)
+    else:
+        assert film.pixels.shape == (64, 48)

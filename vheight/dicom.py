@@ -16,12 +16,15 @@ JPEG Extended                               GDCM, Pillow (8-bit only: 12-bit
                                             with a clear error)
 JPEG Lossless (Process 14, SV1)             GDCM
 JPEG-LS Lossless / Near-Lossless            pyjpegls
-JPEG 2000 (Lossless Only) / JPEG 2000       pylibjpeg-openjpeg
+JPEG 2000 (Lossless Only) / JPEG 2000       GDCM (two threads) when the
+                                            codestream header checks out, else
+                                            (or if GDCM fails) pylibjpeg-openjpeg
 HTJ2K (Lossless, RPCL, lossy)               pylibjpeg-openjpeg
 ==========================================  =====================================
 
-GDCM is avoided where another plugin exists: it aborts the process on some
-corrupt JPEG 2000 codestreams instead of raising an error.
+GDCM aborts the whole process on a JPEG 2000 codestream whose main header is
+garbage, instead of raising an error: it gets only codestreams whose SIZ
+header agrees with the data set.
 
 Calibration follows :meth:`vheight.calibration.Calibration.from_dataset`; the
 display pipeline (modality LUT, VOI, MONOCHROME1 inversion) is
@@ -113,9 +116,13 @@ _READ_ERRORS = (
 
 # The plugin tried for each compressed syntax when it is installed.  GDCM is
 # pydicom's first choice for several syntaxes, but it aborts the whole process
-# (an uncaught C++ exception) on some corrupt JPEG 2000 codestreams, where
-# pylibjpeg-openjpeg raises a Python error instead; GDCM remains the decoder
-# of JPEG Lossless, which nothing else installed here decodes.
+# (an uncaught C++ exception) on a JPEG 2000 codestream whose main header is
+# garbage, where pylibjpeg-openjpeg raises a Python error instead.  GDCM
+# decodes JPEG 2000 with two threads, so it is used when the codestream's SIZ
+# header checks out against the data set (see ``_j2k_header_ok``); otherwise,
+# and if GDCM fails, pylibjpeg-openjpeg.  GDCM remains the decoder of JPEG
+# Lossless, which nothing else installed here decodes.
+_J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
 _PREFERRED_PLUGIN: dict[str, str] = {
     "1.2.840.10008.1.2.4.90": "pylibjpeg",  # JPEG 2000 Lossless
     "1.2.840.10008.1.2.4.91": "pylibjpeg",  # JPEG 2000
@@ -425,10 +432,24 @@ def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str, l
     if not tsyntax.is_encapsulated:
         # A read-only view on the file's bytes; unused high bits are handled below.
         options.update(view_only=True, correct_unused_bits=False)
+    first_try = None
+    if (
+        str(tsyntax) in _J2K_SYNTAXES
+        and "gdcm" in decoder.available_plugins
+        and _j2k_header_ok(ds, info)
+    ):
+        first_try = {**options, "decoding_plugin": "gdcm"}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            array, meta = decoder.as_array(ds, **options)
+            array = meta = None
+            if first_try is not None:
+                try:
+                    array, meta = decoder.as_array(ds, **first_try)
+                except _READ_ERRORS:
+                    array = None
+            if array is None:
+                array, meta = decoder.as_array(ds, **options)
     except _READ_ERRORS as exc:
         text = str(exc).strip()
         lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -445,6 +466,61 @@ def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str, l
         array = array.astype(array.dtype.newbyteorder("="))
     notes = list(dict.fromkeys(f"decoder: {w.message}" for w in caught))[:5]
     return array, photometric, notes
+
+
+def _j2k_header_ok(ds: Dataset, info: FilmInfo) -> bool:
+    """Whether the first frame's JPEG 2000 codestream looks sound.
+
+    The SIZ marker segment must agree with Rows, Columns and Samples per Pixel,
+    have sane tile and component parameters, and the codestream must end with
+    the EOC marker.  Anything else goes to the more defensive decoder.
+    """
+    from pydicom.encaps import get_frame
+
+    try:
+        frames = info.number_of_frames
+        frame = get_frame(ds.PixelData, 0, number_of_frames=frames)
+    except _READ_ERRORS:
+        return False
+    start = frame.find(b"\xff\x4f\xff\x51", 0, 512)
+    if start < 0 or len(frame) < start + 45:
+        return False
+    try:
+        (
+            length,
+            _capabilities,
+            width,
+            height,
+            x0,
+            y0,
+            tile_w,
+            tile_h,
+            tile_x0,
+            tile_y0,
+            components,
+        ) = struct.unpack(">HHIIIIIIIIH", frame[start + 4 : start + 42])
+    except struct.error:
+        return False
+    samples = _int(ds, "SamplesPerPixel") or 1
+    if (
+        length != 38 + 3 * components
+        or components != samples
+        or width - x0 != info.columns
+        or height - y0 != info.rows
+        or not tile_w
+        or not tile_h
+        or tile_x0 > x0
+        or tile_y0 > y0
+        or tile_x0 + tile_w <= x0
+        or tile_y0 + tile_h <= y0
+        or len(frame) < start + 42 + 3 * components
+    ):
+        return False
+    for i in range(components):
+        depth, dx, dy = frame[start + 42 + 3 * i : start + 45 + 3 * i]
+        if (depth & 0x7F) + 1 > 38 or not dx or not dy:
+            return False
+    return b"\xff\xd9" in frame[-4:]  # EOC, perhaps followed by a padding byte
 
 
 def _fix_unused_bits(
