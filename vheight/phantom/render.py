@@ -340,7 +340,11 @@ def _soft_tissue(
             du = (xs_ - bx) * math.cos(ang) + (ys_ - by) * math.sin(ang)
             dv = -(xs_ - bx) * math.sin(ang) + (ys_ - by) * math.cos(ang)
             rr = np.sqrt((du / ra) ** 2 + (dv / rb) ** 2)
-            blob = rng.uniform(9, 24) * (1 - _smoothstep((rr - 0.55) / 0.6))
+            # lobulated, not elliptical: bowel loops and haustra
+            theta = np.arctan2(dv / rb, du / ra)
+            p1, p2 = rng.uniform(0, 2 * math.pi, 2)
+            rr = rr * (1 + 0.16 * np.sin(3 * theta + p1) + 0.09 * np.sin(5 * theta + p2))
+            blob = rng.uniform(7, 20) * (1 - _smoothstep((rr - 0.5) / 0.7))
             np.maximum(gas[r0:r1, c0:c1], blob, out=gas[r0:r1, c0:c1])
     a -= MU_SOFT * gas
 
