@@ -26,12 +26,13 @@ Speed
 Only a film's header is read (``stop_before_pixels``, through
 :func:`vheight.film.read_film_info`): measuring needs the calibration and the
 identifiers, never the pixels.  The files are spread over a local process
-pool (``workers``, default ``os.cpu_count()``), in chunks so that the cost of
-sending a task stays small beside the work it carries; ``workers=1`` runs in
-this process without a pool.  Any :class:`concurrent.futures.Executor`, or a
-``dask.distributed.Client`` (the optional ``vheight[dask]`` extra), may be
-passed as ``executor`` to run the same chunks elsewhere; the files must then
-be readable at the same paths on every worker.
+pool (``workers``, default ``os.cpu_count()``, one per 32 files for a small
+folder), in chunks so that the cost of sending a task stays small beside the
+work it carries; ``workers=1`` runs in this process without a pool.  Any
+:class:`concurrent.futures.Executor`, or a ``dask.distributed.Client`` (the
+optional ``vheight[dask]`` extra), may be passed as ``executor`` to run the
+same chunks elsewhere; the files must then be readable at the same paths on
+every worker.
 
 Pairing rule
 ------------

@@ -92,7 +92,8 @@ def register(subparsers: Any) -> None:
         "--workers",
         type=_workers,
         metavar="N",
-        help="local worker processes (default: the number of CPUs; 1 = no pool)",
+        help="local worker processes (default: the number of CPUs, one per 32 files "
+        "for a small folder; 1 = no pool)",
     )
     where.add_argument(
         "--scheduler",
