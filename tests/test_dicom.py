@@ -532,6 +532,18 @@ CALIBRATION_FILES = [
         0.1,
         id="fiducial",
     ),
+    pytest.param(
+        {"PixelSpacing": [0.11, 0.11], "PixelSpacingCalibrationType": "GEOMETRY"},
+        "mm ERMF",
+        0.11,
+        id="geometry",
+    ),
+    pytest.param(
+        {"ImagerPixelSpacing": [0.139, 0.139], "PixelSpacing": [0.12, 0.12]},
+        "mm Calibrated",
+        0.12,
+        id="pixel-spacing-differs",
+    ),
     pytest.param({"PixelSpacing": [0.1, 0.1]}, "mm", 0.1, id="pixel-spacing-only"),
     pytest.param({"PixelSpacing": [0.0, 0.0]}, "px", 1.0, id="zero"),
     pytest.param({"PixelSpacing": [-0.1, 0.1]}, "px", 1.0, id="negative"),
