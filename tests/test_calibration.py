@@ -329,3 +329,16 @@ def test_calibration_module_is_pure():
         )
     }
     assert not imported & {"pydicom", "numpy", "streamlit", "PIL", "os", "pathlib", "io"}
+
+
+def test_an_unreadable_header_value_counts_as_absent():
+    class Header:
+        ImagerPixelSpacing = (0.139, 0.139)
+
+        @property
+        def PixelSpacing(self):  # noqa: N802 - DICOM keyword
+            raise ValueError("'0.1x' is not a valid DS")
+
+    calibration, warnings = Calibration.from_dataset(Header())
+    assert calibration.label is SpacingLabel.PROJ
+    assert warnings == ["PixelSpacing cannot be read ('0.1x' is not a valid DS): ignored"]
