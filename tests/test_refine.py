@@ -579,3 +579,23 @@ def test_cli_table_and_usage_errors(film_on_disk, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["refine", str(path), "--radius-mm", "-1"])
     assert exc.value.code == 2
+
+
+def test_mirrored_film_gives_mirrored_landmarks():
+    # The same film with the patient facing the other way: every move mirrors.
+    image, truth, cal = body_film(seed=9, concave_mm=1.0)
+    start = perturbed(truth, cal, 1.0, seed=10)
+    width = image.shape[1]
+    mirror = replace(
+        start,
+        vertebrae={
+            level: {k: (width - 1 - x, y) for k, (x, y) in pts.items()}
+            for level, pts in start.vertebrae.items()
+        },
+    )
+    direct = refine_annotation(start, image, cal)
+    mirrored = refine_annotation(mirror, np.ascontiguousarray(image[:, ::-1]), cal)
+    for a, b in zip(direct.moves, mirrored.moves, strict=True):
+        assert (a.level, a.point, a.flag, a.moved) == (b.level, b.point, b.flag, b.moved)
+        assert (width - 1 - b.x) == pytest.approx(a.x, abs=1e-3)
+        assert b.y == pytest.approx(a.y, abs=1e-3)
