@@ -525,7 +525,9 @@ def _affine_to_unit(
     if native and stored.ndim == 2 and stored.size:
         import cv2
 
-        out = cv2.addWeighted(stored, scale, stored, 0.0, offset, dtype=cv2.CV_32F)
+        # numpy's allocator asks for transparent huge pages: fewer page faults
+        out = np.empty(stored.shape, dtype=np.float32)
+        cv2.addWeighted(stored, scale, stored, 0.0, offset, dst=out, dtype=cv2.CV_32F)
         if need_high:
             cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)
         if need_low:
