@@ -174,6 +174,18 @@ def test_find_edges(fall, flag, offset):
         assert edge.score >= 1
 
 
+def test_a_fall_without_an_intensity_drop_is_not_an_edge():
+    # A gradient lobe (as a band-pass makes in front of a strong rise) where
+    # the intensity itself does not fall: rejected.  A real step: accepted.
+    lobe = gaussian(T, 0.0)
+    flat = np.full_like(T, 0.5)
+    step = 0.5 - 0.5 * np.tanh(T / 0.4)  # falls outwards by 1.0 around t = 0
+    (no_drop,) = _find_edges(lobe[None, :], T, 0.5, level=flat[None, :])
+    (real,) = _find_edges(lobe[None, :], T, 0.5, level=step[None, :])
+    assert no_drop.flag == RefineFlag.WEAK_EDGE
+    assert real.flag is None and real.offset == pytest.approx(0.0, abs=0.01)
+
+
 # -- snapping a whole film ----------------------------------------------------------------------
 
 
@@ -599,3 +611,18 @@ def test_mirrored_film_gives_mirrored_landmarks():
         assert (a.level, a.point, a.flag, a.moved) == (b.level, b.point, b.flag, b.moved)
         assert (width - 1 - b.x) == pytest.approx(a.x, abs=1e-3)
         assert b.y == pytest.approx(a.y, abs=1e-3)
+
+
+def test_point_beyond_the_radius_is_reseeded_from_its_vertebra():
+    image, truth, cal = body_film(seed=12, tilt_deg=0.0)
+    x, y = truth.vertebrae["L1"]["superior_middle"]
+    # 4.5 mm above the endplate, in the disc: no edge within 3 mm of it.
+    far = truth.with_point("L1", "superior_middle", (x, y - 4.5 / 0.15))
+    result = refine_annotation(far, image, cal, radius_mm=3.0)
+    move = result.move("L1", "superior_middle")
+    assert move.moved and move.reseeded and move.flag is None
+    assert math.hypot(move.x - x, move.y - y) * 0.15 <= 0.2
+    assert move.distance_mm <= 2 * 3.0
+    # With a radius of 1 mm, twice the radius is too short: left alone.
+    alone = refine_annotation(far, image, cal, radius_mm=1.0).move("L1", "superior_middle")
+    assert not alone.moved and alone.flag == RefineFlag.WEAK_EDGE

@@ -513,18 +513,25 @@ def _find_edges(
     t: np.ndarray,
     threshold: float,
     fine: np.ndarray | None = None,
-    outside: np.ndarray | None = None,
+    level: np.ndarray | None = None,
+    *,
+    resolve_double: bool = False,
 ) -> list[_Edge]:
     """Locate the strongest outward fall on each row of ``fall`` (K, S).
 
     ``fall`` is minus the outward derivative, sampled at offsets ``t`` (mm,
     evenly spaced).  Returns one :class:`_Edge` per row: the sub-sample offset
     of the accepted peak, or a flag.  ``fine``, the same profiles at the fine
-    scale, relocates each accepted peak when given.  ``outside``, the
-    smoothed intensity along the same profiles, settles a double edge: the
-    outer edge of an endplate faces the disc, the darkest tissue near it, so
-    of two falls of similar strength the one with the clearly darker outside
-    (by a quarter of the step) is taken; otherwise the point is ambiguous.
+    scale, relocates each accepted peak when given.
+
+    ``level``, the smoothed intensity along the same profiles, checks that
+    the intensity really drops across the edge (1 mm either side) by half
+    the step its gradient implies: the band-pass makes weak false falls in
+    front of strong rises, which have no such drop.  With ``resolve_double``
+    (profiles across an endplate), it also settles a double edge: the outer
+    edge of an endplate faces the disc, the darkest tissue near it, so of two
+    falls of similar strength the one with the clearly darker outside (by a
+    quarter of the step) is taken; otherwise the point is ambiguous.
     """
     k, n = fall.shape
     if n < 5:
@@ -550,11 +557,11 @@ def _find_edges(
     rival = np.where(far[rows, rival_at], rivals[rows, rival_at], -np.inf)
     h = float(t[1] - t[0])
     chosen = i.copy()
-    if outside is not None:
+    beyond = max(1, int(round(1.0 / h)))
+    if level is not None and resolve_double:
         # Double edges: keep the one whose outside (1 mm beyond) is darker.
-        beyond = int(round(1.0 / h))
-        io = outside[rows, np.clip(i + beyond, 0, n - 1)]
-        ro = outside[rows, np.clip(rival_at + beyond, 0, n - 1)]
+        io = level[rows, np.clip(i + beyond, 0, n - 1)]
+        ro = level[rows, np.clip(rival_at + beyond, 0, n - 1)]
         step = peak * math.sqrt(2 * math.pi) * SMOOTHING_MM
         double = np.isfinite(peaks[rows, rival_at]) & (rival >= AMBIGUITY_RATIO * peak)
         take_rival = double & (ro < io - 0.25 * step)
@@ -575,13 +582,21 @@ def _find_edges(
         fine_offset = t[safe_j] + _parabola(np.where(np.isfinite(fine), fine, 0.0), safe_j) * h
         offset = np.where(inside, fine_offset, offset)
     score = np.max(f, axis=1) / threshold
+    stepless = np.zeros(k, dtype=bool)
+    if level is not None:
+        drop = (
+            level[rows, np.clip(chosen - beyond, 0, n - 1)]
+            - level[rows, np.clip(chosen + beyond, 0, n - 1)]
+        )
+        implied = peak * math.sqrt(2 * math.pi) * SMOOTHING_MM
+        stepless = ~(drop >= 0.5 * implied)
     out = []
     for r in range(k):
         if not finite[r]:
             out.append(_Edge(None, None, RefineFlag.OUTSIDE_IMAGE))
         elif not has_peak[r]:
             out.append(_Edge(None, float(score[r]), RefineFlag.WEAK_EDGE))
-        elif peak[r] < threshold:
+        elif peak[r] < threshold or stepless[r]:
             out.append(_Edge(None, float(peak[r] / threshold), RefineFlag.WEAK_EDGE))
         elif rival[r] >= AMBIGUITY_RATIO * peak[r]:
             out.append(_Edge(None, float(peak[r] / threshold), RefineFlag.AMBIGUOUS_EDGE))
@@ -595,7 +610,9 @@ def _find_edge(
     t: np.ndarray,
     threshold: float,
     fine: np.ndarray | None = None,
-    outside: np.ndarray | None = None,
+    level: np.ndarray | None = None,
+    *,
+    resolve_double: bool = False,
 ) -> _Edge:
     """:func:`_find_edges` on a single profile."""
     return _find_edges(
@@ -603,7 +620,8 @@ def _find_edge(
         t,
         threshold,
         None if fine is None else fine[None, :],
-        None if outside is None else outside[None, :],
+        None if level is None else level[None, :],
+        resolve_double=resolve_double,
     )[0]
 
 
@@ -623,7 +641,7 @@ def _edges_on_strip(
     """
     pts = bases[:, None, :] + t[None, :, None] * normal[None, None, :]
     fall, fine, level = fld.falls(pts, normal)
-    return _find_edges(fall, t, fld.threshold, fine, level if endplate else None)
+    return _find_edges(fall, t, fld.threshold, fine, level, resolve_double=endplate)
 
 
 def _edge_on_average(
@@ -639,7 +657,8 @@ def _edge_on_average(
         t,
         fld.threshold,
         fine.mean(axis=0),
-        level.mean(axis=0) if endplate else None,
+        level.mean(axis=0),
+        resolve_double=endplate,
     )
 
 
