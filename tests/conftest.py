@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from hypothesis import settings
 
 settings.register_profile("ci", deadline=None, max_examples=200)
