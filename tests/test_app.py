@@ -62,7 +62,7 @@ TABS = {"pre": 0, "post": 1, "followup": 2}
 
 def _table(at, timepoint="pre") -> pd.DataFrame:
     tab = at.tabs[TABS[timepoint]]
-    found = [d.value for d in tab.dataframe if "Grade" in d.value.columns]
+    found = [t.value for t in tab.table if "Grade" in t.value.columns]
     assert len(found) == 1, f"{timepoint}: expected one measurement table, found {len(found)}"
     return found[0]
 

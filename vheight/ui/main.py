@@ -44,6 +44,7 @@ from vheight.ui.tables import (
 __all__ = ["main"]
 
 EDITOR_HEIGHT = 660
+COMPARISON = "Comparison"
 # Layout only (a constant of this module, never data): a tighter page top.
 _PAGE_CSS = """<style>
 [data-testid="stMainBlockContainer"] { padding-top: 2.2rem; padding-bottom: 2rem; }
@@ -92,19 +93,31 @@ def main(*, samples: Path | None = None) -> None:
     st.html(_PAGE_CSS)
     session.init_session(samples=samples)
     _sidebar()
-    labels = [session.TIMEPOINT_LABELS[tp] for tp in ("pre", "post", "followup")]
-    measurements: dict[str, Any] = {}
-    for tp in ("pre", "post", "followup"):
+    for tp in session.TIMEPOINTS:
         session.sync_editor(tp)
-        slot = session.get_slot(tp)
-        if slot is not None:
-            measurements[tp] = _measure(slot)
-    tabs = st.tabs([*labels, "Comparison"])
-    for tab, tp in zip(tabs[:3], ("pre", "post", "followup"), strict=True):
-        with tab:
-            _film_tab(tp, measurements.get(tp))
-    with tabs[3]:
-        _comparison_tab(measurements)
+    labels = [session.TIMEPOINT_LABELS[tp] for tp in session.TIMEPOINTS]
+    # Lazy tabs: only the open tab runs, so an edit reruns one film's panel.
+    tabs = st.tabs([*labels, COMPARISON], key=session.TAB, on_change="rerun")
+    for tab, tp in zip(tabs[:3], session.TIMEPOINTS, strict=True):
+        if tab.open:
+            with tab:
+                _film_fragment(tp)
+    if tabs[3].open:
+        with tabs[3]:
+            measurements = {}
+            for tp in session.TIMEPOINTS:
+                slot = session.get_slot(tp)
+                if slot is not None:
+                    measurements[tp] = _measure(slot)
+            _comparison_tab(measurements)
+
+
+@st.fragment
+def _film_fragment(timepoint: str) -> None:
+    """One film's tab; an edit reruns only this fragment (the sidebar does not change)."""
+    session.sync_editor(timepoint)
+    slot = session.get_slot(timepoint)
+    _film_tab(timepoint, None if slot is None else _measure(slot))
 
 
 def _measure(slot: Slot) -> Any:
@@ -441,13 +454,8 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
         f"{md_escape(measurement.reference.value)} · grade = Genant, from the largest height "
         "loss (a quantitative suggestion)."
     )
-    frame = measurement_frame(records)
-    st.dataframe(
-        style_measurements(frame),
-        hide_index=True,
-        width="stretch",
-        height=min(36 * (len(frame) + 1) + 3, 640),
-    )
+    # A static table: every level visible at once, and redrawn at once after an edit.
+    st.table(style_measurements(measurement_frame(records)), hide_index=True)
     if measurement.warnings:
         with st.expander(f"Notes ({len(measurement.warnings)})"):
             for warning in measurement.warnings:
@@ -521,8 +529,14 @@ def _comparison_tab(measurements: dict[str, Any]) -> None:
         "Restoration after McKiernan et al. (Spine 2003): the three percentages differ "
         "in what they divide by, so all are given."
     )
+    frame = comparison_frame(records)
     st.dataframe(
-        comparison_frame(records).style.format(precision=2, na_rep="-"),
+        frame,
+        column_config={
+            column: st.column_config.NumberColumn(column, format="%.2f")
+            for column in frame.columns
+            if frame[column].dtype.kind == "f"
+        },
         hide_index=True,
         width="stretch",
         key="vh.comparison.table",

@@ -41,6 +41,7 @@ from vheight.ui.store import AnnotationStore
 
 __all__ = [
     "TIMEPOINT_LABELS",
+    "TIMEPOINTS",
     "REFERENCES",
     "Slot",
     "init_session",
@@ -75,6 +76,7 @@ UPLOAD_TARGET = "vh.upload.target"
 UPLOAD_NONCE = "vh.upload.nonce"
 UPLOAD_ERROR = "vh.upload.error"
 REFERENCE = "vh.reference"
+TAB = "vh.tab"
 ANNOTATOR = "vh.annotator"
 
 
@@ -354,6 +356,7 @@ def open_upload(data: bytes, name: str, timepoint: str) -> str | None:
     except Exception as exc:  # a decoder failing in an unexpected way: still one message
         return f"{name}: the film could not be read ({type(exc).__name__}: {exc})"
     slot = open_into(timepoint, opened)
+    st.session_state[TAB] = TIMEPOINT_LABELS[timepoint]  # show the film just opened
     for warning in opened.film.warnings:
         flash(timepoint, "warning", warning)
     origin = {

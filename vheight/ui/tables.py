@@ -15,7 +15,8 @@ import pandas as pd
 
 __all__ = [
     "GRADE_NAMES",
-    "GRADE_BACKGROUNDS",
+    "GRADE_LABELS",
+    "GRADE_BADGES",
     "measurement_frame",
     "style_measurements",
     "comparison_frame",
@@ -23,14 +24,6 @@ __all__ = [
 ]
 
 GRADE_NAMES = {0: "normal", 1: "mild", 2: "moderate", 3: "severe"}
-#: Badge colours (background, text) by grade; the editor uses the same hues.
-GRADE_BACKGROUNDS = {
-    0: ("#1f6b43", "#e9fff2"),
-    1: ("#8a7200", "#fffbe6"),
-    2: ("#9a4d08", "#fff3e6"),
-    3: ("#9b1c1f", "#ffecec"),
-}
-_INCOMPLETE = ("#3a4250", "#d5dbe4")
 
 
 def grade_badge(record: Mapping[str, Any]) -> str:
@@ -92,27 +85,36 @@ def measurement_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _badge_style(value: Any) -> str:
-    text = str(value)
-    if text == "incomplete":
-        bg, fg = _INCOMPLETE
-    elif text[:1].isdigit():
-        bg, fg = GRADE_BACKGROUNDS.get(int(text[0]), _INCOMPLETE)
-    else:
+GRADE_LABELS = ("0 normal", "1 mild", "2 moderate", "3 severe", "incomplete")
+#: Badge colours (background, text) of each grade label; the editor uses the same hues.
+GRADE_BADGES = {
+    "0 normal": ("#1f7a47", "#eafff3"),
+    "1 mild": ("#9a7b00", "#fffbe8"),
+    "2 moderate": ("#b4550b", "#fff3e8"),
+    "3 severe": ("#b3232a", "#ffeeee"),
+    "incomplete": ("#3d4552", "#d5dbe4"),
+}
+#: Shown for a missing value (a plain dash would read as a Markdown list).
+MISSING = "\u2013"
+
+
+def _badge(value: Any) -> str:
+    colours = GRADE_BADGES.get(str(value))
+    if colours is None:
         return ""
-    return f"background-color: {bg}; color: {fg}; font-weight: 600"
+    return f"background-color: {colours[0]}; color: {colours[1]}; font-weight: 600; white-space: nowrap"
 
 
 def style_measurements(frame: pd.DataFrame) -> Any:
-    """A pandas Styler: grade badges coloured, numbers to 2 (ratios 3) decimals."""
-    formats: dict[str, str] = {}
+    """A pandas Styler for ``st.table``: grade badges, 2 decimals (ratios 3, % 1)."""
+    formats: dict[str, Any] = {"Treated": lambda v: "yes" if v else ""}
     for column in frame.columns:
         if column in ("Ha/Hp", "Hm/Hp", "Crush"):
             formats[column] = "{:.3f}"
         elif frame[column].dtype.kind == "f":
-            formats[column] = "{:.2f}" if "(%)" not in column else "{:.1f}"
-    styler = frame.style.format(formats, na_rep="-")
-    return styler.map(_badge_style, subset=["Grade"])
+            formats[column] = "{:.1f}" if "(%)" in column else "{:.2f}"
+    styler = frame.style.format(formats, na_rep=MISSING)
+    return styler.map(_badge, subset=["Grade"])
 
 
 def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

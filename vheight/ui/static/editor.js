@@ -133,6 +133,7 @@ class Editor {
 
     const epochChanged = data.epoch !== this.epoch;
     const ack = Number(data.ack || 0);
+    this.root.dataset.ack = String(ack);
     if (filmChanged || epochChanged || ack >= this.rev) {
       this.points = clone(data.vertebrae) || {};
       this.calibrationLine = clone(data.calibration_line) || [];
