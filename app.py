@@ -9,4 +9,8 @@ from pathlib import Path
 
 from vheight.ui.main import main
 
-main(samples=Path(os.environ.get("VHEIGHT_SAMPLES") or Path(__file__).resolve().parent / "sample_images"))
+main(
+    samples=Path(
+        os.environ.get("VHEIGHT_SAMPLES") or Path(__file__).resolve().parent / "sample_images"
+    )
+)

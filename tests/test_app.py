@@ -79,7 +79,9 @@ def _edit(at, timepoint, vertebrae, *, rev, calibration_line=None):
     at.session_state[widget_key(slot, "editor")] = {
         "edit": {
             "rev": rev,
-            "vertebrae": {lvl: {n: list(xy) for n, xy in pts.items()} for lvl, pts in vertebrae.items()},
+            "vertebrae": {
+                lvl: {n: list(xy) for n, xy in pts.items()} for lvl, pts in vertebrae.items()
+            },
             "calibration_line": calibration_line,
         }
     }
@@ -107,7 +109,10 @@ def test_app_starts_on_the_measured_sample_series(app):
     assert list(table["Level"]) == [r["level"] for r in expected.records()]
     np.testing.assert_allclose(
         table[f"Ha ({unit})"].to_numpy(dtype=float),
-        [np.nan if r["anterior_height"] is None else r["anterior_height"] for r in expected.records()],
+        [
+            np.nan if r["anterior_height"] is None else r["anterior_height"]
+            for r in expected.records()
+        ],
         rtol=1e-12,
     )
     assert not app.error
@@ -141,7 +146,9 @@ def test_reference_method_changes_the_table(app, reference):
 @pytest.mark.parametrize(
     ("name", "data", "fragment"),
     [
-        pytest.param("broken.dcm", b"this is not a radiograph " * 20, "not a DICOM file", id="garbage"),
+        pytest.param(
+            "broken.dcm", b"this is not a radiograph " * 20, "not a DICOM file", id="garbage"
+        ),
         pytest.param("empty.dcm", b"", "empty", id="empty"),
         pytest.param("cut.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "cut.png", id="truncated-png"),
     ],
@@ -250,7 +257,13 @@ def test_treated_levels_are_saved(app, store_dir):
 def test_calibration_line_gives_a_user_calibration(app):
     slot = _slot(app, "pre")
     app.toggle(key=widget_key(slot, "cal_mode")).set_value(True).run()
-    _edit(app, "pre", _points(slot.annotation), rev=1, calibration_line=[[100.0, 100.0], [100.0, 300.0]])
+    _edit(
+        app,
+        "pre",
+        _points(slot.annotation),
+        rev=1,
+        calibration_line=[[100.0, 100.0], [100.0, 300.0]],
+    )
     app.number_input(key=widget_key(slot, "cal_mm")).set_value(50.0).run()
     app.button(key=widget_key(slot, "cal_apply")).click().run()
     assert not app.exception
@@ -359,7 +372,9 @@ def test_display_image_is_bounded_and_scaled(shape, display):
         pytest.param({"rev": "x"}, id="bad-rev"),
         pytest.param({"rev": 1, "vertebrae": {"L1": {"superior_anterior": [1]}}}, id="short-point"),
         pytest.param({"rev": 1, "vertebrae": {"L1": {"superior_anterior": ["a", 2]}}}, id="text"),
-        pytest.param({"rev": 1, "vertebrae": {"L1": {"superior_anterior": [float("nan"), 2]}}}, id="nan"),
+        pytest.param(
+            {"rev": 1, "vertebrae": {"L1": {"superior_anterior": [float("nan"), 2]}}}, id="nan"
+        ),
     ],
 )
 def test_malformed_editor_state_is_ignored(value):
@@ -368,18 +383,30 @@ def test_malformed_editor_state_is_ignored(value):
 
 def test_editor_state_parses_points_and_line():
     state = EditorState.from_value(
-        {"rev": 4, "vertebrae": {"L1": {"superior_anterior": [1, 2.5]}, "L2": {}},
-         "calibration_line": [[0, 0], [3, 4]]}
+        {
+            "rev": 4,
+            "vertebrae": {"L1": {"superior_anterior": [1, 2.5]}, "L2": {}},
+            "calibration_line": [[0, 0], [3, 4]],
+        }
     )
     assert state == EditorState(
-        rev=4, vertebrae={"L1": {"superior_anterior": (1.0, 2.5)}}, calibration_line=((0.0, 0.0), (3.0, 4.0))
+        rev=4,
+        vertebrae={"L1": {"superior_anterior": (1.0, 2.5)}},
+        calibration_line=((0.0, 0.0), (3.0, 4.0)),
     )
 
 
 def test_tables_label_units_and_grades():
     records = [
-        {"level": "L1", "complete": True, "unit": "mm", "anterior_height": 20.0, "grade": 2,
-         "deformity_type": "wedge", "treated": True},
+        {
+            "level": "L1",
+            "complete": True,
+            "unit": "mm",
+            "anterior_height": 20.0,
+            "grade": 2,
+            "deformity_type": "wedge",
+            "treated": True,
+        },
         {"level": "L2", "complete": False, "unit": "mm", "anterior_height": None, "grade": None},
     ]
     frame = measurement_frame(records)
@@ -390,3 +417,33 @@ def test_tables_label_units_and_grades():
 
 def test_markdown_escape():
     assert md_escape("<img src=x>*a*_[b](c)") == "\\<img src=x\\>\\*a\\*\\_\\[b\\]\\(c\\)"
+
+
+def test_exports_are_the_command_line_documents_and_a_png():
+    import csv
+    import io
+
+    from vheight.comparison import compare
+    from vheight.ui import exports
+
+    films = {tp: load_film(SAMPLES / f"{tp}.dcm") for tp in ("pre", "post")}
+    measured = {
+        tp: measure(
+            load_annotation(sidecar_path(SAMPLES / f"{tp}.dcm")),
+            films[tp].calibration,
+            source=f"{tp}.vheight.json",
+        )
+        for tp in films
+    }
+    rows = list(csv.DictReader(io.StringIO(exports.measurement_csv(measured["pre"]))))
+    assert [r["level"] for r in rows] == list(measured["pre"].levels)
+    assert list(rows[0]) == list(measured["pre"].records()[0])
+    document = json.loads(exports.measurement_json(measured["pre"], annotation_name="pre.json"))
+    assert document["annotation"] == "pre.json"
+    assert document["vertebrae"] == json.loads(json.dumps(measured["pre"].records()))
+    comparison = compare(measured["pre"], measured["post"])
+    assert json.loads(exports.comparison_json(comparison))["pre"] == "pre.vheight.json"
+    png = exports.annotated_png(films["pre"].pixels, measured["pre"].annotation, measured["pre"])
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (films["pre"].rows, films["pre"].columns, 3)
+    assert image.std(axis=2).max() > 0  # coloured overlays drawn over the grey film

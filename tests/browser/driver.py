@@ -144,7 +144,10 @@ class Editor:
         view = self.view()
         box = self.canvas.bounding_box()
         assert box is not None
-        return ((px - box["x"] - view["tx"]) / view["zoom"], (py - box["y"] - view["ty"]) / view["zoom"])
+        return (
+            (px - box["x"] - view["tx"]) / view["zoom"],
+            (py - box["y"] - view["ty"]) / view["zoom"],
+        )
 
     def click(self, x: float, y: float) -> tuple[float, float]:
         """Click film point (x, y); returns the film point really under the mouse."""
@@ -153,8 +156,14 @@ class Editor:
         self.page.mouse.click(px, py)
         return self.to_film(px, py)
 
-    def drag(self, start: tuple[float, float], end: tuple[float, float], *, steps: int = 8,
-             release: bool = True) -> tuple[float, float]:
+    def drag(
+        self,
+        start: tuple[float, float],
+        end: tuple[float, float],
+        *,
+        steps: int = 8,
+        release: bool = True,
+    ) -> tuple[float, float]:
         """Drag from film point ``start`` to ``end``; returns the film displacement made."""
         sx, sy = (round(v) for v in self.to_page(*start))
         ex, ey = (round(v) for v in self.to_page(*end))
@@ -178,7 +187,9 @@ class Editor:
         px, py = self.to_page(x, y)
         self.page.mouse.move(round(px), round(py))
         self.page.mouse.down(button="middle")
-        self.page.mouse.move(round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] / 2), steps=5)
+        self.page.mouse.move(
+            round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] / 2), steps=5
+        )
         self.page.mouse.up(button="middle")
 
     def visible(self, x: float, y: float, *, margin: float = 12) -> bool:
@@ -186,8 +197,10 @@ class Editor:
         box = self.canvas.bounding_box()
         assert box is not None
         px, py = self.to_page(x, y)
-        return (box["x"] + margin <= px <= box["x"] + box["width"] - margin
-                and box["y"] + margin <= py <= box["y"] + box["height"] - margin)
+        return (
+            box["x"] + margin <= px <= box["x"] + box["width"] - margin
+            and box["y"] + margin <= py <= box["y"] + box["height"] - margin
+        )
 
     def press(self, key: str) -> None:
         self.root.focus()
@@ -204,8 +217,10 @@ def choose_level(page: Page, level: str) -> None:
 
 def measurement_table(page: Page) -> dict[str, dict[str, str]]:
     """The visible tab's measurement table: level -> column header -> cell text."""
-    frame = active_panel(page).get_by_test_id("stTable").filter(
-        has=page.locator("th", has_text="Grade")
+    frame = (
+        active_panel(page)
+        .get_by_test_id("stTable")
+        .filter(has=page.locator("th", has_text="Grade"))
     )
     data: Any = frame.first.evaluate(_TABLE_JS)
     if not data:

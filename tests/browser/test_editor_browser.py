@@ -77,7 +77,10 @@ def test_place_zoom_drag_and_reload(app_server, page, shots):
     assert editor.status() == f"{level}: superior_anterior (1/6)"
 
     # An empty corner of the film, well away from the spine.
-    rows, columns = (int(v) for v in re.findall(r"\d+", editor.root.locator(".vh-hud-right").inner_text())[:2][::-1])
+    rows, columns = (
+        int(v)
+        for v in re.findall(r"\d+", editor.root.locator(".vh-hud-right").inner_text())[:2][::-1]
+    )
     x0, y0 = 0.08 * columns, 0.06 * rows
     width, h_anterior, h_posterior = 0.08 * columns, 0.05 * rows, 0.0625 * rows
 
@@ -92,8 +95,10 @@ def test_place_zoom_drag_and_reload(app_server, page, shots):
     tolerance = 1.5 / editor.view()["zoom"]  # film px per screen px, with margin
     # Pan with the middle button so that the whole box is on screen.
     editor.pan_to_centre(*centre)
-    wait_for(lambda: editor.visible(x0, y0) and editor.visible(x0 + width, y0 + 4 + h_posterior),
-             what="the box on screen after panning")
+    wait_for(
+        lambda: editor.visible(x0, y0) and editor.visible(x0 + width, y0 + 4 + h_posterior),
+        what="the box on screen after panning",
+    )
 
     targets = [
         (x0, y0),
@@ -132,7 +137,9 @@ def test_place_zoom_drag_and_reload(app_server, page, shots):
     page.reload()
     editor = Editor(page).wait_ready()
     row = wait_for(_row(page, level, ratio=new_ratio), what="the table after reload")
-    assert _height(row, "Ha") == pytest.approx(ha_before * new_ha_px / (placed[3][1] - placed[0][1]), rel=2e-3)
+    assert _height(row, "Ha") == pytest.approx(
+        ha_before * new_ha_px / (placed[3][1] - placed[0][1]), rel=2e-3
+    )
     choose_level(page, level)
     assert editor.status().startswith(f"{level}: complete (6/6)")
     page.screenshot(path=str(shots / "04-reloaded.png"))

@@ -145,7 +145,9 @@ def display_image_url(image: DisplayImage, *, coordinates: str) -> str:
 
 @cache
 def _asset(name: str) -> str:
-    return resources.files("vheight.ui").joinpath("static").joinpath(name).read_text(encoding="utf-8")
+    return (
+        resources.files("vheight.ui").joinpath("static").joinpath(name).read_text(encoding="utf-8")
+    )
 
 
 @cache

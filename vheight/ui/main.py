@@ -244,10 +244,24 @@ def _display_controls(slot: Slot) -> None:
             float(np.clip(default.width if default else span, 1.0, 2 * span)),
         )
         step = max(span / 1000.0, 0.001)
-        st.slider("Centre", min_value=low, max_value=high, step=step, key=widget_key(slot, "wc"),
-                  on_change=_use_manual, args=(slot,))
-        st.slider("Width", min_value=min(1.0, span / 1000.0), max_value=2 * span, step=step,
-                  key=widget_key(slot, "ww"), on_change=_use_manual, args=(slot,))
+        st.slider(
+            "Centre",
+            min_value=low,
+            max_value=high,
+            step=step,
+            key=widget_key(slot, "wc"),
+            on_change=_use_manual,
+            args=(slot,),
+        )
+        st.slider(
+            "Width",
+            min_value=min(1.0, span / 1000.0),
+            max_value=2 * span,
+            step=step,
+            key=widget_key(slot, "ww"),
+            on_change=_use_manual,
+            args=(slot,),
+        )
         st.caption("Modality values (rescaled); moving a slider selects the manual window.")
     c3.toggle("Invert", key=widget_key(slot, "invert"))
 
@@ -332,7 +346,9 @@ def _level_panel(slot: Slot) -> None:
 
 def _calibration_panel(slot: Slot, measurement: Any) -> None:
     with st.expander("Calibration", expanded=False):
-        calibration = measurement.calibration if measurement is not None else slot.opened.film.calibration
+        calibration = (
+            measurement.calibration if measurement is not None else slot.opened.film.calibration
+        )
         st.text(calibration.describe())
         if calibration.description:
             st.text(calibration.description)
@@ -471,7 +487,9 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
         choice = (float(window[1]), float(window[2]))
 
     def _png() -> bytes:
-        return exports.annotated_png(film.render(window=choice, invert=invert), annotation, measurement)
+        return exports.annotated_png(
+            film.render(window=choice, invert=invert), annotation, measurement
+        )
 
     c1, c2, c3, _ = st.columns([1, 1, 1.2, 1.6])
     c1.download_button(

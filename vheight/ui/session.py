@@ -412,13 +412,18 @@ def apply_calibration(timepoint: str) -> None:
     line = slot.calibration_line
     length_mm = st.session_state.get(widget_key(slot, "cal_mm"))
     if line is None:
-        flash(timepoint, "error", "Draw the calibration line first: click its two ends on the film.")
+        flash(
+            timepoint, "error", "Draw the calibration line first: click its two ends on the film."
+        )
         return
     header = slot.opened.film.info.calibration
     aspect = header.aspect if header.is_calibrated else 1.0
     try:
         calibration = Calibration.from_known_length(
-            line[0], line[1], float(length_mm or 0), aspect=aspect,
+            line[0],
+            line[1],
+            float(length_mm or 0),
+            aspect=aspect,
             description=f"{float(length_mm or 0):g} mm line drawn on the film",
         )
     except CalibrationError as exc:
@@ -446,7 +451,11 @@ def clear_level(timepoint: str) -> None:
     if level not in slot.annotation.vertebrae:
         return
     commit(slot, slot.annotation.without_level(level), python_change=True)
-    flash(timepoint, "info", f"All points of {level} were deleted (Ctrl+Z in the viewer restores them).")
+    flash(
+        timepoint,
+        "info",
+        f"All points of {level} were deleted (Ctrl+Z in the viewer restores them).",
+    )
 
 
 def revert_to_sidecar(timepoint: str) -> None:

@@ -39,7 +39,9 @@ def grade_badge(record: Mapping[str, Any]) -> str:
 def grades_by_level(records: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
     """Level -> grade (None when incomplete or not graded), for the editor's colours."""
     return {
-        str(r["level"]): (None if not r.get("complete") or r.get("grade") is None else int(r["grade"]))
+        str(r["level"]): (
+            None if not r.get("complete") or r.get("grade") is None else int(r["grade"])
+        )
         for r in records
     }
 
@@ -102,7 +104,8 @@ def _badge(value: Any) -> str:
     colours = GRADE_BADGES.get(str(value))
     if colours is None:
         return ""
-    return f"background-color: {colours[0]}; color: {colours[1]}; font-weight: 600; white-space: nowrap"
+    background, text = colours
+    return f"background-color: {background}; color: {text}; font-weight: 600; white-space: nowrap"
 
 
 def style_measurements(frame: pd.DataFrame) -> Any:
