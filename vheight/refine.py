@@ -156,6 +156,17 @@ _MIN_VALID_PROFILES = 3
 # when the wall next to a corner shows no edge.
 _BAND_DEPTHS_MM = (0.2, 0.35, 0.5)
 _MAX_SLOPE = 0.6
+# A parabola replaces the line through a strip's edges when its curvature is
+# this many standard errors from zero (and at least this many edges agree).
+_CURVATURE_SIGNIFICANCE = 4.0
+_MIN_CURVE_PROFILES = 6
+# The walls may lean at most this much from the endplate normal to serve as
+# the direction a middle point is placed along, degrees.
+_MAX_AXIS_TILT_DEG = 20.0
+# Offsets inside a corner along the endplate where its final position across
+# the endplate is checked, mm, and the largest correction made there, mm.
+_NEAR_CORNER_MM = (0.75, 1.0, 1.25)
+_NEAR_CORNER_MAX_MM = 0.5
 
 
 class RefineFlag(enum.StrEnum):
@@ -663,9 +674,16 @@ def _edge_on_average(
 
 
 def _fit_offsets(s: np.ndarray, edges: list[_Edge]) -> tuple[float, float, float] | None:
-    """Robust line ``offset = a + b * s`` through the accepted edges.
+    """Robust edge curve ``offset(s)`` through the accepted edges, at ``s = 0``.
 
-    Returns ``(a, b, mean score)`` or None when too few edges agree.
+    A line ``a + b s`` is fitted, or a parabola ``a + b s + c s^2`` when its
+    curvature is significant (``|c|`` above :data:`_CURVATURE_SIGNIFICANCE`
+    standard errors): an endplate bends within a few millimetres of its
+    corner (a biconcave or irregular endplate), and a line through the bend
+    misplaces its end at the corner outwards.  Outliers (beyond three robust
+    standard deviations) are dropped and the fit repeated.  Returns ``(a, b,
+    mean score)``: the offset and slope of the curve at ``s = 0``, or None
+    when too few edges agree or the slope is implausible.
     """
     keep = [(si, e.offset, e.score) for si, e in zip(s, edges, strict=True) if e.flag is None]
     if len(keep) < _MIN_VALID_PROFILES:
@@ -677,16 +695,38 @@ def _fit_offsets(s: np.ndarray, edges: list[_Edge]) -> tuple[float, float, float
     for _ in range(3):
         if mask.sum() < _MIN_VALID_PROFILES:
             return None
-        b, a = np.polyfit(ss[mask], oo[mask], 1)
-        res = oo - (a + b * ss)
+        coef = _edge_curve(ss[mask], oo[mask])
+        res = oo - np.polyval(coef, ss)
         mad = 1.4826 * float(np.median(np.abs(res[mask])))
         new = np.abs(res) <= max(3.0 * mad, 0.25)
         if np.array_equal(new, mask):
             break
         mask = new
+    a, b = float(coef[-1]), float(coef[-2])
     if mask.sum() < _MIN_VALID_PROFILES or abs(b) > _MAX_SLOPE:
         return None
-    return float(a), float(b), float(np.mean(sc[mask]))
+    return a, b, float(np.mean(sc[mask]))
+
+
+def _edge_curve(s: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Polynomial coefficients (highest first) of the line, or of the parabola
+    when its curvature is significant, fitted to ``offset(s)``."""
+    line = np.polyfit(s, offset, 1)
+    if s.size < _MIN_CURVE_PROFILES:
+        return line
+    design = np.vander(s, 3)
+    coef, _, rank, _ = np.linalg.lstsq(design, offset, rcond=None)
+    if rank < 3:
+        return line
+    res = offset - design @ coef
+    dof = s.size - 3
+    sigma2 = float(res @ res) / dof
+    # Standard error of the curvature; a floor of 0.02 mm on the residual
+    # keeps a perfect (noise-free) fit from making any bend significant.
+    cov = np.linalg.inv(design.T @ design) * max(sigma2, 0.02**2)
+    if abs(coef[0]) > _CURVATURE_SIGNIFICANCE * math.sqrt(cov[0, 0]):
+        return coef
+    return line
 
 
 def _majority_flag(edges: list[_Edge]) -> RefineFlag:
@@ -869,12 +909,36 @@ def _refine_corner(
             return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
         score = min(plate_score, wall_score)
         current = corner
+    current = _snap_next_to_corner(fld, current, plate_dir, normal, t)
     # Bounded: the corner may move at most the radius across each edge.
     move = current - start
     limit = radius_mm + 0.5
     if abs(float(np.dot(move, normal))) > limit or abs(float(np.dot(move, wall_normal))) > limit:
         return _Outcome(start, False, RefineFlag.WEAK_EDGE, score)
     return _Outcome(current, True, None, score)
+
+
+def _snap_next_to_corner(
+    fld: _Field, corner: np.ndarray, plate_dir: np.ndarray, normal: np.ndarray, t: np.ndarray
+) -> np.ndarray:
+    """The corner moved across the endplate onto the edge right next to it.
+
+    The endplate line comes from profiles 1 to 6 mm inside the corner; an
+    endplate that bends there (biconcave, irregular) makes the line miss its
+    end by a fraction of a millimetre.  Profiles :data:`_NEAR_CORNER_MM`
+    inside the corner, averaged, give the edge there; the corner moves across
+    the endplate by that offset when it is accepted and small (a correction
+    of at most :data:`_NEAR_CORNER_MAX_MM`, never a new search).
+    """
+    inward = _unit(plate_dir)
+    if inward is None:
+        return corner
+    s = np.array(_NEAR_CORNER_MM)
+    bases = corner[None, :] + s[:, None] * inward[None, :]
+    edge = _edge_on_average(fld, bases, normal, t, endplate=True)
+    if edge.flag is not None or edge.offset is None or abs(edge.offset) > _NEAR_CORNER_MAX_MM:
+        return corner
+    return corner + edge.offset * normal
 
 
 def _band_end(
@@ -904,18 +968,44 @@ def _refine_middle(
     anchor: np.ndarray,
     tangent: np.ndarray,
     normal: np.ndarray,
+    axis: np.ndarray,
     t: np.ndarray,
 ) -> _Outcome:
-    """Middle point: at ``anchor`` (midpoint of the corners) along the
-    endplate, at the start's offset across it, snapped along ``normal``."""
-    depth = float(np.dot(start - anchor, normal))
-    base = anchor + depth * normal
+    """Middle point: on the line through ``anchor`` (midpoint of the corners)
+    along ``axis`` (the vertebra's axis, outward; the endplate ``normal`` when
+    the walls give none), at the start's offset across the endplate, snapped
+    along that line."""
+    depth = float(np.dot(start - anchor, normal)) / float(np.dot(axis, normal))
+    base = anchor + depth * axis
     u = np.linspace(-_MIDDLE_HALF_WIDTH_MM, _MIDDLE_HALF_WIDTH_MM, _MIDDLE_COUNT)
     bases = base[None, :] + u[:, None] * tangent
-    edge = _edge_on_average(fld, bases, normal, t, endplate=True)
+    edge = _edge_on_average(fld, bases, axis, t, endplate=True)
     if edge.flag is not None or edge.offset is None:
         return _Outcome(start, False, edge.flag, edge.score)
-    return _Outcome(base + edge.offset * normal, True, None, edge.score)
+    return _Outcome(base + edge.offset * axis, True, None, edge.score)
+
+
+def _body_axis(
+    geometry: Mapping[str, np.ndarray], normal: np.ndarray
+) -> np.ndarray:
+    """The vertebra's axis, oriented like ``normal``: the mean direction of
+    its anterior and posterior walls (corner to corner), or ``normal`` when a
+    corner is missing or the walls lean more than :data:`_MAX_AXIS_TILT_DEG`
+    from the endplate normal (implausible landmarks)."""
+    walls = []
+    for side in _SIDES:
+        top = geometry.get(f"superior_{side}")
+        bottom = geometry.get(f"inferior_{side}")
+        if top is None or bottom is None:
+            return normal
+        wall = _unit(top - bottom)
+        if wall is None:
+            return normal
+        walls.append(wall if float(np.dot(wall, normal)) > 0 else -wall)
+    axis = _unit(walls[0] + walls[1])
+    if axis is None or float(np.dot(axis, normal)) < math.cos(math.radians(_MAX_AXIS_TILT_DEG)):
+        return normal
+    return axis
 
 
 def _refine_lone(fld: _Field, start: np.ndarray, t: np.ndarray) -> _Outcome:
@@ -1007,8 +1097,10 @@ def _middle_outcome(
     normal = _outward(_perp(tangent), start, centre, fld)
     if normal is None:
         return _refine_lone(fld, start, t), None
-    at = start if anchor is None else anchor
-    return _refine_middle(fld, start, at, tangent, normal, t), anchor
+    if anchor is None:
+        return _refine_middle(fld, start, start, tangent, normal, normal, t), None
+    axis = _body_axis(geometry, normal)
+    return _refine_middle(fld, start, anchor, tangent, normal, axis, t), anchor
 
 
 def _plate_line(known: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray] | None:
