@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import io
 import json
@@ -851,6 +852,7 @@ def test_cli_bad_scheduler_address(tmp_path, capsys):
     pytest.importorskip("distributed")
     assert main(["batch", str(tmp_path), "--scheduler", "no port here"]) == 1
     assert "cannot reach the Dask scheduler at no port here" in capsys.readouterr().err
+    gc.collect()  # nothing of the failed connection is left to finalise later
 
 
 def test_cli_missing_dask_says_how_to_install(tmp_path, monkeypatch, capsys):

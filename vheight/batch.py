@@ -60,6 +60,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import enum
+import gc
 import importlib
 import io
 import json
@@ -1087,13 +1088,19 @@ def dask_client(address: str) -> Iterator[Any]:
             "running on a Dask scheduler needs dask.distributed, which is not installed: "
             'pip install "vheight[dask]"'
         ) from exc
+    failure = None
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise VHeightError(
+        failure = (
             f"cannot reach the Dask scheduler at {address}: {exc}; check the address "
             "(e.g. tcp://host:8786) and that the scheduler is running"
-        ) from exc
+        )
+    if failure is not None:
+        # The half-built client is released with the exception above: finalise it
+        # now, in this thread, rather than whenever a later collection finds it.
+        gc.collect()
+        raise VHeightError(failure)
     try:
         yield client
     finally:
