@@ -518,6 +518,20 @@ def test_ambiguous_timepoints_are_not_paired_and_said(tmp_path):
     assert not result.failed
 
 
+def test_film_annotated_twice_is_said(tmp_path):
+    study(tmp_path, "film", None, patient_id="PT", study="T")
+    second = tmp_path / "second" / "film.vheight.json"
+    write_annotation(second, film="../film.dcm", timepoint=None)
+    result = run_batch(tmp_path, workers=1, progress=False)
+    assert not result.failed
+    uid = pydicom.dcmread(tmp_path / "film.dcm", stop_before_pixels=True).SOPInstanceUID
+    assert result.warnings == (
+        f"SOP Instance UID {uid} is annotated 2 times (film.vheight.json, "
+        "second/film.vheight.json): each annotation is measured separately",
+    )
+    assert {r["image"] for r in result.measurement_rows} == {"film.dcm"}
+
+
 def test_refused_comparison_is_an_error_row(tmp_path, monkeypatch):
     from vheight import comparison
     from vheight.errors import MeasurementError
