@@ -831,6 +831,13 @@ def test_cli_unwritable_out_fails_before_measuring(good_folder, tmp_path, monkey
     assert "folder" in capsys.readouterr().err
 
 
+def test_cli_out_and_comparisons_differ(good_folder, tmp_path, capsys):
+    same = str(tmp_path / "r.csv")
+    assert main(["batch", str(good_folder), "--out", same, "--comparisons", same]) == 1
+    assert "name the same file" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists()
+
+
 def test_cli_empty_folder_exit_1(tmp_path, capsys):
     assert main(["batch", str(tmp_path), "-q"]) == 1
     assert "no annotation file" in capsys.readouterr().err

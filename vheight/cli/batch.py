@@ -128,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
         folder = target.parent
         if not folder.is_dir():
             raise VHeightError(f"{target}: cannot write there, folder {folder} does not exist")
+    if (
+        args.out
+        and args.comparisons
+        and Path(args.out).resolve() == Path(args.comparisons).resolve()
+    ):
+        raise VHeightError(f"{args.out}: --out and --comparisons name the same file")
     kwargs: dict[str, Any] = {"reference": args.reference, "progress": not args.quiet}
     if args.scheduler:
         with dask_client(args.scheduler) as client:
