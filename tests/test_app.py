@@ -447,3 +447,38 @@ def test_exports_are_the_command_line_documents_and_a_png():
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (films["pre"].rows, films["pre"].columns, 3)
     assert image.std(axis=2).max() > 0  # coloured overlays drawn over the grey film
+
+
+def test_film_settings_survive_switching_tabs(app):
+    slot = _slot(app, "pre")
+    app.selectbox(key=widget_key(slot, "level")).set_value("T3").run()
+    app.toggle(key=widget_key(slot, "invert")).set_value(True).run()
+    for label in ("Comparison", "Post-augmentation", "Pre-augmentation"):
+        app.session_state["vh.tab"] = label
+        app.run()
+        assert not app.exception, (label, app.exception)
+    assert app.selectbox(key=widget_key(slot, "level")).value == "T3"
+    assert app.toggle(key=widget_key(slot, "invert")).value is True
+    assert list(_table(app, "pre")["Level"])  # the tab is drawn again, measured
+
+
+def test_comparison_tab_shows_the_core_comparison(app):
+    from vheight.comparison import compare
+
+    app.session_state["vh.tab"] = "Comparison"
+    app.run()
+    assert not app.exception
+    expected = compare(_expected("pre"), _expected("post"), _expected("followup"))
+    shown = [d.value for d in app.tabs[3].dataframe]
+    assert len(shown) == 1
+    assert len(shown[0]) == len(expected.records())
+    assert [w.value.replace("\\", "") for w in app.warning] == list(expected.warnings)
+
+
+def test_half_drawn_calibration_line_is_kept_but_not_applied(app):
+    slot = _slot(app, "pre")
+    app.toggle(key=widget_key(slot, "cal_mode")).set_value(True).run()
+    _edit(app, "pre", _points(slot.annotation), rev=1, calibration_line=[[100.0, 100.0]])
+    assert _slot(app, "pre").calibration_line == ((100.0, 100.0),)
+    assert app.button(key=widget_key(slot, "cal_apply")).disabled
+    assert _slot(app, "pre").annotation.calibration is None

@@ -188,3 +188,10 @@ def test_keyboard_delete_undo_redo_and_levels(app_server, page, shots):
     page.screenshot(path=str(shots / "05-help.png"))
     editor.press("Escape")
     expect(editor.root.locator(".vh-help")).to_be_hidden()
+
+    # Tabs come back as they were left (closed tabs are not drawn at all).
+    open_tab(page, "Comparison")
+    expect(active_panel(page).get_by_test_id("stDataFrame")).to_be_visible()
+    open_tab(page, "Post-augmentation")
+    editor = Editor(page).wait_ready()
+    expect(editor.root).to_have_attribute("data-active-level", level)

@@ -171,12 +171,12 @@ class EditorState:
     vertebrae
         Level -> point name -> ``(x, y)`` full-resolution pixels.
     calibration_line
-        The two ends of the calibration line, when drawn.
+        The ends of the calibration line placed so far (one or two), if any.
     """
 
     rev: int
     vertebrae: dict[str, dict[str, tuple[float, float]]]
-    calibration_line: tuple[tuple[float, float], tuple[float, float]] | None
+    calibration_line: tuple[tuple[float, float], ...] | None
 
     @classmethod
     def from_value(cls, value: Any) -> EditorState | None:
@@ -204,10 +204,10 @@ class EditorState:
                 vertebrae[str(level)] = placed
         line = value.get("calibration_line")
         calibration_line = None
-        if isinstance(line, Sequence) and len(line) == 2:
-            ends = [_pair(p) for p in line]
-            if ends[0] is not None and ends[1] is not None:
-                calibration_line = (ends[0], ends[1])
+        if isinstance(line, Sequence) and not isinstance(line, str) and 1 <= len(line) <= 2:
+            ends = tuple(_pair(p) for p in line)
+            if all(end is not None for end in ends):
+                calibration_line = ends
         return cls(rev=rev, vertebrae=vertebrae, calibration_line=calibration_line)
 
 

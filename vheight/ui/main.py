@@ -117,7 +117,11 @@ def _film_fragment(timepoint: str) -> None:
     """One film's tab; an edit reruns only this fragment (the sidebar does not change)."""
     session.sync_editor(timepoint)
     slot = session.get_slot(timepoint)
+    if slot is not None:
+        session.restore_widgets(slot)
     _film_tab(timepoint, None if slot is None else _measure(slot))
+    if slot is not None:
+        session.remember_widgets(slot)
 
 
 def _measure(slot: Slot) -> Any:
@@ -267,7 +271,7 @@ def _display_controls(slot: Slot) -> None:
 
 
 def _use_manual(slot: Slot) -> None:
-    st.session_state[widget_key(slot, "window")] = "manual"
+    session.set_widget(slot, "window", "manual")
 
 
 def _film_tab(timepoint: str, measurement: Any) -> None:
@@ -359,16 +363,17 @@ def _calibration_panel(slot: Slot, measurement: Any) -> None:
             "then type its length.",
         )
         if st.session_state.get(widget_key(slot, "cal_mode")):
+            st.session_state.setdefault(widget_key(slot, "cal_mm"), 10.0)
             st.number_input(
                 "Known length (mm)",
                 min_value=0.1,
                 max_value=1000.0,
-                value=10.0,
                 step=0.5,
                 key=widget_key(slot, "cal_mm"),
             )
             line = slot.calibration_line
-            if line is not None:
+            complete = line is not None and len(line) == 2
+            if complete:
                 length = float(np.hypot(line[1][0] - line[0][0], line[1][1] - line[0][1]))
                 st.caption(f"Line: {length:.1f} px")
             st.button(
@@ -376,7 +381,7 @@ def _calibration_panel(slot: Slot, measurement: Any) -> None:
                 type="primary",
                 on_click=session.apply_calibration,
                 args=(slot.timepoint,),
-                disabled=line is None,
+                disabled=not complete,
                 width="stretch",
                 key=widget_key(slot, "cal_apply"),
             )

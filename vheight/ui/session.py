@@ -48,6 +48,9 @@ __all__ = [
     "slots",
     "get_slot",
     "widget_key",
+    "set_widget",
+    "restore_widgets",
+    "remember_widgets",
     "open_into",
     "open_samples",
     "commit",
@@ -100,7 +103,8 @@ class Slot:
     ack
         Revision of the last editor edit applied.
     calibration_line
-        The two ends of the calibration line drawn in the editor, pixels.
+        The ends of the calibration line drawn in the editor so far (one or
+        two), pixels.
     saved_to
         Where the annotation was last saved, if it was.
     """
@@ -111,7 +115,7 @@ class Slot:
     origin: str
     epoch: int = 0
     ack: int = 0
-    calibration_line: tuple[tuple[float, float], tuple[float, float]] | None = None
+    calibration_line: tuple[tuple[float, float], ...] | None = None
     saved_to: Path | None = None
 
     @property
@@ -165,6 +169,39 @@ def widget_key(slot: Slot, name: str) -> str:
     return f"vh.{slot.timepoint}.{slot.uid}.{name}"
 
 
+#: Per-film widgets whose values must survive their tab being closed (Streamlit
+#: forgets the state of a widget that a run does not draw, and closed tabs are not drawn).
+KEPT_WIDGETS = ("level", "treated", "window", "invert", "wc", "ww", "cal_mode", "cal_mm")
+_KEEP = "vh.keep"
+
+
+def set_widget(slot: Slot, name: str, value: Any) -> None:
+    """Set one of ``slot``'s widgets (from a callback or before it is drawn) and keep it."""
+    key = widget_key(slot, name)
+    st.session_state[key] = value
+    st.session_state.setdefault(_KEEP, {})[key] = value
+
+
+def restore_widgets(slot: Slot) -> None:
+    """Before drawing a film's tab: give back the values of its widgets that were forgotten."""
+    state = st.session_state
+    kept = state.setdefault(_KEEP, {})
+    for name in KEPT_WIDGETS:
+        key = widget_key(slot, name)
+        if key not in state and key in kept:
+            state[key] = kept[key]
+
+
+def remember_widgets(slot: Slot) -> None:
+    """After drawing a film's tab: keep the current values of its widgets."""
+    state = st.session_state
+    kept = state.setdefault(_KEEP, {})
+    for name in KEPT_WIDGETS:
+        key = widget_key(slot, name)
+        if key in state:
+            kept[key] = state[key]
+
+
 def flash(timepoint: str, kind: str, text: str) -> None:
     """Queue a message (``"error"``, ``"warning"``, ``"success"``, ``"info"``) for a tab."""
     st.session_state[_FLASH].setdefault(timepoint, []).append((kind, text))
@@ -205,9 +242,8 @@ def open_into(timepoint: str, opened: OpenedFilm) -> Slot:
         saved_to=initial.source if initial.origin == "store" else None,
     )
     _put(slot)
-    state = st.session_state
-    state[widget_key(slot, "level")] = _default_level(initial.annotation)
-    state[widget_key(slot, "treated")] = list(initial.annotation.treated_levels)
+    set_widget(slot, "level", _default_level(initial.annotation))
+    set_widget(slot, "treated", list(initial.annotation.treated_levels))
     for note in initial.notes:
         flash(timepoint, "warning", note)
     return slot
@@ -274,7 +310,7 @@ def commit(
 
 
 def _sync_treated(slot: Slot) -> None:
-    st.session_state[widget_key(slot, "treated")] = list(slot.annotation.treated_levels)
+    set_widget(slot, "treated", list(slot.annotation.treated_levels))
 
 
 def on_editor_edit(timepoint: str) -> None:
@@ -328,7 +364,7 @@ def on_editor_level(timepoint: str) -> None:
     value = st.session_state.get(widget_key(slot, "editor")) or {}
     level = value.get("active_level") if isinstance(value, Mapping) else None
     if level in LEVELS:
-        st.session_state[widget_key(slot, "level")] = level
+        set_widget(slot, "level", level)
 
 
 def on_film_upload() -> None:
@@ -430,7 +466,7 @@ def apply_calibration(timepoint: str) -> None:
         flash(timepoint, "error", f"Calibration not applied: {exc}")
         return
     slot = commit(slot, dataclasses.replace(slot.annotation, calibration=calibration))
-    st.session_state[widget_key(slot, "cal_mode")] = False
+    set_widget(slot, "cal_mode", False)
     flash(timepoint, "success", f"Calibrated: {calibration.describe()}.")
 
 
