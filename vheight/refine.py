@@ -154,7 +154,8 @@ _MIDDLE_COUNT = 5
 _MIN_VALID_PROFILES = 3
 # Depths inside the endplate edge (mm) where the end of the cortex is sought
 # when the wall next to a corner shows no edge.
-_BAND_DEPTHS_MM = (0.2, 0.35, 0.5)
+_BAND_DEPTHS_MM = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+_BAND_AVERAGE_DEPTH_MM = 0.5
 _MAX_SLOPE = 0.6
 # A parabola replaces the line through a strip's edges when its curvature is
 # this many standard errors from zero (and at least this many edges agree).
@@ -673,7 +674,9 @@ def _edge_on_average(
     )
 
 
-def _fit_offsets(s: np.ndarray, edges: list[_Edge]) -> tuple[float, float, float] | None:
+def _fit_offsets(
+    s: np.ndarray, edges: list[_Edge], *, curved: bool = True
+) -> tuple[float, float, float] | None:
     """Robust edge curve ``offset(s)`` through the accepted edges, at ``s = 0``.
 
     A line ``a + b s`` is fitted, or a parabola ``a + b s + c s^2`` when its
@@ -695,7 +698,7 @@ def _fit_offsets(s: np.ndarray, edges: list[_Edge]) -> tuple[float, float, float
     for _ in range(3):
         if mask.sum() < _MIN_VALID_PROFILES:
             return None
-        coef = _edge_curve(ss[mask], oo[mask])
+        coef = _edge_curve(ss[mask], oo[mask]) if curved else np.polyfit(ss[mask], oo[mask], 1)
         res = oo - np.polyval(coef, ss)
         mad = 1.4826 * float(np.median(np.abs(res[mask])))
         new = np.abs(res) <= max(3.0 * mad, 0.25)
@@ -724,7 +727,7 @@ def _edge_curve(s: np.ndarray, offset: np.ndarray) -> np.ndarray:
     # Standard error of the curvature; a floor of 0.02 mm on the residual
     # keeps a perfect (noise-free) fit from making any bend significant.
     cov = np.linalg.inv(design.T @ design) * max(sigma2, 0.02**2)
-    if abs(coef[0]) > _CURVATURE_SIGNIFICANCE * math.sqrt(cov[0, 0]):
+    if -coef[0] > _CURVATURE_SIGNIFICANCE * math.sqrt(cov[0, 0]):
         return coef
     return line
 
@@ -890,8 +893,8 @@ def _refine_corner(
         if plate is None:
             return _Outcome(start, False, _majority_flag(plate_edges), _best_score(plate_edges))
         a, b, plate_score = plate
-        plate_point = current + a * normal
         plate_dir = -tangent + b * normal
+        plate_point = _snap_next_to_corner(fld, current + a * normal, plate_dir, normal, t)
         score = plate_score
         # The wall edge, searched along the endplate: where the endplate
         # cortex ends.  Failing that, the line of the wall's own edge.
@@ -956,7 +959,11 @@ def _band_end(
         return None
     depths = np.array(_BAND_DEPTHS_MM)
     bases = plate_point[None, :] - depths[:, None] * normal[None, :]
-    edge = _edge_on_average(fld, bases, outward, t, endplate=False)
+    fit = _fit_offsets(depths, _edges_on_strip(fld, bases, outward, t, endplate=False), curved=False)
+    if fit is not None:
+        return plate_point + fit[0] * outward
+    shallow = bases[depths <= _BAND_AVERAGE_DEPTH_MM]
+    edge = _edge_on_average(fld, shallow, outward, t, endplate=False)
     if edge.flag is not None or edge.offset is None:
         return None
     return plate_point + edge.offset * outward
