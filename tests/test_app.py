@@ -482,3 +482,16 @@ def test_half_drawn_calibration_line_is_kept_but_not_applied(app):
     assert _slot(app, "pre").calibration_line == ((100.0, 100.0),)
     assert app.button(key=widget_key(slot, "cal_apply")).disabled
     assert _slot(app, "pre").annotation.calibration is None
+
+
+def test_level_chosen_survives_an_empty_tab_and_the_comparison(app, tmp_path):
+    slot = _slot(app, "post")
+    app.session_state["vh.tab"] = "Post-augmentation"
+    app.run()
+    app.selectbox(key=widget_key(slot, "level")).set_value("T10").run()
+    del app.session_state["vh.slots"]["followup"]  # an empty tab
+    for label in ("Follow-up", "Comparison", "Post-augmentation"):
+        app.session_state["vh.tab"] = label
+        app.run()
+        assert not app.exception, (label, app.exception)
+    assert app.selectbox(key=widget_key(slot, "level")).value == "T10"

@@ -103,6 +103,7 @@ def main(*, samples: Path | None = None) -> None:
             with tab:
                 _film_fragment(tp)
     if tabs[3].open:
+        session.drew_other("comparison")
         with tabs[3]:
             measurements = {}
             for tp in session.TIMEPOINTS:
@@ -119,6 +120,8 @@ def _film_fragment(timepoint: str) -> None:
     slot = session.get_slot(timepoint)
     if slot is not None:
         session.restore_widgets(slot)
+    else:
+        session.drew_other(f"{timepoint}.empty")
     _film_tab(timepoint, None if slot is None else _measure(slot))
     if slot is not None:
         session.remember_widgets(slot)

@@ -51,6 +51,7 @@ __all__ = [
     "set_widget",
     "restore_widgets",
     "remember_widgets",
+    "drew_other",
     "open_into",
     "open_samples",
     "commit",
@@ -173,6 +174,7 @@ def widget_key(slot: Slot, name: str) -> str:
 #: forgets the state of a widget that a run does not draw, and closed tabs are not drawn).
 KEPT_WIDGETS = ("level", "treated", "window", "invert", "wc", "ww", "cal_mode", "cal_mm")
 _KEEP = "vh.keep"
+_DRAWN = "vh.drawn"
 
 
 def set_widget(slot: Slot, name: str, value: Any) -> None:
@@ -183,13 +185,26 @@ def set_widget(slot: Slot, name: str, value: Any) -> None:
 
 
 def restore_widgets(slot: Slot) -> None:
-    """Before drawing a film's tab: give back the values of its widgets that were forgotten."""
+    """Before drawing a film's tab: give back the values its widgets had when last drawn.
+
+    Only when the previous run drew something else (another tab): then the
+    widgets' own state is gone or stale.  When the previous run drew this tab,
+    the widgets hold the user's latest change, which must win.
+    """
     state = st.session_state
     kept = state.setdefault(_KEEP, {})
-    for name in KEPT_WIDGETS:
-        key = widget_key(slot, name)
-        if key not in state and key in kept:
-            state[key] = kept[key]
+    shown = f"{slot.timepoint}.{slot.uid}"
+    if state.get(_DRAWN) != shown:
+        for name in KEPT_WIDGETS:
+            key = widget_key(slot, name)
+            if key in kept:
+                state[key] = kept[key]
+    state[_DRAWN] = shown
+
+
+def drew_other(name: str) -> None:
+    """Record that this run drew a tab without film widgets (the comparison)."""
+    st.session_state[_DRAWN] = name
 
 
 def remember_widgets(slot: Slot) -> None:
