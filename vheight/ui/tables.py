@@ -110,7 +110,10 @@ def _badge(value: Any) -> str:
 
 def style_measurements(frame: pd.DataFrame) -> Any:
     """A pandas Styler for ``st.table``: grade badges, 2 decimals (ratios 3, % 1)."""
-    formats: dict[str, Any] = {"Treated": lambda v: "yes" if v else ""}
+    formats: dict[str, Any] = {
+        "Treated": lambda v: "yes" if v else "",
+        "Grade": lambda v: str(v).replace(" ", "\u00a0"),  # a badge never wraps
+    }
     for column in frame.columns:
         if column in ("Ha/Hp", "Hm/Hp", "Crush"):
             formats[column] = "{:.3f}"
