@@ -389,8 +389,8 @@ class _Field:
         cols = flat[:, 0] / self.image.col_mm - self.col0
         h, w, _ = self.layers.shape
         inside = (rows >= 0) & (rows <= h - 1) & (cols >= 0) & (cols <= w - 1)
-        r0 = np.clip(np.floor(rows).astype(np.intp), 0, h - 2)
-        c0 = np.clip(np.floor(cols).astype(np.intp), 0, w - 2)
+        r0 = _clamp(np.floor(rows).astype(np.intp), 0, h - 2)
+        c0 = _clamp(np.floor(cols).astype(np.intp), 0, w - 2)
         fr = (rows - r0)[:, None]
         fc = (cols - c0)[:, None]
         lay = self.layers
@@ -509,6 +509,11 @@ class _Edge:
     flag: RefineFlag | None
 
 
+def _clamp(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``np.clip`` for the small arrays of this module, without its overhead."""
+    return np.minimum(np.maximum(a, lo), hi)
+
+
 def _parabola(values: np.ndarray, i: np.ndarray) -> np.ndarray:
     """Sub-sample shift (in samples) of the peaks at ``i`` (one per row)."""
     rows = np.arange(values.shape[0])
@@ -517,7 +522,7 @@ def _parabola(values: np.ndarray, i: np.ndarray) -> np.ndarray:
     curved = denom < 0
     shift = np.zeros(a.shape)
     shift[curved] = 0.5 * (a[curved] - c[curved]) / denom[curved]
-    return np.clip(shift, -0.5, 0.5)
+    return _clamp(shift, -0.5, 0.5)
 
 
 def _find_edges(
@@ -572,8 +577,8 @@ def _find_edges(
     beyond = max(1, int(round(1.0 / h)))
     if level is not None and resolve_double:
         # Double edges: keep the one whose outside (1 mm beyond) is darker.
-        io = level[rows, np.clip(i + beyond, 0, n - 1)]
-        ro = level[rows, np.clip(rival_at + beyond, 0, n - 1)]
+        io = level[rows, _clamp(i + beyond, 0, n - 1)]
+        ro = level[rows, _clamp(rival_at + beyond, 0, n - 1)]
         step = peak * math.sqrt(2 * math.pi) * SMOOTHING_MM
         double = np.isfinite(peaks[rows, rival_at]) & (rival >= AMBIGUITY_RATIO * peak)
         take_rival = double & (ro < io - 0.25 * step)
@@ -581,7 +586,7 @@ def _find_edges(
         chosen = np.where(take_rival, rival_at, i)
         rival = np.where(take_rival | keep_best, -np.inf, rival)
         peak = np.where(take_rival, peaks[rows, rival_at], peak)
-    safe_i = np.clip(chosen, 1, n - 2)
+    safe_i = _clamp(chosen, 1, n - 2)
     offset = t[safe_i] + _parabola(np.where(np.isfinite(f), f, 0.0), safe_i) * h
     if fine is not None:
         near = np.abs(t[None, :] - t[chosen][:, None]) <= SMOOTHING_MM
@@ -590,15 +595,15 @@ def _find_edges(
         lo = np.argmax(near, axis=1)
         hi = n - 1 - np.argmax(near[:, ::-1], axis=1)
         inside = (j > lo) & (j < hi)
-        safe_j = np.clip(j, 1, n - 2)
+        safe_j = _clamp(j, 1, n - 2)
         fine_offset = t[safe_j] + _parabola(np.where(np.isfinite(fine), fine, 0.0), safe_j) * h
         offset = np.where(inside, fine_offset, offset)
     score = np.max(f, axis=1) / threshold
     stepless = np.zeros(k, dtype=bool)
     if level is not None:
         drop = (
-            level[rows, np.clip(chosen - beyond, 0, n - 1)]
-            - level[rows, np.clip(chosen + beyond, 0, n - 1)]
+            level[rows, _clamp(chosen - beyond, 0, n - 1)]
+            - level[rows, _clamp(chosen + beyond, 0, n - 1)]
         )
         implied = peak * math.sqrt(2 * math.pi) * SMOOTHING_MM
         stepless = ~(drop >= 0.5 * implied)
@@ -679,26 +684,30 @@ def _fit_offsets(
 ) -> tuple[float, float, float] | None:
     """Robust edge curve ``offset(s)`` through the accepted edges, at ``s = 0``.
 
-    A line ``a + b s`` is fitted, or a parabola ``a + b s + c s^2`` when its
-    curvature is significant (``|c|`` above :data:`_CURVATURE_SIGNIFICANCE`
-    standard errors): an endplate bends within a few millimetres of its
-    corner (a biconcave or irregular endplate), and a line through the bend
-    misplaces its end at the corner outwards.  Outliers (beyond three robust
-    standard deviations) are dropped and the fit repeated.  Returns ``(a, b,
-    mean score)``: the offset and slope of the curve at ``s = 0``, or None
-    when too few edges agree or the slope is implausible.
+    A line ``a + b s`` is fitted; with ``curved``, a parabola ``a + b s + c
+    s^2`` replaces it when it bends into the body significantly (``-c``
+    above :data:`_CURVATURE_SIGNIFICANCE` standard errors).  An endplate
+    bends that way within a few millimetres of its corner when it is
+    biconcave or irregular (and a waisted wall likewise), and a line through
+    the bend misplaces its end at the corner outwards; a bend the other way
+    is the pedicle or a rim against the edge, not the edge's shape, so the
+    line is kept.  Outliers (beyond three robust standard deviations, at
+    least 0.25 mm) are dropped and the fit repeated.  Returns ``(a, b, mean
+    score)``, the offset and slope of the curve at ``s = 0``, or None when
+    too few edges agree or the slope is implausible.
     """
     keep = [(si, e.offset, e.score) for si, e in zip(s, edges, strict=True) if e.flag is None]
     if len(keep) < _MIN_VALID_PROFILES:
         return None
-    ss = np.array([k[0] for k in keep])
-    oo = np.array([k[1] for k in keep], dtype=float)
-    sc = np.array([k[2] for k in keep], dtype=float)
+    ss, oo, sc = (np.array(column, dtype=float) for column in zip(*keep, strict=True))
     mask = np.ones(ss.size, dtype=bool)
+    coef = None
     for _ in range(3):
         if mask.sum() < _MIN_VALID_PROFILES:
             return None
-        coef = _edge_curve(ss[mask], oo[mask]) if curved else np.polyfit(ss[mask], oo[mask], 1)
+        coef = _edge_curve(ss[mask], oo[mask], curved=curved)
+        if coef is None:
+            return None
         res = oo - np.polyval(coef, ss)
         mad = 1.4826 * float(np.median(np.abs(res[mask])))
         new = np.abs(res) <= max(3.0 * mad, 0.25)
@@ -711,25 +720,39 @@ def _fit_offsets(
     return a, b, float(np.mean(sc[mask]))
 
 
-def _edge_curve(s: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Polynomial coefficients (highest first) of the line, or of the parabola
-    when its curvature is significant, fitted to ``offset(s)``."""
-    line = np.polyfit(s, offset, 1)
-    if s.size < _MIN_CURVE_PROFILES:
-        return line
-    design = np.vander(s, 3)
-    coef, _, rank, _ = np.linalg.lstsq(design, offset, rcond=None)
-    if rank < 3:
-        return line
-    res = offset - design @ coef
-    dof = s.size - 3
-    sigma2 = float(res @ res) / dof
+def _edge_curve(s: np.ndarray, offset: np.ndarray, *, curved: bool) -> np.ndarray | None:
+    """Coefficients (highest power first) of the least-squares line through
+    ``offset(s)``, or of the parabola when ``curved`` and it bends into the
+    body significantly (:func:`_fit_offsets`); None when degenerate."""
+    line = _polyfit(s, offset, 1)
+    if not curved or line is None or s.size < _MIN_CURVE_PROFILES:
+        return None if line is None else line[0]
+    quad = _polyfit(s, offset, 2)
+    if quad is None:
+        return line[0]
+    coef, inverse = quad
+    res = offset - np.polyval(coef, s)
+    sigma2 = float(res @ res) / (s.size - 3)
     # Standard error of the curvature; a floor of 0.02 mm on the residual
     # keeps a perfect (noise-free) fit from making any bend significant.
-    cov = np.linalg.inv(design.T @ design) * max(sigma2, 0.02**2)
-    if -coef[0] > _CURVATURE_SIGNIFICANCE * math.sqrt(cov[0, 0]):
-        return coef
-    return line
+    se = math.sqrt(inverse[0, 0] * max(sigma2, 0.02**2))
+    return coef if -coef[0] > _CURVATURE_SIGNIFICANCE * se else line[0]
+
+
+def _polyfit(
+    x: np.ndarray, y: np.ndarray, degree: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Least-squares polynomial (highest power first) and the inverse of its
+    normal matrix, or None when the points do not determine it."""
+    design = np.vander(x, degree + 1)
+    normal = design.T @ design
+    try:
+        inverse = np.linalg.inv(normal)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.isfinite(inverse)):
+        return None
+    return inverse @ (design.T @ y), inverse
 
 
 def _majority_flag(edges: list[_Edge]) -> RefineFlag:
@@ -894,7 +917,7 @@ def _refine_corner(
             return _Outcome(start, False, _majority_flag(plate_edges), _best_score(plate_edges))
         a, b, plate_score = plate
         plate_dir = -tangent + b * normal
-        plate_point = _snap_next_to_corner(fld, current + a * normal, plate_dir, normal, t)
+        plate_point = current + a * normal
         score = plate_score
         # The wall edge, searched along the endplate: where the endplate
         # cortex ends.  Failing that, the line of the wall's own edge.
@@ -912,7 +935,6 @@ def _refine_corner(
             return _Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
         score = min(plate_score, wall_score)
         current = corner
-    current = _snap_next_to_corner(fld, current, plate_dir, normal, t)
     # Bounded: the corner may move at most the radius across each edge.
     move = current - start
     limit = radius_mm + 0.5
@@ -1244,6 +1266,26 @@ def _refine_vertebra(
                 again.reseeded = True
                 out[name] = again
                 refined[name] = again.position
+    # Each corner found is checked across its endplate once more, next to
+    # it along the chord of the refined corners (steadier than the chord of
+    # the corners as placed).
+    for name in corners:
+        endplate, side = name.split("_")
+        other = f"{endplate}_{_other_side(side)}"
+        if out[name].flag is not None or other not in out or out[other].flag is not None:
+            continue
+        tangent = _unit(refined[name] - refined[other])
+        if tangent is None:
+            continue
+        normal = _outward(_perp(tangent), refined[name], centre, fld)
+        if normal is None:
+            continue
+        position = _snap_next_to_corner(fld, refined[name], -tangent, normal, t)
+        end = _band_end(fld, position, -tangent, normal, t)
+        if end is not None and float(np.hypot(*(end - position))) <= _NEAR_CORNER_MAX_MM:
+            position = _snap_next_to_corner(fld, end, -tangent, normal, t)
+        out[name].position = position
+        refined[name] = position
     for name in middles:
         first = out[name]
         outcome, anchor = _middle_outcome(fld, anchors(), name, pts[name], centre, t, pts)
