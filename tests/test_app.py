@@ -495,3 +495,246 @@ def test_level_chosen_survives_an_empty_tab_and_the_comparison(app, tmp_path):
         app.run()
         assert not app.exception, (label, app.exception)
     assert app.selectbox(key=widget_key(slot, "level")).value == "T10"
+
+
+# -- exports built on demand ----------------------------------------------------------------
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    """The callables behind the app's on-demand downloads, by file id (what a click runs)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    found = {}
+    original = MediaFileManager.add_deferred
+
+    def add_deferred(self, data_callable, *args, **kwargs):
+        file_id = original(self, data_callable, *args, **kwargs)
+        found[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", add_deferred)
+    return found
+
+
+def _download(at, deferred, key) -> bytes:
+    """Press a download button built on demand: run its callable, as the server does."""
+    button = at.get("download_button")
+    found = [b for b in button if b.proto.id.endswith(key) or getattr(b, "key", None) == key]
+    assert len(found) == 1, f"no single download button {key!r}"
+    assert not found[0].proto.disabled, f"{key} is disabled"
+    file_id = found[0].proto.deferred_file_id
+    assert file_id in deferred, f"{key}: not a download built on demand"
+    data = deferred[file_id]()
+    return data.encode() if isinstance(data, str) else bytes(data)
+
+
+def _pdf_text(data: bytes, tmp_path: Path) -> str:
+    import shutil
+    import subprocess
+
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(data)
+    return subprocess.run(
+        ["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_pdf_report_of_the_films_open_and_de_identified(deferred, app, tmp_path):
+    slot = _slot(app, "pre")
+    prefix = f"vh.pre.{slot.uid}"
+    pdf = _download(app, deferred, f"{prefix}.report")
+    assert pdf.startswith(b"%PDF")
+    text = _pdf_text(pdf, tmp_path)
+    assert "VHPHANTOM002026" in text and "pre.dcm" in text and "followup.dcm" in text
+    app.checkbox(key=f"{prefix}.deidentify").check().run()
+    assert not app.exception
+    anonymous = _download(app, deferred, f"{prefix}.report")
+    text = _pdf_text(anonymous, tmp_path)
+    assert anonymous.startswith(b"%PDF")
+    assert "VHPHANTOM002026" not in text and "pre.dcm" not in text
+    # The same report from the comparison tab.
+    app.session_state["vh.tab"] = "Comparison"
+    app.run()
+    assert not app.exception
+    assert _download(app, deferred, "vh.comparison.report").startswith(b"%PDF")
+
+
+def test_dicom_sr_and_presentation_state_of_a_film(deferred, app):
+    import io
+
+    import pydicom
+
+    slot = _slot(app, "pre")
+    sr = pydicom.dcmread(io.BytesIO(_download(app, deferred, widget_key(slot, "dl_sr"))))
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    assert sr.StudyInstanceUID == slot.opened.film.info.study_instance_uid
+    pr = pydicom.dcmread(io.BytesIO(_download(app, deferred, widget_key(slot, "dl_gsps"))))
+    assert pr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy PS
+    referenced = pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == slot.opened.film.info.sop_instance_uid
+
+    # The SR loads back as the film's annotation: the same landmarks.
+    buffer = io.BytesIO()
+    sr.save_as(buffer, enforce_file_format=True)
+    app.file_uploader(key=widget_key(slot, "annotation_upload")).set_value(
+        ("pre.sr.dcm", buffer.getvalue(), "application/dicom")
+    ).run()
+    assert not app.exception and not app.error
+    restored = _slot(app, "pre").annotation
+    assert set(restored.vertebrae) == set(slot.annotation.vertebrae)
+    for level, points in slot.annotation.vertebrae.items():
+        for name, xy in points.items():
+            assert restored.vertebrae[level][name] == pytest.approx(xy, abs=1e-6)
+
+
+def test_png_film_offers_no_dicom_export_and_says_why(deferred, app):
+    from vheight.sr import SRExportError
+    from vheight.ui import exports
+
+    image = np.zeros((300, 200), np.uint8)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    app.sidebar.selectbox(key="vh.upload.target").set_value("followup").run()
+    app.sidebar.file_uploader[0].set_value(("lateral.png", png.tobytes(), "image/png")).run()
+    coords = [(100, 100), (150, 98), (200, 96), (100, 180), (150, 185), (200, 190)]
+    _edit(app, "followup", {"L1": dict(zip(POINT_NAMES, coords, strict=True))}, rev=1)
+    slot = _slot(app, "followup")
+    for name in ("dl_sr", "dl_gsps"):
+        assert app.get("download_button")  # the film's export row is drawn
+        button = [
+            b for b in app.get("download_button") if b.proto.id.endswith(widget_key(slot, name))
+        ]
+        assert len(button) == 1 and button[0].proto.disabled
+    captions = [c.value.replace("\\", "") for c in app.tabs[2].caption]
+    assert any("is a PNG film" in c and "DICOM film" in c for c in captions), captions
+    with pytest.raises(SRExportError, match="PNG film has no DICOM identity"):
+        exports.film_sr(slot.opened, slot.annotation)
+    # The PDF report still takes the PNG film.
+    assert _download(app, deferred, f"vh.followup.{slot.uid}.report").startswith(b"%PDF")
+
+
+# -- landmark refinement ----------------------------------------------------------------------
+
+
+def _truth(timepoint="pre"):
+    return load_annotation(sidecar_path(SAMPLES / f"{timepoint}.dcm"))
+
+
+def _error_mm(slot, level, name, truth) -> float:
+    spacing = slot.opened.film.calibration
+    (x, y), (tx, ty) = slot.annotation.vertebrae[level][name], truth.vertebrae[level][name]
+    return float(np.hypot((x - tx) * spacing.col_spacing_mm, (y - ty) * spacing.row_spacing_mm))
+
+
+def _perturbed(slot, moves_mm):
+    """The slot's points with some moved by (dx, dy) millimetres."""
+    spacing = slot.opened.film.calibration
+    points = _points(slot.annotation)
+    for (level, name), (dx, dy) in moves_mm.items():
+        x, y = points[level][name]
+        points[level][name] = (x + dx / spacing.col_spacing_mm, y + dy / spacing.row_spacing_mm)
+    return points
+
+
+def test_snap_the_selected_point_back_to_the_edge(app, store_dir):
+    truth = _truth()
+    slot = _slot(app, "pre")
+    assert app.button(key=widget_key(slot, "snap_point")).disabled  # nothing selected yet
+    points = _perturbed(slot, {("L2", "superior_anterior"): (0.0, -1.5)})
+    slot = _slot(app, "pre")
+    at_editor = {
+        "rev": 1,
+        "vertebrae": {lvl: {n: list(xy) for n, xy in pts.items()} for lvl, pts in points.items()},
+        "calibration_line": None,
+        "selected": {"level": "L2", "name": "superior_anterior", "seq": 1},
+    }
+    app.session_state[widget_key(slot, "editor")] = {"edit": at_editor}
+    app.run()
+    slot = _slot(app, "pre")
+    assert _error_mm(slot, "L2", "superior_anterior", truth) == pytest.approx(1.5, abs=1e-6)
+    epoch = slot.epoch
+    app.button(key=widget_key(slot, "snap_point")).click().run()
+    assert not app.exception and not app.error
+    slot = _slot(app, "pre")
+    assert _error_mm(slot, "L2", "superior_anterior", truth) < 0.5
+    assert slot.epoch == epoch + 1  # the editor adopts the snapped point
+    stored = load_annotation(AnnotationStore(folder=store_dir).path_for(slot.opened.store_key))
+    assert stored.vertebrae == slot.annotation.vertebrae
+    assert any("snapped" in s.value for s in app.success)
+    # Undo in the editor sends the previous points back: an ordinary edit, accepted.
+    _edit(app, "pre", points, rev=2)
+    assert _error_mm(_slot(app, "pre"), "L2", "superior_anterior", truth) == pytest.approx(
+        1.5, abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("button", "moves"),
+    [
+        pytest.param(
+            "snap_level",
+            {
+                ("L2", "superior_anterior"): (0.0, 1.5),
+                ("L2", "superior_middle"): (0.0, -1.5),
+                ("L2", "inferior_posterior"): (0.0, 1.5),
+                ("L2", "inferior_middle"): (0.0, 1.5),
+            },
+            id="vertebra",
+        ),
+        pytest.param(
+            "snap_all",
+            {("T11", "inferior_middle"): (0.0, -1.5), ("L3", "superior_posterior"): (0.0, 1.5)},
+            id="all",
+        ),
+    ],
+)
+def test_snap_a_vertebra_or_every_level(app, store_dir, button, moves):
+    truth = _truth()
+    slot = _slot(app, "pre")
+    app.selectbox(key=widget_key(slot, "level")).set_value("L2").run()
+    _edit(app, "pre", _perturbed(slot, moves), rev=1)
+    app.button(key=widget_key(slot, button)).click().run()
+    assert not app.exception and not app.error
+    slot = _slot(app, "pre")
+    for level, name in moves:
+        assert _error_mm(slot, level, name, truth) < 0.5, (level, name)
+    stored = load_annotation(AnnotationStore(folder=store_dir).path_for(slot.opened.store_key))
+    assert stored.vertebrae == slot.annotation.vertebrae
+    # The moves are listed beside the editor.
+    shown = [d.value for d in app.tabs[0].dataframe if "Flag" in d.value.columns]
+    assert len(shown) == 1
+    expected_rows = 6 if button == "snap_level" else 6 * len(slot.annotation.levels)
+    assert len(shown[0]) == expected_rows
+
+
+def test_propose_a_missing_level(app, store_dir):
+    truth = _truth()
+    slot = _slot(app, "pre")
+    points = _points(slot.annotation)
+    del points["L4"]
+    _edit(app, "pre", points, rev=1)
+    app.selectbox(key=widget_key(slot, "level")).set_value("L4").run()
+    app.button(key=widget_key(slot, "propose_here")).click().run()
+    assert not app.exception and not app.error
+    slot = _slot(app, "pre")
+    assert slot.annotation.is_complete("L4")
+    worst = max(_error_mm(slot, "L4", name, truth) for name in POINT_NAMES)
+    assert worst < 2.0
+    stored = load_annotation(AnnotationStore(folder=store_dir).path_for(slot.opened.store_key))
+    assert stored.is_complete("L4")
+    # L4 now holds points: the buttons offer its empty neighbour below (L5) instead.
+    assert app.button(key=widget_key(slot, "propose_below")).label.endswith("L5")
+    assert app.button(key=widget_key(slot, "propose_above")).disabled
+
+
+def test_propose_without_a_complete_level_explains(app):
+    slot = _slot(app, "pre")
+    points = _points(slot.annotation)
+    kept = {"L1": dict(list(points["L1"].items())[:3])}
+    _edit(app, "pre", kept, rev=1)
+    app.selectbox(key=widget_key(slot, "level")).set_value("L2").run()
+    button = app.button(key=widget_key(slot, "propose_here"))
+    assert button.disabled and "six points of one level first" in button.help

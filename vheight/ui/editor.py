@@ -18,7 +18,15 @@ changed the points (an annotation loaded, a level cleared) and ``ack`` is the
 revision of the last edit Python applied.  The editor sends every edit as the
 complete set of points, ``{"rev", "vertebrae", "calibration_line"}``, in its
 ``edit`` state, and the active level in its ``active_level`` state.  Python is
-the single source of truth: it validates, saves and measures each edit.
+the single source of truth: it validates, saves and measures each edit.  A
+change made by Python (a snap, a proposed level) bumps ``epoch``; the editor
+adopts the points as one step of its undo history, so Ctrl+Z in the viewer
+undoes it and sends the previous points back as an ordinary edit.
+
+The selected landmark travels as ``{"level", "name", "seq"}`` (``level`` and
+``name`` null when nothing is selected): inside each edit (``edit.selected``),
+and alone in the ``selected`` state when only the selection changed (a click
+on a point, Tab, Esc); the report with the larger ``seq`` is the current one.
 
 The HTML, CSS and JavaScript live beside this module in ``static/`` and are
 passed inline (no build step).
@@ -246,8 +254,8 @@ def landmark_editor(
     ----------
     key
         Streamlit widget key; the editor's state is ``st.session_state[key]``
-        with the entries ``edit`` (see :class:`EditorState`) and
-        ``active_level``.
+        with the entries ``edit`` (see :class:`EditorState`),
+        ``active_level`` and ``selected``.
     film_id
         Identity of the film shown; a new identity resets the view.
     image
@@ -309,6 +317,7 @@ def landmark_editor(
         data=data,
         on_edit_change=on_edit or _noop,
         on_active_level_change=on_level or _noop,
+        on_selected_change=_noop,
     )
 
 

@@ -1,14 +1,19 @@
-"""Files the app offers for download: measurements, comparison, annotated film.
+"""Files the app offers for download: measurements, comparison, annotated film,
+the PDF report, DICOM SR and presentation state.
 
 CSV and JSON use the command line's emitters (:mod:`vheight.cli._output`), so
 a file saved from the app is the file ``vheight measure --format csv`` or
 ``--format json`` would print for the same annotation.  The annotated PNG is
-drawn by :func:`vheight.render.render_annotated`.
+drawn by :func:`vheight.render.render_annotated`; the PDF report, the SR and
+the presentation state are those of ``vheight report`` and ``vheight sr``
+(:mod:`vheight.report`, :mod:`vheight.sr`, :mod:`vheight.gsps`).  The app
+builds the larger files only when their download button is pressed.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -22,6 +27,10 @@ __all__ = [
     "comparison_csv",
     "comparison_json",
     "annotated_png",
+    "report_pdf",
+    "dicom_export_problem",
+    "film_sr",
+    "film_gsps",
 ]
 
 
@@ -71,3 +80,69 @@ def annotated_png(pixels: np.ndarray, annotation: Any, measurement: Any) -> byte
     if not ok:  # pragma: no cover - opencv always encodes a uint8 RGB image
         raise ValueError("the annotated film could not be encoded as PNG")
     return encoded.tobytes()
+
+
+def report_pdf(
+    films: Sequence[tuple[Any, Any]], *, reference: str = "adjacent", deidentify: bool = False
+) -> bytes:
+    """The PDF report of one patient's films.
+
+    Parameters
+    ----------
+    films
+        ``(opened, annotation)`` pairs, pre / post / follow-up order:
+        :class:`vheight.ui.films.OpenedFilm` and its current annotation.
+    reference
+        Height-loss reference method.
+    deidentify
+        Print no patient name, ID, study date or file name.
+    """
+    from vheight.report import ReportItem, report_bytes
+
+    items = [
+        ReportItem(annotation=annotation, film=opened.film, name=opened.name)
+        for opened, annotation in films
+    ]
+    return report_bytes(items, reference=reference, deidentify=deidentify)
+
+
+def dicom_export_problem(opened: Any, annotation: Any) -> str | None:
+    """Why a film's DICOM SR / presentation state cannot be made, or None when it can."""
+    if not opened.is_dicom:
+        return (
+            f"{opened.name} is a {opened.film.info.format} film: a DICOM SR and a presentation "
+            "state refer to a DICOM film; open the DICOM file to export them."
+        )
+    if opened.dicom_source is None:
+        return f"{opened.name}: the DICOM file is no longer available; open it again."
+    if not annotation.vertebrae:
+        return "No landmark placed yet: nothing to export."
+    return None
+
+
+def film_sr(opened: Any, annotation: Any, *, reference: str = "adjacent") -> bytes:
+    """The DICOM SR (TID 1500) of a film's annotation, Part 10 bytes.
+
+    Raises
+    ------
+    SRExportError
+        When the film is not a DICOM film or the annotation has no landmark.
+    """
+    from vheight.sr import sr_bytes
+
+    source = opened.dicom_source
+    return sr_bytes(annotation, opened.film if source is None else source, reference=reference)
+
+
+def film_gsps(opened: Any, annotation: Any, *, reference: str = "adjacent") -> bytes:
+    """The grayscale softcopy presentation state of a film's annotation, Part 10 bytes.
+
+    Raises
+    ------
+    SRExportError
+        When the film is not a DICOM film or the annotation has no landmark.
+    """
+    from vheight.gsps import gsps_bytes
+
+    source = opened.dicom_source
+    return gsps_bytes(annotation, opened.film if source is None else source, reference=reference)

@@ -76,6 +76,9 @@ class OpenedFilm:
         ``"sample"`` (opened from disk) or ``"upload"``.
     path
         The file on disk, for films opened from a path.
+    data
+        The uploaded file's bytes, kept for uploaded DICOM films only (the
+        DICOM exports reference the film through its header).
     """
 
     film: Film
@@ -84,6 +87,19 @@ class OpenedFilm:
     name: str
     origin: str
     path: Path | None = None
+    data: bytes | None = None
+
+    @property
+    def is_dicom(self) -> bool:
+        """True when the film was read from a DICOM file."""
+        return str(self.film.info.format) == "DICOM"
+
+    @property
+    def dicom_source(self) -> Path | bytes | None:
+        """The DICOM file (path or uploaded bytes) for the DICOM exports, or None."""
+        if not self.is_dicom:
+            return None
+        return self.path if self.path is not None else self.data
 
 
 def _size_text(size: int) -> str:
@@ -107,14 +123,16 @@ def read_upload(data: bytes, name: str, *, max_bytes: int = MAX_UPLOAD_BYTES) ->
         )
     if size == 0:
         raise ImageReadError(f"{name}: the file is empty (0 bytes)")
-    film = load_film(bytes(data), name=name, max_bytes=max_bytes)
-    return OpenedFilm(
+    data = bytes(data)
+    film = load_film(data, name=name, max_bytes=max_bytes)
+    opened = OpenedFilm(
         film=film,
-        identity=content_key(bytes(data)),
-        store_key=film_key(film.info.sop_instance_uid, bytes(data)),
+        identity=content_key(data),
+        store_key=film_key(film.info.sop_instance_uid, data),
         name=name,
         origin="upload",
     )
+    return dataclasses.replace(opened, data=data) if opened.is_dicom else opened
 
 
 def open_path(path: str | Path, *, film: Film | None = None) -> OpenedFilm:
@@ -273,6 +291,10 @@ def read_annotation_upload(
 ) -> tuple[Annotation, list[str]]:
     """Validate an uploaded annotation file against the open film.
 
+    The file is a v1 annotation (JSON) or a vheight DICOM SR (recognised by
+    the DICOM preamble), whose landmarks are read back with
+    :func:`vheight.sr.annotation_from_sr`.
+
     Returns the annotation adopted for the film, and warnings (a different
     SOP Instance UID).
 
@@ -281,13 +303,20 @@ def read_annotation_upload(
     AnnotationError
         Not a valid v1 annotation (the message lists every problem), too
         large, or made on a film of another size.
+    SRExportError
+        A DICOM file that is not a vheight measurement report.
     """
     if len(data) > MAX_ANNOTATION_BYTES:
         raise AnnotationError(
             f"{name}: {_size_text(len(data))} is too large for an annotation file "
             f"(limit {MAX_ANNOTATION_BYTES // 2**20} MB)"
         )
-    annotation = loads_annotation(data, source=name)
+    if data[128:132] == b"DICM":
+        from vheight.sr import annotation_from_sr
+
+        annotation = annotation_from_sr(bytes(data), image_file=opened.name)
+    else:
+        annotation = loads_annotation(data, source=name)
     why = _fits(annotation, opened.film)
     if why is not None:
         raise AnnotationError(f"{name}: does not belong to {opened.name}: {why}")

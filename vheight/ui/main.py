@@ -6,9 +6,14 @@ Layout
   reference method of height loss, the annotator's name, where annotations
   are stored.
 - One tab per timepoint: display controls (window preset, manual window,
-  invert), the landmark editor, the level / treated / calibration / file
-  panels beside it, and the live measurement table with its downloads.
-- Comparison: pre / post / follow-up table and its warnings.
+  invert), the landmark editor, the level / snapping / treated / calibration
+  / file panels beside it, and the live measurement table with its downloads
+  (CSV, JSON, annotated PNG, DICOM SR, presentation state, PDF report).
+- Comparison: pre / post / follow-up table, its warnings and downloads.
+
+Snapping and proposing landmarks (:mod:`vheight.refine`) and the DICOM / PDF
+exports (:mod:`vheight.sr`, :mod:`vheight.gsps`, :mod:`vheight.report`) are
+the core's; the larger files are built only when their button is pressed.
 
 Every number comes from the core (:func:`vheight.morphometry.measure`,
 :func:`vheight.comparison.compare`); text that comes from a file (header
@@ -30,6 +35,7 @@ from vheight.annotation import LEVELS, dumps_annotation, sidecar_path
 from vheight.comparison import compare
 from vheight.errors import VHeightError
 from vheight.morphometry import measure
+from vheight.refine import DEFAULT_RADIUS_MM
 from vheight.ui import exports, session
 from vheight.ui.editor import DisplayImage, landmark_editor, make_display_image
 from vheight.ui.films import MAX_UPLOAD_MB
@@ -313,6 +319,7 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
         )
     with right:
         _level_panel(slot)
+        _refine_panel(slot)
         _calibration_panel(slot, measurement)
         _annotation_panel(slot)
         _film_panel(slot)
@@ -349,6 +356,129 @@ def _level_panel(slot: Slot) -> None:
         width="stretch",
         key=widget_key(slot, "clear"),
     )
+
+
+_SHORT_POINT = {
+    "superior_anterior": "sup. ant.",
+    "superior_middle": "sup. mid.",
+    "superior_posterior": "sup. post.",
+    "inferior_anterior": "inf. ant.",
+    "inferior_middle": "inf. mid.",
+    "inferior_posterior": "inf. post.",
+}
+
+
+def _refine_panel(slot: Slot) -> None:
+    """Snap landmarks to the endplate edge, propose a neighbouring level."""
+    tp = slot.timepoint
+    level = st.session_state[widget_key(slot, "level")]
+    selected = session.selected_point(slot)
+    radius = session.refine_radius(slot)
+    st.caption(f"Snap to the cortical edge (search radius {radius:g} mm)")
+    c1, c2, c3 = st.columns(3, gap="small")
+    c1.button(
+        "Point",
+        on_click=session.snap_selected_point,
+        args=(tp,),
+        disabled=selected is None,
+        width="stretch",
+        key=widget_key(slot, "snap_point"),
+        help=(
+            f"Snap {selected[0]} {selected[1]}, the point selected in the viewer"
+            if selected is not None
+            else "Select a point in the viewer first (click it, or press Tab)"
+        ),
+    )
+    c2.button(
+        level,
+        on_click=session.snap_levels,
+        args=(tp, False),
+        disabled=not slot.annotation.points(level),
+        width="stretch",
+        key=widget_key(slot, "snap_level"),
+        help=f"Snap the points of {level}",
+    )
+    c3.button(
+        "All",
+        on_click=session.snap_levels,
+        args=(tp, True),
+        disabled=not slot.annotation.vertebrae,
+        width="stretch",
+        key=widget_key(slot, "snap_all"),
+        help="Snap the points of every level",
+    )
+    targets = session.proposal_targets(slot)
+    propose_help = (
+        "Six points predicted from the complete levels (position, tilt and size trend), "
+        "then snapped; check them."
+        if slot.annotation.complete_levels
+        else "Place the six points of one level first: a proposal continues the complete levels."
+    )
+    if targets["here"] is not None:
+        st.button(
+            f"Propose {targets['here']}",
+            on_click=session.propose,
+            args=(tp, "here"),
+            disabled=not slot.annotation.complete_levels,
+            width="stretch",
+            key=widget_key(slot, "propose_here"),
+            help=propose_help,
+        )
+    else:
+        p1, p2 = st.columns(2, gap="small")
+        for column, where, arrow in ((p1, "above", "\u2191"), (p2, "below", "\u2193")):
+            target = targets[where]
+            column.button(
+                f"{arrow} Propose {target}" if target else f"{arrow} Propose",
+                on_click=session.propose,
+                args=(tp, where),
+                disabled=target is None or not slot.annotation.complete_levels,
+                width="stretch",
+                key=widget_key(slot, f"propose_{where}"),
+                help=propose_help if target else f"The level {where} {level} already has points",
+            )
+    last = session.last_refinement(slot)
+    title = "Snapping" if last is None else f"Snapping: {last['title']}"
+    with st.expander(title, expanded=False):
+        st.session_state.setdefault(widget_key(slot, "radius"), DEFAULT_RADIUS_MM)
+        st.number_input(
+            "Search radius (mm)",
+            min_value=0.5,
+            max_value=10.0,
+            step=0.5,
+            key=widget_key(slot, "radius"),
+            help="How far from each point the edge is searched; a point without a clear "
+            "edge within it is left where it is and flagged.",
+        )
+        if last is not None:
+            _refinement_table(last)
+
+
+def _refinement_table(last: dict[str, Any]) -> None:
+    records = last["records"]
+    if not records:
+        return
+    column = "Moved (mm)" if last["calibrated"] else "Moved (px)"
+    rows = [
+        {
+            "Level": r["level"],
+            "Point": _SHORT_POINT.get(r["point"], r["point"]),
+            column: (r["distance_mm"] if last["calibrated"] else r["distance_px"])
+            if r["moved"]
+            else 0.0,
+            "Flag": r["flag"] or "",
+        }
+        for r in records
+    ]
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        height=min(38 + 35 * len(rows), 260),
+        column_config={column: st.column_config.NumberColumn(column, format="%.2f")},
+    )
+    for warning in last["warnings"]:
+        st.text(warning)
 
 
 def _calibration_panel(slot: Slot, measurement: Any) -> None:
@@ -421,12 +551,13 @@ def _annotation_panel(slot: Slot) -> None:
             key=widget_key(slot, "dl_annotation"),
         )
         st.file_uploader(
-            "Load an annotation (JSON)",
-            type=["json"],
+            "Load an annotation (JSON or vheight DICOM SR)",
+            type=["json", "dcm"],
             key=widget_key(slot, "annotation_upload"),
             on_change=session.on_annotation_upload,
             args=(slot.timepoint,),
-            help="A vheight annotation file (v1) of this film; it replaces the current points.",
+            help="A vheight annotation file (v1), or a DICOM SR exported by vheight, of this "
+            "film; it replaces the current points.",
         )
         if slot.opened.path is not None and sidecar_path(slot.opened.path).is_file():
             st.button(
@@ -499,7 +630,8 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
             film.render(window=choice, invert=invert), annotation, measurement
         )
 
-    c1, c2, c3, _ = st.columns([1, 1, 1.2, 1.6])
+    reference = measurement.reference.value
+    c1, c2, c3, c4, c5 = st.columns(5)
     c1.download_button(
         "CSV",
         data=exports.measurement_csv(measurement),
@@ -530,12 +662,76 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
         width="stretch",
         key=widget_key(slot, "dl_png"),
     )
+    problem = exports.dicom_export_problem(slot.opened, annotation)
+    opened = slot.opened
+    c4.download_button(
+        "DICOM SR",
+        data=lambda: exports.film_sr(opened, annotation, reference=reference),
+        file_name=f"{stem}.sr.dcm",
+        mime="application/dicom",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        disabled=problem is not None,
+        help=problem or "TID 1500 measurement report of this film, for the PACS",
+        key=widget_key(slot, "dl_sr"),
+    )
+    c5.download_button(
+        "Presentation state",
+        data=lambda: exports.film_gsps(opened, annotation, reference=reference),
+        file_name=f"{stem}.pr.dcm",
+        mime="application/dicom",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        disabled=problem is not None,
+        help=problem or "Landmarks, heights and grades over this film in any DICOM viewer (GSPS)",
+        key=widget_key(slot, "dl_gsps"),
+    )
+    if problem is not None:
+        st.caption(md_escape(problem))
+    _report_download(f"vh.{slot.timepoint}.{slot.uid}")
 
 
 # -- comparison ---------------------------------------------------------------------------
 
 
+def _report_download(prefix: str) -> None:
+    """The PDF report of the films open (pre, post, follow-up), built when pressed."""
+    open_slots = [slot for tp in session.TIMEPOINTS if (slot := session.get_slot(tp)) is not None]
+    if not open_slots:
+        return
+    films = [(slot.opened, slot.annotation) for slot in open_slots]
+    reference = st.session_state.get(session.REFERENCE, "adjacent")
+    c1, c2, _ = st.columns([1.4, 1.2, 2.4], vertical_alignment="center")
+    deidentify = c2.checkbox(
+        "De-identified",
+        key=f"{prefix}.deidentify",
+        help="No patient name, ID, study date or file name anywhere in the PDF",
+    )
+    names = ", ".join(session.TIMEPOINT_LABELS[slot.timepoint].lower() for slot in open_slots)
+    c1.download_button(
+        "PDF report",
+        data=lambda: exports.report_pdf(films, reference=reference, deidentify=deidentify),
+        file_name="vheight-report-deidentified.pdf" if deidentify else "vheight-report.pdf",
+        mime="application/pdf",
+        on_click="ignore",
+        icon=":material/picture_as_pdf:",
+        type="primary",
+        width="stretch",
+        help=f"A4 report of the films open ({names}) with their comparison; "
+        "made when pressed (a few seconds)",
+        key=f"{prefix}.report",
+    )
+
+
 def _comparison_tab(measurements: dict[str, Any]) -> None:
+    _comparison_body(measurements)
+    st.markdown("##### Report")
+    _report_download("vh.comparison")
+
+
+def _comparison_body(measurements: dict[str, Any]) -> None:
     pre, post = measurements.get("pre"), measurements.get("post")
     if pre is None or post is None:
         st.info("Open a pre- and a post-augmentation film to compare them.")

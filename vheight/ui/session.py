@@ -27,6 +27,7 @@ from vheight.annotation import LEVELS, TIMEPOINTS, Annotation, sidecar_path
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError, VHeightError
 from vheight.film import load_film
+from vheight.refine import DEFAULT_RADIUS_MM, RefineResult, propose_level_result, refine_annotation
 from vheight.ui.editor import EditorState
 from vheight.ui.films import (
     OpenedFilm,
@@ -67,6 +68,13 @@ __all__ = [
     "remove_calibration",
     "clear_level",
     "revert_to_sidecar",
+    "selected_point",
+    "refine_radius",
+    "snap_selected_point",
+    "snap_levels",
+    "propose",
+    "proposal_targets",
+    "last_refinement",
 ]
 
 TIMEPOINT_LABELS = {"pre": "Pre-augmentation", "post": "Post-augmentation", "followup": "Follow-up"}
@@ -172,7 +180,9 @@ def widget_key(slot: Slot, name: str) -> str:
 
 #: Per-film widgets whose values must survive their tab being closed (Streamlit
 #: forgets the state of a widget that a run does not draw, and closed tabs are not drawn).
-KEPT_WIDGETS = ("level", "treated", "window", "invert", "wc", "ww", "cal_mode", "cal_mm")
+KEPT_WIDGETS = (
+    "level", "treated", "window", "invert", "wc", "ww", "cal_mode", "cal_mm", "radius",
+)  # fmt: skip
 _KEEP = "vh.keep"
 _DRAWN = "vh.drawn"
 
@@ -527,3 +537,207 @@ def revert_to_sidecar(timepoint: str) -> None:
     _put(slot)
     _sync_treated(slot)
     flash(timepoint, "success", f"Reloaded {sidecar.name}.")
+
+
+# -- landmark refinement -----------------------------------------------------------------
+
+_REFINED = "vh.refined"
+
+
+def selected_point(slot: Slot) -> tuple[str, str] | None:
+    """The landmark selected in the editor, ``(level, point name)``, when it is placed.
+
+    The editor reports its selection with a sequence number, on its own when
+    only the selection changed (a click on a point, Tab) and inside each edit
+    (a point dragged or placed is selected); the most recent report wins.
+    """
+    value = st.session_state.get(widget_key(slot, "editor"))
+    if not isinstance(value, Mapping):
+        return None
+    reports = [value.get("selected")]
+    edit = value.get("edit")
+    if isinstance(edit, Mapping):
+        reports.append(edit.get("selected"))
+    latest: Mapping[str, Any] | None = None
+    latest_seq = -1.0
+    for report in reports:
+        if not isinstance(report, Mapping):
+            continue
+        try:
+            seq = float(report.get("seq", 0))
+        except (TypeError, ValueError):
+            continue
+        if seq > latest_seq:
+            latest, latest_seq = report, seq
+    if latest is None:
+        return None
+    level, name = latest.get("level"), latest.get("name")
+    if level not in LEVELS or not isinstance(name, str):
+        return None
+    if name not in slot.annotation.points(level):
+        return None
+    return (level, name)
+
+
+def refine_radius(slot: Slot) -> float:
+    """The search radius chosen for ``slot``, mm."""
+    value = st.session_state.get(widget_key(slot, "radius"), DEFAULT_RADIUS_MM)
+    try:
+        radius = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_RADIUS_MM
+    return radius if radius > 0 else DEFAULT_RADIUS_MM
+
+
+def last_refinement(slot: Slot) -> dict[str, Any] | None:
+    """The record of the last snap or proposal on ``slot``'s film (for its table)."""
+    found = st.session_state.get(_REFINED, {}).get(slot.timepoint)
+    if found is None or found.get("uid") != slot.uid:
+        return None
+    return found
+
+
+def _remember_refinement(slot: Slot, title: str, result: RefineResult) -> None:
+    st.session_state.setdefault(_REFINED, {})[slot.timepoint] = {
+        "uid": slot.uid,
+        "title": title,
+        "records": result.records(),
+        "warnings": list(result.warnings),
+        "calibrated": result.calibration.is_calibrated,
+    }
+
+
+def _distance_text(distance_mm: float | None, distance_px: float) -> str:
+    return f"{distance_px:.1f} px" if distance_mm is None else f"{distance_mm:.2f} mm"
+
+
+_FLAG_TEXT = {
+    "weak_edge": "no clear edge within the search radius",
+    "ambiguous_edge": "two edges of similar strength (double contour)",
+    "weak_wall_edge": "the wall's edge was not found; moved across the endplate only",
+    "outside_image": "the search reaches outside the film",
+}
+
+
+def _ready(timepoint: str) -> Slot | None:
+    """The slot, with any editor edit not yet applied applied first."""
+    sync_editor(timepoint)
+    return get_slot(timepoint)
+
+
+def snap_selected_point(timepoint: str) -> None:
+    """Snap the landmark selected in the editor to the endplate edge (one undoable change)."""
+    slot = _ready(timepoint)
+    if slot is None:
+        return
+    target = selected_point(slot)
+    if target is None:
+        flash(timepoint, "info", "Select a point in the viewer first (click it, or press Tab).")
+        return
+    level, name = target
+    radius = refine_radius(slot)
+    try:
+        result = refine_annotation(
+            slot.annotation, slot.opened.film, None, levels=[level], points=[name],
+            radius_mm=radius,
+        )  # fmt: skip
+    except (VHeightError, ValueError) as exc:
+        flash(timepoint, "error", f"{level} {name} was not snapped: {exc}")
+        return
+    move = result.move(level, name)
+    _remember_refinement(slot, f"Snap {level} {name}", result)
+    if not move.moved:
+        why = _FLAG_TEXT.get(str(move.flag), str(move.flag or "no edge found"))
+        flash(timepoint, "warning", f"{level} {name} was left where it is: {why}.")
+        return
+    commit(slot, slot.annotation.with_point(level, name, move.xy), python_change=True)
+    note = f" ({_FLAG_TEXT[move.flag]})" if move.flag in _FLAG_TEXT else ""
+    flash(
+        timepoint,
+        "success",
+        f"{level} {name} snapped: moved "
+        f"{_distance_text(move.distance_mm, move.distance_px)}{note}. Ctrl+Z in the viewer "
+        "undoes it.",
+    )
+
+
+def snap_levels(timepoint: str, every: bool = False) -> None:
+    """Snap the six landmarks of the chosen level, or of every level (one undoable change)."""
+    slot = _ready(timepoint)
+    if slot is None:
+        return
+    if every:
+        levels = list(slot.annotation.levels)
+        title = "Snap all levels"
+    else:
+        level = st.session_state.get(widget_key(slot, "level"))
+        levels = [level] if level in slot.annotation.vertebrae else []
+        title = f"Snap {level}"
+    if not levels:
+        flash(timepoint, "info", "No landmark to snap on this level: place its points first.")
+        return
+    try:
+        result = refine_annotation(
+            slot.annotation, slot.opened.film, None, levels=levels, radius_mm=refine_radius(slot)
+        )
+    except (VHeightError, ValueError) as exc:
+        flash(timepoint, "error", f"The landmarks were not snapped: {exc}")
+        return
+    _remember_refinement(slot, title, result)
+    for warning in result.warnings:
+        flash(timepoint, "warning", warning)
+    summary = (
+        f"{title}: {result.moved_count} of {len(result.moves)} point(s) moved, "
+        f"{result.flagged_count} flagged."
+    )
+    if result.moved_count == 0:
+        flash(timepoint, "info", summary)
+        return
+    commit(slot, result.annotation, python_change=True)
+    flash(timepoint, "success", summary + " Ctrl+Z in the viewer undoes it.")
+
+
+def proposal_targets(slot: Slot) -> dict[str, str | None]:
+    """Levels a proposal would place: ``"here"`` (the chosen level when it is empty),
+    ``"above"`` and ``"below"`` (its empty neighbours); None where there is none."""
+    level = st.session_state.get(widget_key(slot, "level"))
+    if level not in LEVELS:
+        return {"here": None, "above": None, "below": None}
+    index = LEVELS.index(level)
+
+    def empty(i: int) -> str | None:
+        if 0 <= i < len(LEVELS) and not slot.annotation.points(LEVELS[i]):
+            return LEVELS[i]
+        return None
+
+    return {"here": empty(index), "above": empty(index - 1), "below": empty(index + 1)}
+
+
+def propose(timepoint: str, where: str) -> None:
+    """Propose the six landmarks of an empty level (``where``: here, above, below)."""
+    slot = _ready(timepoint)
+    if slot is None:
+        return
+    level = proposal_targets(slot).get(where)
+    if level is None:
+        flash(timepoint, "info", "That level already holds points (or there is none).")
+        return
+    try:
+        result = propose_level_result(
+            slot.annotation, slot.opened.film, None, level, radius_mm=refine_radius(slot)
+        )
+    except (VHeightError, ValueError) as exc:
+        flash(timepoint, "error", f"{level} was not proposed: {exc}")
+        return
+    _remember_refinement(slot, f"Propose {level}", result)
+    slot = commit(slot, result.annotation, python_change=True)
+    set_widget(slot, "level", level)
+    for warning in result.warnings:
+        flash(timepoint, "warning", warning)
+    flash(
+        timepoint,
+        "success",
+        f"{level} proposed from the levels placed ({result.flagged_count} point(s) without a "
+        "clear edge stay where predicted): check every point, drag to correct. Ctrl+Z in the "
+        "viewer removes it.",
+    )

@@ -9,7 +9,13 @@
 // points ("edit" state: {rev, vertebrae, calibration_line}); Python saves it,
 // measures, and sends the points back with `ack` = the last revision it
 // applied.  Local edits newer than `ack` are kept until Python catches up.
-// Python-side changes (an uploaded annotation, a cleared level) bump `epoch`.
+// Python-side changes (an uploaded annotation, a cleared level, a snap) bump
+// `epoch`: the editor adopts the points as one step of its undo history, so
+// Ctrl+Z undoes a server-side change like any edit.
+//
+// The selected landmark is reported to Python (for "Snap point") as
+// {level, name, seq}: inside each edit, and on its own ("selected" state) when
+// only the selection changed; `seq` orders the two.
 
 const INSTANCES = new WeakMap();
 
@@ -71,6 +77,8 @@ class Editor {
     this.history = [];
     this.historyIndex = -1;
     this.selected = null; // {kind: "point", level, name} | {kind: "calibration", index}
+    this.selectionSeq = 0;
+    this.publishedSelection = "null";
     this.view = { zoom: 1, tx: 0, ty: 0 };
     this.fitted = false;
     this.drag = null;
@@ -350,9 +358,30 @@ class Editor {
       rev: this.rev,
       vertebrae,
       calibration_line: this.calibrationLine.length ? this.calibrationLine : null,
+      selected: this.selectionReport(),
     });
     this.updateChrome();
     this.requestDraw();
+  }
+
+  // The selected landmark as reported to Python (null for none or a calibration end).
+  selectionReport() {
+    const s = this.selected;
+    const key = s && s.kind === "point" ? JSON.stringify([s.level, s.name]) : "null";
+    if (key !== this.publishedSelection) {
+      this.publishedSelection = key;
+      this.selectionSeq += 1;
+    }
+    this.root.dataset.selected = s && s.kind === "point" ? `${s.level}:${s.name}` : "";
+    const [level, name] = key === "null" ? [null, null] : JSON.parse(key);
+    return { level, name, seq: this.selectionSeq };
+  }
+
+  // Tell Python about a selection change that no edit carries (a click, Tab, Esc).
+  publishSelection() {
+    const before = this.publishedSelection;
+    const report = this.selectionReport();
+    if (this.publishedSelection !== before) this.setStateValue("selected", report);
   }
 
   restore(snap) {
@@ -445,6 +474,7 @@ class Editor {
     let index = this.selected?.kind === "point" ? names.indexOf(this.selected.name) : -1;
     index = (index + step + names.length) % names.length;
     this.selected = { kind: "point", level, name: names[index] };
+    this.publishSelection();
     this.requestDraw();
     this.updateHud();
   }
@@ -574,10 +604,13 @@ class Editor {
     if (!d) return;
     if (d.kind === "point" && d.moved) {
       this.commit();
+    } else if (d.kind === "point") {
+      this.publishSelection(); // a click on a point selects it
     } else if (d.kind === "pending") {
       this.selected = null;
       const [sx, sy] = this.localXY(e);
       this.placeAt(this.toFilm(sx, sy));
+      this.publishSelection(); // no-op when placeAt sent an edit
     }
     this.requestDraw();
   }
@@ -636,7 +669,10 @@ class Editor {
     } else if (key === "Escape") {
       if (!this.helpEl.hidden) this.toggleHelp(false);
       else if (this.drag) this.cancelDrag();
-      else this.selected = null;
+      else {
+        this.selected = null;
+        this.publishSelection();
+      }
       this.requestDraw();
     } else if (key === "n" || key === "N") {
       this.changeLevel(e.shiftKey ? -1 : 1);
