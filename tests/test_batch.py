@@ -645,17 +645,33 @@ def test_write_unknown_table(result, tmp_path):
 
 
 def test_pixels_are_never_read(good_folder, monkeypatch):
+    """Each film's header is read once, stopping before the pixel data (by the lean
+    header reader, or by pydicom with ``stop_before_pixels``); nothing decodes pixels."""
+    import vheight.dicom
+
     calls = []
+    headers = []
     real = pydicom.dcmread
+    real_header = vheight.dicom.read_dicom_info_stream
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("stop_before_pixels", False))
         return real(*args, **kwargs)
 
+    def header_spy(stream, **kwargs):
+        headers.append(kwargs["name"])
+        return real_header(stream, **kwargs)
+
+    def no_pixels(*args, **kwargs):
+        raise AssertionError("a batch must not decode pixel data")
+
     monkeypatch.setattr(pydicom, "dcmread", spy)
+    monkeypatch.setattr(vheight.dicom, "read_dicom_info_stream", header_spy)
+    monkeypatch.setattr(vheight.dicom, "load_dicom_stream", no_pixels)
+    monkeypatch.setattr(vheight.dicom, "film_from_dataset", no_pixels)
     result = run_batch(good_folder, workers=1, progress=False)
     assert not result.failed
-    assert len(calls) == 11 and all(calls)
+    assert len(headers) == 11 and all(calls)
 
 
 @pytest.mark.parametrize("workers", [pytest.param(2, id="process-pool")])

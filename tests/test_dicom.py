@@ -840,3 +840,118 @@ def test_corrupt_jpeg2000_body_is_an_error_not_a_crash(tmp_path):
         assert "noisy_j2k.dcm" in str(exc) and "JPEG 2000" in str(exc)
     else:
         assert film.pixels.shape == (64, 48)
+
+
+# -- lean header reader: the same FilmInfo as pydicom's full header read --------------------
+
+_SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "sample_images"
+
+
+def _undefined_length_sequence(ds: Dataset) -> Dataset:
+    from pydicom.sequence import Sequence as DicomSequence
+
+    inner = Dataset()
+    inner.CodeValue = "T-D0146"
+    inner.CodeMeaning = "Spine"
+    nested = Dataset()
+    nested.ReferencedSOPInstanceUID = generate_uid()
+    inner.ReferencedImageSequence = DicomSequence([nested])
+    inner.ReferencedImageSequence.is_undefined_length = True
+    ds.AnatomicRegionSequence = DicomSequence([inner, Dataset()])
+    ds.AnatomicRegionSequence.is_undefined_length = True
+    return ds
+
+
+def _private_block(ds: Dataset) -> Dataset:
+    block = ds.private_block(0x0029, "VHEIGHT TEST", create=True)
+    block.add_new(0x10, "OB", bytes(range(256)) * 8)
+    block.add_new(0x11, "LO", "processing")
+    return ds
+
+
+_LEAN_CASES = [
+    pytest.param(lambda: _testdata("RG1_UNCR.dcm"), True, id="RG1-uncompressed"),
+    pytest.param(lambda: _testdata("RG1_J2KR.dcm"), True, id="RG1-j2k-lossless"),
+    pytest.param(lambda: _testdata("RG1_J2KI.dcm"), True, id="RG1-j2k-lossy"),
+    pytest.param(lambda: _testdata("RG3_UNCR.dcm"), True, id="RG3-uncompressed"),
+    pytest.param(lambda: _testdata("RG3_J2KI.dcm"), True, id="RG3-j2k-lossy"),
+    pytest.param(lambda: _testdata("CT_small.dcm"), True, id="ct-explicit"),
+    pytest.param(lambda: _testdata("JPEG2000.dcm"), True, id="jpeg2000"),
+    pytest.param(lambda: _testdata("MR_small_implicit.dcm"), False, id="implicit-vr"),
+    pytest.param(lambda: _testdata("MR_small_bigendian.dcm"), False, id="big-endian"),
+    pytest.param(lambda: _testdata("rtstruct.dcm"), False, id="no-preamble-not-an-image"),
+    pytest.param(lambda: str(_SAMPLE_IMAGES / "pre.dcm"), True, id="phantom-pre"),
+    pytest.param(lambda: str(_SAMPLE_IMAGES / "followup.dcm"), True, id="phantom-followup"),
+    pytest.param(
+        lambda: dicom_bytes(
+            make_dataset(
+                SpecificCharacterSet="ISO_IR 100",
+                PatientName="Müller^Anna",
+                PatientID="ÄB-12",
+                PixelSpacing=[0.139, 0.139],
+                PixelSpacingCalibrationType="GEOMETRY",
+            )
+        ),
+        True,
+        id="latin1-geometry",
+    ),
+    pytest.param(
+        lambda: dicom_bytes(make_dataset(SpecificCharacterSet="ISO_IR 100", PatientID=["A ", "B"])),
+        False,
+        id="latin1-two-patient-ids",
+    ),
+    pytest.param(
+        lambda: dicom_bytes(
+            make_dataset(SpecificCharacterSet="ISO_IR 192", PatientName="Ødegård^Åse")
+        ),
+        True,
+        id="utf8-name",
+    ),
+    pytest.param(
+        lambda: dicom_bytes(make_dataset(SpecificCharacterSet="GB18030", PatientName="王^小东")),
+        False,
+        id="other-charset",
+    ),
+    pytest.param(
+        lambda: dicom_bytes(
+            make_dataset(
+                ImagerPixelSpacing=[0.15, 0.15],
+                EstimatedRadiographicMagnificationFactor="1.1",
+                DistanceSourceToDetector="1100",
+                DistanceSourceToPatient="1000",
+                NumberOfFrames="2",
+            )
+        ),
+        True,
+        id="imager-spacing-magnification",
+    ),
+    pytest.param(
+        lambda: dicom_bytes(_private_block(_undefined_length_sequence(make_dataset()))),
+        True,
+        id="undefined-length-sequences-private-block",
+    ),
+    pytest.param(lambda: dicom_bytes(make_dataset(PixelSpacing="")), True, id="empty-spacing"),
+    pytest.param(
+        lambda: dicom_bytes(make_dataset(PixelSpacing=[0.1, 0.1]))[:300], False, id="truncated"
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "lean"), _LEAN_CASES)
+def test_lean_header_reader_gives_the_full_reads_info(source, lean, monkeypatch):
+    import vheight.dicom as dicom_module
+
+    film = source()
+    stream = io.BytesIO(film) if isinstance(film, bytes) else open(film, "rb")  # noqa: SIM115
+    with stream:
+        assert (dicom_module._lean_dataset(stream) is not None) is lean
+
+    def outcome() -> object:
+        try:
+            return read_film_info(film, name="film.dcm")
+        except ImageReadError as exc:
+            return (type(exc), str(exc))
+
+    fast = outcome()
+    monkeypatch.setattr(dicom_module, "_lean_dataset", lambda stream: None)
+    assert fast == outcome()

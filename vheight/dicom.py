@@ -43,14 +43,17 @@ from typing import Any, BinaryIO
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import VR as VR_
 
 from vheight.calibration import Calibration, calibration_from_header
 from vheight.errors import DicomReadError
@@ -179,7 +182,16 @@ def _dcmread(
 def read_dicom_info_stream(
     stream: BinaryIO, *, name: str, path: str | None = None, force: bool = False
 ) -> FilmInfo:
-    """Header facts of a DICOM stream, read with ``stop_before_pixels=True``."""
+    """Header facts of a DICOM stream, read with ``stop_before_pixels=True``.
+
+    Ordinary files go through the lean reader (the same facts, several times
+    faster); anything it does not vouch for is read by pydicom.
+    """
+    if not force:
+        lean = _lean_dataset(stream)
+        if lean is not None:
+            return info_from_dataset(lean, name=name, path=path)
+        stream.seek(0)
     ds, notes = _dcmread(stream, name=name, force=force, header_only=True)
     return info_from_dataset(ds, name=name, path=path, read_warnings=notes)
 
@@ -255,13 +267,27 @@ def _raw_text(ds: Dataset, keyword: str, raw: dict[int, Any] | None = None) -> s
     if vr in _CHARSET_VRS:
         charset = elements.get(0x00080005)
         charset_raw = b"" if charset is None else getattr(charset, "value", _MISSING)
+        if isinstance(charset_raw, str):  # already converted by pydicom
+            charset_raw = charset_raw.encode("latin-1", "replace")
         if (
             not isinstance(charset_raw, bytes)
             or charset_raw.strip(b" \x00") not in _SIMPLE_CHARSETS
         ):
             return _MISSING
         encoding = "utf-8" if b"192" in charset_raw else "latin-1"
-        return raw.decode(encoding, "replace").strip(" \x00") or None
+        if charset is None:
+            return raw.decode(encoding, "replace").strip(" \x00") or None
+        # With a Specific Character Set, only text pydicom would give back unchanged
+        # (one value, no stray whitespace or NUL, valid bytes); the rest is
+        # converted by pydicom.
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            return _MISSING
+        shown = text.strip(" \x00")
+        if "\\" in text or "\x00" in text.rstrip("\x00 ") or shown != shown.strip():
+            return _MISSING
+        return shown or None
     return raw.decode("latin-1").strip(" \x00") or None
 
 
@@ -394,6 +420,185 @@ def info_from_dataset(
         calibration=calibration,
         warnings=tuple(notes),
     )
+
+
+# -- lean header reading -----------------------------------------------------------------
+#
+# ``vheight info`` and ``vheight batch`` read thousands of headers; pydicom's reader
+# builds an element object for every attribute of the file, most of which are never
+# looked at.  The lean reader below walks the same bytes with ``struct`` and keeps
+# only the attributes :func:`info_from_dataset` reads, as the raw elements pydicom
+# itself would have made of them.  It handles the files pydicom reads without any
+# remark (DICM preamble, Explicit VR Little Endian data set: uncompressed or
+# encapsulated pixel data) and gives up on anything else (implicit VR, big endian,
+# deflate, a command set, an unknown VR, undefined lengths outside sequences,
+# truncation, another character set, ...), which then goes through pydicom; either
+# way the :class:`FilmInfo` is the same.
+
+_LEAN_TAGS = frozenset({*(tag for tag, _vr in _FAST_ATTRIBUTES.values()), 0x00080005})
+_LEAN_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
+_LEAN_VRS = frozenset(vr.encode("ascii") for vr in VR_)
+_LEAN_LONG_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+_LEAN_TS_REFUSED = frozenset(
+    {
+        str(ImplicitVRLittleEndian),
+        str(ExplicitVRBigEndian),
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    }
+)
+_LEAN_CHUNK = 16384
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_unpack_element = struct.Struct("<HH2sH").unpack_from
+_unpack_item = struct.Struct("<HHL").unpack_from
+_unpack_long = struct.Struct("<L").unpack_from
+
+
+class _NotLean(Exception):
+    """The lean reader cannot vouch for this file: pydicom reads it."""
+
+
+class _LeanReader:
+    __slots__ = ("buf", "read")
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.read = stream.read
+        self.buf = b""
+
+    def need(self, end: int) -> bytes:
+        """The buffer, holding at least ``end`` bytes of the file."""
+        buf = self.buf
+        while len(buf) < end:
+            chunk = self.read(max(_LEAN_CHUNK, end - len(buf)))
+            if not chunk:
+                raise _NotLean  # truncated: pydicom reports it
+            buf = self.buf = buf + chunk
+        return buf
+
+    def elements(
+        self,
+        pos: int,
+        end: int | None,
+        *,
+        group: int | None = None,
+        keep: dict[int, Any] | None = None,
+        wanted: frozenset[int] = _LEAN_TAGS,
+    ) -> tuple[int, int]:
+        """Walk one data set from ``pos``; ``(position after it, elements seen)``.
+
+        ``end``: the data set's end (a defined-length item), or None: it ends at an
+        item delimiter (an undefined-length item, ``group`` None) or, at the top
+        level, at the pixel data / the end of the file (``keep`` given) or at the
+        first element outside ``group`` (the file meta information).
+        """
+        count = 0
+        top = keep is not None
+        while True:
+            if end is not None and pos >= end:
+                if pos != end:
+                    raise _NotLean
+                return pos, count
+            buf = self.buf
+            if len(buf) < pos + 8:
+                try:
+                    buf = self.need(pos + 8)
+                except _NotLean:
+                    if top and group is None and len(self.buf) == pos:
+                        return pos, count  # the end of the file
+                    raise
+            tag_group, tag_element, vr, length = _unpack_element(buf, pos)
+            tag = tag_group << 16 | tag_element
+            if group is not None and tag_group != group:
+                return pos, count
+            if tag == _ITEM_END:
+                if top or end is not None:
+                    raise _NotLean
+                return pos + 8, count
+            if top and tag in _LEAN_PIXEL_TAGS:
+                return pos, count
+            if count == 0 and not (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B):
+                raise _NotLean  # implicit VR where explicit was expected
+            if vr not in _LEAN_VRS or (top and tag_group == 0):
+                raise _NotLean
+            count += 1
+            start = pos + 8
+            if vr in _LEAN_LONG_VRS:
+                buf = self.need(pos + 12)
+                length = _unpack_long(buf, pos + 8)[0]
+                start = pos + 12
+            if length == _UNDEFINED:
+                if vr != b"SQ" or (top and tag in wanted):
+                    raise _NotLean
+                pos = self.sequence(start)
+                continue
+            pos = start + length
+            if top and tag in wanted:
+                buf = self.need(pos)
+                keep[tag] = (vr.decode("ascii"), length, bytes(buf[start:pos]), start)
+
+    def sequence(self, pos: int) -> int:
+        """Skip the items of an undefined-length sequence; the position after it."""
+        while True:
+            buf = self.need(pos + 8)
+            tag_group, tag_element, length = _unpack_item(buf, pos)
+            tag = tag_group << 16 | tag_element
+            if tag == _SEQUENCE_END:
+                return pos + 8
+            if tag != _ITEM:
+                raise _NotLean
+            if length == _UNDEFINED:
+                pos, _count = self.elements(pos + 8, None)
+            else:
+                pos, _count = self.elements(pos + 8, pos + 8 + length)
+
+
+def _lean_dataset(stream: BinaryIO) -> Dataset | None:
+    """The header attributes :func:`info_from_dataset` reads, as pydicom would hold
+    them, or None when only pydicom can read this file faithfully."""
+    reader = _LeanReader(stream)
+    try:
+        buf = reader.need(132)
+        if buf[128:132] != b"DICM":
+            return None
+        meta: dict[int, Any] = {}
+        pos, _count = reader.elements(
+            132, None, group=0x0002, keep=meta, wanted=frozenset({0x00020010})
+        )
+        syntax = meta.get(0x00020010)
+        kept: dict[int, Any] = {}
+        if syntax is None:
+            return None
+        uid = syntax[2].decode("latin-1").rstrip("\0 ")
+        if not uid or uid.strip("0123456789.") or uid in _LEAN_TS_REFUSED:
+            return None
+        if uid in pydicom.uid.PrivateTransferSyntaxes:
+            return None
+        pos, count = reader.elements(pos, None, keep=kept)
+    except (_NotLean, struct.error):
+        return None
+    if count == 0:
+        return None  # pydicom explains an empty data set
+    ds = Dataset(
+        {
+            tag: RawDataElement(BaseTag(tag), vr, length, value or _lean_empty(vr), at, False, True)
+            for tag, (vr, length, value, at) in sorted(kept.items())
+        }
+    )
+    vr, length, value, at = syntax
+    ds.file_meta = FileMetaDataset(
+        {0x00020010: RawDataElement(BaseTag(0x00020010), vr, length, value, at, False, True)}
+    )
+    raw = _raw_elements(ds)
+    for keyword in _FAST_ATTRIBUTES:
+        if _raw_text(ds, keyword, raw) is _MISSING:
+            return None  # an unusual VR or character set: pydicom converts it
+    return ds
+
+
+def _lean_empty(vr: str) -> Any:
+    from pydicom.dataelem import empty_value_for_VR
+
+    return empty_value_for_VR(vr, raw=True)
 
 
 # -- pixels ----------------------------------------------------------------------------
