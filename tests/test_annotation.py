@@ -425,3 +425,48 @@ def test_json_values_as_text_never_crash(value):
 def test_deep_nesting_is_an_annotation_error():
     with pytest.raises(AnnotationError, match="deep.json"):
         loads_annotation("[" * 100000 + "]" * 100000, source="deep.json")
+
+
+def _through_init(a: Annotation) -> Annotation:
+    """The same fields passed through ``__init__`` (and so ``__post_init__``'s checks)."""
+    return Annotation(**{f.name: getattr(a, f.name) for f in dataclasses.fields(a)})
+
+
+def _field_types(a: Annotation) -> list[tuple[str, type]]:
+    return [(f.name, type(getattr(a, f.name))) for f in dataclasses.fields(a)]
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=150)
+@given(annotation_like_dicts)
+def test_from_dict_builds_what_init_builds(data):
+    """from_dict validates once and builds the object directly: it must be the very
+    object the checked constructor gives (same values, same read-only types)."""
+    try:
+        a = Annotation.from_dict(data, source="d.json")
+    except AnnotationError:
+        return
+    b = _through_init(a)
+    assert a == b and hash(a) == hash(b)
+    assert _field_types(a) == _field_types(b)
+    assert [type(points) for points in a.vertebrae.values()] == [
+        type(points) for points in b.vertebrae.values()
+    ]
+    assert a.to_dict() == b.to_dict()
+    assert pickle.loads(pickle.dumps(a)) == a
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param(document(), id="plain"),
+        pytest.param(document(extra_key={"nested": [1, 2.5, None]}, notes="n"), id="extra-keys"),
+        pytest.param(
+            document(calibration={"row_spacing_mm": 0.15, "col_spacing_mm": 0.15}), id="calibrated"
+        ),
+        pytest.param(document(timepoint=None, treated_levels=None, notes=None), id="nulls"),
+    ],
+)
+def test_from_dict_builds_what_init_builds_examples(doc):
+    a = Annotation.from_dict(doc)
+    b = _through_init(a)
+    assert a == b and _field_types(a) == _field_types(b) and a.to_dict() == b.to_dict()

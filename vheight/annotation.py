@@ -767,19 +767,26 @@ class Annotation:
         for key, value in extra.items():
             _check_finite(value, key, problems)
         _raise(source, problems)
-        return cls(
-            image=image,
-            timepoint=timepoint,
-            calibration=calibration,
-            vertebrae=vertebrae,
-            treated_levels=treated,
-            patient_position=position,
-            annotator=annotator or "",
-            created=created,
-            modified=modified,
-            notes=notes or "",
-            extra=extra,
+        # Every field is checked above: build the object __post_init__ would give
+        # without checking each landmark a second time (the costly part of loading).
+        annotation = object.__new__(cls)
+        set_ = object.__setattr__
+        set_(annotation, "image", image)
+        set_(annotation, "timepoint", timepoint)
+        set_(annotation, "calibration", calibration)
+        set_(
+            annotation,
+            "vertebrae",
+            _FrozenMap([(lvl, _FrozenMap(pts)) for lvl, pts in vertebrae.items()]),
         )
+        set_(annotation, "treated_levels", treated)
+        set_(annotation, "patient_position", position)
+        set_(annotation, "annotator", annotator or "")
+        set_(annotation, "created", created)
+        set_(annotation, "modified", modified)
+        set_(annotation, "notes", notes or "")
+        set_(annotation, "extra", _freeze(extra))
+        return annotation
 
 
 # -- files ---------------------------------------------------------------------------------
