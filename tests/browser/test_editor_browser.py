@@ -1,4 +1,4 @@
-"""The app in a real browser: place, zoom, drag, undo, reload (headless Chromium).
+"""The app in a real browser: place, zoom, drag, undo, reload, snap (headless Chromium).
 
 The flows a radiologist performs, checked through what the page shows: the
 editor's status line and the measurement table.  Heights are compared as
@@ -16,7 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from driver import Editor, active_panel, choose_level, measurement_table, number, open_tab
+from driver import (
+    REPO,
+    Editor,
+    active_panel,
+    choose_level,
+    measurement_table,
+    number,
+    open_tab,
+)
 from playwright.sync_api import expect
 
 from vheight.annotation import LEVELS
@@ -195,3 +203,59 @@ def test_keyboard_delete_undo_redo_and_levels(app_server, page, shots):
     open_tab(page, "Post-augmentation")
     editor = Editor(page).wait_ready()
     expect(editor.root).to_have_attribute("data-active-level", level)
+
+
+def test_snap_a_dragged_point_back_then_undo(app_server, page, shots):
+    """Drag a corner off its edge; Python snaps it back; the viewer's undo still works."""
+    from vheight.annotation import load_annotation
+
+    truth = load_annotation(REPO / "sample_images" / "pre.vheight.json")
+    level, name = "L2", "superior_anterior"
+    x, y = truth.vertebrae[level][name]
+    page.goto(app_server.url)
+    editor = Editor(page).wait_ready()
+    original = wait_for(_row(page, level), what="the sample's table")
+    ha = _height(original, "Ha")
+    choose_level(page, level)
+
+    for _ in range(3):
+        editor.wheel(x, y, -300)
+    wait_for(lambda: editor.view()["zoom"] > 1.0, what="the wheel zoom")
+    editor.pan_to_centre(x, y)
+    wait_for(lambda: editor.visible(x, y - 20), what="the point on screen")
+    rev = editor.rev()
+    moved = editor.drag((x, y), (x, y - 14))  # up, off the endplate: Ha grows
+    wait_for(lambda: editor.rev() > rev, what="the drag sent")
+    dragged = wait_for(
+        lambda: (r := _row(page, level)()) and _height(r, "Ha") > ha + 1.0 and r,
+        what="the table after the drag",
+    )
+    page.screenshot(path=str(shots / "06-dragged-off-edge.png"))
+
+    # Snap the vertebra: the table comes back to the sample's heights.
+    panel = active_panel(page)
+    panel.get_by_role("button", name=level, exact=True).click()
+    wait_for(
+        lambda: abs(_height(_row(page, level)(), "Ha") - ha) < 0.15, what="the table after snap"
+    )
+    expect(panel.get_by_test_id("stAlertContentSuccess").first).to_contain_text("moved")
+    page.screenshot(path=str(shots / "07-snapped.png"))
+
+    # The viewer's undo takes the snap back (a server-side change is one undo step) ...
+    editor.press("Control+z")
+    wait_for(
+        lambda: abs(_height(_row(page, level)(), "Ha") - _height(dragged, "Ha")) < 0.05,
+        what="the table after undo",
+    )
+    # ... and the point selected in the viewer snaps alone.
+    px, py = editor.to_page(x, y + moved[1])
+    page.mouse.click(round(px), round(py))
+    expect(editor.root).to_have_attribute("data-selected", f"{level}:{name}")
+    point_button = panel.get_by_role("button", name="Point", exact=True)
+    expect(point_button).to_be_enabled()
+    point_button.click()
+    wait_for(
+        lambda: abs(_height(_row(page, level)(), "Ha") - ha) < 0.15,
+        what="the table after snapping the point",
+    )
+    page.screenshot(path=str(shots / "08-point-snapped.png"))

@@ -285,7 +285,10 @@ def _use_manual(slot: Slot) -> None:
 
 def _film_tab(timepoint: str, measurement: Any) -> None:
     slot = session.get_slot(timepoint)
-    _show_flashes(timepoint)
+    # Always drawn, so that a message never shifts the editor's place in the page
+    # (the editor would be mounted again: its view and undo history lost).
+    with st.container():
+        _show_flashes(timepoint)
     if slot is None:
         st.info(
             f"No {session.TIMEPOINT_LABELS[timepoint].lower()} film is open. "
@@ -437,9 +440,10 @@ def _refine_panel(slot: Slot) -> None:
                 key=widget_key(slot, f"propose_{where}"),
                 help=propose_help if target else f"The level {where} {level} already has points",
             )
+    for kind, text in session.take_notes(tp):
+        getattr(st, kind)(md_escape(text))
     last = session.last_refinement(slot)
-    title = "Snapping" if last is None else f"Snapping: {last['title']}"
-    with st.expander(title, expanded=False):
+    with st.expander("Snapping", expanded=False):
         st.session_state.setdefault(widget_key(slot, "radius"), DEFAULT_RADIUS_MM)
         st.number_input(
             "Search radius (mm)",
@@ -450,7 +454,9 @@ def _refine_panel(slot: Slot) -> None:
             help="How far from each point the edge is searched; a point without a clear "
             "edge within it is left where it is and flagged.",
         )
+        st.caption("Each snap or proposal is one change: Ctrl+Z in the viewer undoes it.")
         if last is not None:
+            st.caption(f"Last: {md_escape(last['title'])}")
             _refinement_table(last)
 
 

@@ -75,6 +75,8 @@ __all__ = [
     "propose",
     "proposal_targets",
     "last_refinement",
+    "note",
+    "take_notes",
 ]
 
 TIMEPOINT_LABELS = {"pre": "Pre-augmentation", "post": "Post-augmentation", "followup": "Follow-up"}
@@ -542,6 +544,17 @@ def revert_to_sidecar(timepoint: str) -> None:
 # -- landmark refinement -----------------------------------------------------------------
 
 _REFINED = "vh.refined"
+_NOTES = "vh.refine.notes"
+
+
+def note(timepoint: str, kind: str, text: str) -> None:
+    """Queue a message of a snap or proposal, shown beside its buttons (the viewer stays put)."""
+    st.session_state.setdefault(_NOTES, {}).setdefault(timepoint, []).append((kind, text))
+
+
+def take_notes(timepoint: str) -> list[tuple[str, str]]:
+    """The queued snap / proposal messages of a tab, removed from the queue."""
+    return st.session_state.setdefault(_NOTES, {}).pop(timepoint, [])
 
 
 def selected_point(slot: Slot) -> tuple[str, str] | None:
@@ -632,7 +645,7 @@ def snap_selected_point(timepoint: str) -> None:
         return
     target = selected_point(slot)
     if target is None:
-        flash(timepoint, "info", "Select a point in the viewer first (click it, or press Tab).")
+        note(timepoint, "info", "Select a point in the viewer first (click it, or press Tab).")
         return
     level, name = target
     radius = refine_radius(slot)
@@ -642,22 +655,21 @@ def snap_selected_point(timepoint: str) -> None:
             radius_mm=radius,
         )  # fmt: skip
     except (VHeightError, ValueError) as exc:
-        flash(timepoint, "error", f"{level} {name} was not snapped: {exc}")
+        note(timepoint, "error", f"{level} {name} was not snapped: {exc}")
         return
     move = result.move(level, name)
     _remember_refinement(slot, f"Snap {level} {name}", result)
     if not move.moved:
         why = _FLAG_TEXT.get(str(move.flag), str(move.flag or "no edge found"))
-        flash(timepoint, "warning", f"{level} {name} was left where it is: {why}.")
+        note(timepoint, "warning", f"{level} {name} was left where it is: {why}.")
         return
     commit(slot, slot.annotation.with_point(level, name, move.xy), python_change=True)
-    note = f" ({_FLAG_TEXT[move.flag]})" if move.flag in _FLAG_TEXT else ""
-    flash(
+    detail = f" ({_FLAG_TEXT[move.flag]})" if move.flag in _FLAG_TEXT else ""
+    note(
         timepoint,
         "success",
-        f"{level} {name} snapped: moved "
-        f"{_distance_text(move.distance_mm, move.distance_px)}{note}. Ctrl+Z in the viewer "
-        "undoes it.",
+        f"{level} {name} snapped: moved {_distance_text(move.distance_mm, move.distance_px)}"
+        f"{detail}.",
     )
 
 
@@ -674,27 +686,27 @@ def snap_levels(timepoint: str, every: bool = False) -> None:
         levels = [level] if level in slot.annotation.vertebrae else []
         title = f"Snap {level}"
     if not levels:
-        flash(timepoint, "info", "No landmark to snap on this level: place its points first.")
+        note(timepoint, "info", "No landmark to snap on this level: place its points first.")
         return
     try:
         result = refine_annotation(
             slot.annotation, slot.opened.film, None, levels=levels, radius_mm=refine_radius(slot)
         )
     except (VHeightError, ValueError) as exc:
-        flash(timepoint, "error", f"The landmarks were not snapped: {exc}")
+        note(timepoint, "error", f"The landmarks were not snapped: {exc}")
         return
     _remember_refinement(slot, title, result)
     for warning in result.warnings:
-        flash(timepoint, "warning", warning)
+        note(timepoint, "warning", warning)
     summary = (
         f"{title}: {result.moved_count} of {len(result.moves)} point(s) moved, "
         f"{result.flagged_count} flagged."
     )
     if result.moved_count == 0:
-        flash(timepoint, "info", summary)
+        note(timepoint, "info", summary)
         return
     commit(slot, result.annotation, python_change=True)
-    flash(timepoint, "success", summary + " Ctrl+Z in the viewer undoes it.")
+    note(timepoint, "success", summary)
 
 
 def proposal_targets(slot: Slot) -> dict[str, str | None]:
@@ -720,24 +732,23 @@ def propose(timepoint: str, where: str) -> None:
         return
     level = proposal_targets(slot).get(where)
     if level is None:
-        flash(timepoint, "info", "That level already holds points (or there is none).")
+        note(timepoint, "info", "That level already holds points (or there is none).")
         return
     try:
         result = propose_level_result(
             slot.annotation, slot.opened.film, None, level, radius_mm=refine_radius(slot)
         )
     except (VHeightError, ValueError) as exc:
-        flash(timepoint, "error", f"{level} was not proposed: {exc}")
+        note(timepoint, "error", f"{level} was not proposed: {exc}")
         return
     _remember_refinement(slot, f"Propose {level}", result)
     slot = commit(slot, result.annotation, python_change=True)
     set_widget(slot, "level", level)
     for warning in result.warnings:
-        flash(timepoint, "warning", warning)
-    flash(
+        note(timepoint, "warning", warning)
+    note(
         timepoint,
         "success",
-        f"{level} proposed from the levels placed ({result.flagged_count} point(s) without a "
-        "clear edge stay where predicted): check every point, drag to correct. Ctrl+Z in the "
-        "viewer removes it.",
+        f"{level} proposed ({result.flagged_count} point(s) without a clear edge left where "
+        "predicted): check every point.",
     )
