@@ -149,7 +149,7 @@ _MIDDLES = ("superior_middle", "inferior_middle")
 _STRIP_START_MM = 1.0
 _STRIP_END_MM = 6.0
 _STRIP_COUNT = 11
-_MIDDLE_HALF_WIDTH_MM = 1.0
+_MIDDLE_HALF_WIDTH_MM = 0.5
 _MIDDLE_COUNT = 5
 _MIN_VALID_PROFILES = 3
 # Depths inside the endplate edge (mm) where the end of the cortex is sought
@@ -592,10 +592,15 @@ def _find_edges(
         near = np.abs(t[None, :] - t[chosen][:, None]) <= SMOOTHING_MM
         fine_f = np.where(near & np.isfinite(fine), fine, -np.inf)
         j = np.argmax(fine_f, axis=1)
-        lo = np.argmax(near, axis=1)
-        hi = n - 1 - np.argmax(near[:, ::-1], axis=1)
-        inside = (j > lo) & (j < hi)
+        # A maximum of the fine profile itself (it may sit on the window's
+        # border), not merely the largest value inside the window.
         safe_j = _clamp(j, 1, n - 2)
+        whole = np.where(np.isfinite(fine), fine, -np.inf)
+        inside = (
+            (j == safe_j)
+            & (whole[rows, safe_j] > whole[rows, safe_j - 1])
+            & (whole[rows, safe_j] >= whole[rows, safe_j + 1])
+        )
         fine_offset = t[safe_j] + _parabola(np.where(np.isfinite(fine), fine, 0.0), safe_j) * h
         offset = np.where(inside, fine_offset, offset)
     score = np.max(f, axis=1) / threshold
@@ -1272,7 +1277,9 @@ def _refine_vertebra(
     for name in corners:
         endplate, side = name.split("_")
         other = f"{endplate}_{_other_side(side)}"
-        if out[name].flag is not None or other not in out or out[other].flag is not None:
+        if out[name].flag is not None or other not in refined:
+            continue
+        if other in out and out[other].flag is not None:
             continue
         tangent = _unit(refined[name] - refined[other])
         if tangent is None:
