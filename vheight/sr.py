@@ -430,25 +430,8 @@ def _vertebra_group(
     )
 
 
-_ANNOTATION_KEYS = frozenset(
-    (
-        "format",
-        "version",
-        "image",
-        "timepoint",
-        "calibration",
-        "vertebrae",
-        "treated_levels",
-        "patient_position",
-        "annotator",
-        "created",
-        "modified",
-        "notes",
-    )
-)
-
-
 def _annotation_facts(annotation: Annotation, ds: Dataset) -> dict[str, Any]:
+    data = annotation.to_dict()  # unknown keys as plain JSON values
     return {
         "format": "vheight.annotation.facts",
         "version": 1,
@@ -466,7 +449,7 @@ def _annotation_facts(annotation: Annotation, ds: Dataset) -> dict[str, Any]:
         "created": annotation.created,
         "modified": annotation.modified,
         "notes": annotation.notes,
-        "extra": {k: v for k, v in annotation.to_dict().items() if k not in _ANNOTATION_KEYS},
+        "extra": {key: data[key] for key in annotation.extra},
     }
 
 
