@@ -180,3 +180,27 @@ def test_readme_api_example_runs(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith("mm ")
     assert "restoration_pct_of_lost" in out and "L1" in out
+
+
+def test_package_import_is_light_and_heavy_entry_points_load_on_use():
+    code = (
+        "import sys, vheight\n"
+        "heavy = [m for m in ('pydicom', 'pandas', 'cv2') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from vheight.batch import run_batch\n"
+        "from vheight.film import load_film, read_film_info\n"
+        "assert vheight.run_batch is run_batch\n"
+        "assert vheight.load_film is load_film and vheight.read_film_info is read_film_info\n"
+        "assert all(hasattr(vheight, name) for name in vheight.__all__)\n"
+        "try:\n"
+        "    vheight.no_such_name\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('missing attribute did not raise')\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

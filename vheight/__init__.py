@@ -74,4 +74,26 @@ __all__ = [
     "AnnotationError",
     "CalibrationError",
     "MeasurementError",
+    "load_film",
+    "read_film_info",
+    "run_batch",
 ]
+
+# Entry points that pull in pydicom, opencv or pandas are imported on first use,
+# so that ``import vheight`` stays light (PEP 562).
+_LAZY = {
+    "load_film": "vheight.film",
+    "read_film_info": "vheight.film",
+    "run_batch": "vheight.batch",
+}
+
+
+def __getattr__(name: str):  # noqa: ANN202 - module-level lazy attribute
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vheight' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
