@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import gc
 import importlib.util
 import io
@@ -14,9 +15,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -949,3 +953,46 @@ def test_benchmark_runs_with_a_tiny_n(tmp_path, capsys):
     assert figures["studies"] == 6
     assert figures["ratio_1_worker"] > 0 and figures["speedup_2_workers"] > 0
     assert "ratio" in out
+
+
+# --------------------------------------------------------------------------------------
+# The CSV writer: the bytes of csv.writer, faster
+# --------------------------------------------------------------------------------------
+
+
+def _reference_csv(rows, columns) -> bytes:
+    """What csv.writer writes for the cells (the writer's own formatting and quoting)."""
+    import csv
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([batch_module._csv_cell(row.get(c)) for c in columns] for row in rows)
+    return text.getvalue().encode("utf-8")
+
+
+class _Grade(enum.IntEnum):
+    MILD = 1
+
+
+_CELLS = st.one_of(
+    st.none(),
+    st.text(alphabet=st.sampled_from('ab ,"\r\n\t;é1.-'), max_size=8),
+    st.text(max_size=6),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.sampled_from([np.float64(1.25), np.int64(3), np.float32(0.1), np.bool_(True), _Grade.MILD]),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.sampled_from("abcd"), _CELLS), max_size=6),
+    st.sampled_from([("a", "b", "c", "d"), ("a",), ("d", "a, b", 'q"')]),
+)
+def test_csv_writer_matches_the_csv_module(rows, columns):
+    handle = io.BytesIO()
+    batch_module._write_csv(handle, rows, columns)
+    assert handle.getvalue() == _reference_csv(rows, columns)

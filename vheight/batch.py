@@ -874,27 +874,54 @@ def _csv_cell(value: Any) -> Any:
     return plain
 
 
+def _csv_text(value: Any) -> str:
+    """A cell's text exactly as :mod:`csv` writes :func:`_csv_cell` of it (unquoted)."""
+    cell = _csv_cell(value)
+    if cell is None:
+        return ""
+    if type(cell) is float:
+        return repr(cell)
+    return str(cell)
+
+
 def _write_csv(handle: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """CSV of ``rows`` (UTF-8, ``\\n`` line ends, header first) into a binary file."""
-    text = io.TextIOWrapper(handle, encoding="utf-8", newline="", write_through=False)
-    writer = csv.writer(text, lineterminator="\n")
+    """CSV of ``rows`` (UTF-8, ``\\n`` line ends, header first) into a binary file.
+
+    The bytes are those of :func:`csv.writer` (excel dialect, minimal quoting).
+    A row is joined directly when none of its cells needs quoting (the joined
+    line holds no quote, CR or LF and exactly one comma per separator), which
+    is nearly every row and several times faster; any other row is written by
+    :func:`csv.writer` itself.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    # None, str, int and finite floats go to the writer as they are (it writes None
-    # as an empty cell and floats in their shortest round-trip form).
-    writer.writerows(
-        [
+    lines = [buffer.getvalue()[:-1]]
+    separators = len(columns) - 1
+    for row in rows:
+        # str, None, int and finite floats as the writer formats them; the rest
+        # (bool, non-finite floats, enums, numpy scalars, ...) through _csv_cell.
+        cells = [
             value
+            if (kind := type(value)) is str
+            else ""
             if value is None
-            or (kind := type(value)) is str
-            or kind is int
-            or (kind is float and value - value == 0.0)
-            else _csv_cell(value)
+            else repr(value)
+            if kind is float and value - value == 0.0
+            else str(value)
+            if kind is int
+            else _csv_text(value)
             for value in map(row.get, columns)
         ]
-        for row in rows
-    )
-    text.flush()
-    text.detach()
+        line = ",".join(cells)
+        if '"' in line or "\n" in line or "\r" in line or line.count(",") != separators or not line:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(cells)
+            line = buffer.getvalue()[:-1]
+        lines.append(line)
+    lines.append("")
+    handle.write("\n".join(lines).encode("utf-8"))
 
 
 def _atomic_write(path: Path, dump: Callable[[Any], None]) -> None:
