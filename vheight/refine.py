@@ -32,21 +32,42 @@ the point is left where it is and flagged.
 
 Per point
 ---------
-- Corners (``*_anterior``, ``*_posterior``): the corner of the body outline.
-  The endplate edge is found on profiles along the endplate normal, taken 1
-  to 6 mm inside the corner along the endplate, and a line is fitted to it
-  robustly.  The wall edge is then searched along the endplate direction,
-  just inside that line (within the cortex): the corner is where the
-  endplate cortex ends.  When that end is not clear, the wall's own edge is
-  found on profiles across the wall 1 to 6 mm below (above) the corner and
-  the corner is the intersection of the two lines; when neither is clear,
-  the corner only moves across the endplate (``weak_wall_edge``).  This is
-  repeated once from the new corner.
-- Middle points (``*_middle``): moved to the midpoint of the (refined)
-  corners of their endplate along the endplate, then snapped to the edge
-  along the endplate normal, so a biconcave endplate is followed.  When a
-  corner of the endplate is not found, the middle point keeps its place
-  along the endplate.
+- Corners (``*_anterior``, ``*_posterior``): the corner of the body outline,
+  where the endplate edge meets the wall edge.  The endplate edge is found
+  on profiles along the endplate normal, taken 1 to 6 mm inside the corner
+  along the endplate, and a line is fitted to it robustly; a parabola
+  replaces the line when it bends into the body significantly (a biconcave
+  or irregular endplate bends within those 6 mm, and a line through the
+  bend passes outside the corner).  The wall edge is then searched along the
+  endplate direction, inside that line (within the cortex), at depths of
+  0.2 to 0.8 mm: the end of the endplate cortex at each depth, and the line
+  through those ends followed to the endplate edge (a wall that leans or is
+  waisted next to the corner ends elsewhere at 0.5 mm depth than at the
+  edge).  When that end is not clear, the wall's own edge is found on
+  profiles across the wall 1 to 6 mm below (above) the corner and the corner
+  is the intersection of the two lines; when neither is clear, the corner
+  only moves across the endplate (``weak_wall_edge``).  This is repeated
+  once from the new corner.
+- Corner check: once the corners of an endplate are found, each is checked
+  along the chord of the refined corners (steadier than the chord of the
+  corners as placed): moved across the endplate onto the edge 0.75 to 1.25
+  mm inside it (the endplate right next to the corner, which the 1 to 6 mm
+  line can miss by a fraction of a millimetre), along the endplate onto the
+  end of the cortex, and across once more; each step is a correction of at
+  most 0.5 mm, never a new search.
+- Middle points (``*_middle``): on the line through the midpoint of the
+  (refined) corners of their endplate, parallel to the vertebra's axis (the
+  mean direction of its anterior and posterior walls, corner to corner), and
+  snapped to the edge along that line on five profiles within 0.5 mm of it,
+  so a biconcave endplate is followed.  The middle height is thereby
+  measured parallel to the anterior and posterior heights, the point midway
+  between the walls.  (The point of the endplate equidistant from its
+  corners differs from it on a wedged vertebra with a concave endplate by
+  the concavity times the tangent of the endplate's tilt to the walls: 0.2
+  mm for a 3.5 mm concavity tilted by 3.5 degrees.)  Without all four
+  corners, or when the walls lean more than 20 degrees from the endplate
+  normal, the normal is used.  When a corner of the endplate is not found,
+  the middle point keeps its place along the endplate.
 - Second chance: a point whose own search window holds no edge (placed
   further than the radius from it) is searched again from where the
   vertebra's refined landmarks put it; it is then reported ``reseeded`` and
@@ -54,6 +75,18 @@ Per point
 - A double edge across an endplate (two falls of similar strength) is
   settled by the darker outside: the outer edge of an endplate faces the
   disc.  Otherwise the point is ambiguous and left alone.
+
+Stability
+---------
+Where a point ends does not depend on where it started within the radius: a
+corner is searched again from the corner found, and a middle point is placed
+from the corners, not from its own start.  So a point already on the edge is
+moved only by the localisation error of the edge (on the phantom films of
+``benchmarks/bench_refine.py``, points starting within 0.2 mm of the truth
+all end within 0.2 mm).  A broad fall (a dense ramp of cement or sclerosis
+under the endplate) is located on the fine scale's own maximum, even at the
+border of its window, so it does not flip between the coarse and the fine
+peak with the start.
 
 The endplate normal of a point is perpendicular to the line through the
 corners of its endplate and points away from the centre of the vertebra's
@@ -744,9 +777,7 @@ def _edge_curve(s: np.ndarray, offset: np.ndarray, *, curved: bool) -> np.ndarra
     return coef if -coef[0] > _CURVATURE_SIGNIFICANCE * se else line[0]
 
 
-def _polyfit(
-    x: np.ndarray, y: np.ndarray, degree: int
-) -> tuple[np.ndarray, np.ndarray] | None:
+def _polyfit(x: np.ndarray, y: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Least-squares polynomial (highest power first) and the inverse of its
     normal matrix, or None when the points do not determine it."""
     design = np.vander(x, degree + 1)
@@ -907,7 +938,9 @@ def _refine_corner(
     radius_mm: float,
     t: np.ndarray,
 ) -> _Outcome:
-    """Corner: intersect the endplate edge line with the wall edge line.
+    """Corner: where the endplate edge (line or parabola, :func:`_fit_offsets`)
+    meets the wall: the end of the endplate cortex (:func:`_band_end`), else
+    the intersection with the wall's edge line.
 
     ``tangent`` points along the endplate towards the corner's side (out of
     the body), ``normal`` away from the body across the endplate; ``wall``
@@ -953,12 +986,14 @@ def _snap_next_to_corner(
 ) -> np.ndarray:
     """The corner moved across the endplate onto the edge right next to it.
 
-    The endplate line comes from profiles 1 to 6 mm inside the corner; an
-    endplate that bends there (biconcave, irregular) makes the line miss its
-    end by a fraction of a millimetre.  Profiles :data:`_NEAR_CORNER_MM`
-    inside the corner, averaged, give the edge there; the corner moves across
-    the endplate by that offset when it is accepted and small (a correction
-    of at most :data:`_NEAR_CORNER_MAX_MM`, never a new search).
+    ``plate_dir`` points along the endplate into the body, ``normal`` out of
+    it across the endplate.  The endplate line of :func:`_refine_corner`
+    comes from profiles 1 to 6 mm inside the corner; an endplate that bends
+    there (biconcave, irregular) makes the line miss its end by a fraction of
+    a millimetre.  Profiles :data:`_NEAR_CORNER_MM` inside the corner,
+    averaged, give the edge there; the corner moves across the endplate by
+    that offset when it is accepted and small (a correction of at most
+    :data:`_NEAR_CORNER_MAX_MM`, never a new search).
     """
     inward = _unit(plate_dir)
     if inward is None:
@@ -976,17 +1011,24 @@ def _band_end(
 ) -> np.ndarray | None:
     """Where the endplate's bright cortex ends along the endplate, or None.
 
-    Used when the wall next to a corner shows no edge (a pedicle against the
-    posterior wall, a faint anterior wall): profiles along the endplate edge
-    line, just inside it (within the cortex), searched outward for the fall
-    at the end of the cortex.  Returns that point on the edge line.
+    The wall next to a corner often shows no edge of its own (a pedicle
+    against the posterior wall, a faint anterior wall), but the endplate's
+    cortex ends there.  Profiles along the endplate edge line, inside it
+    (within the cortex) at each of :data:`_BAND_DEPTHS_MM`, are searched
+    outward for the fall at the end of the cortex; a robust line through
+    those ends, against depth, is followed to depth 0 (the edge line), so a
+    wall that leans or is waisted next to the corner is followed to the
+    corner.  When too few depths agree, the profiles up to
+    :data:`_BAND_AVERAGE_DEPTH_MM` are averaged instead.  Returns that point
+    on the edge line.
     """
     outward = _unit(-plate_dir)
     if outward is None:
         return None
     depths = np.array(_BAND_DEPTHS_MM)
     bases = plate_point[None, :] - depths[:, None] * normal[None, :]
-    fit = _fit_offsets(depths, _edges_on_strip(fld, bases, outward, t, endplate=False), curved=False)
+    ends = _edges_on_strip(fld, bases, outward, t, endplate=False)
+    fit = _fit_offsets(depths, ends, curved=False)
     if fit is not None:
         return plate_point + fit[0] * outward
     shallow = bases[depths <= _BAND_AVERAGE_DEPTH_MM]
@@ -1019,9 +1061,7 @@ def _refine_middle(
     return _Outcome(base + edge.offset * axis, True, None, edge.score)
 
 
-def _body_axis(
-    geometry: Mapping[str, np.ndarray], normal: np.ndarray
-) -> np.ndarray:
+def _body_axis(geometry: Mapping[str, np.ndarray], normal: np.ndarray) -> np.ndarray:
     """The vertebra's axis, oriented like ``normal``: the mean direction of
     its anterior and posterior walls (corner to corner), or ``normal`` when a
     corner is missing or the walls lean more than :data:`_MAX_AXIS_TILT_DEG`
@@ -1194,8 +1234,10 @@ def _refine_vertebra(
     may lie beyond the radius) is searched again from where the refined
     points of its vertebra put it (:func:`_corner_seed`; a middle point from
     the chord between the refined corners), and then marked ``reseeded``;
-    such a point moves at most twice the radius.  Middle points are then
-    re-anchored on the final corners.
+    such a point moves at most twice the radius.  Each corner found is then
+    checked along the chord of the refined corners of its endplate (across,
+    along, across: :func:`_snap_next_to_corner`, :func:`_band_end`), and the
+    middle points are re-anchored on the final corners.
     """
     pts = {k: image.to_mm(v) for k, v in pts_px.items()}
     wanted = set(names)
