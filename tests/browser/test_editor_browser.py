@@ -259,3 +259,26 @@ def test_snap_a_dragged_point_back_then_undo(app_server, page, shots):
         what="the table after snapping the point",
     )
     page.screenshot(path=str(shots / "08-point-snapped.png"))
+
+
+def test_report_and_dicom_downloads_are_made_on_click(app_server, browser):
+    context = browser.new_context(viewport={"width": 1600, "height": 1150}, accept_downloads=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(app_server.url)
+        Editor(page).wait_ready()
+        wait_for(lambda: measurement_table(page), what="the sample's measurement table")
+        expected = {
+            "PDF report": ("vheight-report.pdf", 0, b"%PDF"),
+            "DICOM SR": ("pre.sr.dcm", 128, b"DICM"),
+            "Presentation state": ("pre.pr.dcm", 128, b"DICM"),
+        }
+        for label, (file_name, offset, magic) in expected.items():
+            with page.expect_download(timeout=60_000) as download:
+                active_panel(page).get_by_role("button", name=label).click()
+            assert download.value.suggested_filename == file_name
+            data = download.value.path().read_bytes()
+            assert data[offset : offset + 4] == magic, label
+    finally:
+        context.close()
