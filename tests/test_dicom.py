@@ -944,7 +944,7 @@ def test_lean_header_reader_gives_the_full_reads_info(source, lean, monkeypatch)
     film = source()
     stream = io.BytesIO(film) if isinstance(film, bytes) else open(film, "rb")  # noqa: SIM115
     with stream:
-        assert (dicom_module._lean_dataset(stream) is not None) is lean
+        assert (dicom_module._lean_header(stream) is not None) is lean
 
     def outcome() -> object:
         try:
@@ -953,5 +953,5 @@ def test_lean_header_reader_gives_the_full_reads_info(source, lean, monkeypatch)
             return (type(exc), str(exc))
 
     fast = outcome()
-    monkeypatch.setattr(dicom_module, "_lean_dataset", lambda stream: None)
+    monkeypatch.setattr(dicom_module, "_lean_header", lambda stream: None)
     assert fast == outcome()

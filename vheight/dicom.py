@@ -43,9 +43,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -188,9 +187,12 @@ def read_dicom_info_stream(
     faster); anything it does not vouch for is read by pydicom.
     """
     if not force:
-        lean = _lean_dataset(stream)
+        lean = _lean_header(stream)
         if lean is not None:
-            return info_from_dataset(lean, name=name, path=path)
+            texts, syntax = lean
+            return _info_from_texts(
+                texts, None, lambda: syntax, name=name, path=path, read_warnings=()
+            )
         stream.seek(0)
     ds, notes = _dcmread(stream, name=name, force=force, header_only=True)
     return info_from_dataset(ds, name=name, path=path, read_warnings=notes)
@@ -315,19 +317,30 @@ def _int(ds: Dataset, keyword: str, raw: dict[int, Any] | None = None) -> int | 
         return None
 
 
+_CALIBRATION_KEYWORDS = (
+    "PixelSpacing",
+    "PixelSpacingCalibrationType",
+    "ImagerPixelSpacing",
+    "EstimatedRadiographicMagnificationFactor",
+    "DistanceSourceToDetector",
+    "DistanceSourceToPatient",
+)
+
+
 def _header_calibration(
     ds: Dataset, raw: dict[int, Any] | None = None
 ) -> tuple[Calibration, list[str]]:
     """Rules 2-6 from the header, reading raw values directly when possible."""
-    keywords = (
-        "PixelSpacing",
-        "PixelSpacingCalibrationType",
-        "ImagerPixelSpacing",
-        "EstimatedRadiographicMagnificationFactor",
-        "DistanceSourceToDetector",
-        "DistanceSourceToPatient",
-    )
-    values = {k: _raw_text(ds, k, raw) for k in keywords}
+    texts = {k: _raw_text(ds, k, raw) for k in _CALIBRATION_KEYWORDS}
+    return _calibration_from_texts(texts, ds)
+
+
+def _calibration_from_texts(
+    texts: dict[str, Any], ds: Dataset | None
+) -> tuple[Calibration, list[str]]:
+    """Rules 2-6 from the raw texts; pydicom's conversion of ``ds`` when any is
+    ``_MISSING``."""
+    values = {k: texts[k] for k in _CALIBRATION_KEYWORDS}
     if any(v is _MISSING for v in values.values()):
         return Calibration.from_dataset(ds)
 
@@ -374,25 +387,55 @@ def info_from_dataset(
     ``read_warnings`` are pydicom's warnings met while reading the file.
     """
     raw = _raw_elements(ds)
-    rows, columns = _int(ds, "Rows", raw), _int(ds, "Columns", raw)
-    sop_class = _text(ds, "SOPClassUID", raw)
+    texts = {keyword: _raw_text(ds, keyword, raw) for keyword in _FAST_ATTRIBUTES}
+    return _info_from_texts(
+        texts, ds, lambda: _transfer_syntax(ds), name=name, path=path, read_warnings=read_warnings
+    )
+
+
+def _int_of(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(float(text))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _info_from_texts(
+    texts: dict[str, Any],
+    ds: Dataset | None,
+    syntax: Any,
+    *,
+    name: str,
+    path: str | None,
+    read_warnings: Sequence[str],
+) -> FilmInfo:
+    """:class:`FilmInfo` from the raw texts of :data:`_FAST_ATTRIBUTES` (``_MISSING``
+    where pydicom must convert the element of ``ds``); ``syntax()`` gives the
+    transfer syntax."""
+
+    def text(keyword: str) -> str | None:
+        value = texts[keyword]
+        return _text(ds, keyword) if value is _MISSING else value  # type: ignore[arg-type]
+
+    rows, columns = _int_of(text("Rows")), _int_of(text("Columns"))
+    sop_class = text("SOPClassUID")
     if not rows or not columns:
         kind = UID(sop_class).name if sop_class else "unknown SOP class"
         raise DicomReadError(
             f"{name}: not an image: no Rows/Columns in the header ({kind}); "
             "expected a radiograph (CR, DX or another image storage)"
         )
-    tsyntax = _transfer_syntax(ds)
+    tsyntax = syntax()
     notes: list[str] = list(read_warnings)
     try:
-        calibration, cal_notes = _header_calibration(ds, raw)
+        calibration, cal_notes = _calibration_from_texts(texts, ds)
     except _READ_ERRORS as exc:
         calibration, cal_notes = (
             Calibration.uncalibrated(),
             [f"pixel spacing attributes unreadable ({exc}): measurements are in pixels"],
         )
     notes.extend(cal_notes)
-    frames = _int(ds, "NumberOfFrames", raw) or 1
+    frames = _int_of(text("NumberOfFrames")) or 1
     if frames > 1:
         notes.append(f"{name} has {frames} frames: the first is shown and measured")
     ts_name = tsyntax.name if tsyntax.is_transfer_syntax else f"unknown transfer syntax {tsyntax}"
@@ -402,21 +445,21 @@ def info_from_dataset(
         format=FilmFormat.DICOM,
         rows=rows,
         columns=columns,
-        modality=_text(ds, "Modality", raw),
+        modality=text("Modality"),
         sop_class_uid=sop_class,
-        sop_instance_uid=_text(ds, "SOPInstanceUID", raw),
-        study_instance_uid=_text(ds, "StudyInstanceUID", raw),
-        series_instance_uid=_text(ds, "SeriesInstanceUID", raw),
-        patient_id=_text(ds, "PatientID", raw),
-        patient_name=_text(ds, "PatientName", raw),
-        study_date=_text(ds, "StudyDate", raw),
-        photometric_interpretation=_text(ds, "PhotometricInterpretation", raw),
+        sop_instance_uid=text("SOPInstanceUID"),
+        study_instance_uid=text("StudyInstanceUID"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        patient_id=text("PatientID"),
+        patient_name=text("PatientName"),
+        study_date=text("StudyDate"),
+        photometric_interpretation=text("PhotometricInterpretation"),
         transfer_syntax_uid=str(tsyntax),
         transfer_syntax_name=ts_name,
-        bits_stored=_int(ds, "BitsStored", raw),
+        bits_stored=_int_of(text("BitsStored")),
         number_of_frames=frames,
-        patient_position=_text(ds, "PatientPosition", raw),
-        view_position=_text(ds, "ViewPosition", raw),
+        patient_position=text("PatientPosition"),
+        view_position=text("ViewPosition"),
         calibration=calibration,
         warnings=tuple(notes),
     )
@@ -552,9 +595,10 @@ class _LeanReader:
                 pos, _count = self.elements(pos + 8, pos + 8 + length)
 
 
-def _lean_dataset(stream: BinaryIO) -> Dataset | None:
-    """The header attributes :func:`info_from_dataset` reads, as pydicom would hold
-    them, or None when only pydicom can read this file faithfully."""
+def _lean_header(stream: BinaryIO) -> tuple[dict[str, Any], UID] | None:
+    """The raw texts of :data:`_FAST_ATTRIBUTES` and the transfer syntax, exactly as
+    from pydicom's header read, or None when only pydicom can read this file
+    faithfully."""
     reader = _LeanReader(stream)
     try:
         buf = reader.need(132)
@@ -565,34 +609,27 @@ def _lean_dataset(stream: BinaryIO) -> Dataset | None:
             132, None, group=0x0002, keep=meta, wanted=frozenset({0x00020010})
         )
         syntax = meta.get(0x00020010)
-        kept: dict[int, Any] = {}
-        if syntax is None:
+        if syntax is None or syntax[0] != "UI":
             return None
         uid = syntax[2].decode("latin-1").rstrip("\0 ")
         if not uid or uid.strip("0123456789.") or uid in _LEAN_TS_REFUSED:
             return None
         if uid in pydicom.uid.PrivateTransferSyntaxes:
             return None
+        kept: dict[int, Any] = {}
         pos, count = reader.elements(pos, None, keep=kept)
     except (_NotLean, struct.error):
         return None
     if count == 0:
         return None  # pydicom explains an empty data set
-    ds = Dataset(
-        {
-            tag: RawDataElement(BaseTag(tag), vr, length, value or _lean_empty(vr), at, False, True)
-            for tag, (vr, length, value, at) in sorted(kept.items())
-        }
-    )
-    vr, length, value, at = syntax
-    ds.file_meta = FileMetaDataset(
-        {0x00020010: RawDataElement(BaseTag(0x00020010), vr, length, value, at, False, True)}
-    )
-    raw = _raw_elements(ds)
-    for keyword in _FAST_ATTRIBUTES:
-        if _raw_text(ds, keyword, raw) is _MISSING:
-            return None  # an unusual VR or character set: pydicom converts it
-    return ds
+    raw = {
+        tag: RawDataElement(tag, vr, length, value or _lean_empty(vr), at, False, True)
+        for tag, (vr, length, value, at) in kept.items()
+    }
+    texts = {keyword: _raw_text(None, keyword, raw) for keyword in _FAST_ATTRIBUTES}  # type: ignore[arg-type]
+    if any(value is _MISSING for value in texts.values()):
+        return None  # an unusual VR or character set: pydicom converts it
+    return texts, UID(uid)
 
 
 def _lean_empty(vr: str) -> Any:
