@@ -445,11 +445,53 @@ def test_phantom_accurate_points_stay_accurate(phantom):
     final = errors_mm(result.annotation, truth, cal)
     near = errors_mm(start, truth, cal) <= 0.2
     assert np.median(final[near]) <= 0.15
-    # Superior posterior corners, where the pedicle overlaps the posterior
-    # wall, are found up to about 0.4 mm anterior of the outline.
-    assert np.max(final[near]) <= 0.45
+    assert np.max(final[near]) <= 0.2
     middles = [i for i, m in enumerate(result.moves) if m.point.endswith("middle")]
     assert np.max(final[middles]) <= 0.2
+
+
+# Biconcave fractures: irregular endplates that bend within a few millimetres
+# of the corners, where a straight endplate line misplaced the corners by up
+# to 0.4 mm.  Rendered in memory (no DICOM round trip) to stay fast.
+BICONCAVE_FILMS = {
+    "biconcave-facing-right": {"seed": 8},
+    "biconcave-facing-left-low-dose": {"seed": 9, "facing": "left", "dose": 0.5},
+}
+
+
+@pytest.fixture(scope="module", params=list(BICONCAVE_FILMS))
+def biconcave(request):
+    from vheight.phantom import FilmSpec, Fracture, render_film
+
+    spec = FilmSpec(
+        levels=("T12", "L1", "L2"),
+        rows=900,
+        columns=700,
+        fractures=(Fracture(level="L1", kind="biconcave", loss_pct=30.0),),
+        **BICONCAVE_FILMS[request.param],
+    )
+    film = render_film(spec)
+    pixels = film.pixels.astype(np.float32)
+    truth = Annotation(
+        image=ImageRef(rows=pixels.shape[0], columns=pixels.shape[1]),
+        vertebrae={level: dict(pts) for level, pts in film.landmarks.items()},
+    )
+    cal = Calibration.user(row_spacing_mm=film.row_spacing_mm, col_spacing_mm=film.col_spacing_mm)
+    return pixels, truth, cal
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"draw-{s}") for s in (1, 2, 3)])
+def test_points_on_the_edge_stay_within_0_2_mm(biconcave, seed):
+    """A landmark within 0.1 mm of the truth ends within 0.2 mm of it."""
+    pixels, truth, cal = biconcave
+    start = perturbed(truth, cal, 0.1, seed=seed)
+    result = refine_annotation(start, pixels, cal)
+    near = errors_mm(start, truth, cal) <= 0.1
+    assert near.sum() >= 6
+    final = errors_mm(result.annotation, truth, cal)
+    worst = int(np.argmax(np.where(near, final, -1.0)))
+    move = result.moves[worst]
+    assert final[worst] <= 0.2, f"{move.level} {move.point} ended {final[worst]:.3f} mm off"
 
 
 def test_phantom_points_in_soft_tissue_are_left_alone(phantom):
