@@ -257,6 +257,10 @@ def _number(value: Any) -> float | None:
 
 
 def _point(value: Any) -> tuple[float, float] | None:
+    if type(value) is list and len(value) == 2:  # as parsed from JSON: the usual case
+        x, y = value
+        if type(x) is float and type(y) is float and x - x == 0.0 and y - y == 0.0:
+            return (x, y)  # two finite floats
     if isinstance(value, (str, bytes, Mapping)):
         return None
     try:
@@ -312,6 +316,15 @@ def _check_vertebrae(
         problems.append(f"vertebrae: expected an object of levels, found {_shown(value)}")
         return {}
     found: dict[str, dict[str, tuple[float, float]]] = {}
+    # The bounds _outside() checks, computed once: a point within them is accepted
+    # without a call, any other goes through _outside() for the verdict and message.
+    x_low = x_high = y_low = y_high = 0.0
+    if columns is not None:
+        margin = OUTSIDE_MARGIN * columns
+        x_low, x_high = -margin, (columns - 1) + margin
+    if rows is not None:
+        margin = OUTSIDE_MARGIN * rows
+        y_low, y_high = -margin, (rows - 1) + margin
     for raw_level, points in value.items():
         level = str(raw_level)
         where = f"vertebrae.{level}"
@@ -326,22 +339,26 @@ def _check_vertebrae(
         good: dict[str, tuple[float, float]] = {}
         for raw_name, raw_xy in points.items():
             name = str(raw_name)
-            at = f"{where}.{name}"
             if name not in POINT_NAMES:
                 problems.append(
-                    f"{at}: unknown point name {name!r}, expected one of {', '.join(POINT_NAMES)}"
+                    f"{where}.{name}: unknown point name {name!r}, expected one of "
+                    f"{', '.join(POINT_NAMES)}"
                 )
                 continue
             xy = _point(raw_xy)
             if xy is None:
                 problems.append(
-                    f"{at}: expected [x, y], two finite numbers, found {_shown(raw_xy)}"
+                    f"{where}.{name}: expected [x, y], two finite numbers, found {_shown(raw_xy)}"
                 )
                 continue
-            why = _outside(xy, rows, columns)
-            if why is not None:
-                problems.append(f"{at}: {why}")
-                continue
+            x, y = xy
+            if not (
+                (columns is None or x_low <= x <= x_high) and (rows is None or y_low <= y <= y_high)
+            ):
+                why = _outside(xy, rows, columns)
+                if why is not None:
+                    problems.append(f"{where}.{name}: {why}")
+                    continue
             good[name] = xy
         if known_level and good:
             found[level] = {name: good[name] for name in POINT_NAMES if name in good}
