@@ -377,7 +377,9 @@ def _refine_panel(slot: Slot) -> None:
     level = st.session_state[widget_key(slot, "level")]
     selected = session.selected_point(slot)
     radius = session.refine_radius(slot)
-    st.caption(f"Snap to the cortical edge (search radius {radius:g} mm)")
+    calibrated = (slot.annotation.calibration or slot.opened.film.calibration).is_calibrated
+    scale = "" if calibrated else ", on a nominal scale: the film is uncalibrated"
+    st.caption(f"Snap to the cortical edge (search radius {radius:g} mm{scale})")
     c1, c2, c3 = st.columns(3, gap="small")
     c1.button(
         "Point",

@@ -702,6 +702,13 @@ def snap_levels(timepoint: str, every: bool = False) -> None:
         f"{title}: {result.moved_count} of {len(result.moves)} point(s) moved, "
         f"{result.flagged_count} flagged."
     )
+    moved = [m for m in result.moves if m.moved]
+    if moved:
+        largest = max(moved, key=lambda m: m.distance_px)
+        summary += (
+            f" Largest move: {_distance_text(largest.distance_mm, largest.distance_px)} "
+            f"({largest.level} {largest.point})."
+        )
     if result.moved_count == 0:
         note(timepoint, "info", summary)
         return
