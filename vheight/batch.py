@@ -274,7 +274,15 @@ class _Outcome:
 
 
 def _relative(path: str, root: str) -> str:
-    """``path`` relative to ``root`` with POSIX separators (``..`` when outside)."""
+    """``path`` relative to ``root`` with POSIX separators (``..`` when outside).
+
+    ``path`` is normalised (``os.path.normpath``); ``root`` is resolved.
+    """
+    inside = root + os.sep
+    if os.path.isabs(path) and path.startswith(inside) and os.path.isabs(root):
+        # Both normalised and absolute (the usual case): no need for relpath's work.
+        rel = path[len(inside) :]
+        return rel.replace(os.sep, "/") if os.sep != "/" else rel
     rel = os.path.relpath(path, root)
     return rel.replace(os.sep, "/") if os.sep != "/" else rel
 
@@ -433,15 +441,28 @@ def find_annotations(folder: str | os.PathLike[str]) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise VHeightError(f"{root}: no such folder; give a folder holding *.vheight.json files")
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    return [root / rel for rel in _find_relative(root)]
+
+
+def _find_relative(root: Path) -> list[str]:
+    """:func:`find_annotations` of the folder ``root``, as sorted POSIX paths relative
+    to it (string work only: no path objects per file)."""
+    top = os.fspath(root)
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        # os.walk joins each folder onto ``top``: what follows it is the relative folder.
+        folder = dirpath[len(top) :].lstrip(os.sep)
+        if os.sep != "/":
+            folder = folder.replace(os.sep, "/")
+        prefix = f"{folder}/" if folder else ""
         found.extend(
-            Path(dirpath, name)
+            prefix + name
             for name in filenames
             if name.endswith(ANNOTATION_SUFFIX) and not name.startswith(".")
         )
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    found.sort()
+    return found
 
 
 def _chunks(items: Sequence[str], workers: int) -> list[tuple[str, ...]]:
@@ -1006,13 +1027,14 @@ def run_batch(
     ):
         raise ValueError(f"workers must be a whole number >= 1, found {workers!r}")
     folder_path = Path(folder)
-    paths = find_annotations(folder_path)
     if folder_path.is_file():
         root = str(folder_path.parent.resolve())
         rels = [folder_path.name]
     else:
+        if not folder_path.is_dir():
+            find_annotations(folder_path)  # raises the error naming the folder
         root = str(folder_path.resolve())
-        rels = [p.relative_to(folder_path).as_posix() for p in paths]
+        rels = _find_relative(folder_path)
 
     if workers is None:
         # By default a process costs more to start than a few dozen files take.
