@@ -201,6 +201,8 @@ _MAX_AXIS_TILT_DEG = 20.0
 # the endplate is checked, mm, and the largest correction made there, mm.
 _NEAR_CORNER_MM = (0.75, 1.0, 1.25)
 _NEAR_CORNER_MAX_MM = 0.5
+# A corner search is repeated from the corner found when it moved further, mm.
+_REPEAT_MM = 0.5
 
 
 class RefineFlag(enum.StrEnum):
@@ -949,7 +951,9 @@ def _refine_corner(
     """
     current = start.copy()
     score: float | None = None
-    for _ in range(2):
+    for attempt in range(2):
+        if attempt and float(np.hypot(*(current - start))) <= _REPEAT_MM:
+            break  # the strip already lay where the corner is
         plate, plate_edges = _fit_strip(fld, current, -tangent, normal, t, endplate=True)
         if plate is None:
             return _Outcome(start, False, _majority_flag(plate_edges), _best_score(plate_edges))
