@@ -47,7 +47,7 @@ Per point
   profiles across the wall 1 to 6 mm below (above) the corner and the corner
   is the intersection of the two lines; when neither is clear, the corner
   only moves across the endplate (``weak_wall_edge``).  This is repeated
-  once from the new corner.
+  once from the new corner when it moved more than 0.5 mm.
 - Corner check: once the corners of an endplate are found, each is checked
   along the chord of the refined corners (steadier than the chord of the
   corners as placed): moved across the endplate onto the edge 0.75 to 1.25
