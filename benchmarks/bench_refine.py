@@ -12,7 +12,7 @@ divided by the number of points (one film, all levels, one call).
 
 Run::
 
-    .venv/bin/python benchmarks/bench_refine.py            # full (about a minute)
+    .venv/bin/python benchmarks/bench_refine.py            # full (about half a minute)
     .venv/bin/python benchmarks/bench_refine.py --quick    # two films
 """
 
