@@ -419,8 +419,10 @@ def _refine_panel(slot: Slot) -> None:
         if slot.annotation.complete_levels
         else "Place the six points of one level first: a proposal continues the complete levels."
     )
+    # Containers keep the places of the elements below whatever they hold.
+    proposals, notes = st.container(), st.container()
     if targets["here"] is not None:
-        st.button(
+        proposals.button(
             f"Propose {targets['here']}",
             on_click=session.propose,
             args=(tp, "here"),
@@ -430,7 +432,7 @@ def _refine_panel(slot: Slot) -> None:
             help=propose_help,
         )
     else:
-        p1, p2 = st.columns(2, gap="small")
+        p1, p2 = proposals.columns(2, gap="small")
         for column, where, arrow in ((p1, "above", "\u2191"), (p2, "below", "\u2193")):
             target = targets[where]
             column.button(
@@ -440,10 +442,10 @@ def _refine_panel(slot: Slot) -> None:
                 disabled=target is None or not slot.annotation.complete_levels,
                 width="stretch",
                 key=widget_key(slot, f"propose_{where}"),
-                help=propose_help if target else f"The level {where} {level} already has points",
+                help=propose_help if target else _no_proposal(level, where),
             )
     for kind, text in session.take_notes(tp):
-        getattr(st, kind)(md_escape(text))
+        getattr(notes, kind)(md_escape(text))
     last = session.last_refinement(slot)
     with st.expander("Snapping", expanded=False):
         st.session_state.setdefault(widget_key(slot, "radius"), DEFAULT_RADIUS_MM)
@@ -460,6 +462,13 @@ def _refine_panel(slot: Slot) -> None:
         if last is not None:
             st.caption(f"Last: {md_escape(last['title'])}")
             _refinement_table(last)
+
+
+def _no_proposal(level: str, where: str) -> str:
+    index = LEVELS.index(level) + (-1 if where == "above" else 1)
+    if not 0 <= index < len(LEVELS):
+        return f"No level {where} {level}"
+    return f"{LEVELS[index]} ({where} {level}) already has points"
 
 
 def _refinement_table(last: dict[str, Any]) -> None:
