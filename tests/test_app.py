@@ -738,3 +738,55 @@ def test_propose_without_a_complete_level_explains(app):
     app.selectbox(key=widget_key(slot, "level")).set_value("L2").run()
     button = app.button(key=widget_key(slot, "propose_here"))
     assert button.disabled and "six points of one level first" in button.help
+
+
+@pytest.mark.parametrize(
+    ("alone", "in_edit", "expected"),
+    [
+        pytest.param(
+            {"level": "L3", "name": "inferior_middle", "seq": 4},
+            {"level": "L2", "name": "superior_anterior", "seq": 3},
+            ("L3", "inferior_middle"),
+            id="click-after-drag",
+        ),
+        pytest.param(
+            {"level": "L3", "name": "inferior_middle", "seq": 4},
+            {"level": "L2", "name": "superior_anterior", "seq": 5},
+            ("L2", "superior_anterior"),
+            id="drag-after-click",
+        ),
+        pytest.param(
+            {"level": None, "name": None, "seq": 6},
+            {"level": "L2", "name": "superior_anterior", "seq": 5},
+            None,
+            id="deselected",
+        ),
+        pytest.param(
+            {"level": "L5", "name": "superior_anterior", "seq": 7},
+            {"level": "L2", "name": "superior_anterior", "seq": 5},
+            None,
+            id="not-placed",
+        ),
+        pytest.param(
+            {"level": "L9", "name": "superior_anterior", "seq": 7}, None, None, id="bad-level"
+        ),
+    ],
+)
+def test_the_latest_selection_reported_by_the_editor_is_snapped(app, alone, in_edit, expected):
+    slot = _slot(app, "pre")
+    edit = {
+        "rev": 1,
+        "vertebrae": {
+            lvl: {n: list(xy) for n, xy in pts.items()}
+            for lvl, pts in slot.annotation.vertebrae.items()
+        },
+        "calibration_line": None,
+        "selected": in_edit,
+    }
+    app.session_state[widget_key(slot, "editor")] = {"edit": edit, "selected": alone}
+    app.run()
+    assert not app.exception
+    button = app.button(key=widget_key(slot, "snap_point"))
+    assert button.disabled == (expected is None)
+    if expected is not None:
+        assert f"Snap {expected[0]} {expected[1]}," in button.help
