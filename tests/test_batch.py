@@ -996,3 +996,81 @@ def test_csv_writer_matches_the_csv_module(rows, columns):
     handle = io.BytesIO()
     batch_module._write_csv(handle, rows, columns)
     assert handle.getvalue() == _reference_csv(rows, columns)
+
+
+# --------------------------------------------------------------------------------------
+# Comparisons made by the workers: the same tables as in one process
+# --------------------------------------------------------------------------------------
+
+
+def _tables(result: BatchResult) -> tuple:
+    return (
+        result.measurement_rows,
+        result.comparison_rows,
+        result.error_rows,
+        result.warnings,
+        result.measurement_columns,
+        result.comparison_columns,
+    )
+
+
+@pytest.mark.parametrize("max_workers", [pytest.param(2, id="2"), pytest.param(5, id="5")])
+def test_worker_comparisons_equal_in_process_ones(folder, max_workers):
+    """Pairs measured in one chunk are compared by its worker, pairs spanning chunks
+    afterwards on the pool; failed files and refused pairings alike."""
+    one = run_batch(folder, workers=1, progress=False)
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        pooled = run_batch(folder, executor=pool, progress=False)
+    assert _tables(pooled) == _tables(one)
+
+
+def test_pairs_spanning_chunks_are_compared_on_the_pool(good_folder, monkeypatch):
+    spans = []
+    real = batch_module._compare_chunk
+
+    def spy(root, keys, reference):
+        spans.extend(keys)
+        return real(root, keys, reference)
+
+    monkeypatch.setattr(batch_module, "_compare_chunk", spy)
+    monkeypatch.setattr(batch_module, "_chunks", lambda items, workers: [(i,) for i in items])
+    one = run_batch(good_folder, workers=1, progress=False)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pooled = run_batch(good_folder, executor=pool, progress=False)
+    assert spans and len(spans) == one.n_comparisons
+    assert _tables(pooled) == _tables(one)
+
+
+def test_pairs_left_uncompared_by_the_pool_are_compared_here(good_folder, monkeypatch):
+    monkeypatch.setattr(batch_module, "_compare_across_chunks", lambda *args: None)
+    monkeypatch.setattr(batch_module, "_chunks", lambda items, workers: [(i,) for i in items])
+    one = run_batch(good_folder, workers=1, progress=False)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pooled = run_batch(good_folder, executor=pool, progress=False)
+    assert _tables(pooled) == _tables(one)
+
+
+def test_refused_comparison_in_a_worker(tmp_path, monkeypatch):
+    from vheight import comparison
+    from vheight.errors import MeasurementError
+
+    write_annotation(tmp_path / "pre.vheight.json", film=None, timepoint="pre")
+    write_annotation(tmp_path / "post.vheight.json", film=None, timepoint="post")
+
+    def refuse(pre, post, followup=None):
+        raise MeasurementError("the films share no level")
+
+    monkeypatch.setattr(comparison, "compare", refuse)
+    one = run_batch(tmp_path, workers=1, progress=False)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pooled = run_batch(tmp_path, executor=pool, progress=False)
+    assert _tables(pooled) == _tables(one) and one.error_rows[0]["stage"] == "compare"
+
+
+def test_workers_send_back_no_measurement_objects(good_folder):
+    rels = batch_module._find_relative(good_folder)
+    outcomes, compared = batch_module._measure_and_compare_chunk(
+        str(good_folder.resolve()), rels, "adjacent"
+    )
+    assert outcomes and all(o.measurement is None for o in outcomes)
+    assert compared and all(error is None for _records, _warnings, error in compared.values())

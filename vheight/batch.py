@@ -420,8 +420,68 @@ def _error_message(exc: BaseException, rel: str, root: str) -> str:
 
 
 def _measure_chunk(root: str, rels: Sequence[str], reference: str) -> list[_Outcome]:
-    """Worker entry point: measure a chunk of annotation files (paths relative to root)."""
+    """Measure a chunk of annotation files (paths relative to root)."""
     return [_measure_one(root, rel, reference) for rel in rels]
+
+
+# The comparison of one pairing, keyed by its annotations (pre, post, followup):
+# ``(records, warnings, error)`` as :func:`_compare_measurements` gives them.
+_GroupKey = tuple[str, str, str | None]
+_Compared = tuple[tuple[dict[str, Any], ...], str | None, str | None]
+
+
+def _group_key(by_timepoint: Mapping[str, _Outcome]) -> _GroupKey:
+    followup = by_timepoint.get("followup")
+    return (
+        by_timepoint["pre"].annotation,
+        by_timepoint["post"].annotation,
+        followup.annotation if followup is not None else None,
+    )
+
+
+def _measure_and_compare_chunk(
+    root: str, rels: Sequence[str], reference: str
+) -> tuple[list[_Outcome], dict[_GroupKey, _Compared]]:
+    """Worker entry point of a pool: measure a chunk, compare the pairings found
+    within it, and send back compact outcomes (records, no measurement objects,
+    which cost more to send than to compare).  Pairings that span chunks are
+    compared later by :func:`_compare_chunk`."""
+    outcomes = _measure_chunk(root, rels, reference)
+    groups, _warnings = _pairings(outcomes)
+    compared = {
+        _group_key(by_timepoint): _compare_outcomes(by_timepoint, root)
+        for _paired_by, _subject, by_timepoint in groups
+    }
+    light = [
+        _Outcome(
+            annotation=o.annotation,
+            folder=o.folder,
+            image=o.image,
+            patient_id=o.patient_id,
+            study_instance_uid=o.study_instance_uid,
+            sop_instance_uid=o.sop_instance_uid,
+            timepoint=o.timepoint,
+            records=o.records,
+            warnings=o.warnings,
+            error=o.error,
+        )
+        for o in outcomes
+    ]
+    return light, compared
+
+
+def _compare_chunk(
+    root: str, keys: Sequence[_GroupKey], reference: str
+) -> dict[_GroupKey, _Compared]:
+    """Worker entry point: measure the members of these pairings again and compare them."""
+    compared: dict[_GroupKey, _Compared] = {}
+    for key in keys:
+        members = [_measure_one(root, rel, reference) for rel in key if rel is not None]
+        if any(m.measurement is None for m in members):  # a file changed meanwhile
+            continue
+        by_timepoint = dict(zip(_TIMEPOINT_ORDER, members, strict=False))
+        compared[key] = _compare_outcomes(by_timepoint, root)
+    return compared
 
 
 # --------------------------------------------------------------------------------------
@@ -535,13 +595,14 @@ def _run_chunks(
     executor: Any,
     workers: int,
     update: Callable[[int], object],
-) -> list[_Outcome]:
+) -> tuple[list[_Outcome], dict[_GroupKey, _Compared]]:
+    """Outcomes of every file, and the comparisons already made (by pool workers)."""
     if executor is None and workers <= 1:
         outcomes = []
         for rel in rels:
             outcomes.append(_measure_one(root, rel, reference))
             update(1)
-        return outcomes
+        return outcomes, {}
 
     owned = None
     if executor is None:
@@ -561,16 +622,19 @@ def _run_chunks(
         )
 
     outcomes: list[_Outcome] = []
+    compared: dict[_GroupKey, _Compared] = {}
     try:
         futures = {
-            pool.submit(_measure_chunk, root, chunk, reference): chunk
+            pool.submit(_measure_and_compare_chunk, root, chunk, reference): chunk
             for chunk in _chunks(rels, workers)
         }
         try:
             for future in cf.as_completed(futures):
                 chunk = futures[future]
                 try:
-                    outcomes.extend(future.result())
+                    chunk_outcomes, chunk_compared = future.result()
+                    outcomes.extend(chunk_outcomes)
+                    compared.update(chunk_compared)
                 except Exception as exc:  # a worker died or could not run the task
                     reason = f"the worker measuring it failed: {type(exc).__name__}: {exc}"
                     outcomes.extend(
@@ -586,10 +650,36 @@ def _run_chunks(
             for future in futures:
                 future.cancel()
             raise
+        _compare_across_chunks(pool, root, reference, outcomes, compared, workers)
     finally:
         if owned is not None:
             owned.shutdown(wait=True, cancel_futures=True)
-    return outcomes
+    return outcomes, compared
+
+
+def _compare_across_chunks(
+    pool: cf.Executor,
+    root: str,
+    reference: str,
+    outcomes: Sequence[_Outcome],
+    compared: dict[_GroupKey, _Compared],
+    workers: int,
+) -> None:
+    """Compare, on the pool, the pairings whose files were measured in different chunks."""
+    groups, _warnings = _pairings(outcomes)
+    missing = [key for key in (_group_key(g) for _l, _s, g in groups) if key not in compared]
+    if not missing:
+        return
+    size = max(1, math.ceil(len(missing) / workers))
+    futures = [
+        pool.submit(_compare_chunk, root, missing[i : i + size], reference)
+        for i in range(0, len(missing), size)
+    ]
+    for future in futures:
+        try:
+            compared.update(future.result())
+        except Exception:  # pragma: no cover - compared in this process instead
+            pass
 
 
 # --------------------------------------------------------------------------------------
@@ -646,23 +736,12 @@ def _unique_timepoints(members: Sequence[_Outcome]) -> bool:
     return len(timepoints) == len(set(timepoints))
 
 
-def _compare_group(
-    paired_by: str, subject: str, by_timepoint: Mapping[str, _Outcome], root: str
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Comparison rows of one group, or one error row when compare() refuses."""
+def _compare_outcomes(by_timepoint: Mapping[str, _Outcome], root: str) -> _Compared:
+    """compare() of a pairing's measurements: ``(records, warnings, error)``."""
     from vheight.comparison import compare
 
     pre, post = by_timepoint["pre"], by_timepoint["post"]
     followup = by_timepoint.get("followup")
-    ids: dict[str, Any] = {
-        "subject": subject,
-        "paired_by": paired_by,
-        "patient_id": pre.patient_id or post.patient_id,
-    }
-    for name in ("annotation", "sop_instance_uid", "study_instance_uid"):
-        for timepoint in _TIMEPOINT_ORDER:
-            outcome = by_timepoint.get(timepoint)
-            ids[f"{timepoint}_{name}"] = getattr(outcome, name) if outcome is not None else None
     try:
         comparison = compare(
             pre.measurement, post.measurement, followup.measurement if followup else None
@@ -676,10 +755,38 @@ def _compare_group(
             if isinstance(exc, VHeightError)
             else (f"unexpected {type(exc).__name__}: {exc}")
         )
-        error = f"{names}: cannot compare: {_clean_message(message, root)}"
+        return (), None, f"{names}: cannot compare: {_clean_message(message, root)}"
+    return tuple(dict(r) for r in records), warnings, None
+
+
+def _compare_group(
+    paired_by: str,
+    subject: str,
+    by_timepoint: Mapping[str, _Outcome],
+    root: str,
+    compared: _Compared | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Comparison rows of one group, or one error row when compare() refuses.
+
+    ``compared``: the comparison made elsewhere (a worker); by default it is made here.
+    """
+    pre, post = by_timepoint["pre"], by_timepoint["post"]
+    ids: dict[str, Any] = {
+        "subject": subject,
+        "paired_by": paired_by,
+        "patient_id": pre.patient_id or post.patient_id,
+    }
+    for name in ("annotation", "sop_instance_uid", "study_instance_uid"):
+        for timepoint in _TIMEPOINT_ORDER:
+            outcome = by_timepoint.get(timepoint)
+            ids[f"{timepoint}_{name}"] = getattr(outcome, name) if outcome is not None else None
+    records, warnings, error = (
+        compared if compared is not None else _compare_outcomes(by_timepoint, root)
+    )
+    if error is not None:
         row = {**ids, **dict.fromkeys(COMPARE_COLUMNS), "warnings": None, "error": error}
         return [row], row
-    rows = [{**ids, **dict(r), "warnings": warnings, "error": None} for r in records]
+    rows = [{**ids, **r, "warnings": warnings, "error": None} for r in records]
     return rows, None
 
 
@@ -1043,14 +1150,20 @@ def run_batch(
         n_workers = min(workers, len(rels))
     n_workers = max(1, n_workers)
     with _progress_bar(len(rels), progress) as update:
-        outcomes = _run_chunks(
+        outcomes, compared = _run_chunks(
             root, rels, reference, executor=executor, workers=n_workers, update=update
         )
     outcomes.sort(key=lambda o: o.annotation)
-    return _assemble(folder_path, reference, outcomes, root)
+    return _assemble(folder_path, reference, outcomes, root, compared)
 
 
-def _assemble(folder: Path, reference: str, outcomes: Sequence[_Outcome], root: str) -> BatchResult:
+def _assemble(
+    folder: Path,
+    reference: str,
+    outcomes: Sequence[_Outcome],
+    root: str,
+    compared: Mapping[_GroupKey, _Compared],
+) -> BatchResult:
     measurement_rows: list[dict[str, Any]] = []
     error_rows: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -1095,7 +1208,17 @@ def _assemble(folder: Path, reference: str, outcomes: Sequence[_Outcome], root: 
     warnings.extend(pairing_warnings)
     comparison_rows: list[dict[str, Any]] = []
     for paired_by, subject, by_timepoint in groups:
-        rows, error_row = _compare_group(paired_by, subject, by_timepoint, root)
+        key = _group_key(by_timepoint)
+        done = compared.get(key)
+        if done is None and any(o.measurement is None for o in by_timepoint.values()):
+            # Measured by a worker that could not compare it: measure again here.
+            done = _compare_chunk(root, [key], reference).get(key) or (
+                (),
+                None,
+                f"{' + '.join(n for n in key if n)}: cannot compare: a file changed "
+                "while the batch ran",
+            )
+        rows, error_row = _compare_group(paired_by, subject, by_timepoint, root, done)
         comparison_rows.extend(rows)
         if error_row is not None:
             error_rows.append(
