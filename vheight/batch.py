@@ -28,11 +28,15 @@ Only a film's header is read (``stop_before_pixels``, through
 identifiers, never the pixels.  The files are spread over a local process
 pool (``workers``, default ``os.cpu_count()``, one per 32 files for a small
 folder), in chunks so that the cost of sending a task stays small beside the
-work it carries; ``workers=1`` runs in this process without a pool.  Any
-:class:`concurrent.futures.Executor`, or a ``dask.distributed.Client`` (the
-optional ``vheight[dask]`` extra), may be passed as ``executor`` to run the
-same chunks elsewhere; the files must then be readable at the same paths on
-every worker.
+work it carries; ``workers=1`` runs in this process without a pool.  A
+worker compares the pairings whose files it measured itself and sends back
+plain records (a measurement object costs more to send than to compare);
+pairings whose files fell in different chunks are measured again and compared
+on the pool afterwards.  Any :class:`concurrent.futures.Executor`, or a
+``dask.distributed.Client`` (the optional ``vheight[dask]`` extra), may be
+passed as ``executor`` to run the same chunks elsewhere; the files must then be
+readable at the same paths on every worker.  The CSV files are written by
+joining the cells of each row (:mod:`csv` itself for a row that needs quoting).
 
 Pairing rule
 ------------
@@ -683,7 +687,7 @@ def _compare_across_chunks(
 
 
 # --------------------------------------------------------------------------------------
-# Pairing and comparison (in the calling process: pure and cheap)
+# Pairing and comparison (in the workers of a pool, else in this process)
 # --------------------------------------------------------------------------------------
 
 
