@@ -536,20 +536,21 @@ class _LeanReader:
         """
         count = 0
         top = keep is not None
+        unpack, vrs, long_vrs, need = _unpack_element, _LEAN_VRS, _LEAN_LONG_VRS, self.need
+        buf = self.buf
         while True:
             if end is not None and pos >= end:
                 if pos != end:
                     raise _NotLean
                 return pos, count
-            buf = self.buf
             if len(buf) < pos + 8:
                 try:
-                    buf = self.need(pos + 8)
+                    buf = need(pos + 8)
                 except _NotLean:
                     if top and group is None and len(self.buf) == pos:
                         return pos, count  # the end of the file
                     raise
-            tag_group, tag_element, vr, length = _unpack_element(buf, pos)
+            tag_group, tag_element, vr, length = unpack(buf, pos)
             tag = tag_group << 16 | tag_element
             if group is not None and tag_group != group:
                 return pos, count
@@ -561,23 +562,26 @@ class _LeanReader:
                 return pos, count
             if count == 0 and not (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B):
                 raise _NotLean  # implicit VR where explicit was expected
-            if vr not in _LEAN_VRS or (top and tag_group == 0):
+            if vr not in vrs or (top and tag_group == 0):
                 raise _NotLean
             count += 1
             start = pos + 8
-            if vr in _LEAN_LONG_VRS:
-                buf = self.need(pos + 12)
-                length = _unpack_long(buf, pos + 8)[0]
+            if vr in long_vrs:
+                if len(buf) < pos + 12:
+                    buf = need(pos + 12)
+                length = _unpack_long(buf, start)[0]
                 start = pos + 12
             if length == _UNDEFINED:
                 if vr != b"SQ" or (top and tag in wanted):
                     raise _NotLean
                 pos = self.sequence(start)
+                buf = self.buf
                 continue
             pos = start + length
             if top and tag in wanted:
-                buf = self.need(pos)
-                keep[tag] = (vr.decode("ascii"), length, bytes(buf[start:pos]), start)
+                if len(buf) < pos:
+                    buf = need(pos)
+                keep[tag] = (vr.decode("ascii"), length, buf[start:pos], start)
 
     def sequence(self, pos: int) -> int:
         """Skip the items of an undefined-length sequence; the position after it."""
