@@ -790,3 +790,176 @@ def test_the_latest_selection_reported_by_the_editor_is_snapped(app, alone, in_e
     assert button.disabled == (expected is None)
     if expected is not None:
         assert f"Snap {expected[0]} {expected[1]}," in button.help
+
+
+# -- the comparison tab ---------------------------------------------------------------------
+
+
+def _comparison(at):
+    at.session_state["vh.tab"] = "Comparison"
+    at.run()
+    assert not at.exception, at.exception
+    return at.tabs[3]
+
+
+def _expected_comparison():
+    from vheight.comparison import compare
+
+    return compare(_expected("pre"), _expected("post"), _expected("followup"))
+
+
+def test_comparison_tab_shows_the_films_and_the_treated_level_first(app):
+    tab = _comparison(app)
+    expected = _expected_comparison()
+    l1 = {r["height"]: r for r in expected.records() if r["level"] == "L1"}
+    assert l1["anterior"]["treated"]
+    # The sample series: L1 anterior 16.92 -> 20.31 mm, +3.38 mm, 46.7 % of the lost height.
+    assert round(l1["anterior"]["pre"], 2) == 16.92
+    assert round(l1["anterior"]["post"], 2) == 20.31
+    assert round(l1["anterior"]["restoration_pct_of_lost"], 1) == 46.7
+
+    assert len(tab.get("image")) == 3
+    captions = [c.value.replace("\\", "") for c in tab.caption]
+    for label, name in (
+        ("Pre-augmentation", "pre.dcm"),
+        ("Post-augmentation", "post.dcm"),
+        ("Follow-up", "followup.dcm"),
+    ):
+        assert any(c.startswith(label) and c.endswith(name) and "mm" in c for c in captions), (
+            label,
+            captions,
+        )
+    assert any("Same field of view on every film" in c for c in captions)
+
+    cards = {m.label.split(" \u00b7 ")[0]: m for m in tab.metric}
+    assert cards["Anterior"].label == "Anterior \u00b7 pre 16.92 mm"
+    assert cards["Anterior"].value == "20.31 mm"
+    assert cards["Anterior"].delta == "+3.38 mm \u00b7 46.7 % of lost"
+    middle = l1["middle"]
+    assert cards["Middle"].value == f"{middle['post']:.2f} mm"
+    assert cards["Middle"].delta.startswith(f"+{middle['delta']:.2f} mm")
+    assert cards["Posterior"].delta == "0.00 mm"  # float noise is no change
+    first = l1["anterior"]
+    assert cards["Wedge angle"].value == f"{first['wedge_angle_post_deg']:.1f}\u00b0"
+    assert cards["Wedge angle"].delta == f"{first['wedge_angle_change_deg']:.1f}\u00b0"
+    grades = (first["grade_pre"], first["grade_post"], first["grade_followup"])
+    assert cards["Genant grade"].value == " \u2192 ".join(str(g) for g in grades)
+
+    (summary,) = [t.value for t in tab.table]
+    assert list(summary["Height"]) == ["Anterior", "Middle", "Posterior"]
+    np.testing.assert_allclose(
+        summary["Follow-up (mm)"], [l1[h]["followup"] for h in ("anterior", "middle", "posterior")]
+    )
+
+
+def test_comparison_table_is_rounded_treated_first_and_dashes_missing(app):
+    tab = _comparison(app)
+    expected = _expected_comparison()
+    (shown,) = [d.value for d in tab.dataframe]
+    assert len(shown) == len(expected.records())
+    treated = [r for r in expected.records() if r["treated"]]
+    assert list(shown["Level"][: len(treated)]) == [r["level"] for r in treated]
+    assert set(shown["Treated"][: len(treated)]) == {"yes"}
+    assert "Change post \u2212 pre (mm)" in shown.columns
+    cells = shown.astype(str).to_numpy().ravel().tolist()
+    assert not [c for c in cells if c.startswith("-") and c.strip("-0.") == ""]
+    assert "None" not in cells and "nan" not in cells
+    # The sample's L1 posterior height lost nothing: no restoration of lost height.
+    row = shown[(shown["Level"] == "L1") & (shown["Height"] == "posterior")].iloc[0]
+    assert row["Restored (% of lost)"] == "\u2013"
+    assert row["Change post \u2212 pre (mm)"] == "0.00"
+
+
+def test_comparison_field_of_view_and_no_treated_level(app):
+    from vheight.ui.comparison import FIELD_KEY
+
+    _comparison(app)
+    app.session_state[FIELD_KEY] = "all"
+    app.run()
+    assert not app.exception, app.exception
+    assert len(app.tabs[3].get("image")) == 3
+    for timepoint in ("pre", "post", "followup"):
+        slot = _slot(app, timepoint)
+        app.session_state["vh.slots"][timepoint] = dataclasses.replace(
+            slot, annotation=slot.annotation.with_treated("L1", False)
+        )
+    app.run()
+    assert not app.exception, app.exception
+    tab = app.tabs[3]
+    assert not tab.metric
+    assert any("No level is marked treated" in i.value for i in tab.info)
+    assert len(tab.get("image")) == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "signed", "expected"),
+    [
+        pytest.param(-7.1e-15, 2, False, "0.00", id="negative-noise"),
+        pytest.param(-0.0, 1, True, "0.0", id="negative-zero-signed"),
+        pytest.param(3.38443, 2, True, "+3.38", id="signed"),
+        pytest.param(-5.142, 1, True, "-5.1", id="negative"),
+        pytest.param(None, 2, False, "\u2013", id="none"),
+        pytest.param(float("nan"), 2, False, "\u2013", id="nan"),
+        pytest.param(46.6666, 1, False, "46.7", id="percent"),
+    ],
+)
+def test_display_numbers(value, digits, signed, expected):
+    from vheight.ui.tables import fmt_number
+
+    assert fmt_number(value, digits, signed=signed) == expected
+
+
+def _view(rows, columns, points, spacing):
+    from vheight.ui.comparison import FilmView
+
+    return FilmView(
+        rows=rows,
+        columns=columns,
+        points=tuple(points),
+        row_spacing_mm=spacing,
+        col_spacing_mm=spacing,
+    )
+
+
+def test_crops_share_one_field_of_view_in_mm():
+    from vheight.ui.comparison import MIN_MARGIN_MM, crop_boxes
+
+    views = {
+        # The same 40 x 60 mm object at 0.2 and 0.1 mm/px.
+        "pre": _view(2000, 1500, [(500, 500), (700, 800)], 0.2),
+        "post": _view(2000, 1500, [(600, 600), (1000, 1200)], 0.1),
+        # A film without points is shown whole.
+        "followup": _view(400, 300, [], 0.1),
+    }
+    boxes, common = crop_boxes(views)
+    assert common
+    pre, post = boxes["pre"], boxes["post"]
+    assert pre.columns * 0.2 == pytest.approx(post.columns * 0.1, abs=0.3)
+    assert pre.rows * 0.2 == pytest.approx(post.rows * 0.1, abs=0.3)
+    assert pre.rows * 0.2 >= 60 + 2 * MIN_MARGIN_MM - 0.3
+    assert pre.left <= 500 and pre.right >= 700 and pre.top <= 500 and pre.bottom >= 800
+    assert (boxes["followup"].rows, boxes["followup"].columns) == (400, 300)
+
+
+def test_crops_stay_inside_the_film_and_uncalibrated_films_crop_alone():
+    from vheight.ui.comparison import crop_boxes
+
+    views = {
+        "pre": _view(500, 400, [(5, 5), (100, 480)], None),
+        "post": _view(500, 400, [(200, 200), (210, 220)], 0.1),
+    }
+    boxes, common = crop_boxes(views)
+    assert not common
+    for name, box in boxes.items():
+        assert 0 <= box.left < box.right <= 400, name
+        assert 0 <= box.top < box.bottom <= 500, name
+    assert boxes["post"].rows < boxes["pre"].rows
+
+
+def test_focus_is_the_treated_levels_and_their_neighbours():
+    from vheight.ui.comparison import focus_levels
+
+    annotation = load_annotation(SAMPLES / "pre.vheight.json")
+    assert set(annotation.vertebrae) >= {"T12", "L1", "L2"}
+    assert focus_levels(annotation, ["L1"]) == ("T12", "L1", "L2")
+    assert focus_levels(annotation, ["T3"]) == ()

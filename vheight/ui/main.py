@@ -36,12 +36,12 @@ from vheight.comparison import compare
 from vheight.errors import VHeightError
 from vheight.morphometry import measure
 from vheight.refine import DEFAULT_RADIUS_MM
+from vheight.ui import comparison as comparison_view
 from vheight.ui import exports, session
 from vheight.ui.editor import DisplayImage, landmark_editor, make_display_image
 from vheight.ui.films import MAX_UPLOAD_MB
 from vheight.ui.session import Slot, widget_key
 from vheight.ui.tables import (
-    comparison_frame,
     grades_by_level,
     measurement_frame,
     style_measurements,
@@ -759,27 +759,43 @@ def _comparison_body(measurements: dict[str, Any]) -> None:
         st.error(md_escape(f"The films could not be compared: {exc}"))
         return
     for warning in comparison.warnings:
-        st.warning(md_escape(warning))
+        st.warning(md_escape(warning), icon=":material/warning:")
     records = comparison.records()
+
+    reference = st.session_state.get(session.REFERENCE, "adjacent")
+    films = []
+    for tp in session.TIMEPOINTS:
+        slot = session.get_slot(tp)
+        if slot is not None and measurements.get(tp) is not None:
+            films.append(
+                (
+                    session.TIMEPOINT_LABELS[tp],
+                    slot.opened.identity,
+                    slot.opened,
+                    slot.annotation,
+                    measurements[tp],
+                )
+            )
     if not records:
         st.caption("No level is complete on both films yet.")
         return
+    treated = [lc.level for lc in comparison.levels.values() if lc.treated]
+    if treated:
+        comparison_view.show_treated_levels(records, treated)
+    else:
+        st.info(
+            "No level is marked treated: choose the augmented level under *Treated levels* "
+            "in a film's tab to see its restoration here."
+        )
+    comparison_view.show_films(films, reference, treated)
+    st.markdown("##### Every level")
     st.caption(
-        "Restoration after McKiernan et al. (Spine 2003): the three percentages differ "
-        "in what they divide by, so all are given."
+        f"Lengths in {md_escape(comparison.unit)}, reference for height loss "
+        f"{md_escape(reference)}; treated levels first, tinted. Restoration after McKiernan "
+        "et al. (Spine 2003): the three percentages differ in what they divide by, so all "
+        "are given. Rounded for reading; the downloads keep every digit."
     )
-    frame = comparison_frame(records)
-    st.dataframe(
-        frame,
-        column_config={
-            column: st.column_config.NumberColumn(column, format="%.2f")
-            for column in frame.columns
-            if frame[column].dtype.kind == "f"
-        },
-        hide_index=True,
-        width="stretch",
-        key="vh.comparison.table",
-    )
+    comparison_view.show_table(records)
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button(
         "CSV",

@@ -8,6 +8,7 @@ orders, labels and colours columns.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,12 @@ __all__ = [
     "measurement_frame",
     "style_measurements",
     "comparison_frame",
+    "style_comparison",
+    "display_comparison",
+    "TEXT_COLUMNS",
+    "style_plain",
+    "fmt_number",
+    "MISSING",
     "grades_by_level",
 ]
 
@@ -123,35 +130,148 @@ def style_measurements(frame: pd.DataFrame) -> Any:
     return styler.map(_badge, subset=["Grade"])
 
 
-def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The comparison table: one row per level and height, labelled columns."""
-    unit = next((str(r.get("unit")) for r in records if r.get("unit")), "px")
-    names = {
-        "level": "Level",
-        "height": "Height",
-        "treated": "Treated",
-        "pre": f"Pre ({unit})",
-        "post": f"Post ({unit})",
-        "followup": f"Follow-up ({unit})",
-        "delta": f"Delta ({unit})",
-        "restoration_pct_of_initial": "Restored, % of initial",
-        "restoration_pct_of_lost": "Restored, % of lost",
-        "restoration_pct_of_reference": "Restored, % of reference",
-        "loss_since_post_pct": "Loss since post (%)",
-        "reference_pre": f"Reference pre ({unit})",
-        "reference_method": "Reference",
-        "wedge_angle_pre_deg": "Wedge pre (deg)",
-        "wedge_angle_post_deg": "Wedge post (deg)",
-        "wedge_angle_change_deg": "Wedge change (deg)",
-        "segmental_kyphosis_change_deg": "Segmental change (deg)",
-        "grade_pre": "Grade pre",
-        "grade_post": "Grade post",
+#: Digits shown per kind of column (the downloads keep every digit).
+_DIGITS_PCT = 1
+_DIGITS_RATIO = 3
+_DIGITS = 2
+
+
+def fmt_number(value: Any, digits: int = _DIGITS, *, signed: bool = False) -> str:
+    """A number rounded for display: never ``-0.00``; None / NaN as an en dash."""
+    if value is None:
+        return MISSING
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if number != number:  # NaN
+        return MISSING
+    number = round(number, digits) + 0.0  # float noise and -0.0 become 0.0
+    if number == 0:
+        number = 0.0
+    return f"{number:+.{digits}f}" if signed and number != 0 else f"{number:.{digits}f}"
+
+
+def _fmt_cell(value: Any, *, digits: int) -> str:
+    return fmt_number(value, digits)
+
+
+def _digits(column: str) -> int:
+    if "%" in column:
+        return _DIGITS_PCT
+    if "ratio" in column.lower() or column in ("Ha/Hp", "Hm/Hp", "Crush"):
+        return _DIGITS_RATIO
+    if "(deg)" in column:
+        return 1
+    return _DIGITS
+
+
+def style_plain(frame: pd.DataFrame) -> Any:
+    """A Styler: numbers rounded per column (:func:`fmt_number`), missing as an en dash."""
+    formats = {
+        column: functools.partial(_fmt_cell, digits=_digits(column))
+        for column in frame.columns
+        if frame[column].dtype.kind in "fi"
     }
-    frame = pd.DataFrame(list(records))
-    if frame.empty:
+    return frame.style.format(formats, na_rep=MISSING)
+
+
+#: Comparison columns: record key -> header (``{unit}`` filled in), in display order.
+_COMPARISON_COLUMNS = {
+    "level": "Level",
+    "height": "Height",
+    "treated": "Treated",
+    "pre": "Pre ({unit})",
+    "post": "Post ({unit})",
+    "followup": "Follow-up ({unit})",
+    "delta": "Change post \u2212 pre ({unit})",
+    "restoration_pct_of_lost": "Restored (% of lost)",
+    "restoration_pct_of_initial": "Restored (% of initial)",
+    "restoration_pct_of_reference": "Restored (% of reference)",
+    "loss_since_post_pct": "Loss since post (%)",
+    "reference_pre": "Reference pre ({unit})",
+    "reference_method": "Reference",
+    "wedge_angle_pre_deg": "Wedge pre (deg)",
+    "wedge_angle_post_deg": "Wedge post (deg)",
+    "wedge_angle_followup_deg": "Wedge follow-up (deg)",
+    "wedge_angle_change_deg": "Wedge change (deg)",
+    "segmental_kyphosis_change_deg": "Segmental change (deg)",
+    "grade_pre": "Grade pre",
+    "grade_post": "Grade post",
+    "grade_followup": "Grade follow-up",
+}
+_FOLLOWUP_KEYS = ("followup", "loss_since_post_pct", "wedge_angle_followup_deg", "grade_followup")
+_TEXT_KEYS = ("level", "height", "treated", "reference_method")
+
+
+def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The comparison table: one row per level and height, labelled columns with units.
+
+    Treated levels come first (each group in anatomical order, as recorded);
+    follow-up columns are left out when no film is a follow-up.  Values are
+    the records' own (rounding is display only: :func:`style_comparison`);
+    grades are text (``"2 moderate"``), missing ones None.
+    """
+    unit = next((str(r.get("unit")) for r in records if r.get("unit")), "px")
+    names = {key: header.format(unit=unit) for key, header in _COMPARISON_COLUMNS.items()}
+    if not records:
         return pd.DataFrame(columns=list(names.values()))
-    present = [key for key in names if key in frame.columns]
-    frame = frame[present].rename(columns=names)
-    if "Follow-up (" + unit + ")" in frame.columns and frame[f"Follow-up ({unit})"].isna().all():
-        frame = frame.drop(columns=[f"Follow-up ({unit})", "Loss since post (%)"], errors="ignore")
-    return frame
+    frame = pd.DataFrame(list(records))
+    for key in names:
+        if key not in frame.columns:
+            frame[key] = None
+    if frame["followup"].isna().all():
+        names = {k: v for k, v in names.items() if k not in _FOLLOWUP_KEYS}
+    frame["treated"] = frame["treated"].fillna(False).astype(bool)
+    frame = frame.sort_values("treated", ascending=False, kind="stable").reset_index(drop=True)
+    frame = frame[list(names)]
+    for key in names:
+        if key.startswith("grade_"):
+            frame[key] = [
+                None if g is None or g != g else f"{int(g)} {GRADE_NAMES.get(int(g), '')}".strip()
+                for g in frame[key]
+            ]
+        elif key not in _TEXT_KEYS:
+            frame[key] = pd.to_numeric(frame[key], errors="coerce").astype("float64")
+    frame["treated"] = ["yes" if t else "" for t in frame["treated"]]
+    return frame.rename(columns=names)
+
+
+#: Comparison columns that hold text (every other column is a number).
+TEXT_COLUMNS = (
+    "Level",
+    "Height",
+    "Treated",
+    "Reference",
+    "Grade pre",
+    "Grade post",
+    "Grade follow-up",
+)
+
+
+def display_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`comparison_frame` as text: numbers rounded per column, missing as an en dash.
+
+    An interactive table shows a missing number as "None"; text shows what we choose.
+    """
+    shown = frame.copy()
+    for column in shown.columns:
+        if column in TEXT_COLUMNS:
+            shown[column] = [MISSING if v is None or v != v else str(v) for v in shown[column]]
+        else:
+            digits = _digits(column)
+            shown[column] = [fmt_number(v, digits) for v in shown[column]]
+    return shown
+
+
+def _treated_row(row: pd.Series) -> list[str]:
+    tint = "background-color: rgba(255, 176, 32, 0.13)" if row.get("Treated") == "yes" else ""
+    return [tint] * len(row)
+
+
+def style_comparison(frame: pd.DataFrame) -> Any:
+    """A Styler of :func:`comparison_frame`: rounded numbers, en dashes, treated rows tinted."""
+    styler = style_plain(frame) if any(frame[c].dtype.kind == "f" for c in frame) else frame.style
+    if len(frame):
+        styler = styler.apply(_treated_row, axis=1)
+    return styler
