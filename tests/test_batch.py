@@ -1074,3 +1074,18 @@ def test_workers_send_back_no_measurement_objects(good_folder):
     )
     assert outcomes and all(o.measurement is None for o in outcomes)
     assert compared and all(error is None for _records, _warnings, error in compared.values())
+
+
+def test_gc_freeze_is_undone_and_an_applications_own_freeze_kept(good_folder):
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    run_batch(good_folder, workers=1, progress=False)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        run_batch(good_folder, workers=1, progress=False)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
