@@ -472,7 +472,10 @@ def test_comparison_tab_shows_the_core_comparison(app):
     shown = [d.value for d in app.tabs[3].dataframe]
     assert len(shown) == 1
     assert len(shown[0]) == len(expected.records())
-    assert [w.value.replace("\\", "") for w in app.warning] == list(expected.warnings)
+    boxes = [w.value.replace("\\", "") for w in app.warning]
+    assert len(boxes) == (1 if expected.warnings else 0)
+    for warning in expected.warnings:
+        assert f"- {warning}" in boxes[0].splitlines()
 
 
 def test_half_drawn_calibration_line_is_kept_but_not_applied(app):
@@ -963,3 +966,35 @@ def test_focus_is_the_treated_levels_and_their_neighbours():
     assert set(annotation.vertebrae) >= {"T12", "L1", "L2"}
     assert focus_levels(annotation, ["L1"]) == ("T12", "L1", "L2")
     assert focus_levels(annotation, ["T3"]) == ()
+
+
+def test_comparison_warnings_in_one_box_and_lengths_in_pixels(app):
+    from vheight.calibration import Calibration
+    from vheight.comparison import compare
+
+    slot = _slot(app, "post")
+    user = Calibration.user(row_spacing_mm=0.11, description="ruler <b>10 mm</b>")
+    app.session_state["vh.slots"]["post"] = dataclasses.replace(
+        slot, annotation=dataclasses.replace(slot.annotation, calibration=user)
+    )
+    tab = _comparison(app)
+    measured = {
+        tp: measure(_slot(app, tp).annotation, _slot(app, tp).opened.film.calibration)
+        for tp in ("pre", "post", "followup")
+    }
+    expected = compare(measured["pre"], measured["post"], measured["followup"])
+    assert expected.unit == "px" and expected.warnings
+    (box,) = [w.value for w in tab.warning]
+    lines = box.splitlines()
+    assert lines[0].startswith("**Check before reading the numbers**")
+    assert [line.replace("\\", "") for line in lines[1:]] == [f"- {w}" for w in expected.warnings]
+    assert "<" not in box.replace("\\<", "")  # escaped: never HTML
+    cards = {m.label.split(" \u00b7 ")[0]: m for m in tab.metric}
+    anterior = next(
+        r for r in expected.records() if r["level"] == "L1" and r["height"] == "anterior"
+    )
+    assert cards["Anterior"].value == f"{anterior['post']:.2f} px"
+    (shown,) = [d.value for d in tab.dataframe]
+    assert "Pre (px)" in shown.columns
+    captions = [c.value.replace("\\", "") for c in tab.caption]
+    assert any(c.startswith("Post-augmentation") and "mm User" in c for c in captions)

@@ -50,6 +50,7 @@ __all__ = [
     "level_summary",
     "summary_frame",
     "show_films",
+    "show_warnings",
     "show_treated_levels",
     "show_table",
 ]
@@ -336,6 +337,16 @@ def show_films(
             "Each film is cropped to its own annotated vertebrae: the films are not all "
             "calibrated, so their sizes on screen are not comparable."
         )
+
+
+def show_warnings(warnings: Sequence[str]) -> None:
+    """The comparison's warnings in one box, one line each (text escaped, never HTML)."""
+    if not warnings:
+        return
+    count = len(warnings)
+    lines = [f"**Check before reading the numbers** ({count} warning{'s' if count > 1 else ''})"]
+    lines += [f"- {_plain(warning)}" for warning in warnings]
+    st.warning("\n".join(lines), icon=":material/warning:")
 
 
 def _plain(text: str) -> str:

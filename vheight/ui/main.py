@@ -758,8 +758,7 @@ def _comparison_body(measurements: dict[str, Any]) -> None:
     except VHeightError as exc:
         st.error(md_escape(f"The films could not be compared: {exc}"))
         return
-    for warning in comparison.warnings:
-        st.warning(md_escape(warning), icon=":material/warning:")
+    comparison_view.show_warnings(comparison.warnings)
     records = comparison.records()
 
     reference = st.session_state.get(session.REFERENCE, "adjacent")
