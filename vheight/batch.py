@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vheight.errors import VHeightError
+from vheight.morphometry import RECORD_KEYS, ReferenceMethod
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -108,31 +109,10 @@ __all__ = [
 ANNOTATION_SUFFIX = ".vheight.json"
 
 #: Reference methods of the height loss (``measurements.md``).
-REFERENCE_METHODS: tuple[str, ...] = ("adjacent", "posterior", "max")
+REFERENCE_METHODS: tuple[str, ...] = tuple(method.value for method in ReferenceMethod)
 
 #: Keys of the ``measure`` output record (``interfaces.md``), in order.
-MEASURE_COLUMNS: tuple[str, ...] = (
-    "level",
-    "complete",
-    "unit",
-    "spacing_label",
-    "anterior_height",
-    "middle_height",
-    "posterior_height",
-    "wedge_ratio",
-    "mid_ratio",
-    "crush_ratio",
-    "wedge_angle_deg",
-    "segmental_kyphosis_deg",
-    "reference_method",
-    "anterior_loss_pct",
-    "middle_loss_pct",
-    "posterior_loss_pct",
-    "max_loss_pct",
-    "grade",
-    "deformity_type",
-    "treated",
-)
+MEASURE_COLUMNS: tuple[str, ...] = RECORD_KEYS
 
 _FILM_ID_COLUMNS: tuple[str, ...] = (
     "annotation",
