@@ -43,6 +43,7 @@ from vheight.ui.tables import (
 __all__ = [
     "CropBox",
     "MARGIN_FRACTION",
+    "MARGIN_FRACTION_ACROSS",
     "MIN_MARGIN_MM",
     "crop_boxes",
     "focus_levels",
@@ -55,8 +56,10 @@ __all__ = [
     "show_table",
 ]
 
-#: Margin around the annotated vertebrae, as a fraction of their extent...
+#: Margin around the annotated vertebrae, as a fraction of their extent (wider across,
+#: where the level labels and height values are written)...
 MARGIN_FRACTION = 0.12
+MARGIN_FRACTION_ACROSS = 0.45
 #: ...and at least this many mm (or px when uncalibrated) on each side.
 MIN_MARGIN_MM = 12.0
 #: Height of each rendered film crop (display pixels).
@@ -112,7 +115,7 @@ def crop_boxes(views: Mapping[str, FilmView]) -> tuple[dict[str, CropBox], bool]
     """The crop of each film, and whether all share one field of view in mm.
 
     Each crop is centred on the film's annotated points and covers their
-    extent plus a margin (:data:`MARGIN_FRACTION`, at least
+    extent plus a margin (:data:`MARGIN_FRACTION`, :data:`MARGIN_FRACTION_ACROSS`, at least
     :data:`MIN_MARGIN_MM`).  When every film has a spacing, the crops have the
     same size in mm (the largest needed by any film); films without points
     are shown whole.
@@ -134,7 +137,7 @@ def crop_boxes(views: Mapping[str, FilmView]) -> tuple[dict[str, CropBox], bool]
         height_mm = max(
             (extents[n][3] - extents[n][2]) * (views[n].row_spacing_mm or 1.0) for n in extents
         )
-        width_mm += 2 * max(MIN_MARGIN_MM, MARGIN_FRACTION * width_mm)
+        width_mm += 2 * max(MIN_MARGIN_MM, MARGIN_FRACTION_ACROSS * width_mm)
         height_mm += 2 * max(MIN_MARGIN_MM, MARGIN_FRACTION * height_mm)
     boxes: dict[str, CropBox] = {}
     for name, view in views.items():
@@ -146,7 +149,7 @@ def crop_boxes(views: Mapping[str, FilmView]) -> tuple[dict[str, CropBox], bool]
             span_x = width_mm / (view.col_spacing_mm or 1.0)
             span_y = height_mm / (view.row_spacing_mm or 1.0)
         else:
-            span_x = (x1 - x0) + 2 * max(MIN_MARGIN_MM, MARGIN_FRACTION * (x1 - x0))
+            span_x = (x1 - x0) + 2 * max(MIN_MARGIN_MM, MARGIN_FRACTION_ACROSS * (x1 - x0))
             span_y = (y1 - y0) + 2 * max(MIN_MARGIN_MM, MARGIN_FRACTION * (y1 - y0))
         left, right = _place((x0 + x1) / 2.0, span_x, view.columns)
         top, bottom = _place((y0 + y1) / 2.0, span_y, view.rows)
@@ -229,13 +232,11 @@ def _rendered(
     """
     pixels = np.asarray(_film.pixels)[box.top : box.bottom, box.left : box.right]
     scale = min(8.0, IMAGE_HEIGHT / max(1, box.rows))
+    shown = _shifted(_annotation, box)
+    # Text and lines in proportion to the vertebrae: smaller when many share the height.
+    line_scale = LINE_SCALE * min(1.0, 3.5 / max(1, len(shown.vertebrae)))
     image = render_annotated(
-        pixels,
-        _shifted(_annotation, box),
-        _measurement,
-        scale=scale,
-        line_scale=LINE_SCALE,
-        legend=False,
+        pixels, shown, _measurement, scale=scale, line_scale=line_scale, legend=False
     )
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]))
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB array
