@@ -998,3 +998,15 @@ def test_comparison_warnings_in_one_box_and_lengths_in_pixels(app):
     assert "Pre (px)" in shown.columns
     captions = [c.value.replace("\\", "") for c in tab.caption]
     assert any(c.startswith("Post-augmentation") and "mm User" in c for c in captions)
+
+
+def test_comparison_of_pre_and_post_only(app):
+    del app.session_state["vh.slots"]["followup"]
+    tab = _comparison(app)
+    assert len(tab.get("image")) == 2
+    (shown,) = [d.value for d in tab.dataframe]
+    assert not [c for c in shown.columns if "ollow" in c or "since post" in c]
+    (summary,) = [t.value for t in tab.table]
+    assert "Follow-up (mm)" not in summary.columns
+    grades = {m.label: m.value for m in tab.metric}["Genant grade"]
+    assert grades.count("\u2192") == 1
