@@ -352,7 +352,7 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
             ),
             sop_instance_uid=header_uid or sop_uid,
             timepoint=timepoint,
-            records=tuple(dict(r) for r in measurement.records()),
+            records=tuple(measurement.records()),  # fresh dicts, not shared: no copy
             warnings=tuple(_strip_root(w, root) for w in (*warnings, *measurement.warnings)),
             measurement=measurement,
         )
@@ -740,7 +740,7 @@ def _compare_outcomes(by_timepoint: Mapping[str, _Outcome], root: str) -> _Compa
             else (f"unexpected {type(exc).__name__}: {exc}")
         )
         return (), None, f"{names}: cannot compare: {_clean_message(message, root)}"
-    return tuple(dict(r) for r in records), warnings, None
+    return tuple(records), warnings, None
 
 
 def _compare_group(

@@ -348,7 +348,7 @@ def compare(pre: Measurement, post: Measurement, followup: Measurement | None = 
                 f"{level}: reference method used is '{vp.reference_method}' on the pre film "
                 f"but '{vq.reference_method}' on the post film"
             )
-        warnings.extend(_reference_warnings(level, compared))
+        warnings.extend(_reference_warnings(level, compared, treated))
         heights = {}
         for h in HEIGHTS:
             h_pre, h_post = vp.height(h), vq.height(h)
@@ -415,16 +415,18 @@ def _grade(v: VertebraMeasurement) -> int | None:
     return None if v.grade is None else int(v.grade)
 
 
-def _reference_warnings(level: str, films: Mapping[str, Measurement]) -> list[str]:
+def _reference_warnings(
+    level: str, films: Mapping[str, Measurement], treated: set[str]
+) -> list[str]:
     """Adjacent reference heights of ``level`` differing by > 5 % between two films.
 
     Only untreated neighbours complete on both films are averaged, so that a
     level annotated on one film only, or a treated level whose height the
-    procedure changed, does not fake a difference.
+    procedure changed, does not fake a difference.  ``treated``: the levels
+    treated on any of the films.
     """
     warnings: list[str] = []
     roles = list(films)
-    treated = {lvl for m in films.values() for lvl in m.treated_levels}
     for i, a in enumerate(roles):
         for b in roles[i + 1 :]:
             va, vb = films[a].vertebrae.get(level), films[b].vertebrae.get(level)
@@ -434,10 +436,12 @@ def _reference_warnings(level: str, films: Mapping[str, Measurement]) -> list[st
             if not common:
                 continue
             unit = films[a].unit
+            neighbours_a = [films[a].vertebrae[n] for n in common]
+            neighbours_b = [films[b].vertebrae[n] for n in common]
             found = []
             for h in HEIGHTS:
-                ra = sum(_h(films[a], n, h) for n in common) / len(common)
-                rb = sum(_h(films[b], n, h) for n in common) / len(common)
+                ra = _mean_height(neighbours_a, h)
+                rb = _mean_height(neighbours_b, h)
                 if ra > 0 and abs(rb - ra) / ra > REFERENCE_TOLERANCE:
                     found.append(f"{h} {100 * (rb - ra) / ra:+.1f} % ({ra:.4g} -> {rb:.4g} {unit})")
             if found:
@@ -449,6 +453,11 @@ def _reference_warnings(level: str, films: Mapping[str, Measurement]) -> list[st
     return warnings
 
 
-def _h(m: Measurement, level: str, h: str) -> float:
-    value = m.vertebrae[level].height(h)
+def _mean_height(vertebrae: list[VertebraMeasurement], h: str) -> float:
+    """Mean height ``h`` of ``vertebrae`` (a missing height counts as 0)."""
+    return sum(_h(v, h) for v in vertebrae) / len(vertebrae)
+
+
+def _h(v: VertebraMeasurement, h: str) -> float:
+    value = v.height(h)
     return 0.0 if value is None else value

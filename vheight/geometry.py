@@ -115,17 +115,25 @@ def kyphotic_angle_deg(
         ``-wrap(atan2(v) - atan2(u)) * sign(cross(u, w))`` in degrees, in
         ``[-180, 180]``; 0 when ``u`` and ``w`` are parallel (degenerate).
     """
-    sa = to_mm(upper_anterior, row_spacing_mm=row_spacing_mm, col_spacing_mm=col_spacing_mm)
-    sp = to_mm(upper_posterior, row_spacing_mm=row_spacing_mm, col_spacing_mm=col_spacing_mm)
-    ia = to_mm(lower_anterior, row_spacing_mm=row_spacing_mm, col_spacing_mm=col_spacing_mm)
-    ip = to_mm(lower_posterior, row_spacing_mm=row_spacing_mm, col_spacing_mm=col_spacing_mm)
-    u = (sa[0] - sp[0], sa[1] - sp[1])
-    v = (ia[0] - ip[0], ia[1] - ip[1])
-    upper_mid = midpoint(sa, sp)
-    lower_mid = midpoint(ia, ip)
-    w = (lower_mid[0] - upper_mid[0], lower_mid[1] - upper_mid[1])
-    delta = wrap_deg(direction_deg(v) - direction_deg(u))
-    c = cross(u, w)
+    # The same steps as to_mm, midpoint, direction_deg and cross, written out
+    # (this runs for every vertebra of every film of a batch).
+    sax, say = float(upper_anterior[0]) * col_spacing_mm, float(upper_anterior[1]) * row_spacing_mm
+    spx, spy = (
+        float(upper_posterior[0]) * col_spacing_mm,
+        float(upper_posterior[1]) * row_spacing_mm,
+    )
+    iax, iay = float(lower_anterior[0]) * col_spacing_mm, float(lower_anterior[1]) * row_spacing_mm
+    ipx, ipy = (
+        float(lower_posterior[0]) * col_spacing_mm,
+        float(lower_posterior[1]) * row_spacing_mm,
+    )
+    ux, uy = sax - spx, say - spy  # u: upper line, anterior minus posterior corner
+    vx, vy = iax - ipx, iay - ipy  # v: lower line
+    # w: from the midpoint of the upper corners to the midpoint of the lower corners
+    wx = (iax + ipx) / 2.0 - (sax + spx) / 2.0
+    wy = (iay + ipy) / 2.0 - (say + spy) / 2.0
+    delta = wrap_deg(math.degrees(math.atan2(vy, vx)) - math.degrees(math.atan2(uy, ux)))
+    c = ux * wy - uy * wx  # cross(u, w)
     sign = 1.0 if c > 0 else -1.0 if c < 0 else 0.0
     angle = -delta * sign
     return angle + 0.0  # no negative zero

@@ -245,25 +245,34 @@ class VertebraMeasurement:
 
     def height(self, name: str) -> float | None:
         """``anterior``, ``middle`` or ``posterior`` height."""
-        return getattr(self, f"{_height_name(name)}_height")
+        return getattr(self, _fields(name)[0])
 
     def reference(self, name: str) -> float | None:
         """Reference height ``Ref_h`` of ``anterior``, ``middle`` or ``posterior``."""
-        return getattr(self, f"reference_{_height_name(name)}")
+        return getattr(self, _fields(name)[1])
 
     def adjacent(self, name: str) -> float | None:
         """Mean ``anterior``, ``middle`` or ``posterior`` height of the adjacent levels."""
-        return getattr(self, f"adjacent_{_height_name(name)}")
+        return getattr(self, _fields(name)[2])
 
     def loss(self, name: str) -> float | None:
         """Height loss in percent of ``anterior``, ``middle`` or ``posterior``."""
-        return getattr(self, f"{_height_name(name)}_loss_pct")
+        return getattr(self, _fields(name)[3])
 
 
-def _height_name(name: str) -> str:
-    if name not in HEIGHTS:
-        raise MeasurementError(f"unknown height {name!r}: expected one of {', '.join(HEIGHTS)}")
-    return name
+#: Per height, its fields of :class:`VertebraMeasurement`: height, reference, adjacent, loss.
+_FIELDS: dict[str, tuple[str, str, str, str]] = {
+    h: (f"{h}_height", f"reference_{h}", f"adjacent_{h}", f"{h}_loss_pct") for h in HEIGHTS
+}
+
+
+def _fields(name: str) -> tuple[str, str, str, str]:
+    try:
+        return _FIELDS[name]
+    except (KeyError, TypeError):
+        raise MeasurementError(
+            f"unknown height {name!r}: expected one of {', '.join(HEIGHTS)}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -332,33 +341,12 @@ class Measurement:
 
     def record(self, level: str) -> dict[str, Any]:
         """The ``measure`` output record of ``level`` (keys :data:`RECORD_KEYS`)."""
-        v = self[level]
-        return {
-            "level": v.level,
-            "complete": v.complete,
-            "unit": self.unit,
-            "spacing_label": self.spacing_label,
-            "anterior_height": v.anterior_height,
-            "middle_height": v.middle_height,
-            "posterior_height": v.posterior_height,
-            "wedge_ratio": v.wedge_ratio,
-            "mid_ratio": v.mid_ratio,
-            "crush_ratio": v.crush_ratio,
-            "wedge_angle_deg": v.wedge_angle_deg,
-            "segmental_kyphosis_deg": v.segmental_kyphosis_deg,
-            "reference_method": None if v.reference_method is None else v.reference_method.value,
-            "anterior_loss_pct": v.anterior_loss_pct,
-            "middle_loss_pct": v.middle_loss_pct,
-            "posterior_loss_pct": v.posterior_loss_pct,
-            "max_loss_pct": v.max_loss_pct,
-            "grade": None if v.grade is None else int(v.grade),
-            "deformity_type": None if v.deformity_type is None else v.deformity_type.value,
-            "treated": v.treated,
-        }
+        return _record(self[level], self.unit, self.spacing_label)
 
     def records(self) -> list[dict[str, Any]]:
         """One ``measure`` record per annotated level (``pandas.DataFrame(records)`` ready)."""
-        return [self.record(level) for level in self.vertebrae]
+        unit, label = self.unit, self.spacing_label
+        return [_record(v, unit, label) for v in self.vertebrae.values()]
 
     def in_pixels(self) -> Measurement:
         """The same annotation measured uncalibrated (lengths in px), same reference method."""
@@ -380,6 +368,32 @@ class Measurement:
             "vertebrae": self.records(),
             "warnings": list(self.warnings),
         }
+
+
+def _record(v: VertebraMeasurement, unit: str, spacing_label: str) -> dict[str, Any]:
+    """The ``measure`` output record of one vertebra (keys :data:`RECORD_KEYS`)."""
+    return {
+        "level": v.level,
+        "complete": v.complete,
+        "unit": unit,
+        "spacing_label": spacing_label,
+        "anterior_height": v.anterior_height,
+        "middle_height": v.middle_height,
+        "posterior_height": v.posterior_height,
+        "wedge_ratio": v.wedge_ratio,
+        "mid_ratio": v.mid_ratio,
+        "crush_ratio": v.crush_ratio,
+        "wedge_angle_deg": v.wedge_angle_deg,
+        "segmental_kyphosis_deg": v.segmental_kyphosis_deg,
+        "reference_method": None if v.reference_method is None else v.reference_method.value,
+        "anterior_loss_pct": v.anterior_loss_pct,
+        "middle_loss_pct": v.middle_loss_pct,
+        "posterior_loss_pct": v.posterior_loss_pct,
+        "max_loss_pct": v.max_loss_pct,
+        "grade": None if v.grade is None else int(v.grade),
+        "deformity_type": None if v.deformity_type is None else v.deformity_type.value,
+        "treated": v.treated,
+    }
 
 
 def _known_level(level: str, vertebrae: Mapping[str, Any]) -> str:
@@ -476,11 +490,14 @@ def measure(
             "ratios, height losses and angles are valid"
         )
     spacing = {"row_spacing_mm": cal.row_spacing_mm, "col_spacing_mm": cal.col_spacing_mm}
-    complete = {lvl: pts for lvl, pts in annotation.vertebrae.items() if len(pts) == 6}
+    # The landmarks are read once into plain dicts: every point is used several times.
+    vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
+    complete = {lvl: pts for lvl, pts in vertebrae.items() if len(pts) == 6}
+    # Heights are measured once per level, then reused as the neighbours' references.
     heights = {lvl: _heights(pts, cal) for lvl, pts in complete.items()}
 
     results: dict[str, VertebraMeasurement] = {}
-    for level, points in annotation.vertebrae.items():
+    for level, points in vertebrae.items():
         treated = level in annotation.treated_levels
         if level not in complete:
             missing = tuple(n for n in POINT_NAMES if n not in points)
@@ -497,7 +514,7 @@ def measure(
         below = LEVELS[i + 1] if i + 1 < len(LEVELS) else None
         neighbours = tuple(n for n in (above, below) if n is not None and n in complete)
         for n in (above, below):
-            if n is not None and n in annotation.vertebrae and n not in complete:
+            if n is not None and n in vertebrae and n not in complete:
                 warnings.append(
                     f"{level}: adjacent level {n} is incomplete and is not used as a reference"
                 )
