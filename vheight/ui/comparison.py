@@ -38,6 +38,7 @@ from vheight.ui.tables import (
     display_comparison,
     fmt_number,
     style_comparison,
+    style_plain,
 )
 
 __all__ = [
@@ -68,6 +69,8 @@ IMAGE_HEIGHT = 900
 LINE_SCALE = 1.7
 #: Largest height of a film on the page (CSS pixels) when the crop is a tall strip.
 MAX_DISPLAY_HEIGHT = 640
+#: About the width of one film's column on a wide screen (CSS pixels).
+COLUMN_WIDTH = 400
 FIELD_KEY = "vh.comparison.field"
 HEIGHT_NAMES = {"anterior": "Anterior", "middle": "Middle", "posterior": "Posterior"}
 
@@ -296,16 +299,16 @@ def show_films(
         help="Crop every film to the treated levels and the vertebrae next to them, "
         "or to every annotated level.",
     )
-    views = {}
-    for _, identity, opened, annotation, measurement in films:
+    views = {}  # by timepoint label: the same file may be open under two timepoints
+    for label, _, opened, annotation, measurement in films:
         levels = focus_levels(annotation, treated) if field != "all" else ()
-        views[identity] = film_view(opened.film, annotation, measurement, levels or None)
+        views[label] = film_view(opened.film, annotation, measurement, levels or None)
     boxes, common = crop_boxes(views)
     columns = st.columns(len(films), gap="small")
     for column, (label, identity, opened, annotation, measurement) in zip(
         columns, films, strict=True
     ):
-        box = boxes[identity]
+        box = boxes[label]
         image = _rendered(
             identity,
             dumps_annotation(annotation),
@@ -318,15 +321,15 @@ def show_films(
         rows, cols = image.rows, image.columns
         with column:
             st.markdown(f"**{label}**")
-            if rows > MAX_DISPLAY_HEIGHT * 1.05 * cols / 420:
-                # A tall strip: bounded height, so the three stay on one screen.
+            if rows * COLUMN_WIDTH > MAX_DISPLAY_HEIGHT * cols:
+                # A tall strip: bounded height, so the films stay on one screen.
                 st.image(image.png, width=max(120, int(MAX_DISPLAY_HEIGHT * cols / rows)))
             else:
                 st.image(image.png, width="stretch")
             st.caption(_plain(film_caption(label, opened.film.info, measurement, opened.name)))
-    first = views[films[0][1]]
+    first = views[films[0][0]]
     if common and first.row_spacing_mm is not None and first.col_spacing_mm is not None:
-        box = boxes[films[0][1]]
+        box = boxes[films[0][0]]
         st.caption(
             f"Same field of view on every film: {box.columns * first.col_spacing_mm:.0f} x "
             f"{box.rows * first.row_spacing_mm:.0f} mm, so heights compare at a glance. "
@@ -413,8 +416,6 @@ def _signed(value: Any, digits: int, suffix: str) -> str | None:
 
 def show_treated_levels(records: Sequence[Mapping[str, Any]], treated: Sequence[str]) -> None:
     """Cards and a compact table for each treated level."""
-    from vheight.ui.tables import style_plain
-
     for level in treated:
         try:
             summary = level_summary(records, level)
