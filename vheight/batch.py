@@ -783,10 +783,11 @@ def _ordered_columns(rows: Sequence[Mapping[str, Any]], base: Sequence[str]) -> 
     """``base`` columns, with any extra record key inserted before ``warnings``."""
     known = set(base)
     extra: dict[str, None] = {}
-    for row in rows:
-        for key in row:
-            if key not in known:
-                extra.setdefault(key, None)
+    if not all(map(known.issuperset, rows)):  # checked in C; the ordered scan only when needed
+        for row in rows:
+            for key in row:
+                if key not in known:
+                    extra.setdefault(key, None)
     head = [c for c in base if c not in _TRAILING_COLUMNS]
     tail = [c for c in base if c in _TRAILING_COLUMNS]
     return head + list(extra) + tail

@@ -180,6 +180,23 @@ class Comparison:
         """One record per level and height (keys :data:`COMPARE_RECORD_KEYS`)."""
         rows = []
         for lc in self.levels.values():
+            # The figures of the level, the same on its three rows (the records' last keys).
+            per_level = {
+                "wedge_angle_pre_deg": lc.wedge_angle_pre_deg,
+                "wedge_angle_post_deg": lc.wedge_angle_post_deg,
+                "wedge_angle_change_deg": lc.wedge_angle_change_deg,
+                "segmental_kyphosis_change_deg": lc.segmental_kyphosis_change_deg,
+                "grade_pre": lc.grade_pre,
+                "grade_post": lc.grade_post,
+                "treated": lc.treated,
+                "wedge_angle_followup_deg": lc.wedge_angle_followup_deg,
+                "segmental_kyphosis_pre_deg": lc.segmental_kyphosis_pre_deg,
+                "segmental_kyphosis_post_deg": lc.segmental_kyphosis_post_deg,
+                "wedge_ratio_pre": lc.wedge_ratio_pre,
+                "wedge_ratio_post": lc.wedge_ratio_post,
+                "wedge_ratio_change": lc.wedge_ratio_change,
+                "grade_followup": lc.grade_followup,
+            }
             for hc in lc.heights.values():
                 rows.append(
                     {
@@ -196,20 +213,7 @@ class Comparison:
                         "loss_since_post_pct": hc.loss_since_post_pct,
                         "reference_method": hc.reference_method,
                         "reference_pre": hc.reference_pre,
-                        "wedge_angle_pre_deg": lc.wedge_angle_pre_deg,
-                        "wedge_angle_post_deg": lc.wedge_angle_post_deg,
-                        "wedge_angle_change_deg": lc.wedge_angle_change_deg,
-                        "segmental_kyphosis_change_deg": lc.segmental_kyphosis_change_deg,
-                        "grade_pre": lc.grade_pre,
-                        "grade_post": lc.grade_post,
-                        "treated": lc.treated,
-                        "wedge_angle_followup_deg": lc.wedge_angle_followup_deg,
-                        "segmental_kyphosis_pre_deg": lc.segmental_kyphosis_pre_deg,
-                        "segmental_kyphosis_post_deg": lc.segmental_kyphosis_post_deg,
-                        "wedge_ratio_pre": lc.wedge_ratio_pre,
-                        "wedge_ratio_post": lc.wedge_ratio_post,
-                        "wedge_ratio_change": lc.wedge_ratio_change,
-                        "grade_followup": lc.grade_followup,
+                        **per_level,
                     }
                 )
         return rows

@@ -188,6 +188,7 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def _mean(values: list[float]) -> float | None:
+    """Arithmetic mean, ``sum(values) / len(values)``; None for no values."""
     return sum(values) / len(values) if values else None
 
 
@@ -520,10 +521,9 @@ def measure(
                 )
         own = heights[level]
         ha, hm, hp = own["anterior"], own["middle"], own["posterior"]
+        # Mean height of the adjacent levels, per height (their heights measured above).
         adjacent = (
-            {h: sum(heights[n][h] for n in neighbours) / len(neighbours) for h in HEIGHTS}
-            if neighbours
-            else None
+            {h: _mean([heights[n][h] for n in neighbours]) for h in HEIGHTS} if neighbours else None
         )
         used, refs = _references(method, own, adjacent)
         if used is not method:
@@ -564,7 +564,8 @@ def measure(
             posterior_height=hp,
             wedge_ratio=_ratio(ha, hp),
             mid_ratio=_ratio(hm, hp),
-            crush_ratio=_ratio(hp, _mean([heights[n]["posterior"] for n in neighbours])),
+            # Hp / mean(Hp of the adjacent levels)
+            crush_ratio=_ratio(hp, None if adjacent is None else adjacent["posterior"]),
             wedge_angle_deg=wedge,
             segmental_kyphosis_deg=segmental,
             reference_method=used,
