@@ -60,7 +60,7 @@ __all__ = [
 #: Margin around the annotated vertebrae, as a fraction of their extent (wider across,
 #: where the level labels and height values are written)...
 MARGIN_FRACTION = 0.12
-MARGIN_FRACTION_ACROSS = 0.45
+MARGIN_FRACTION_ACROSS = 0.7
 #: ...and at least this many mm (or px when uncalibrated) on each side.
 MIN_MARGIN_MM = 12.0
 #: Height of each rendered film crop (display pixels).
