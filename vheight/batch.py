@@ -782,12 +782,14 @@ def _compare_group(
 def _ordered_columns(rows: Sequence[Mapping[str, Any]], base: Sequence[str]) -> list[str]:
     """``base`` columns, with any extra record key inserted before ``warnings``."""
     known = set(base)
-    extra: dict[str, None] = {}
-    if not all(map(known.issuperset, rows)):  # checked in C; the ordered scan only when needed
-        for row in rows:
-            for key in row:
-                if key not in known:
-                    extra.setdefault(key, None)
+    extra: dict[str, None] = {}  # in order of first appearance
+    for row in rows:
+        if known.issuperset(row):  # nearly every row: checked in one C call
+            continue
+        for key in row:
+            if key not in known:
+                extra[key] = None
+                known.add(key)
     head = [c for c in base if c not in _TRAILING_COLUMNS]
     tail = [c for c in base if c in _TRAILING_COLUMNS]
     return head + list(extra) + tail
