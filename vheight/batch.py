@@ -81,6 +81,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vheight.comparison import SPEC_COMPARE_RECORD_KEYS
 from vheight.errors import VHeightError
 from vheight.morphometry import RECORD_KEYS, ReferenceMethod
 
@@ -129,27 +130,7 @@ _TRAILING_COLUMNS: tuple[str, ...] = ("warnings", "error")
 MEASUREMENT_COLUMNS: tuple[str, ...] = _FILM_ID_COLUMNS + MEASURE_COLUMNS + _TRAILING_COLUMNS
 
 #: Keys of the ``compare`` output record (``interfaces.md``), in order.
-COMPARE_COLUMNS: tuple[str, ...] = (
-    "level",
-    "height",
-    "unit",
-    "pre",
-    "post",
-    "followup",
-    "delta",
-    "restoration_pct_of_initial",
-    "restoration_pct_of_lost",
-    "restoration_pct_of_reference",
-    "loss_since_post_pct",
-    "reference_method",
-    "reference_pre",
-    "wedge_angle_pre_deg",
-    "wedge_angle_post_deg",
-    "wedge_angle_change_deg",
-    "segmental_kyphosis_change_deg",
-    "grade_pre",
-    "grade_post",
-)
+COMPARE_COLUMNS: tuple[str, ...] = SPEC_COMPARE_RECORD_KEYS
 
 _PAIR_ID_COLUMNS: tuple[str, ...] = (
     "subject",

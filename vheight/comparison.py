@@ -53,6 +53,7 @@ from vheight.morphometry import HEIGHTS, Measurement, VertebraMeasurement
 
 __all__ = [
     "COMPARE_RECORD_KEYS",
+    "SPEC_COMPARE_RECORD_KEYS",
     "REFERENCE_TOLERANCE",
     "HeightComparison",
     "LevelComparison",
@@ -63,8 +64,8 @@ __all__ = [
 #: Adjacent reference heights may differ by this fraction between films before a warning.
 REFERENCE_TOLERANCE = 0.05
 
-#: Keys of one ``compare`` output record, in order (``interfaces.md``, then added fields).
-COMPARE_RECORD_KEYS: tuple[str, ...] = (
+#: Keys of one ``compare`` output record named by ``interfaces.md``, in order.
+SPEC_COMPARE_RECORD_KEYS: tuple[str, ...] = (
     "level",
     "height",
     "unit",
@@ -84,7 +85,10 @@ COMPARE_RECORD_KEYS: tuple[str, ...] = (
     "segmental_kyphosis_change_deg",
     "grade_pre",
     "grade_post",
-    # added fields
+)
+
+#: Keys of one ``compare`` output record, in order: the specified ones, then added fields.
+COMPARE_RECORD_KEYS: tuple[str, ...] = SPEC_COMPARE_RECORD_KEYS + (
     "treated",
     "wedge_angle_followup_deg",
     "segmental_kyphosis_pre_deg",

@@ -19,30 +19,15 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from vheight.morphometry import RECORD_KEYS, ReferenceMethod
+
 __all__ = ["register", "run", "for_people", "REFERENCE_CHOICES", "TABLE_COLUMNS"]
 
-REFERENCE_CHOICES = ("adjacent", "posterior", "max")
+REFERENCE_CHOICES = tuple(method.value for method in ReferenceMethod)
 
-TABLE_COLUMNS = (
-    "level",
-    "complete",
-    "anterior_height",
-    "middle_height",
-    "posterior_height",
-    "wedge_ratio",
-    "mid_ratio",
-    "crush_ratio",
-    "wedge_angle_deg",
-    "segmental_kyphosis_deg",
-    "reference_method",
-    "anterior_loss_pct",
-    "middle_loss_pct",
-    "posterior_loss_pct",
-    "max_loss_pct",
-    "grade",
-    "deformity_type",
-    "treated",
-)
+#: The record's columns in the table for people; the unit and spacing label are
+#: said once, in the line above the table.
+TABLE_COLUMNS = tuple(key for key in RECORD_KEYS if key not in ("unit", "spacing_label"))
 
 TABLE_HEADERS = {
     "anterior_height": "Ha",
