@@ -52,7 +52,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,6 +59,7 @@ from typing import Any
 
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError
+from vheight.files import write_atomic
 
 __all__ = [
     "FORMAT",
@@ -881,30 +881,11 @@ def save_annotation(annotation: Annotation, path: str | os.PathLike[str]) -> Pat
     path = Path(path)
     if not isinstance(annotation, Annotation):
         raise TypeError(f"expected an Annotation, found {type(annotation).__name__}")
-    text = dumps_annotation(annotation)
-    folder = path.parent if str(path.parent) else Path(".")
+    data = dumps_annotation(annotation).encode("utf-8")
     try:
-        mode = path.stat().st_mode & 0o777
-    except OSError:
-        mode = 0o644
-    tmp_name = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-        tmp_name = None
+        write_atomic(path, data)
     except OSError as exc:
         _raise(str(path), [f"cannot save the annotation: {exc.strerror or exc}"])
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     return path
 
 

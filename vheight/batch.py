@@ -72,7 +72,6 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -81,8 +80,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vheight.api import film_header_warnings
 from vheight.comparison import SPEC_COMPARE_RECORD_KEYS
 from vheight.errors import VHeightError
+from vheight.files import write_atomic
 from vheight.morphometry import RECORD_KEYS, ReferenceMethod
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -352,24 +353,11 @@ def _film_warnings(annotation: Any, film: Path | None, info: Any) -> list[str]:
     """The warnings :func:`vheight.api.resolve_calibration` gives for this film header.
 
     Only when the header supplies the calibration (the annotation has none of
-    its own), in the same words, so that batch and single-file warnings agree.
+    its own); the same function words them, so batch and single-file warnings agree.
     """
     if annotation.calibration is not None or info is None or film is None:
         return []
-    warnings = [f"{film.name}: {w}" for w in info.warnings]
-    uid = annotation.image.sop_instance_uid
-    if uid and info.sop_instance_uid and uid != info.sop_instance_uid:
-        warnings.append(
-            f"the annotation names SOP Instance UID {uid} but {film.name} has "
-            f"{info.sop_instance_uid}: is this the film that was annotated?"
-        )
-    rows, columns = annotation.image.rows, annotation.image.columns
-    if (rows and rows != info.rows) or (columns and columns != info.columns):
-        warnings.append(
-            f"the annotation was made on a {columns} x {rows} px image but {film.name} is "
-            f"{info.columns} x {info.rows} px: landmarks may not match this film"
-        )
-    return warnings
+    return film_header_warnings(annotation, film.name, info)
 
 
 def _error_message(exc: BaseException, rel: str, root: str) -> str:
@@ -1024,24 +1012,7 @@ def _atomic_write(path: Path, dump: Callable[[Any], None]) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise VHeightError(f"{path}: cannot write, folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            dump(handle)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_atomic(path, dump)
 
 
 # --------------------------------------------------------------------------------------

@@ -39,13 +39,13 @@ from pydicom.dataset import Dataset
 
 from vheight import __version__
 from vheight.annotation import Annotation
+from vheight.files import write_atomic
 from vheight.render import GRADE_COLORS, INCOMPLETE_COLOR
 from vheight.sr import (
     SRExportError,
     _calibration_for,
     _check_same_film,
     _evidence,
-    _write_atomic,
     pixel_to_dicom,
     read_film_header,
 )
@@ -429,4 +429,4 @@ def write_gsps(
     annotation: Annotation, film: Any, out: str | os.PathLike[str], **kwargs: Any
 ) -> Path:
     """Write :func:`build_gsps` to ``out`` (atomically) and return its path."""
-    return _write_atomic(Path(out), gsps_bytes(annotation, film, **kwargs))
+    return write_atomic(out, gsps_bytes(annotation, film, **kwargs), make_parents=True)

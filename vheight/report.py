@@ -40,6 +40,7 @@ import numpy as np
 from vheight import __version__
 from vheight.annotation import TIMEPOINTS, Annotation, load_annotation
 from vheight.errors import ImageReadError, VHeightError
+from vheight.files import write_atomic
 from vheight.render import GRADE_COLORS, INCOMPLETE_COLOR, TREATED_COLOR, render_annotated
 
 __all__ = [
@@ -997,16 +998,7 @@ def pdf_bytes(
 
 def save_pdf(data: bytes, out: str | os.PathLike[str]) -> Path:
     """Write PDF bytes to ``out`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(out, data, make_parents=True)
 
 
 def report_bytes(

@@ -66,6 +66,7 @@ from vheight import __version__
 from vheight.annotation import LEVELS, POINT_NAMES, Annotation
 from vheight.calibration import Calibration, SpacingLabel
 from vheight.errors import VHeightError
+from vheight.files import write_atomic
 
 __all__ = [
     "SCHEME",
@@ -622,19 +623,7 @@ def sr_bytes(annotation: Annotation, film: Any, **kwargs: Any) -> bytes:
 def write_sr(annotation: Annotation, film: Any, out: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Write :func:`build_sr` to ``out`` (atomically) and return its path."""
     data = sr_bytes(annotation, film, **kwargs)
-    return _write_atomic(Path(out), data)
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(out, data, make_parents=True)
 
 
 # -- import -----------------------------------------------------------------------------

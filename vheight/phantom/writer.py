@@ -30,6 +30,7 @@ from pydicom.uid import (
 
 from vheight import __version__
 from vheight.annotation import Annotation, ImageRef, save_annotation, sidecar_path
+from vheight.files import write_atomic
 from vheight.phantom.render import PhantomFilm, header_spacing, render_film
 from vheight.phantom.spec import Compression, FilmSpec, Modality, Photometric
 
@@ -287,9 +288,7 @@ def write_film(
     syntax = _TRANSFER_SYNTAX[film.spec.compression]
     if syntax != ExplicitVRLittleEndian:
         ds.compress(syntax, np.asarray(film.pixels), generate_instance_uid=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: ds.save_as(handle, enforce_file_format=True))
     sidecar = sidecar_path(path)
     if annotation:
         save_annotation(
