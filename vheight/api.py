@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 from vheight.annotation import Annotation, load_annotation
 from vheight.calibration import Calibration
@@ -28,7 +29,13 @@ from vheight.comparison import Comparison, compare
 from vheight.errors import ImageReadError
 from vheight.morphometry import Measurement, measure
 
-__all__ = ["resolve_calibration", "film_path", "measure_file", "compare_files"]
+__all__ = [
+    "resolve_calibration",
+    "film_header_warnings",
+    "film_path",
+    "measure_file",
+    "compare_files",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -93,20 +100,31 @@ def resolve_calibration(
     from vheight.film import read_film_info  # reads headers only; imported when needed
 
     info = read_film_info(film)
-    warnings.extend(w if film.name in w else f"{film.name}: {w}" for w in info.warnings)
+    warnings.extend(film_header_warnings(annotation, film.name, info))
+    return info.calibration, warnings
+
+
+def film_header_warnings(annotation: Annotation, film_name: str, info: Any) -> list[str]:
+    """Warnings about a film whose header calibrates ``annotation``.
+
+    ``info`` is the film's :class:`vheight.film.FilmInfo`: its own header
+    warnings (prefixed with ``film_name``), and a SOP Instance UID or image size
+    that differs from what the annotation records.
+    """
+    warnings = [w if film_name in w else f"{film_name}: {w}" for w in info.warnings]
     uid = annotation.image.sop_instance_uid
     if uid and info.sop_instance_uid and uid != info.sop_instance_uid:
         warnings.append(
-            f"the annotation names SOP Instance UID {uid} but {film.name} has "
+            f"the annotation names SOP Instance UID {uid} but {film_name} has "
             f"{info.sop_instance_uid}: is this the film that was annotated?"
         )
     rows, columns = annotation.image.rows, annotation.image.columns
     if (rows and rows != info.rows) or (columns and columns != info.columns):
         warnings.append(
-            f"the annotation was made on a {columns} x {rows} px image but {film.name} is "
+            f"the annotation was made on a {columns} x {rows} px image but {film_name} is "
             f"{info.columns} x {info.rows} px: landmarks may not match this film"
         )
-    return info.calibration, warnings
+    return warnings
 
 
 def measure_file(
