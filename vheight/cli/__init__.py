@@ -20,7 +20,14 @@ __all__ = ["main", "build_parser"]
 
 # Subcommand modules, in the order ``vheight --help`` lists them.
 COMMANDS: tuple[str, ...] = (
-    "info", "measure", "compare", "batch", "refine", "report", "sr", "phantom"
+    "info",
+    "measure",
+    "compare",
+    "batch",
+    "refine",
+    "report",
+    "sr",
+    "phantom",
 )
 
 
