@@ -955,3 +955,78 @@ def test_lean_header_reader_gives_the_full_reads_info(source, lean, monkeypatch)
     fast = outcome()
     monkeypatch.setattr(dicom_module, "_lean_header", lambda stream: None)
     assert fast == outcome()
+
+
+# -- uncompressed pixel data read straight into the film --------------------------------
+
+
+def _native_variants() -> list:
+    odd = np.arange(7 * 9, dtype=np.uint8).reshape(7, 9)  # 63 bytes: a pad byte follows
+    signed = np.array([[-2048, -1, 0, 2047]] * 5, dtype=np.int16)
+    frames = np.stack([smooth_image(bits=12, seed=s) for s in (20, 21)])
+    implicit = make_dataset(smooth_image(bits=14, seed=22), bits_stored=14)
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    dirty = make_dataset(smooth_image(bits=10, seed=23), bits_stored=10)
+    dirty.PixelData = (smooth_image(bits=10, seed=23) | np.uint16(0x8400)).tobytes()
+    return [
+        pytest.param(make_dataset(bits_stored=12), id="16-bit"),
+        pytest.param(make_dataset(odd, bits_stored=8), id="8-bit-odd-length"),
+        pytest.param(make_dataset(signed, bits_stored=12), id="signed"),
+        pytest.param(make_dataset(frames, bits_stored=12), id="multi-frame"),
+        pytest.param(implicit, id="implicit-vr"),
+        pytest.param(dirty, id="high-bits-set"),
+    ]
+
+
+@pytest.mark.parametrize("ds", _native_variants())
+def test_uncompressed_frames_are_read_without_pydicom_decoding(ds, tmp_path, monkeypatch):
+    import vheight.dicom as vdicom
+
+    path = write_dicom(ds, tmp_path / "native.dcm")
+    expected = load_film(path)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("pydicom decoded a plain uncompressed frame")
+
+    monkeypatch.setattr(vdicom, "_decode_first_frame", no_decoding)
+    fast = load_film(path)
+    monkeypatch.undo()
+    monkeypatch.setattr(vdicom, "_read_native_frame", lambda stream, ds: None)
+    decoded = load_film(path)
+    reference = pydicom.dcmread(path).pixel_array
+    reference = reference[0] if reference.ndim == 3 else reference
+    for film in (expected, fast, decoded):
+        assert film.stored.dtype == reference.dtype
+        assert np.array_equal(film.stored, reference)
+        assert not film.stored.flags.writeable
+    np.testing.assert_array_equal(fast.pixels, decoded.pixels)
+    assert fast.windows == decoded.windows and fast.warnings == decoded.warnings
+
+
+def _with_pixel_length(data: bytes, delta: int) -> bytes:
+    """Explicit VR little endian file bytes with Pixel Data ``delta`` bytes longer."""
+    at = data.rindex(b"\xe0\x7f\x10\x00OW")
+    length = int.from_bytes(data[at + 8 : at + 12], "little") + delta
+    return data[: at + 8] + length.to_bytes(4, "little") + data[at + 12 :] + b"\x00" * delta
+
+
+def test_unusual_uncompressed_pixel_data_is_left_to_pydicom(monkeypatch):
+    import vheight.dicom as vdicom
+
+    pixels = smooth_image(bits=12, seed=24)
+    longer = _with_pixel_length(dicom_bytes(make_dataset(pixels, bits_stored=12)), 64)
+    used: list[bool] = []
+    original = vdicom._read_native_frame
+
+    def spy(stream, ds):
+        frame = original(stream, ds)
+        used.append(frame is not None)
+        return frame
+
+    monkeypatch.setattr(vdicom, "_read_native_frame", spy)
+    film = load_film(longer, name="padded.dcm")
+    assert used == [False]  # a longer Pixel Data than Rows x Columns: pydicom decides
+    assert np.array_equal(film.stored, pixels)
+    with pytest.raises(DicomReadError, match=r"cut\.dcm: .*truncated"):
+        load_film(dicom_bytes(make_dataset(pixels))[:-100], name="cut.dcm")
+    assert used[-1] is False

@@ -105,6 +105,37 @@ def test_folded_single_pass_equals_the_step_by_step_pipeline(
     assert float(fast.min()) >= 0.0 and float(fast.max()) <= 1.0
 
 
+@pytest.mark.parametrize(("center", "width"), [(2048, 4096), (1000, 300), (3900, 100)])
+def test_large_images_are_rendered_in_two_halves_exactly(center, width, monkeypatch):
+    import vheight.film as vfilm
+
+    rng = np.random.default_rng(5)
+    stored = rng.integers(0, 4096, (1601, 1400), dtype=np.uint16)  # odd rows, > SPLIT_MIN_PIXELS
+    assert stored.size >= vfilm.SPLIT_MIN_PIXELS
+    modality = ModalityTransform(slope=1.5, intercept=-20.0)
+    window = WindowPreset(center=center, width=width, function=VOIFunction.LINEAR_EXACT)
+    split = render_pixels(stored, modality, window, invert=True)
+    halves = vfilm.by_row_halves(lambda rows: vfilm.value_range(stored[rows]), 1601, stored.size)
+    assert len(halves) == (2 if vfilm._CPUS > 1 else 1)
+    monkeypatch.setattr(vfilm, "SPLIT_MIN_PIXELS", 1 << 40)
+    whole = render_pixels(stored, modality, window, invert=True)
+    np.testing.assert_array_equal(split, whole)
+    assert vfilm.value_range(stored) == (float(stored.min()), float(stored.max()))
+
+
+def test_row_halves_raise_the_error_of_either_half():
+    import vheight.film as vfilm
+
+    def work(rows):
+        if rows.start == 0:
+            raise ValueError("top half failed")
+        return rows
+
+    with pytest.raises(ValueError, match="top half failed"):
+        vfilm.by_row_halves(work, 3000, 3000 * 3000)
+    assert vfilm.by_row_halves(lambda rows: rows, 10, 100) == [slice(0, 10)]
+
+
 def test_modality_lut_transform():
     transform = ModalityTransform(lut_first_mapped=-2, lut=np.array([10, 20, 30], np.float32))
     values = transform.apply(np.array([[-5, -2, -1, 0, 7]], dtype=np.int16))

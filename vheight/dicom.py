@@ -54,6 +54,7 @@ from pydicom.uid import (
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.valuerep import VR as VR_
 
+from vheight import buffers
 from vheight.calibration import Calibration, calibration_from_header
 from vheight.errors import DicomReadError
 from vheight.film import (
@@ -201,9 +202,72 @@ def read_dicom_info_stream(
 def load_dicom_stream(
     stream: BinaryIO, *, name: str, path: str | None = None, force: bool = False
 ) -> Film:
-    """Decode a DICOM stream into a display-ready :class:`Film`."""
-    ds, notes = _dcmread(stream, name=name, force=force, header_only=False)
-    return film_from_dataset(ds, name=name, path=path, read_warnings=notes)
+    """Decode a DICOM stream into a display-ready :class:`Film`.
+
+    The header is read first.  Plain uncompressed grayscale pixel data is then
+    read straight into the array the film keeps (:func:`_read_native_frame`);
+    anything else is read again whole and decoded by pydicom.
+    """
+    ds, notes = _dcmread(stream, name=name, force=force, header_only=True)
+    frame = _read_native_frame(stream, ds)
+    if frame is None:
+        stream.seek(0)
+        ds, notes = _dcmread(stream, name=name, force=force, header_only=False)
+    return film_from_dataset(ds, name=name, path=path, read_warnings=notes, frame=frame)
+
+
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+
+
+def _read_native_frame(stream: BinaryIO, ds: Dataset) -> np.ndarray | None:
+    """The first frame of plain uncompressed pixel data, read from ``stream``.
+
+    ``stream`` must stand where a ``stop_before_pixels`` read left it: at the
+    Pixel Data element.  The frame is read with one copy from the file into
+    the array the film keeps; pydicom would read the whole element into
+    ``bytes`` and copy it again.
+
+    Only the ordinary case is handled here: little-endian native encoding, one
+    sample of 8 or 16 bits allocated, and a Pixel Data length that is exactly
+    Rows x Columns x frames (plus the pad byte of an odd length).  Anything
+    else, including a file shorter than its Pixel Data length, returns
+    ``None`` so that pydicom decodes it and reports its problems.  The array
+    is identical to pydicom's (tested).
+    """
+    implicit, little = ds.original_encoding
+    syntax = _transfer_syntax(ds)
+    if not little or syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        return None
+    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+    bits = _int(ds, "BitsAllocated")
+    if (_int(ds, "SamplesPerPixel") or 1) != 1 or bits not in (8, 16) or not rows or not columns:
+        return None
+    frames = _int(ds, "NumberOfFrames") or 1
+    if rows < 0 or columns < 0 or frames < 1:
+        return None
+    head = stream.read(8 if implicit else 12)
+    if head[:4] != _PIXEL_DATA_TAG:
+        return None
+    if implicit:
+        length = int.from_bytes(head[4:8], "little") if len(head) == 8 else -1
+    elif len(head) == 12 and head[4:6] in (b"OW", b"OB"):
+        length = int.from_bytes(head[8:12], "little")
+    else:
+        return None
+    itemsize = bits // 8
+    total = rows * columns * itemsize * frames
+    if length != total + (total & 1):
+        return None
+    signed = _int(ds, "PixelRepresentation") == 1
+    frame = buffers.empty((rows, columns), f"<{'i' if signed else 'u'}{itemsize}")
+    view = memoryview(frame).cast("B")
+    done = 0
+    while done < view.nbytes:
+        got = stream.readinto(view[done:])
+        if not got:
+            return None
+        done += got
+    return frame
 
 
 # -- header facts ----------------------------------------------------------------------
@@ -906,9 +970,18 @@ def _window_presets(
 
 
 def film_from_dataset(
-    ds: Dataset, *, name: str, path: str | None = None, read_warnings: Sequence[str] = ()
+    ds: Dataset,
+    *,
+    name: str,
+    path: str | None = None,
+    read_warnings: Sequence[str] = (),
+    frame: np.ndarray | None = None,
 ) -> Film:
-    """Decode the first frame of ``ds`` and build the display-ready :class:`Film`."""
+    """Decode the first frame of ``ds`` and build the display-ready :class:`Film`.
+
+    ``frame``, when given, is the first frame already read (stored values, as
+    pydicom would decode them); ``ds`` then needs no pixel data.
+    """
     info = info_from_dataset(ds, name=name, path=path, read_warnings=read_warnings)
     photometric = (info.photometric_interpretation or "").upper()
     if photometric not in SUPPORTED_PHOTOMETRIC:
@@ -916,7 +989,10 @@ def film_from_dataset(
             f"{name}: unsupported photometric interpretation {photometric or '(missing)'!r}; "
             f"expected one of {', '.join(sorted(SUPPORTED_PHOTOMETRIC))}"
         )
-    array, decoded_photometric, notes = _decode_first_frame(ds, info)
+    if frame is None:
+        array, decoded_photometric, notes = _decode_first_frame(ds, info)
+    else:
+        array, decoded_photometric, notes = frame, photometric, []
     samples = _int(ds, "SamplesPerPixel") or 1
     signed = _int(ds, "PixelRepresentation") == 1
     stored_range = None
