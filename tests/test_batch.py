@@ -998,6 +998,29 @@ def test_csv_writer_matches_the_csv_module(rows, columns):
     assert handle.getvalue() == _reference_csv(rows, columns)
 
 
+_TYPED_ROWS = st.fixed_dictionaries(
+    {
+        "a": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+        "b": st.one_of(st.none(), st.text(alphabet=st.sampled_from('ab ,"\r\nNone'), max_size=6)),
+        "c": st.one_of(st.none(), st.integers(-(10**30), 10**30)),
+        "d": st.one_of(st.none(), st.floats(), st.integers(), st.booleans()),
+    },
+    optional={"e": st.one_of(st.none(), st.floats(min_value=1e300), st.text(max_size=2))},
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_TYPED_ROWS, max_size=8),
+    st.sampled_from([("a", "b", "c", "d", "e"), ("e",), ("b",), ("c", "a")]),
+)
+def test_csv_writer_matches_the_csv_module_on_typed_columns(rows, columns):
+    # Columns of one kind each (as in batch tables) take the column-wise paths.
+    handle = io.BytesIO()
+    batch_module._write_csv(handle, rows, columns)
+    assert handle.getvalue() == _reference_csv(rows, columns)
+
+
 # --------------------------------------------------------------------------------------
 # Comparisons made by the workers: the same tables as in one process
 # --------------------------------------------------------------------------------------
