@@ -962,17 +962,22 @@ def _csv_cell(value: Any) -> Any:
 
 _NUMBER_CELLS = frozenset({int, float, type(None)})
 _TEXT_CELLS = frozenset({str, type(None)})
+_FLOAT_CELLS = frozenset({float, type(None)})
 _CSV_SPECIAL = ('"', ",", "\n", "\r")  # a cell holding one of these may need quotes
 _not_none = partial(operator.is_not, None)
 
 
-def _csv_column(values: Sequence[Any]) -> Sequence[str]:
+def _csv_column(values: Sequence[Any], float_texts: dict[Any, str]) -> Sequence[str]:
     """One column's cells, as :func:`csv.writer` writes :func:`_csv_cell` of them.
 
     The common columns are formatted by C-level passes over the whole column:
     numbers with nulls (``str`` of a float is its shortest round-trip form)
     and text with nulls.  Any other column goes cell by cell; a cell that
     holds a quote, comma or line break is quoted by :mod:`csv` itself.
+
+    ``float_texts`` (float -> text, shared by the columns of a table) saves
+    formatting a value again: the comparison table repeats the measured values
+    and each level's angles and ratios on several rows.
     """
     kinds = set(map(type, values))
     if kinds <= _NUMBER_CELLS:
@@ -981,6 +986,12 @@ def _csv_column(values: Sequence[Any]) -> Sequence[str]:
         except OverflowError:
             finite = False
         if finite:  # no NaN or infinity: every cell is its str(), null is empty
+            if kinds <= _FLOAT_CELLS:
+                distinct = set(values)
+                if 0.0 not in distinct:  # 0.0 == -0.0: their texts differ
+                    new = distinct.difference(float_texts)
+                    float_texts.update(zip(new, map(str, new), strict=True))
+                    return list(map(float_texts.__getitem__, values))
             if type(None) not in kinds:
                 return list(map(str, values))
             return "\0".join(map(str, values)).replace("None", "").split("\0")
@@ -990,8 +1001,12 @@ def _csv_column(values: Sequence[Any]) -> Sequence[str]:
         texts = [_csv_text(value) for value in values]
     joined = "\0".join(texts)
     if any(special in joined for special in _CSV_SPECIAL):
+        quoted: dict[str, str] = {}  # the same warning text recurs on many rows
         texts = [
-            _csv_quoted(text) if any(c in text for c in _CSV_SPECIAL) else text for text in texts
+            text
+            if not any(c in text for c in _CSV_SPECIAL)
+            else quoted.get(text) or quoted.setdefault(text, _csv_quoted(text))
+            for text in texts
         ]
     return texts
 
@@ -1029,7 +1044,8 @@ def _write_csv(handle: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence
             table = list(map(operator.itemgetter(*columns), rows))
         except KeyError:  # some row lacks a column: null there
             table = [tuple(map(row.get, columns)) for row in rows]
-        cells = map(_csv_column, zip(*table, strict=True))
+        float_texts: dict[Any, str] = {None: ""}
+        cells = (_csv_column(values, float_texts) for values in zip(*table, strict=True))
         lines.extend(map(",".join, zip(*cells, strict=True)))
     lines.append("")
     handle.write("\n".join(lines).encode("utf-8"))
