@@ -855,6 +855,33 @@ def test_comparison_tab_shows_the_films_and_the_treated_level_first(app):
     )
 
 
+def test_comparison_films_keep_the_window_chosen_in_their_tabs(app, monkeypatch):
+    import vheight.ui.comparison as comparison_ui
+
+    pre, post = _slot(app, "pre"), _slot(app, "post")
+    app.selectbox(key=widget_key(pre, "window")).set_value("manual").run()
+    app.session_state["vh.tab"] = "Post-augmentation"
+    app.run()
+    app.toggle(key=widget_key(post, "invert")).set_value(True).run()
+    assert not app.exception, app.exception
+    seen = {}
+    shown = comparison_ui.display_pixels
+
+    def spy(film, window, invert, **region):
+        seen[film.info.name] = (window[0], invert)
+        return shown(film, window, invert, **region)
+
+    monkeypatch.setattr(comparison_ui, "display_pixels", spy)
+    comparison_ui._rendered.clear()
+    tab = _comparison(app)
+    assert len(tab.get("image")) == 3
+    assert seen == {
+        "pre.dcm": ("manual", False),
+        "post.dcm": ("preset", True),
+        "followup.dcm": ("preset", False),
+    }
+
+
 def test_comparison_table_is_rounded_treated_first_and_dashes_missing(app):
     tab = _comparison(app)
     expected = _expected_comparison()
@@ -1010,3 +1037,23 @@ def test_comparison_of_pre_and_post_only(app):
     assert "Follow-up (mm)" not in summary.columns
     grades = {m.label: m.value for m in tab.metric}["Genant grade"]
     assert grades.count("\u2192") == 1
+
+
+def test_display_pixels_of_a_region_under_a_window():
+    from vheight.film import load_film
+    from vheight.ui.films import display_pixels, window_from_key
+
+    film = load_film(SAMPLES / "pre.dcm")
+    rows, columns = slice(100, 180), slice(40, 95)
+    assert np.shares_memory(display_pixels(film, rows=rows, columns=columns), film.pixels)
+    np.testing.assert_array_equal(
+        display_pixels(film, rows=rows, columns=columns), film.pixels[rows, columns]
+    )
+    low, high = film.stored_range
+    key = ("manual", (low + high) / 2, (high - low) / 3)
+    for window, invert in ((key, False), (key, True), (("preset", 0), True)):
+        expected = film.render(window=window_from_key(window), invert=invert)[rows, columns]
+        region = display_pixels(film, window, invert, rows=rows, columns=columns)
+        np.testing.assert_allclose(region, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown window key"):
+        window_from_key(("auto",))

@@ -30,6 +30,7 @@ import streamlit as st
 
 from vheight.annotation import LEVELS, dumps_annotation
 from vheight.render import render_annotated
+from vheight.ui.films import DEFAULT_WINDOW_KEY, OpenedFilm, display_pixels
 from vheight.ui.tables import (
     GRADE_NAMES,
     MISSING,
@@ -42,6 +43,7 @@ from vheight.ui.tables import (
 )
 
 __all__ = [
+    "ComparedFilm",
     "CropBox",
     "MARGIN_FRACTION",
     "MARGIN_FRACTION_ACROSS",
@@ -210,6 +212,20 @@ def _shifted(annotation: Any, box: CropBox) -> Any:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ComparedFilm:
+    """One film of the comparison, with the display the radiologist chose in its tab."""
+
+    label: str
+    identity: str
+    opened: OpenedFilm
+    annotation: Any
+    measurement: Any
+    window: tuple = DEFAULT_WINDOW_KEY
+    """The window key of its tab (see :func:`vheight.ui.films.window_from_key`)."""
+    invert: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RenderedFilm:
     """A rendered crop, encoded once: PNG bytes and its size in pixels."""
 
@@ -224,16 +240,25 @@ def _rendered(
     annotation_text: str,
     reference: str,
     box: CropBox,
+    window: tuple,
+    invert: bool,
     _film: Any,
     _annotation: Any,
     _measurement: Any,
 ) -> RenderedFilm:
-    """The crop of a film with its landmarks and heights (keyed by film, annotation, reference).
+    """The crop of a film with its landmarks and heights, under the window of its tab.
 
-    ``annotation_text`` is the annotation's JSON (its content), so an edit of
-    the landmarks, the treated levels or the calibration renders again.
+    Keyed by film, annotation, reference, crop and window: ``annotation_text``
+    is the annotation's JSON (its content), so an edit of the landmarks, the
+    treated levels or the calibration renders again.
     """
-    pixels = np.asarray(_film.pixels)[box.top : box.bottom, box.left : box.right]
+    pixels = display_pixels(
+        _film,
+        window,
+        invert,
+        rows=slice(box.top, box.bottom),
+        columns=slice(box.left, box.right),
+    )
     scale = min(8.0, IMAGE_HEIGHT / max(1, box.rows))
     shown = _shifted(_annotation, box)
     # Text and lines in proportion to the vertebrae: smaller when many share the height.
@@ -276,13 +301,11 @@ FIELDS = {
 }
 
 
-def show_films(
-    films: Sequence[tuple[str, str, Any, Any, Any]], reference: str, treated: Sequence[str]
-) -> None:
-    """The films side by side.
+def show_films(films: Sequence[ComparedFilm], reference: str, treated: Sequence[str]) -> None:
+    """The films side by side, each under the window chosen in its own tab.
 
-    ``films`` holds ``(label, identity, opened film, annotation, measurement)``
-    per timepoint, in order; ``treated`` the treated levels of the comparison.
+    ``films``: one per timepoint, in order; ``treated``: the treated levels of
+    the comparison.
     """
     if not films:
         return
@@ -300,22 +323,24 @@ def show_films(
         "or to every annotated level.",
     )
     views = {}  # by timepoint label: the same file may be open under two timepoints
-    for label, _, opened, annotation, measurement in films:
-        levels = focus_levels(annotation, treated) if field != "all" else ()
-        views[label] = film_view(opened.film, annotation, measurement, levels or None)
+    for shown in films:
+        levels = focus_levels(shown.annotation, treated) if field != "all" else ()
+        views[shown.label] = film_view(
+            shown.opened.film, shown.annotation, shown.measurement, levels or None
+        )
     boxes, common = crop_boxes(views)
     columns = st.columns(len(films), gap="small")
-    for column, (label, identity, opened, annotation, measurement) in zip(
-        columns, films, strict=True
-    ):
-        box = boxes[label]
+    for column, shown in zip(columns, films, strict=True):
+        label, opened, measurement = shown.label, shown.opened, shown.measurement
         image = _rendered(
-            identity,
-            dumps_annotation(annotation),
+            shown.identity,
+            dumps_annotation(shown.annotation),
             reference,
-            box,
+            boxes[label],
+            tuple(shown.window),
+            bool(shown.invert),
             opened.film,
-            annotation,
+            shown.annotation,
             measurement,
         )
         rows, cols = image.rows, image.columns
@@ -327,9 +352,9 @@ def show_films(
             else:
                 st.image(image.png, width="stretch")
             st.caption(_plain(film_caption(label, opened.film.info, measurement, opened.name)))
-    first = views[films[0][0]]
+    first = views[films[0].label]
     if common and first.row_spacing_mm is not None and first.col_spacing_mm is not None:
-        box = boxes[films[0][0]]
+        box = boxes[films[0].label]
         st.caption(
             f"Same field of view on every film: {box.columns * first.col_spacing_mm:.0f} x "
             f"{box.rows * first.row_spacing_mm:.0f} mm, so heights compare at a glance. "

@@ -18,6 +18,8 @@ import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vheight.annotation import (
     Annotation,
     ImageRef,
@@ -26,7 +28,7 @@ from vheight.annotation import (
     sidecar_path,
 )
 from vheight.errors import AnnotationError, ImageReadError
-from vheight.film import Film, load_film
+from vheight.film import Film, WindowChoice, load_film, render_pixels
 from vheight.ui.store import AnnotationStore, content_key, film_key
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "new_annotation",
     "read_annotation_upload",
     "now_iso",
+    "window_from_key",
+    "display_pixels",
 ]
 
 #: Largest film upload, MiB (also ``server.maxUploadSize`` in ``.streamlit/config.toml``).
@@ -331,3 +335,43 @@ def read_annotation_upload(
             annotation, image=dataclasses.replace(annotation.image, sop_instance_uid=uid)
         )
     return _adopt(annotation, opened, timepoint), warnings
+
+
+# -- display -------------------------------------------------------------------------------
+
+#: The window a film opens with: its first preset, not inverted (see :func:`window_from_key`).
+DEFAULT_WINDOW_KEY = ("preset", 0)
+
+
+def window_from_key(key: tuple) -> WindowChoice:
+    """The :meth:`Film.render` window of a window key.
+
+    Keys are hashable (they key cached renderings): ``("preset", index)`` or
+    ``("manual", centre, width)`` in modality units.
+    """
+    if key[0] == "preset":
+        return int(key[1])
+    if key[0] == "manual":
+        return (float(key[1]), float(key[2]))
+    raise ValueError(f"unknown window key {key!r}")
+
+
+def display_pixels(
+    film: Film,
+    window: tuple = DEFAULT_WINDOW_KEY,
+    invert: bool = False,
+    *,
+    rows: slice = slice(None),
+    columns: slice = slice(None),
+) -> np.ndarray:
+    """Display values of a region of ``film`` under a window key (float32, [0, 1]).
+
+    The default window is the film's own :attr:`Film.pixels`; any other is
+    computed for the region only, so a crop costs a crop's worth of work.
+    """
+    if tuple(window) == DEFAULT_WINDOW_KEY and not invert:
+        return film.pixels[rows, columns]
+    preset = film.resolve_window(window_from_key(window))
+    return render_pixels(
+        film.stored[rows, columns], film.modality, preset, invert=film.invert != invert
+    )

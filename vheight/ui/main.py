@@ -39,7 +39,7 @@ from vheight.refine import DEFAULT_RADIUS_MM
 from vheight.ui import comparison as comparison_view
 from vheight.ui import exports, session
 from vheight.ui.editor import DisplayImage, landmark_editor, make_display_image
-from vheight.ui.films import MAX_UPLOAD_MB
+from vheight.ui.films import MAX_UPLOAD_MB, display_pixels
 from vheight.ui.session import Slot, widget_key
 from vheight.ui.tables import (
     grades_by_level,
@@ -70,12 +70,7 @@ def md_escape(text: Any) -> str:
 @st.cache_data(max_entries=24, show_spinner=False)
 def _display_image(identity: str, window: tuple, invert: bool, _film: Any) -> DisplayImage:
     """The display JPEG of a film under a window (keyed by film identity + window)."""
-    choice: Any = None
-    if window[0] == "preset":
-        choice = int(window[1])
-    elif window[0] == "manual":
-        choice = (float(window[1]), float(window[2]))
-    return make_display_image(_film.render(window=choice, invert=invert))
+    return make_display_image(display_pixels(_film, window, invert))
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
@@ -217,14 +212,13 @@ def _show_flashes(timepoint: str) -> None:
 
 def _window_choice(slot: Slot) -> tuple[tuple, bool]:
     """The window chosen for ``slot`` (cache key form) and the invert flag."""
-    state = st.session_state
     film = slot.opened.film
-    choice = state.get(widget_key(slot, "window"), 0)
-    invert = bool(state.get(widget_key(slot, "invert"), False))
+    choice = session.widget_value(slot, "window", 0)
+    invert = bool(session.widget_value(slot, "invert", False))
     if choice == "manual":
         low, high = _value_range(slot.opened.identity, film)
-        centre = float(state.get(widget_key(slot, "wc"), (low + high) / 2))
-        width = float(state.get(widget_key(slot, "ww"), high - low))
+        centre = float(session.widget_value(slot, "wc", (low + high) / 2))
+        width = float(session.widget_value(slot, "ww", high - low))
         return ("manual", round(centre, 3), round(max(width, 1e-3), 3)), invert
     index = int(choice) if isinstance(choice, int) and 0 <= choice < len(film.windows) else 0
     return ("preset", index), invert
@@ -636,16 +630,9 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     stem = Path(slot.opened.name).stem or "film"
     film = slot.opened.film
     annotation = slot.annotation
-    choice: Any = None
-    if window[0] == "preset":
-        choice = int(window[1])
-    elif window[0] == "manual":
-        choice = (float(window[1]), float(window[2]))
 
     def _png() -> bytes:
-        return exports.annotated_png(
-            film.render(window=choice, invert=invert), annotation, measurement
-        )
+        return exports.annotated_png(display_pixels(film, window, invert), annotation, measurement)
 
     reference = measurement.reference.value
     c1, c2, c3, c4, c5 = st.columns(5)
@@ -766,13 +753,16 @@ def _comparison_body(measurements: dict[str, Any]) -> None:
     for tp in session.TIMEPOINTS:
         slot = session.get_slot(tp)
         if slot is not None and measurements.get(tp) is not None:
+            window, invert = _window_choice(slot)  # as the radiologist set it in its tab
             films.append(
-                (
-                    session.TIMEPOINT_LABELS[tp],
-                    slot.opened.identity,
-                    slot.opened,
-                    slot.annotation,
-                    measurements[tp],
+                comparison_view.ComparedFilm(
+                    label=session.TIMEPOINT_LABELS[tp],
+                    identity=slot.opened.identity,
+                    opened=slot.opened,
+                    annotation=slot.annotation,
+                    measurement=measurements[tp],
+                    window=window,
+                    invert=invert,
                 )
             )
     if not records:

@@ -214,6 +214,20 @@ def restore_widgets(slot: Slot) -> None:
     state[_DRAWN] = shown
 
 
+def widget_value(slot: Slot, name: str, default: Any = None) -> Any:
+    """The value of one of ``slot``'s widgets, also while its tab is not drawn.
+
+    A widget drawn in the last run holds its value in the session state;
+    Streamlit drops the state of a widget that a run did not draw, and then
+    the value kept when its tab was last drawn is the one.
+    """
+    key = widget_key(slot, name)
+    state = st.session_state
+    if key in state:
+        return state[key]
+    return state.get(_KEEP, {}).get(key, default)
+
+
 def drew_other(name: str) -> None:
     """Record that this run drew a tab without film widgets (the comparison)."""
     st.session_state[_DRAWN] = name
