@@ -1030,3 +1030,21 @@ def test_unusual_uncompressed_pixel_data_is_left_to_pydicom(monkeypatch):
     with pytest.raises(DicomReadError, match=r"cut\.dcm: .*truncated"):
         load_film(dicom_bytes(make_dataset(pixels))[:-100], name="cut.dcm")
     assert used[-1] is False
+
+
+def test_films_loaded_on_several_threads_keep_their_own_warnings():
+    from concurrent.futures import ThreadPoolExecutor
+
+    pixels = smooth_image(bits=12, seed=25)
+    padded = _with_pixel_length(dicom_bytes(make_dataset(pixels, bits_stored=12)), 64)
+    plain = dicom_bytes(make_dataset(pixels, bits_stored=12))
+    filters, show = list(warnings.filters), warnings.showwarning
+
+    def load(i: int) -> tuple[bool, bool]:
+        film = load_film(padded if i % 2 else plain, name=f"film{i}.dcm")
+        return bool(i % 2), any("excess padding" in w for w in film.warnings)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(load, range(200)))
+    assert all(expected == found for expected, found in results)
+    assert warnings.filters == filters and warnings.showwarning is show

@@ -35,6 +35,7 @@ display pipeline (modality LUT, VOI, MONOCHROME1 inversion) is
 from __future__ import annotations
 
 import struct
+import threading
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -151,12 +152,18 @@ def decoder_plugins() -> dict[str, tuple[str, ...]]:
 
 # -- reading --------------------------------------------------------------------------
 
+# pydicom and its decoders report through the warnings module; the warnings of one film
+# are caught around its read.  warnings.catch_warnings swaps process-wide state, so two
+# threads catching at once (two app sessions opening films) would take each other's
+# warnings and could leave the module's state swapped for good: one catch at a time.
+_WARNINGS_LOCK = threading.RLock()
+
 
 def _dcmread(
     stream: BinaryIO, *, name: str, force: bool, header_only: bool
 ) -> tuple[Dataset, list[str]]:
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(stream, force=force, stop_before_pixels=header_only)
     except InvalidDicomError as exc:
@@ -750,7 +757,7 @@ def _decode_first_frame(ds: Dataset, info: FilmInfo) -> tuple[np.ndarray, str, l
     ):
         first_try = {**options, "decoding_plugin": "gdcm"}
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             array = meta = None
             if first_try is not None:
