@@ -73,6 +73,7 @@ def test_the_pool_is_bounded():
 
 def test_films_loaded_one_after_another_reuse_memory(tmp_path):
     from vheight.film import load_film
+
     pixels = (np.arange(2000 * 2400, dtype=np.uint32) % 4096).astype(np.uint16)
     path = tmp_path / "big.dcm"
     _write_plain(pixels.reshape(2000, 2400), path)

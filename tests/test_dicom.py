@@ -321,6 +321,19 @@ def _htj2k_routed(ds: Dataset) -> Dataset:
     return ds
 
 
+def _htj2k(ds: Dataset) -> Dataset:
+    # A real High-Throughput JPEG 2000 codestream (with its CAP marker), reversible,
+    # encoded by OpenJPH through imagecodecs (a test dependency).
+    import imagecodecs
+
+    codestream = imagecodecs.htj2k_encode(ds.pixel_array, level=0)
+    assert codestream[:4] == b"\xff\x4f\xff\x51" and b"\xff\x50" in codestream[:200]
+    ds.PixelData = encapsulate([codestream])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    return ds
+
+
 def _big_endian(ds: Dataset) -> Dataset:
     ds.PixelData = ds.pixel_array.astype(">u2").tobytes()
     ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
@@ -361,7 +374,8 @@ SYNTHETIC_SYNTAXES = [
     ),
     pytest.param(_compress(JPEG2000Lossless), JPEG2000Lossless, 12, 0, id="j2k-lossless"),
     pytest.param(_compress(JPEG2000, j2k_cr=[8]), JPEG2000, 12, 160, id="j2k-lossy"),
-    pytest.param(_htj2k_routed, HTJ2KLossless, 12, 0, id="htj2k-lossless"),
+    pytest.param(_htj2k_routed, HTJ2KLossless, 12, 0, id="htj2k-lossless-part1-codestream"),
+    pytest.param(_htj2k, HTJ2KLossless, 12, 0, id="htj2k-lossless"),
     pytest.param(_jpeg_baseline, JPEGBaseline8Bit, 8, 10, id="jpeg-baseline"),
 ]
 
