@@ -11,8 +11,8 @@ computing the display values themselves.
 last reference to the array (and to every view of it) is gone; the next array
 of the same size takes it from there.  Nothing is shared while it is still
 referenced: an array returns its memory only when Python frees it.  The pool
-holds at most :data:`KEEP_BUFFERS` buffers and :data:`KEEP_BYTES` bytes, so it
-costs at most about one film's arrays once films are dropped.
+holds at most :data:`KEEP_BUFFERS` buffers and :data:`KEEP_BYTES` bytes (the
+arrays of two 3000 x 3000 films are 108 MB) once their arrays are dropped.
 
 Arrays smaller than :data:`MIN_BYTES` come from numpy as usual (glibc already
 reuses such memory).
