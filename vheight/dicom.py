@@ -250,7 +250,7 @@ def _read_native_frame(stream: BinaryIO, ds: Dataset) -> np.ndarray | None:
     if (_int(ds, "SamplesPerPixel") or 1) != 1 or bits not in (8, 16) or not rows or not columns:
         return None
     frames = _int(ds, "NumberOfFrames") or 1
-    if rows < 0 or columns < 0 or frames < 1:
+    if frames < 1:
         return None
     head = stream.read(8 if implicit else 12)
     if head[:4] != _PIXEL_DATA_TAG:

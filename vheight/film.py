@@ -496,7 +496,8 @@ def render_pixels(
 # fifth faster on two cores (benchmarks/bench_load.py).
 SPLIT_MIN_PIXELS = 1 << 21
 
-_CPUS = os.cpu_count() or 1
+# The cores this process may run on (a scheduler may allow fewer than the machine has).
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _HELPER_NAME = "vheight-film"
 _helper: ThreadPoolExecutor | None = None
 _helper_lock = threading.Lock()
