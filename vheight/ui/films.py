@@ -366,12 +366,16 @@ def display_pixels(
 ) -> np.ndarray:
     """Display values of a region of ``film`` under a window key (float32, [0, 1]).
 
-    The default window is the film's own :attr:`Film.pixels`; any other is
-    computed for the region only, so a crop costs a crop's worth of work.
+    The whole film is :meth:`Film.render`; a region under the film's own
+    window is a view of :attr:`Film.pixels`, under any other window it is
+    computed for the region only (a crop costs a crop's worth of work).
     """
-    if tuple(window) == DEFAULT_WINDOW_KEY and not invert:
+    choice = window_from_key(window)
+    if rows == slice(None) and columns == slice(None):
+        return film.render(window=choice, invert=invert)
+    preset = film.resolve_window(choice)
+    if preset is film.window and not invert:
         return film.pixels[rows, columns]
-    preset = film.resolve_window(window_from_key(window))
     return render_pixels(
         film.stored[rows, columns], film.modality, preset, invert=film.invert != invert
     )
