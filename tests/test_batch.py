@@ -1109,6 +1109,9 @@ def test_gc_freeze_is_undone_and_an_applications_own_freeze_kept(good_folder):
     try:
         frozen = gc.get_freeze_count()
         run_batch(good_folder, workers=1, progress=False)
-        assert gc.get_freeze_count() == frozen
+        # Kept (not unfrozen) and nothing frozen on top; a frozen object the batch
+        # happened to free (an evicted cache entry) leaves the count, so not "==".
+        assert 0 < gc.get_freeze_count() <= frozen
+        assert gc.get_freeze_count() > frozen - 1000
     finally:
         gc.unfreeze()
