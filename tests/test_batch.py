@@ -1021,6 +1021,35 @@ def test_csv_writer_matches_the_csv_module_on_typed_columns(rows, columns):
     assert handle.getvalue() == _reference_csv(rows, columns)
 
 
+# Cells that look like the JSON the writer goes through: text holding null, brackets,
+# quotes, backslashes or numbers; floats where repr() and JSON notations differ.
+_JSON_LOOKALIKES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.floats(min_value=-2e-4, max_value=2e-4),
+    st.floats(min_value=1e15, max_value=1e17),
+    st.sampled_from([1e-05, -1e-05, 9.99e-05, 1e-4, 1e16, 1e-7, 1e22, -0.0, 0.0, 5e-324]),
+    st.text(alphabet=st.sampled_from(list('nul[]e-+0.1", \\\r\n\t{}:')), max_size=8),
+    st.sampled_from(
+        ["null", "[null", ",null", "1e-05", "0.00001", "1e-7", "true", "]\n[", "],[", "a,b", ""]
+    ),
+    st.sampled_from(["\ue0000\ue001", "x\ue000"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.fixed_dictionaries({"a": _JSON_LOOKALIKES, "b": _JSON_LOOKALIKES}), max_size=6),
+    st.sampled_from([("a", "b"), ("b", "a", "b"), ("a", "c")]),
+)
+def test_csv_writer_matches_the_csv_module_on_json_lookalikes(rows, columns):
+    handle = io.BytesIO()
+    batch_module._write_csv(handle, rows, columns)
+    assert handle.getvalue() == _reference_csv(rows, columns)
+
+
 # --------------------------------------------------------------------------------------
 # Comparisons made by the workers: the same tables as in one process
 # --------------------------------------------------------------------------------------
