@@ -57,6 +57,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError
 from vheight.files import write_atomic
@@ -822,6 +824,64 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
+# Keys written with space before their colon (json.dumps never does): counted by regex.
+_SPACED_KEY_END = re.compile(r'"\s+:')
+
+
+class _Unvouched(Exception):
+    """orjson's result may differ from json's."""
+
+
+def _key_count(value: Any) -> int:
+    """Keys of every object in a value parsed by orjson.
+
+    Raises :class:`_Unvouched` at a float of 1e18 or more in size: it may have
+    been an integer beyond 64 bits in the text, which orjson makes a float and
+    json keeps exact (any smaller integer is an ``int`` in both).
+    """
+    if type(value) is dict:
+        count = len(value)
+        items: Any = value.values()
+    elif type(value) is list:
+        count, items = 0, value
+    else:
+        items, count = (value,), 0  # a lone value: only its size is checked
+    for item in items:
+        kind = type(item)
+        if kind is dict or kind is list:
+            count += _key_count(item)
+        elif kind is float and not -1e18 < item < 1e18:
+            raise _Unvouched
+    return count
+
+
+def _key_ends(text: str) -> int:
+    """How many times a quote is followed by a colon (perhaps after spaces): once
+    for every key of every object, and more when a text holds ``\\":``."""
+    count = text.count('":')
+    if _SPACED_KEY_END.search(text):
+        count += len(_SPACED_KEY_END.findall(text))
+    return count
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads`` refusing duplicate keys (:class:`_DuplicateKey`).
+
+    :func:`orjson.loads` parses it when it can vouch for the same result: it
+    raised nothing, no number is large enough to have been an integer beyond
+    64 bits, and the objects hold as many
+    keys as the text writes (so none was repeated).  Anything else, valid or
+    not, goes to :mod:`json`, whose errors the messages quote.
+    """
+    try:
+        data = orjson.loads(text)
+        if _key_count(data) == _key_ends(text):
+            return data
+    except (orjson.JSONDecodeError, _Unvouched):
+        pass
+    return json.loads(text, object_pairs_hook=_pairs_hook)
+
+
 def loads_annotation(text: str | bytes, *, source: str = "<annotation>") -> Annotation:
     """Parse and validate annotation JSON (``str``, or ``bytes`` in UTF-8).
 
@@ -837,7 +897,7 @@ def loads_annotation(text: str | bytes, *, source: str = "<annotation>") -> Anno
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        data = json.loads(text, object_pairs_hook=_pairs_hook)
+        data = _parse_json(text)
     except _DuplicateKey as exc:
         _raise(source, [f"not valid: key {str(exc)!r} appears twice in one object"])
     except json.JSONDecodeError as exc:
