@@ -67,7 +67,6 @@ import enum
 import gc
 import importlib
 import io
-import itertools
 import json
 import math
 import multiprocessing
@@ -973,125 +972,42 @@ def _csv_text(value: Any) -> str:
     return str(cell)
 
 
-# Cell types whose JSON text (orjson) is, once unquoted, their CSV cell.
-_JSON_PLAIN_CELLS = frozenset({str, float, int, bool, type(None)})
-_JSON_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
-# A number token of orjson's output, and the spots where its notation may differ
-# from repr(): below 1e-4 (orjson ``0.00001``, repr ``1e-05``) and exponents
-# (orjson ``1e-7``, repr ``1e-07``).
-_JSON_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?")
+_NONE = type(None)
+# Columns that orjson writes cell for cell as csv would (with nulls): floats, ints, bools.
+_JSON_NUMBER_CELLS = (frozenset({float}), frozenset({int}), frozenset({bool}))
+_CSV_SPECIAL = ('"', ",", "\n", "\r")  # a cell holding one of these may need quotes
+# The spots where orjson's notation of a float may differ from repr(): below 1e-4
+# (orjson ``0.00001``, repr ``1e-05``) and exponents (orjson ``1e-7``, repr ``1e-07``).
 _NOTATION_SPOTS = (re.compile(rb"0\.0000"), re.compile(rb"e[-+]"))
+_JSON_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?")
 
 
-def _csv_line(writer: Any, buffer: io.StringIO, cells: Iterable[Any]) -> str:
-    """One row as :func:`csv.writer` writes :func:`_csv_cell` of its values."""
-    buffer.seek(0)
-    buffer.truncate()
-    writer.writerow([_csv_cell(value) for value in cells])
-    return buffer.getvalue()[:-1]
+def _number_texts(values: list[Any]) -> list[str] | None:
+    """Cells of a column of floats, ints or bools (with nulls) formatted in one C pass,
+    or None when the column holds anything else.
 
-
-def _write_csv(handle: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """CSV of ``rows`` (UTF-8, ``\\n`` line ends, header first) into a binary file.
-
-    The bytes are those of :func:`csv.writer` (excel dialect, minimal quoting)
-    writing :func:`_csv_cell` of every value (tested against it), most of the
-    work done in C: see :func:`_json_csv_lines`.
+    :func:`orjson.dumps` writes a float in its shortest round-trip digits, as
+    ``repr`` does, null for NaN and infinities (an empty cell, as
+    :func:`_csv_cell` gives) and ``true``/``false`` for bools.  Floats whose
+    notation differs from ``repr`` are redone with ``repr``
+    (:func:`_repr_notation`).
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    header = _csv_line(writer, buffer, columns).encode("utf-8")
-    body = _json_csv_lines(rows, columns) if len(columns) > 1 else None
-    if body is None:
-        lines = [_csv_line(writer, buffer, map(row.get, columns)) for row in rows]
-        body = "".join(line + "\n" for line in lines).encode("utf-8")
-    handle.write(header + b"\n" + body)
-
-
-def _json_csv_lines(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> bytes | None:
-    """The CSV lines of ``rows`` (each ending in ``\\n``) made from their JSON, or None
-    when a cell is of a type this does not cover (the caller writes them with csv).
-
-    :func:`orjson.dumps` writes the table as JSON arrays in one C pass: a float
-    in its shortest round-trip digits (as ``repr`` does), null for NaN,
-    infinities and None (an empty cell, as :func:`_csv_cell` gives),
-    ``true``/``false`` for bools, a text between quotes.  When no text holds a
-    character JSON escapes (quote, backslash, control character), a comma or a
-    bracket, the CSV is that JSON without its brackets, quotes and nulls (csv
-    quotes none of those cells).  The few texts that do hold one (warnings
-    often hold commas) are first replaced by markers, and the markers by their
-    quoted CSV form (csv's own) at the end.  Floats whose notation differs from
-    ``repr`` are redone with ``repr``.
-    """
-    try:
-        table = list(map(operator.itemgetter(*columns), rows))
-    except KeyError:  # some row lacks a column: null there
-        table = [tuple(map(row.get, columns)) for row in rows]
-    if not table:
-        return b""
-    if not set(map(type, itertools.chain.from_iterable(table))) <= _JSON_PLAIN_CELLS:
+    kinds = set(map(type, values))
+    kinds.discard(_NONE)
+    if frozenset(kinds) not in _JSON_NUMBER_CELLS:
         return None
     try:
-        blob = orjson.dumps(table, option=_JSON_OPTIONS)
-    except orjson.JSONEncodeError:  # an int beyond 64 bits, a lone surrogate
+        blob = orjson.dumps(values)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits
         return None
-    commas = len(columns) - 1
-    quoted: list[bytes] = []  # the CSV form of marker i
-    if not _plain_json_table(blob, len(table), commas):
-        if _MARKER_START.encode("utf-8") in blob:
-            return None  # a text holding the marker itself
-        texts = blob[2:-2].split(b"],[")
-        if len(texts) != len(table):  # a text holding "],["
-            texts = [orjson.dumps(values, option=_JSON_OPTIONS)[1:-1] for values in table]
-        markers: dict[str, str] = {}
-        for index, text in enumerate(texts):
-            if b"\\" in text or text.count(b",") != commas or b"[" in text or b"]" in text:
-                for value in table[index]:
-                    if type(value) is str and value not in markers and _JSON_UNSAFE(value):
-                        markers[value] = f"{_MARKER_START}{len(quoted)}{_MARKER_END}"
-                        quoted.append(_csv_quoted(value).encode("utf-8"))
-                texts[index] = orjson.dumps(tuple(map(markers.get, table[index], table[index])))[
-                    1:-1
-                ]
-        blob = b"[[" + b"],[".join(texts) + b"]]"
-        if not _plain_json_table(blob, len(table), commas):  # pragma: no cover - defensive
-            return None
-    blob = _repr_notation(blob)
-    blob = blob.replace(b"[null", b"[").replace(b",null", b",").replace(b'"', b"")
-    blob = blob[2:-2].replace(b"],[", b"\n") + b"\n"
-    if quoted:
-        blob = _MARKER.sub(lambda match: quoted[int(match.group(1))], blob)
-    return blob
-
-
-# Texts of a table that the JSON route cannot carry unquoted stand in as markers: a
-# private-use character, the text's number, another private-use character.
-_MARKER_START, _MARKER_END = "\ue000", "\ue001"
-_MARKER = re.compile(f"{_MARKER_START}([0-9]+){_MARKER_END}".encode())
-_JSON_UNSAFE = re.compile(r'[",\[\]\\\x00-\x1f]').search
-
-
-def _plain_json_table(blob: bytes, rows: int, commas: int) -> bool:
-    """Whether orjson's ``blob`` of ``rows`` arrays holds no escape, and no comma or
-    bracket but those between cells and rows."""
-    return (
-        b"\\" not in blob
-        and blob.count(b",") == rows * (commas + 1) - 1
-        and blob.count(b"[") == rows + 1
-        and blob.count(b"]") == rows + 1
-    )
-
-
-def _csv_quoted(text: str) -> str:
-    """``text`` as one CSV field, quoted if :mod:`csv` quotes it."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([text, ""])
-    return buffer.getvalue()[:-2]  # without the empty second field and the line end
+    if float in kinds:
+        blob = _repr_notation(blob)
+    return blob[1:-1].replace(b"null", b"").decode("ascii").split(",")
 
 
 def _repr_notation(blob: bytes) -> bytes:
-    """orjson's arrays with each float that ``repr`` writes otherwise rewritten as repr() of
-    it (its digits give back the float exactly).  Only number tokens are touched."""
+    """orjson's array of numbers with each float that ``repr`` writes otherwise
+    rewritten as repr() of it (its digits give back the float exactly)."""
     spans: dict[int, int] = {}
     for pattern in _NOTATION_SPOTS:
         for spot in pattern.finditer(blob):
@@ -1110,6 +1026,64 @@ def _repr_notation(blob: bytes) -> bytes:
         done = end
     pieces.append(blob[done:])
     return b"".join(pieces)
+
+
+def _csv_column(values: list[Any]) -> list[str]:
+    """One column's cells, as :func:`csv.writer` writes :func:`_csv_cell` of them.
+
+    Numbers go through :func:`_number_texts`, text with nulls through one
+    pass; any other column cell by cell.  A cell holding a quote, comma or
+    line break is quoted by :mod:`csv` itself.
+    """
+    texts = _number_texts(values)
+    if texts is not None:
+        return texts
+    if set(map(type, values)) <= {str, _NONE}:
+        texts = ["" if value is None else value for value in values]
+    else:
+        texts = list(map(_csv_text, values))
+    joined = "\0".join(texts)
+    if any(special in joined for special in _CSV_SPECIAL):
+        quoted: dict[str, str] = {}  # the same warning recurs on many rows
+        texts = [
+            text
+            if not any(c in text for c in _CSV_SPECIAL)
+            else quoted.get(text) or quoted.setdefault(text, _csv_quoted(text))
+            for text in texts
+        ]
+    return texts
+
+
+def _csv_quoted(text: str) -> str:
+    """``text`` as one CSV field, quoted if :mod:`csv` quotes it."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([text, ""])
+    return buffer.getvalue()[:-2]  # without the empty second field and the line end
+
+
+def _write_csv(handle: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """CSV of ``rows`` (UTF-8, ``\\n`` line ends, header first) into a binary file.
+
+    The bytes are those of :func:`csv.writer` (excel dialect, minimal quoting)
+    writing :func:`_csv_cell` of every value (tested against it).  The table is
+    formatted column by column (:func:`_csv_column`), numbers by orjson in C,
+    then joined.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    if rows and len(columns) == 1:  # the writer quotes a lone empty field: let it
+        writer.writerows([_csv_cell(row.get(columns[0]))] for row in rows)
+    lines = [buffer.getvalue()[:-1]]
+    if rows and len(columns) > 1:
+        try:
+            table = list(map(operator.itemgetter(*columns), rows))
+        except KeyError:  # some row lacks a column: null there
+            table = [tuple(map(row.get, columns)) for row in rows]
+        cells = [_csv_column(list(values)) for values in zip(*table, strict=True)]
+        lines.extend(map(",".join, zip(*cells, strict=True)))
+    lines.append("")
+    handle.write("\n".join(lines).encode("utf-8"))
 
 
 def _atomic_write(path: Path, dump: Callable[[Any], None]) -> None:
