@@ -858,10 +858,7 @@ def _key_count(value: Any) -> int:
 def _key_ends(text: str) -> int:
     """How many times a quote is followed by a colon (perhaps after spaces): once
     for every key of every object, and more when a text holds ``\\":``."""
-    count = text.count('":')
-    if _SPACED_KEY_END.search(text):
-        count += len(_SPACED_KEY_END.findall(text))
-    return count
+    return text.count('":') + len(_SPACED_KEY_END.findall(text))
 
 
 def _parse_json(text: str) -> Any:
@@ -869,9 +866,9 @@ def _parse_json(text: str) -> Any:
 
     :func:`orjson.loads` parses it when it can vouch for the same result: it
     raised nothing, no number is large enough to have been an integer beyond
-    64 bits, and the objects hold as many
-    keys as the text writes (so none was repeated).  Anything else, valid or
-    not, goes to :mod:`json`, whose errors the messages quote.
+    64 bits, and the objects hold as many keys as the text writes (so none was
+    repeated).  Anything else, valid or not, goes to :mod:`json`, whose errors
+    the messages quote.
     """
     try:
         data = orjson.loads(text)

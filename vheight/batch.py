@@ -35,8 +35,9 @@ pairings whose files fell in different chunks are measured again and compared
 on the pool afterwards.  Any :class:`concurrent.futures.Executor`, or a
 ``dask.distributed.Client`` (the optional ``vheight[dask]`` extra), may be
 passed as ``executor`` to run the same chunks elsewhere; the files must then be
-readable at the same paths on every worker.  The CSV files are written from
-the tables' JSON (:mod:`orjson`, in C), with the bytes :mod:`csv` would write.
+readable at the same paths on every worker.  The CSV files are formatted column
+by column, each column of numbers by :mod:`orjson` in C, with the bytes :mod:`csv`
+would write.
 
 Pairing rule
 ------------
@@ -982,9 +983,9 @@ _NOTATION_SPOTS = (re.compile(rb"0\.0000"), re.compile(rb"e[-+]"))
 _JSON_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?")
 
 
-def _number_texts(values: list[Any]) -> list[str] | None:
+def _number_texts(values: list[Any], kinds: set[type]) -> list[str] | None:
     """Cells of a column of floats, ints or bools (with nulls) formatted in one C pass,
-    or None when the column holds anything else.
+    or None when the column holds anything else.  ``kinds``: the types of ``values``.
 
     :func:`orjson.dumps` writes a float in its shortest round-trip digits, as
     ``repr`` does, null for NaN and infinities (an empty cell, as
@@ -992,9 +993,7 @@ def _number_texts(values: list[Any]) -> list[str] | None:
     notation differs from ``repr`` are redone with ``repr``
     (:func:`_repr_notation`).
     """
-    kinds = set(map(type, values))
-    kinds.discard(_NONE)
-    if frozenset(kinds) not in _JSON_NUMBER_CELLS:
+    if frozenset(kinds - {_NONE}) not in _JSON_NUMBER_CELLS:
         return None
     try:
         blob = orjson.dumps(values)
@@ -1035,10 +1034,11 @@ def _csv_column(values: list[Any]) -> list[str]:
     pass; any other column cell by cell.  A cell holding a quote, comma or
     line break is quoted by :mod:`csv` itself.
     """
-    texts = _number_texts(values)
+    kinds = set(map(type, values))
+    texts = _number_texts(values, kinds)
     if texts is not None:
         return texts
-    if set(map(type, values)) <= {str, _NONE}:
+    if kinds <= {str, _NONE}:
         texts = ["" if value is None else value for value in values]
     else:
         texts = list(map(_csv_text, values))
