@@ -883,6 +883,12 @@ def _private_block(ds: Dataset) -> Dataset:
     return ds
 
 
+def _with_vr(ds: Dataset, tag: int, vr: str, value: str) -> Dataset:
+    """``ds`` with the element ``tag`` written under another VR than the dictionary's."""
+    ds.add_new(tag, vr, value)
+    return ds
+
+
 _LEAN_CASES = [
     pytest.param(lambda: _testdata("RG1_UNCR.dcm"), True, id="RG1-uncompressed"),
     pytest.param(lambda: _testdata("RG1_J2KR.dcm"), True, id="RG1-j2k-lossless"),
@@ -945,6 +951,16 @@ _LEAN_CASES = [
         id="undefined-length-sequences-private-block",
     ),
     pytest.param(lambda: dicom_bytes(make_dataset(PixelSpacing="")), True, id="empty-spacing"),
+    pytest.param(
+        lambda: dicom_bytes(_with_vr(make_dataset(), 0x00100020, "SH", "P-7")),
+        False,
+        id="patient-id-as-sh",
+    ),
+    pytest.param(
+        lambda: dicom_bytes(_with_vr(make_dataset(), 0x00280030, "LO", "0.2\\0.2")),
+        False,
+        id="spacing-as-lo",
+    ),
     pytest.param(
         lambda: dicom_bytes(make_dataset(PixelSpacing=[0.1, 0.1]))[:300], False, id="truncated"
     ),

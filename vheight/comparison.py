@@ -43,6 +43,7 @@ warnings follow, prefixed by its role (``pre: ...``).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,13 @@ from typing import Any
 from vheight.annotation import LEVELS, _FrozenMap
 from vheight.errors import MeasurementError
 from vheight.morphometry import HEIGHTS, Measurement, VertebraMeasurement
+
+# A vertebra's three heights and their reference heights, in HEIGHTS order.
+_heights_of = operator.attrgetter("anterior_height", "middle_height", "posterior_height")
+_references_of = operator.attrgetter(
+    "reference_anterior", "reference_middle", "reference_posterior"
+)
+_NO_HEIGHTS = (None, None, None)
 
 __all__ = [
     "COMPARE_RECORD_KEYS",
@@ -358,18 +366,19 @@ def compare(pre: Measurement, post: Measurement, followup: Measurement | None = 
             )
         warnings.extend(_reference_warnings(level, compared, treated))
         heights = {}
-        for h in HEIGHTS:
-            h_pre, h_post = vp.height(h), vq.height(h)
+        method = str(vp.reference_method)
+        followups = _NO_HEIGHTS if vf is None else _heights_of(vf)
+        for h, h_pre, h_post, ref_pre, h_fol in zip(
+            HEIGHTS, _heights_of(vp), _heights_of(vq), _references_of(vp), followups, strict=True
+        ):
             assert h_pre is not None and h_post is not None  # complete on both
-            ref_pre = vp.reference(h)
             delta = h_post - h_pre
-            h_fol = None if vf is None else vf.height(h)
             heights[h] = HeightComparison(
                 height=h,
                 pre=h_pre,
                 post=h_post,
                 followup=h_fol,
-                reference_method=str(vp.reference_method),
+                reference_method=method,
                 reference_pre=ref_pre,
                 delta=delta,
                 restoration_pct_of_initial=_pct(delta, h_pre),
@@ -444,12 +453,10 @@ def _reference_warnings(
             if not common:
                 continue
             unit = films[a].unit
-            neighbours_a = [films[a].vertebrae[n] for n in common]
-            neighbours_b = [films[b].vertebrae[n] for n in common]
             found = []
-            for h in HEIGHTS:
-                ra = _mean_height(neighbours_a, h)
-                rb = _mean_height(neighbours_b, h)
+            means_a = _mean_heights(films[a].vertebrae, common)
+            means_b = _mean_heights(films[b].vertebrae, common)
+            for h, ra, rb in zip(HEIGHTS, means_a, means_b, strict=True):
                 if ra > 0 and abs(rb - ra) / ra > REFERENCE_TOLERANCE:
                     found.append(f"{h} {100 * (rb - ra) / ra:+.1f} % ({ra:.4g} -> {rb:.4g} {unit})")
             if found:
@@ -461,11 +468,11 @@ def _reference_warnings(
     return warnings
 
 
-def _mean_height(vertebrae: list[VertebraMeasurement], h: str) -> float:
-    """Mean height ``h`` of ``vertebrae`` (a missing height counts as 0)."""
-    return sum(_h(v, h) for v in vertebrae) / len(vertebrae)
-
-
-def _h(v: VertebraMeasurement, h: str) -> float:
-    value = v.height(h)
-    return 0.0 if value is None else value
+def _mean_heights(vertebrae: Mapping[str, VertebraMeasurement], levels: list[str]) -> list[float]:
+    """Mean anterior, middle and posterior height of ``levels`` (a missing height counts
+    as 0)."""
+    rows = [_heights_of(vertebrae[level]) for level in levels]
+    return [
+        sum(0.0 if x is None else x for x in column) / len(rows)
+        for column in zip(*rows, strict=True)
+    ]

@@ -34,6 +34,7 @@ display pipeline (modality LUT, VOI, MONOCHROME1 inversion) is
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 import warnings
@@ -330,16 +331,30 @@ def _raw_text(ds: Dataset, keyword: str, raw: dict[int, Any] | None = None) -> s
         return None
     if not isinstance(element, RawDataElement) or element.VR not in (None, vr):
         return _MISSING
-    raw = element.value
+    charset: Any = None
+    if vr in _CHARSET_VRS:
+        found = elements.get(0x00080005)
+        if found is not None:  # present: its value, which must be text to be read here
+            value = getattr(found, "value", None)
+            charset = _MISSING if value is None else value
+    return _decoded(vr, element.value, element.is_little_endian, charset)
+
+
+def _decoded(vr: str, raw: bytes | None, little_endian: bool, charset: Any) -> str | None | object:
+    """The text of a raw value of ``vr``: ``None`` when empty, ``_MISSING`` when only
+    pydicom's conversion would give it faithfully.
+
+    ``charset``: the raw value of Specific Character Set (read for ``SH``, ``LO``
+    and ``PN`` only), None when the data set has none.
+    """
     if raw is None:
         return None
     if vr == "US":
         if len(raw) < 2:
             return None
-        return str(struct.unpack("<H" if element.is_little_endian else ">H", raw[:2])[0])
+        return str(struct.unpack("<H" if little_endian else ">H", raw[:2])[0])
     if vr in _CHARSET_VRS:
-        charset = elements.get(0x00080005)
-        charset_raw = b"" if charset is None else getattr(charset, "value", _MISSING)
+        charset_raw = b"" if charset is None else charset
         if isinstance(charset_raw, str):  # already converted by pydicom
             charset_raw = charset_raw.encode("latin-1", "replace")
         if (
@@ -697,20 +712,22 @@ def _lean_header(stream: BinaryIO) -> tuple[dict[str, Any], UID] | None:
         return None
     if count == 0:
         return None  # pydicom explains an empty data set
-    raw = {
-        tag: RawDataElement(tag, vr, length, value or _lean_empty(vr), at, False, True)
-        for tag, (vr, length, value, at) in kept.items()
-    }
-    texts = {keyword: _raw_text(None, keyword, raw) for keyword in _FAST_ATTRIBUTES}  # type: ignore[arg-type]
-    if any(value is _MISSING for value in texts.values()):
-        return None  # an unusual VR or character set: pydicom converts it
-    return texts, UID(uid)
+    charset = kept.get(0x00080005)
+    charset_raw = None if charset is None else charset[2]
+    texts: dict[str, Any] = {}
+    for keyword, (tag, vr) in _FAST_ATTRIBUTES.items():
+        element = kept.get(tag)
+        text = None if element is None else _decoded(vr, element[2], True, charset_raw)
+        if text is _MISSING or (element is not None and element[0] != vr):
+            return None  # an unusual VR or character set: pydicom converts it
+        texts[keyword] = text
+    return texts, _transfer_syntax_uid(uid)
 
 
-def _lean_empty(vr: str) -> Any:
-    from pydicom.dataelem import empty_value_for_VR
-
-    return empty_value_for_VR(vr, raw=True)
+@functools.lru_cache(maxsize=64)
+def _transfer_syntax_uid(uid: str) -> UID:
+    """``UID(uid)``, made (and validated by pydicom) once per transfer syntax."""
+    return UID(uid)
 
 
 # -- pixels ----------------------------------------------------------------------------

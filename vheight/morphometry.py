@@ -126,11 +126,6 @@ _DEFORMITY_BY_HEIGHT = {
     "middle": DeformityType.BICONCAVE,
     "posterior": DeformityType.CRUSH,
 }
-_ENDPOINTS = {
-    "anterior": ("superior_anterior", "inferior_anterior"),
-    "middle": ("superior_middle", "inferior_middle"),
-    "posterior": ("superior_posterior", "inferior_posterior"),
-}
 
 
 def loss_pct(height: float, reference: float | None) -> float | None:
@@ -185,11 +180,6 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or not denominator > 0:
         return None
     return numerator / denominator
-
-
-def _mean(values: list[float]) -> float | None:
-    """Arithmetic mean, ``sum(values) / len(values)``; None for no values."""
-    return sum(values) / len(values) if values else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -408,35 +398,46 @@ def _known_level(level: str, vertebrae: Mapping[str, Any]) -> str:
     return level
 
 
-def _heights(
-    points: Mapping[str, tuple[float, float]], calibration: Calibration
-) -> dict[str, float]:
-    return {
-        name: distance_mm(
-            points[a],
-            points[b],
-            row_spacing_mm=calibration.row_spacing_mm,
-            col_spacing_mm=calibration.col_spacing_mm,
-        )
-        for name, (a, b) in _ENDPOINTS.items()
-    }
+# Anterior, middle, posterior: a vertebra's three heights, reference heights and losses
+# are kept as triples in this order (that of HEIGHTS) while measuring.
+_Triple = tuple[float, float, float]
+
+
+def _heights(points: Mapping[str, tuple[float, float]], row: float, col: float) -> _Triple:
+    """The anterior, middle and posterior height: each the distance between the
+    superior and the inferior endplate point of that name."""
+    return (
+        distance_mm(
+            points["superior_anterior"],
+            points["inferior_anterior"],
+            row_spacing_mm=row,
+            col_spacing_mm=col,
+        ),
+        distance_mm(
+            points["superior_middle"],
+            points["inferior_middle"],
+            row_spacing_mm=row,
+            col_spacing_mm=col,
+        ),
+        distance_mm(
+            points["superior_posterior"],
+            points["inferior_posterior"],
+            row_spacing_mm=row,
+            col_spacing_mm=col,
+        ),
+    )
 
 
 def _references(
-    method: ReferenceMethod, own: dict[str, float], adjacent: dict[str, float] | None
-) -> tuple[ReferenceMethod, dict[str, float | None]]:
+    method: ReferenceMethod, own: _Triple, adjacent: _Triple | None
+) -> tuple[ReferenceMethod, tuple[float | None, float | None, float | None]]:
     """Method actually used and ``Ref_h`` per height."""
+    hp = own[2]
     if method is ReferenceMethod.POSTERIOR or adjacent is None:
-        hp = own["posterior"]
-        return ReferenceMethod.POSTERIOR, {"anterior": hp, "middle": hp, "posterior": None}
+        return ReferenceMethod.POSTERIOR, (hp, hp, None)
     if method is ReferenceMethod.ADJACENT:
-        return method, dict(adjacent)
-    hp = own["posterior"]
-    return method, {
-        "anterior": max(adjacent["anterior"], hp),
-        "middle": max(adjacent["middle"], hp),
-        "posterior": adjacent["posterior"],
-    }
+        return method, adjacent
+    return method, (max(adjacent[0], hp), max(adjacent[1], hp), adjacent[2])
 
 
 def measure(
@@ -490,12 +491,12 @@ def measure(
             "uncalibrated: lengths are in pixels (px), not millimetres; "
             "ratios, height losses and angles are valid"
         )
-    spacing = {"row_spacing_mm": cal.row_spacing_mm, "col_spacing_mm": cal.col_spacing_mm}
+    row, col = cal.row_spacing_mm, cal.col_spacing_mm
     # The landmarks are read once into plain dicts: every point is used several times.
-    vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
+    vertebrae = {lvl: dict(pts.items()) for lvl, pts in annotation.vertebrae.items()}
     complete = {lvl: pts for lvl, pts in vertebrae.items() if len(pts) == 6}
     # Heights are measured once per level, then reused as the neighbours' references.
-    heights = {lvl: _heights(pts, cal) for lvl, pts in complete.items()}
+    heights = {lvl: _heights(pts, row, col) for lvl, pts in complete.items()}
 
     results: dict[str, VertebraMeasurement] = {}
     for level, points in vertebrae.items():
@@ -520,11 +521,12 @@ def measure(
                     f"{level}: adjacent level {n} is incomplete and is not used as a reference"
                 )
         own = heights[level]
-        ha, hm, hp = own["anterior"], own["middle"], own["posterior"]
+        ha, hm, hp = own
         # Mean height of the adjacent levels, per height (their heights measured above).
-        adjacent = (
-            {h: _mean([heights[n][h] for n in neighbours]) for h in HEIGHTS} if neighbours else None
-        )
+        adjacent: _Triple | None = None
+        if neighbours:
+            columns = zip(*(heights[n] for n in neighbours), strict=True)
+            adjacent = tuple(sum(column) / len(neighbours) for column in columns)  # type: ignore[assignment]
         used, refs = _references(method, own, adjacent)
         if used is not method:
             warnings.append(
@@ -534,8 +536,8 @@ def measure(
             )
         if not hp > 0:
             warnings.append(f"{level}: posterior height is zero: ratios and losses not computed")
-        losses = {h: None if refs[h] is None else loss_pct(own[h], refs[h]) for h in HEIGHTS}
-        present = [v for v in losses.values() if v is not None]
+        losses = [loss_pct(h, ref) for h, ref in zip(own, refs, strict=True)]
+        present = [v for v in losses if v is not None]
         max_loss = max(present) if present else None
         grade = genant_grade(max_loss)
         wedge = kyphotic_angle_deg(
@@ -543,7 +545,8 @@ def measure(
             points["superior_posterior"],
             points["inferior_anterior"],
             points["inferior_posterior"],
-            **spacing,
+            row_spacing_mm=row,
+            col_spacing_mm=col,
         )
         segmental = None
         if above in complete and below in complete:
@@ -553,7 +556,8 @@ def measure(
                 up["superior_posterior"],
                 low["inferior_anterior"],
                 low["inferior_posterior"],
-                **spacing,
+                row_spacing_mm=row,
+                col_spacing_mm=col,
             )
         results[level] = VertebraMeasurement(
             level=level,
@@ -565,22 +569,22 @@ def measure(
             wedge_ratio=_ratio(ha, hp),
             mid_ratio=_ratio(hm, hp),
             # Hp / mean(Hp of the adjacent levels)
-            crush_ratio=_ratio(hp, None if adjacent is None else adjacent["posterior"]),
+            crush_ratio=_ratio(hp, None if adjacent is None else adjacent[2]),
             wedge_angle_deg=wedge,
             segmental_kyphosis_deg=segmental,
             reference_method=used,
-            reference_anterior=refs["anterior"],
-            reference_middle=refs["middle"],
-            reference_posterior=refs["posterior"],
-            adjacent_anterior=None if adjacent is None else adjacent["anterior"],
-            adjacent_middle=None if adjacent is None else adjacent["middle"],
-            adjacent_posterior=None if adjacent is None else adjacent["posterior"],
-            anterior_loss_pct=losses["anterior"],
-            middle_loss_pct=losses["middle"],
-            posterior_loss_pct=losses["posterior"],
+            reference_anterior=refs[0],
+            reference_middle=refs[1],
+            reference_posterior=refs[2],
+            adjacent_anterior=None if adjacent is None else adjacent[0],
+            adjacent_middle=None if adjacent is None else adjacent[1],
+            adjacent_posterior=None if adjacent is None else adjacent[2],
+            anterior_loss_pct=losses[0],
+            middle_loss_pct=losses[1],
+            posterior_loss_pct=losses[2],
             max_loss_pct=max_loss,
             grade=grade,
-            deformity_type=deformity_type(losses, grade),
+            deformity_type=deformity_type(dict(zip(HEIGHTS, losses, strict=True)), grade),
             neighbours=neighbours,
         )
     warnings.extend(_orientation_warnings(complete, cal))
