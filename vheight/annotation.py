@@ -923,12 +923,15 @@ def loads_annotation(text: str | bytes, *, source: str = "<annotation>") -> Anno
 
 def load_annotation(path: str | os.PathLike[str]) -> Annotation:
     """Read and validate an annotation file; errors name the file."""
-    path = Path(path)
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise TypeError(f"expected a str or os.PathLike[str] path, found {type(path).__name__}")
     try:
-        raw = path.read_bytes()
+        with open(name, "rb") as handle:
+            raw = handle.read()
     except OSError as exc:
-        _raise(str(path), [f"cannot read the annotation file: {exc.strerror or exc}"])
-    return loads_annotation(raw, source=str(path))
+        _raise(name, [f"cannot read the annotation file: {exc.strerror or exc}"])
+    return loads_annotation(raw, source=name)
 
 
 _PAIR = re.compile(r"\[\s*(-?[0-9][0-9.eE+-]*),\s*(-?[0-9][0-9.eE+-]*)\s*\]")

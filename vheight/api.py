@@ -42,13 +42,18 @@ PathLike = str | os.PathLike[str]
 
 def film_path(annotation: Annotation, annotation_path: PathLike | None) -> Path | None:
     """The film an annotation names (``image.file``, relative to its folder), or None."""
+    location = _film_location(annotation, annotation_path)
+    return None if location is None else Path(location)
+
+
+def _film_location(annotation: Annotation, annotation_path: str | None) -> str | None:
+    """:func:`film_path` as a string, without path objects (for a batch of many files)."""
     name = annotation.image.file
     if not name:
         return None
-    path = Path(name)
-    if not path.is_absolute() and annotation_path is not None:
-        path = Path(annotation_path).parent / path
-    return path
+    if annotation_path is None:
+        return name
+    return os.path.join(os.path.dirname(os.fspath(annotation_path)), name)
 
 
 def resolve_calibration(

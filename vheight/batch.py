@@ -288,7 +288,7 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
     identifiers.  Every failure becomes an error outcome naming the file.
     """
     from vheight.annotation import load_annotation
-    from vheight.api import film_path
+    from vheight.api import _film_location
     from vheight.errors import ImageReadError
     from vheight.film import read_film_info
     from vheight.morphometry import measure
@@ -302,11 +302,12 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
         annotation = load_annotation(path)
         timepoint = annotation.timepoint
         sop_uid = _text_or_none(annotation.image.sop_instance_uid)
-        film = film_path(annotation, path)
+        film = _film_location(annotation, path)
+        film_name = None
         info = None
         if film is not None:
             image_rel = _relative(os.path.normpath(film), root)
-            if not film.is_file():
+            if not os.path.isfile(film):
                 # measure_file() measures such a file in px with a warning; in a batch
                 # a missing film is an error: its header is needed for pairing, and a
                 # px row would pass unnoticed in a table of mm.
@@ -314,14 +315,15 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
                     f"{rel}: its film {annotation.image.file!r} (image.file) was not found "
                     f"at {image_rel}; put the film there or correct image.file"
                 )
+            film_name = os.path.basename(film)
             try:
                 info = read_film_info(film)
             except ImageReadError as exc:
                 message = str(exc)
-                if message.startswith(f"{film.name}: "):  # name the film by its path
-                    message = f"{image_rel}: {message[len(film.name) + 2 :]}"
+                if message.startswith(f"{film_name}: "):  # name the film by its path
+                    message = f"{image_rel}: {message[len(film_name) + 2 :]}"
                 raise ImageReadError(message) from None
-        warnings = _film_warnings(annotation, film, info)
+        warnings = _film_warnings(annotation, film_name, info)
         measurement = measure(
             annotation,
             info.calibration if info is not None and annotation.calibration is None else None,
@@ -354,15 +356,15 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
         )
 
 
-def _film_warnings(annotation: Any, film: Path | None, info: Any) -> list[str]:
+def _film_warnings(annotation: Any, film_name: str | None, info: Any) -> list[str]:
     """The warnings :func:`vheight.api.resolve_calibration` gives for this film header.
 
     Only when the header supplies the calibration (the annotation has none of
     its own); the same function words them, so batch and single-file warnings agree.
     """
-    if annotation.calibration is not None or info is None or film is None:
+    if annotation.calibration is not None or info is None or film_name is None:
         return []
-    return film_header_warnings(annotation, film.name, info)
+    return film_header_warnings(annotation, film_name, info)
 
 
 def _error_message(exc: BaseException, rel: str, root: str) -> str:
