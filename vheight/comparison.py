@@ -50,7 +50,7 @@ from typing import Any
 
 from vheight.annotation import LEVELS, _FrozenMap
 from vheight.errors import MeasurementError
-from vheight.morphometry import HEIGHTS, Measurement, VertebraMeasurement
+from vheight.morphometry import HEIGHTS, Measurement, VertebraMeasurement, _mean_heights
 
 # A vertebra's three heights and their reference heights, in HEIGHTS order.
 _heights_of = operator.attrgetter("anterior_height", "middle_height", "posterior_height")
@@ -454,8 +454,9 @@ def _reference_warnings(
                 continue
             unit = films[a].unit
             found = []
-            means_a = _mean_heights(films[a].vertebrae, common)
-            means_b = _mean_heights(films[b].vertebrae, common)
+            # Neighbours are complete vertebrae: their heights are numbers.
+            means_a = _mean_heights([_heights_of(films[a].vertebrae[n]) for n in common])
+            means_b = _mean_heights([_heights_of(films[b].vertebrae[n]) for n in common])
             for h, ra, rb in zip(HEIGHTS, means_a, means_b, strict=True):
                 if ra > 0 and abs(rb - ra) / ra > REFERENCE_TOLERANCE:
                     found.append(f"{h} {100 * (rb - ra) / ra:+.1f} % ({ra:.4g} -> {rb:.4g} {unit})")
@@ -466,13 +467,3 @@ def _reference_warnings(
                     f"{', '.join(found)}; magnification or projection difference?"
                 )
     return warnings
-
-
-def _mean_heights(vertebrae: Mapping[str, VertebraMeasurement], levels: list[str]) -> list[float]:
-    """Mean anterior, middle and posterior height of ``levels`` (a missing height counts
-    as 0)."""
-    rows = [_heights_of(vertebrae[level]) for level in levels]
-    return [
-        sum(0.0 if x is None else x for x in column) / len(rows)
-        for column in zip(*rows, strict=True)
-    ]

@@ -428,6 +428,15 @@ def _heights(points: Mapping[str, tuple[float, float]], row: float, col: float) 
     )
 
 
+def _mean_heights(triples: list[_Triple]) -> _Triple:
+    """Mean of each height over one or two levels: ``sum(values) / len(values)``,
+    written out for the two cases (the same floating-point steps)."""
+    if len(triples) == 1:
+        return triples[0]
+    (a1, m1, p1), (a2, m2, p2) = triples
+    return ((a1 + a2) / 2, (m1 + m2) / 2, (p1 + p2) / 2)
+
+
 def _references(
     method: ReferenceMethod, own: _Triple, adjacent: _Triple | None
 ) -> tuple[ReferenceMethod, tuple[float | None, float | None, float | None]]:
@@ -523,10 +532,7 @@ def measure(
         own = heights[level]
         ha, hm, hp = own
         # Mean height of the adjacent levels, per height (their heights measured above).
-        adjacent: _Triple | None = None
-        if neighbours:
-            columns = zip(*(heights[n] for n in neighbours), strict=True)
-            adjacent = tuple(sum(column) / len(neighbours) for column in columns)  # type: ignore[assignment]
+        adjacent = _mean_heights([heights[n] for n in neighbours]) if neighbours else None
         used, refs = _references(method, own, adjacent)
         if used is not method:
             warnings.append(
@@ -584,7 +590,9 @@ def measure(
             posterior_loss_pct=losses[2],
             max_loss_pct=max_loss,
             grade=grade,
-            deformity_type=deformity_type(dict(zip(HEIGHTS, losses, strict=True)), grade),
+            deformity_type=(
+                deformity_type(dict(zip(HEIGHTS, losses, strict=True)), grade) if grade else None
+            ),
             neighbours=neighbours,
         )
     warnings.extend(_orientation_warnings(complete, cal))
