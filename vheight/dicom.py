@@ -426,23 +426,40 @@ def _calibration_from_texts(
 ) -> tuple[Calibration, list[str]]:
     """Rules 2-6 from the raw texts; pydicom's conversion of ``ds`` when any is
     ``_MISSING``."""
-    values = {k: texts[k] for k in _CALIBRATION_KEYWORDS}
-    if any(v is _MISSING for v in values.values()):
+    values = tuple(texts[k] for k in _CALIBRATION_KEYWORDS)
+    if any(v is _MISSING for v in values):
         return Calibration.from_dataset(ds)
+    calibration, notes = _calibration_of_texts(*values)
+    return calibration, list(notes)
 
-    def multi(text: Any) -> list[str] | None:
+
+@functools.lru_cache(maxsize=256)
+def _calibration_of_texts(
+    pixel_spacing: str | None,
+    calibration_type: str | None,
+    imager_pixel_spacing: str | None,
+    magnification: str | None,
+    source_to_detector: str | None,
+    source_to_patient: str | None,
+) -> tuple[Calibration, tuple[str, ...]]:
+    """Rules 2-6 from the texts of :data:`_CALIBRATION_KEYWORDS`, in that order.
+
+    Kept for the films that follow: those of one batch mostly share their
+    spacing attributes, and a :class:`Calibration` is immutable.
+    """
+
+    def multi(text: str | None) -> list[str] | None:
         return None if text is None else text.split("\\")
 
-    return calibration_from_header(
-        pixel_spacing=multi(values["PixelSpacing"]),
-        pixel_spacing_calibration_type=values["PixelSpacingCalibrationType"],
-        imager_pixel_spacing=multi(values["ImagerPixelSpacing"]),
-        estimated_radiographic_magnification_factor=values[
-            "EstimatedRadiographicMagnificationFactor"
-        ],
-        distance_source_to_detector_mm=values["DistanceSourceToDetector"],
-        distance_source_to_patient_mm=values["DistanceSourceToPatient"],
+    calibration, notes = calibration_from_header(
+        pixel_spacing=multi(pixel_spacing),
+        pixel_spacing_calibration_type=calibration_type,
+        imager_pixel_spacing=multi(imager_pixel_spacing),
+        estimated_radiographic_magnification_factor=magnification,
+        distance_source_to_detector_mm=source_to_detector,
+        distance_source_to_patient_mm=source_to_patient,
     )
+    return calibration, tuple(notes)
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
@@ -524,7 +541,7 @@ def _info_from_texts(
     frames = _int_of(text("NumberOfFrames")) or 1
     if frames > 1:
         notes.append(f"{name} has {frames} frames: the first is shown and measured")
-    ts_name = tsyntax.name if tsyntax.is_transfer_syntax else f"unknown transfer syntax {tsyntax}"
+    ts_name = _transfer_syntax_name(tsyntax)
     return FilmInfo(
         name=name,
         path=path,
@@ -722,6 +739,12 @@ def _lean_header(stream: BinaryIO) -> tuple[dict[str, Any], UID] | None:
             return None  # an unusual VR or character set: pydicom converts it
         texts[keyword] = text
     return texts, _transfer_syntax_uid(uid)
+
+
+@functools.lru_cache(maxsize=64)
+def _transfer_syntax_name(uid: UID) -> str:
+    """The name of a transfer syntax UID, or says that it is not one."""
+    return uid.name if uid.is_transfer_syntax else f"unknown transfer syntax {uid}"
 
 
 @functools.lru_cache(maxsize=64)
