@@ -1144,3 +1144,22 @@ def test_gc_freeze_is_undone_and_an_applications_own_freeze_kept(good_folder):
         assert gc.get_freeze_count() > frozen - 1000
     finally:
         gc.unfreeze()
+
+
+def test_gc_young_threshold_raised_while_measuring_and_restored(good_folder, monkeypatch):
+    import vheight.batch as batch_module
+
+    seen: list[tuple[int, int, int]] = []
+    real = batch_module._measure_one
+
+    def spying(*args, **kwargs):
+        seen.append(gc.get_threshold())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "_measure_one", spying)
+    before = gc.get_threshold()
+    result = run_batch(good_folder, workers=1, progress=False)
+    assert gc.get_threshold() == before
+    assert seen and all(t[0] >= batch_module._GC_YOUNG_THRESHOLD for t in seen)
+    assert {t[1:] for t in seen} == {before[1:]}
+    assert result.n_annotations == len(seen)

@@ -121,6 +121,13 @@ def _comparisons_path(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vheight.batch import _gc_quiet
+
+    with _gc_quiet():  # over the batch and the writing of its tables
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from vheight.batch import dask_client, run_batch
 
     targets = [Path(p) for p in (args.out, args.comparisons) if p]
