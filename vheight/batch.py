@@ -1009,6 +1009,8 @@ def _number_texts(values: list[Any], kinds: set[type]) -> list[str] | None:
 def _repr_notation(blob: bytes) -> bytes:
     """orjson's array of numbers with each float that ``repr`` writes otherwise
     rewritten as repr() of it (its digits give back the float exactly)."""
+    if b"e" not in blob and b"0.0000" not in blob:  # the usual case, found in C
+        return blob
     spans: dict[int, int] = {}
     for pattern in _NOTATION_SPOTS:
         for spot in pattern.finditer(blob):
@@ -1046,13 +1048,12 @@ def _csv_column(values: list[Any]) -> list[str]:
         texts = list(map(_csv_text, values))
     joined = "\0".join(texts)
     if any(special in joined for special in _CSV_SPECIAL):
-        quoted: dict[str, str] = {}  # the same warning recurs on many rows
-        texts = [
-            text
-            if not any(c in text for c in _CSV_SPECIAL)
-            else quoted.get(text) or quoted.setdefault(text, _csv_quoted(text))
-            for text in texts
-        ]
+        # Each distinct text once: the same warning recurs on many rows.
+        cells = {
+            text: _csv_quoted(text) if any(c in text for c in _CSV_SPECIAL) else text
+            for text in set(texts)
+        }
+        texts = list(map(cells.__getitem__, texts))
     return texts
 
 
