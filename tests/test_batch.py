@@ -263,6 +263,27 @@ def test_find_annotations_recursive_sorted_skips_hidden(tmp_path):
     assert found == ["a/1.vheight.json", "a/z/0.vheight.json", "b/2.vheight.json", "c.vheight.json"]
 
 
+def test_find_annotations_follows_file_links_not_folder_links(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "deep").mkdir(parents=True)
+    (elsewhere / "deep" / "x.vheight.json").write_text("{}")
+    (elsewhere / "y.vheight.json").write_text("{}")
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / ".hidden.vheight.json").write_text("{}")
+    (root / "a" / "linked.vheight.json").symlink_to(elsewhere / "y.vheight.json")
+    (root / "a" / "broken.vheight.json").symlink_to(tmp_path / "nothing.vheight.json")
+    (root / "folder-link").symlink_to(elsewhere, target_is_directory=True)
+    (root / "dir.vheight.json").mkdir()  # a folder with the suffix: entered, not a file
+    (root / "dir.vheight.json" / "z.vheight.json").write_text("{}")
+    found = [_rel(p, root) for p in find_annotations(root)]
+    assert found == [
+        "a/broken.vheight.json",
+        "a/linked.vheight.json",
+        "dir.vheight.json/z.vheight.json",
+    ]
+
+
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(VHeightError, match=r"nowhere: no such folder"):
         run_batch(tmp_path / "nowhere", progress=False)

@@ -466,21 +466,37 @@ def find_annotations(folder: str | os.PathLike[str]) -> list[Path]:
 
 def _find_relative(root: Path) -> list[str]:
     """:func:`find_annotations` of the folder ``root``, as sorted POSIX paths relative
-    to it (string work only: no path objects per file)."""
-    top = os.fspath(root)
+    to it (string work only: no path objects per file).
+
+    What :func:`os.walk` would find, without its lists per folder: a folder is
+    entered unless hidden or a symbolic link, and a folder that cannot be listed,
+    or fails while being listed, is skipped.
+    """
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        # os.walk joins each folder onto ``top``: what follows it is the relative folder.
-        folder = dirpath[len(top) :].lstrip(os.sep)
-        if os.sep != "/":
-            folder = folder.replace(os.sep, "/")
-        prefix = f"{folder}/" if folder else ""
-        found.extend(
-            prefix + name
-            for name in filenames
-            if name.endswith(ANNOTATION_SUFFIX) and not name.startswith(".")
-        )
+    pending = [(os.fspath(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        files: list[str] = []
+        inside: list[tuple[str, str]] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        is_dir = False
+                    if not is_dir:
+                        if name.endswith(ANNOTATION_SUFFIX):
+                            files.append(prefix + name)
+                    elif not entry.is_symlink():
+                        inside.append((entry.path, f"{prefix}{name}/"))
+        except OSError:
+            continue
+        found += files
+        pending += inside
     found.sort()
     return found
 
