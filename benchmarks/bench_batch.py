@@ -12,7 +12,10 @@ same films in the same run (best of ``--repeat``):
   pairing, comparison, writing both CSV files), for each W of ``--workers``.
 
 Prints the ratio batch(1 worker) / dcmread loop (the target is at most 1.5:
-pixels are never decoded) and the speed-up from 1 to each other worker count.
+pixels are never decoded), both as the ratio of the best times and as the median
+of each round's own ratio (loop and batch timed back to back, so less swayed by a
+shared machine's speed drifting between rounds), and the speed-up from 1 to each
+other worker count.
 
     .venv/bin/python benchmarks/bench_batch.py --studies 1000 --workers 1 2
 """
@@ -352,6 +355,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             figures["batch_1_workers_cpu_s"] = min(cpu["batch_1"])
             figures["ratio_1_worker"] = one / dcmread_s
             figures["ratio_1_worker_cpu"] = min(cpu["batch_1"]) / min(cpu["dcmread"])
+            # Each round times the loop and the batch one after the other: the median of
+            # the rounds' own ratios is less swayed by the machine's speed drifting
+            # between rounds than the ratio of the best times is.
+            figures["ratio_1_worker_rounds"] = [
+                b / d for b, d in zip(wall["batch_1"], wall["dcmread"], strict=True)
+            ]
+            figures["ratio_1_worker_median"] = statistics.median(figures["ratio_1_worker_rounds"])
             for w, t in batch_s.items():
                 if w != 1:
                     figures[f"speedup_{w}_workers"] = one / t
@@ -382,6 +392,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(
                 f"  ratio batch(1 worker) / dcmread loop           {ratio:8.2f} "
                 f"{ratio_cpu:8.2f}   (target <= 1.5)"
+            )
+            rounds = " ".join(f"{r:.2f}" for r in figures["ratio_1_worker_rounds"])
+            print(
+                f"  median of the rounds' ratios                   "
+                f"{figures['ratio_1_worker_median']:8.2f}            (rounds: {rounds})"
             )
             for w in batch_s:
                 if w != 1:

@@ -973,7 +973,9 @@ def test_benchmark_runs_with_a_tiny_n(tmp_path, capsys):
     out = capsys.readouterr().out
     assert figures["studies"] == 6
     assert figures["ratio_1_worker"] > 0 and figures["speedup_2_workers"] > 0
-    assert "ratio" in out
+    assert len(figures["ratio_1_worker_rounds"]) == 1
+    assert figures["ratio_1_worker_median"] == figures["ratio_1_worker_rounds"][0]
+    assert "ratio" in out and "median of the rounds' ratios" in out
 
 
 # --------------------------------------------------------------------------------------
