@@ -114,6 +114,24 @@ def test_round_trip_preserves_unknown_keys_and_does_not_mutate(tmp_path):
     assert data["image"]["detector"] == {"model": "X"}
     assert data == {**doc, "calibration": doc["calibration"]}
     assert not [p for p in os.listdir(tmp_path) if p != "a.vheight.json"], "temp file left"
+    _assert_constructor_gives_the_same(a)
+    _assert_constructor_gives_the_same(_loaded_in_reverse_order(doc))
+
+
+def _loaded_in_reverse_order(doc: dict) -> Annotation:
+    """``doc`` loaded with its levels and points written in reverse order."""
+    shuffled = {
+        **doc,
+        "vertebrae": {
+            level: dict(reversed(list(points.items())))
+            for level, points in reversed(list(doc["vertebrae"].items()))
+        },
+    }
+    loaded = loads_annotation(json.dumps(shuffled), source="r.json")
+    assert list(loaded.vertebrae) == [lv for lv in LEVELS if lv in doc["vertebrae"]]
+    for level, points in loaded.vertebrae.items():
+        assert list(points) == [n for n in POINT_NAMES if n in doc["vertebrae"][level]]
+    return loaded
 
 
 def test_save_is_atomic_and_keeps_mode(tmp_path, monkeypatch):
@@ -391,6 +409,7 @@ def test_any_json_value_gives_annotation_or_annotation_error(data):
         assert str(exc).startswith("g.json: ")
     else:
         assert loads_annotation(dumps_annotation(a)) == a
+        _assert_constructor_gives_the_same(a)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=150)
@@ -405,6 +424,16 @@ def test_near_miss_documents_never_crash(data):
     except AnnotationError:
         return
     assert loads_annotation(dumps_annotation(a)) == a
+    _assert_constructor_gives_the_same(a)
+
+
+def _assert_constructor_gives_the_same(a: Annotation) -> None:
+    """A loaded annotation, built without its checks, is what its constructor makes."""
+    for loaded in (a, a.image):
+        rebuilt = dataclasses.replace(loaded)  # through __init__ and __post_init__
+        assert rebuilt == loaded and hash(rebuilt) == hash(loaded)
+        for field in dataclasses.fields(loaded):
+            assert type(getattr(rebuilt, field.name)) is type(getattr(loaded, field.name))
 
 
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))

@@ -55,7 +55,7 @@ import re
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -148,6 +148,9 @@ LEVELS: tuple[str, ...] = tuple(level.value for level in Level)
 POINT_NAMES: tuple[str, ...] = tuple(name.value for name in PointName)
 TIMEPOINTS: tuple[str, ...] = tuple(t.value for t in Timepoint)
 PATIENT_POSITIONS: tuple[str, ...] = tuple(p.value for p in PatientPosition)
+
+_T = TypeVar("_T")
+_POINT_NAME_SET = frozenset(POINT_NAMES)
 
 _LEVEL_INDEX = {level: i for i, level in enumerate(LEVELS)}
 _KNOWN_KEYS = (
@@ -357,8 +360,8 @@ def _check_vertebrae(
             continue
         good: dict[str, tuple[float, float]] = {}
         for raw_name, raw_xy in points.items():
-            name = str(raw_name)
-            if name not in POINT_NAMES:
+            name = raw_name if type(raw_name) is str else str(raw_name)
+            if name not in _POINT_NAME_SET:
                 problems.append(
                     f"{where}.{name}: unknown point name {name!r}, expected one of "
                     f"{', '.join(POINT_NAMES)}"
@@ -380,7 +383,8 @@ def _check_vertebrae(
                     continue
             good[name] = xy
         if known_level and good:
-            found[level] = {name: good[name] for name in POINT_NAMES if name in good}
+            in_order = tuple(good) == POINT_NAMES  # as files are written: nothing to sort
+            found[level] = good if in_order else {n: good[n] for n in POINT_NAMES if n in good}
     return {level: found[level] for level in LEVELS if level in found}
 
 
@@ -548,7 +552,17 @@ def _image_from_json(data: Any, problems: list[str]) -> ImageRef:
         _check_finite(value, f"image.{key}", problems)
     if len(problems) > before:
         return ImageRef(rows=values["rows"], columns=values["columns"])
-    return ImageRef(**values, extra=extra)
+    return _assembled(ImageRef, **values, extra=_freeze(extra))
+
+
+def _assembled(cls: type[_T], **fields: Any) -> _T:
+    """An instance of the frozen dataclass ``cls`` holding ``fields``, every one of
+    them given and already checked as its ``__post_init__`` would: built without
+    checking them a second time (the costly part of loading many files)."""
+    instance = object.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(instance, name, value)
+    return instance
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -805,24 +819,20 @@ class Annotation:
         _raise(source, problems)
         # Every field is checked above: build the object __post_init__ would give
         # without checking each landmark a second time (the costly part of loading).
-        annotation = object.__new__(cls)
-        set_ = object.__setattr__
-        set_(annotation, "image", image)
-        set_(annotation, "timepoint", timepoint)
-        set_(annotation, "calibration", calibration)
-        set_(
-            annotation,
-            "vertebrae",
-            _FrozenMap([(lvl, _FrozenMap(pts)) for lvl, pts in vertebrae.items()]),
+        return _assembled(
+            cls,
+            image=image,
+            timepoint=timepoint,
+            calibration=calibration,
+            vertebrae=_FrozenMap([(lvl, _FrozenMap(pts)) for lvl, pts in vertebrae.items()]),
+            treated_levels=treated,
+            patient_position=position,
+            annotator=annotator or "",
+            created=created,
+            modified=modified,
+            notes=notes or "",
+            extra=_freeze(extra),
         )
-        set_(annotation, "treated_levels", treated)
-        set_(annotation, "patient_position", position)
-        set_(annotation, "annotator", annotator or "")
-        set_(annotation, "created", created)
-        set_(annotation, "modified", modified)
-        set_(annotation, "notes", notes or "")
-        set_(annotation, "extra", _freeze(extra))
-        return annotation
 
 
 # -- files ---------------------------------------------------------------------------------
