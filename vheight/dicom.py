@@ -516,9 +516,10 @@ def _info_from_texts(
     where pydicom must convert the element of ``ds``); ``syntax()`` gives the
     transfer syntax."""
 
-    def text(keyword: str) -> str | None:
-        value = texts[keyword]
-        return _text(ds, keyword) if value is _MISSING else value  # type: ignore[arg-type]
+    resolved = texts
+    if ds is not None and _MISSING in texts.values():
+        resolved = {k: _text(ds, k) if v is _MISSING else v for k, v in texts.items()}
+    text = resolved.__getitem__
 
     rows, columns = _int_of(text("Rows")), _int_of(text("Columns"))
     sop_class = text("SOPClassUID")
