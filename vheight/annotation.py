@@ -937,7 +937,7 @@ def load_annotation(path: str | os.PathLike[str]) -> Annotation:
     if not isinstance(name, str):
         raise TypeError(f"expected a str or os.PathLike[str] path, found {type(path).__name__}")
     try:
-        with open(name, "rb") as handle:
+        with open(name, "rb", buffering=0) as handle:  # read whole: no buffer needed
             raw = handle.read()
     except OSError as exc:
         _raise(name, [f"cannot read the annotation file: {exc.strerror or exc}"])

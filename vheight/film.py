@@ -661,13 +661,18 @@ class _Opened:
             self.stream.close()
 
 
+_OPEN_BUFFER = 16384
+
+
 def _open_source(source: FilmSource, *, name: str | None, max_bytes: int | None) -> _Opened:
     """Open ``source`` (path, bytes, or binary file object) as a seekable stream."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         shown = name or path.name
         try:
-            stream: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by the caller
+            # A header of up to 16 KiB comes in with one read, and opening it skips the
+            # terminal check of default buffering.
+            stream: BinaryIO = open(path, "rb", buffering=_OPEN_BUFFER)  # noqa: SIM115 - closed by the caller
         except FileNotFoundError:
             raise ImageReadError(f"{shown}: no such file ({path})") from None
         except IsADirectoryError:
