@@ -351,3 +351,32 @@ def test_multi_page_tiff_uses_the_first_page(tmp_path):
     assert film.info.number_of_frames == 2
     np.testing.assert_array_equal(film.stored, GRAY8)
     assert any("2 frames" in w for w in film.warnings)
+
+
+@given(st.text(alphabet="ab./\\ ", max_size=12))
+def test_a_path_used_as_written_is_what_pathlib_makes_of_it(text):
+    import os
+    from pathlib import Path
+
+    from vheight.film import _as_written
+
+    if os.sep == "/" and _as_written(text):
+        assert str(Path(text)) == text
+        assert Path(text).name == text.rpartition("/")[2]
+
+
+@pytest.mark.parametrize("written", ["film.dcm", "./film.dcm", "sub//film.dcm", "sub/./film.dcm"])
+def test_film_info_names_the_path_as_pathlib_does(tmp_path, monkeypatch, written):
+    from pathlib import Path
+
+    (tmp_path / "sub").mkdir()
+    data = dicom_bytes(make_dataset())
+    (tmp_path / "film.dcm").write_bytes(data)
+    (tmp_path / "sub" / "film.dcm").write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    info = read_film_info(written)
+    assert (info.name, info.path) == (Path(written).name, str(Path(written)))
+    missing = written.replace("film", "nothing")
+    with pytest.raises(ImageReadError) as raised:
+        read_film_info(missing)
+    assert str(raised.value) == f"nothing.dcm: no such file ({Path(missing)})"

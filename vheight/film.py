@@ -664,11 +664,27 @@ class _Opened:
 _OPEN_BUFFER = 16384
 
 
+def _as_written(source: object) -> bool:
+    """True when ``source`` is a POSIX path string that :class:`~pathlib.Path` keeps
+    exactly as written: no empty or ``.`` part, no trailing slash."""
+    return (
+        type(source) is str
+        and os.sep == "/"
+        and source not in ("", ".")
+        and "//" not in source
+        and "/./" not in source
+        and not source.startswith("./")
+        and not source.endswith(("/", "/."))
+    )
+
+
 def _open_source(source: FilmSource, *, name: str | None, max_bytes: int | None) -> _Opened:
     """Open ``source`` (path, bytes, or binary file object) as a seekable stream."""
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        shown = name or path.name
+        # A path that Path() would keep as written is used as it is (many films in a
+        # batch); any other is normalised by Path, for the name and the path shown.
+        path: str | Path = source if _as_written(source) else Path(source)  # type: ignore[arg-type]
+        shown = name or (path.rpartition("/")[2] if isinstance(path, str) else path.name)
         try:
             # A header of up to 16 KiB comes in with one read, and opening it skips the
             # terminal check of default buffering.
