@@ -542,8 +542,9 @@ def measure(
             )
         if not hp > 0:
             warnings.append(f"{level}: posterior height is zero: ratios and losses not computed")
-        losses = [loss_pct(h, ref) for h, ref in zip(own, refs, strict=True)]
-        present = [v for v in losses if v is not None]
+        ref_a, ref_m, ref_p = refs
+        losses = (loss_pct(ha, ref_a), loss_pct(hm, ref_m), loss_pct(hp, ref_p))
+        present = losses if None not in losses else [v for v in losses if v is not None]
         max_loss = max(present) if present else None
         grade = genant_grade(max_loss)
         wedge = kyphotic_angle_deg(
@@ -579,9 +580,9 @@ def measure(
             wedge_angle_deg=wedge,
             segmental_kyphosis_deg=segmental,
             reference_method=used,
-            reference_anterior=refs[0],
-            reference_middle=refs[1],
-            reference_posterior=refs[2],
+            reference_anterior=ref_a,
+            reference_middle=ref_m,
+            reference_posterior=ref_p,
             adjacent_anterior=None if adjacent is None else adjacent[0],
             adjacent_middle=None if adjacent is None else adjacent[1],
             adjacent_posterior=None if adjacent is None else adjacent[2],
