@@ -85,16 +85,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from vheight.api import film_header_warnings
+from vheight.annotation import load_annotation
+from vheight.api import _film_location, film_header_warnings
 from vheight.comparison import SPEC_COMPARE_RECORD_KEYS
-from vheight.errors import VHeightError
+from vheight.errors import ImageReadError, VHeightError
 from vheight.files import write_atomic
-from vheight.morphometry import RECORD_KEYS, ReferenceMethod
+from vheight.morphometry import RECORD_KEYS, Measurement, ReferenceMethod, measure
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-    from vheight.morphometry import Measurement
 
 __all__ = [
     "ANNOTATION_SUFFIX",
@@ -287,11 +286,7 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
     The film's header is read once, for both the calibration and the
     identifiers.  Every failure becomes an error outcome naming the file.
     """
-    from vheight.annotation import load_annotation
-    from vheight.api import _film_location
-    from vheight.errors import ImageReadError
-    from vheight.film import read_film_info
-    from vheight.morphometry import measure
+    from vheight.film import read_film_info  # imported here: it brings numpy in
 
     path = os.path.join(root, rel)
     folder = _folder_of(rel)
@@ -714,7 +709,7 @@ def _unique_timepoints(members: Sequence[_Outcome]) -> bool:
 
 def _compare_outcomes(by_timepoint: Mapping[str, _Outcome], root: str) -> _Compared:
     """compare() of a pairing's measurements: ``(records, warnings, error)``."""
-    from vheight.comparison import compare
+    from vheight.comparison import compare  # looked up per pairing (tests replace it)
 
     pre, post = by_timepoint["pre"], by_timepoint["post"]
     followup = by_timepoint.get("followup")
