@@ -641,6 +641,7 @@ class _LeanReader:
         count = 0
         top = keep is not None
         unpack, vrs, long_vrs, need = _unpack_element, _LEAN_VRS, _LEAN_LONG_VRS, self.need
+        item_end, pixel_tags, undefined = _ITEM_END, _LEAN_PIXEL_TAGS, _UNDEFINED
         buf = self.buf
         while True:
             if end is not None and pos >= end:
@@ -658,11 +659,11 @@ class _LeanReader:
             tag = tag_group << 16 | tag_element
             if group is not None and tag_group != group:
                 return pos, count
-            if tag == _ITEM_END:
+            if tag == item_end:
                 if top or end is not None:
                     raise _NotLean
                 return pos + 8, count
-            if top and tag in _LEAN_PIXEL_TAGS:
+            if top and tag in pixel_tags:
                 return pos, count
             if count == 0 and not (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B):
                 raise _NotLean  # implicit VR where explicit was expected
@@ -675,7 +676,7 @@ class _LeanReader:
                     buf = need(pos + 12)
                 length = _unpack_long(buf, start)[0]
                 start = pos + 12
-            if length == _UNDEFINED:
+            if length == undefined:
                 if vr != b"SQ" or (top and tag in wanted):
                     raise _NotLean
                 pos = self.sequence(start)
