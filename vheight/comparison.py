@@ -445,20 +445,25 @@ def _reference_warnings(
     warnings: list[str] = []
     roles = list(films)
     for i, a in enumerate(roles):
+        vertebrae_a = films[a].vertebrae
+        va = vertebrae_a.get(level)
+        if va is None or not va.complete:
+            continue
         for b in roles[i + 1 :]:
-            va, vb = films[a].vertebrae.get(level), films[b].vertebrae.get(level)
-            if va is None or vb is None or not va.complete or not vb.complete:
+            vertebrae_b = films[b].vertebrae
+            vb = vertebrae_b.get(level)
+            if vb is None or not vb.complete:
                 continue
             common = [n for n in va.neighbours if n in vb.neighbours and n not in treated]
             if not common:
                 continue
-            unit = films[a].unit
             found = []
             # Neighbours are complete vertebrae: their heights are numbers.
-            means_a = _mean_heights([_heights_of(films[a].vertebrae[n]) for n in common])
-            means_b = _mean_heights([_heights_of(films[b].vertebrae[n]) for n in common])
+            means_a = _mean_heights([_heights_of(vertebrae_a[n]) for n in common])
+            means_b = _mean_heights([_heights_of(vertebrae_b[n]) for n in common])
             for h, ra, rb in zip(HEIGHTS, means_a, means_b, strict=True):
                 if ra > 0 and abs(rb - ra) / ra > REFERENCE_TOLERANCE:
+                    unit = films[a].unit
                     found.append(f"{h} {100 * (rb - ra) / ra:+.1f} % ({ra:.4g} -> {rb:.4g} {unit})")
             if found:
                 warnings.append(
