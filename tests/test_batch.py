@@ -998,6 +998,18 @@ class _Grade(enum.IntEnum):
     MILD = 1
 
 
+class _Kind(enum.StrEnum):
+    WEDGE = "wedge"
+
+
+class _Float(float):
+    pass
+
+
+class _Int(int):
+    pass
+
+
 _CELLS = st.one_of(
     st.none(),
     st.text(alphabet=st.sampled_from('ab ,"\r\n\t;é1.-'), max_size=8),
@@ -1006,6 +1018,7 @@ _CELLS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
     st.sampled_from([np.float64(1.25), np.int64(3), np.float32(0.1), np.bool_(True), _Grade.MILD]),
+    st.sampled_from([_Kind.WEDGE, _Float(0.1), _Float(1e-7), _Int(12), (1.5,), {"a": 1}]),
     st.lists(st.integers(0, 3), max_size=2),
 )
 

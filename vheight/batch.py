@@ -987,8 +987,8 @@ def _csv_text(value: Any) -> str:
 
 
 _NONE = type(None)
-# Columns that orjson writes cell for cell as csv would (with nulls): floats, ints, bools.
-_JSON_NUMBER_CELLS = (frozenset({float}), frozenset({int}), frozenset({bool}))
+# Values that orjson writes as csv writes _csv_cell() of them: numbers, bools, null.
+_JSON_NUMBER_KINDS = frozenset({float, int, bool, _NONE})
 _CSV_SPECIAL = ('"', ",", "\n", "\r")  # a cell holding one of these may need quotes
 # The spots where orjson's notation of a float may differ from repr(): below 1e-4
 # (orjson ``0.00001``, repr ``1e-05``) and exponents (orjson ``1e-7``, repr ``1e-07``).
@@ -996,24 +996,28 @@ _NOTATION_SPOTS = (re.compile(rb"0\.0000"), re.compile(rb"e[-+]"))
 _JSON_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?")
 
 
-def _number_texts(values: list[Any], kinds: set[type]) -> list[str] | None:
-    """Cells of a column of floats, ints or bools (with nulls) formatted in one C pass,
-    or None when the column holds anything else.  ``kinds``: the types of ``values``.
+def _number_texts(values: list[Any]) -> list[str] | None:
+    """Cells of a column of numbers and bools (with nulls) formatted in one C pass,
+    or None when the column holds anything else.
 
     :func:`orjson.dumps` writes a float in its shortest round-trip digits, as
-    ``repr`` does, null for NaN and infinities (an empty cell, as
-    :func:`_csv_cell` gives) and ``true``/``false`` for bools.  Floats whose
-    notation differs from ``repr`` are redone with ``repr``
-    (:func:`_repr_notation`).
+    ``repr`` does, an int (or int subclass) in its digits, null for None, NaN
+    and infinities (an empty cell, as :func:`_csv_cell` gives) and
+    ``true``/``false`` for bools.  Whatever else it can write comes out quoted
+    or bracketed (text, enums of text, containers, dates), and what it cannot
+    (numpy scalars, float subclasses, ints beyond 64 bits) raises: both send the
+    column back, to be formatted otherwise.  Floats whose notation differs from
+    ``repr`` are redone with ``repr`` (:func:`_repr_notation`).
     """
-    if frozenset(kinds - {_NONE}) not in _JSON_NUMBER_CELLS:
-        return None
+    if not values or type(values[0]) not in _JSON_NUMBER_KINDS:
+        return None  # a column of text, as a rule: not worth a try
     try:
         blob = orjson.dumps(values)
-    except orjson.JSONEncodeError:  # an int beyond 64 bits
+    except orjson.JSONEncodeError:
         return None
-    if float in kinds:
-        blob = _repr_notation(blob)
+    if b'"' in blob or b"{" in blob or b"[" in blob[1:]:
+        return None
+    blob = _repr_notation(blob)
     return blob[1:-1].replace(b"null", b"").decode("ascii").split(",")
 
 
@@ -1049,10 +1053,10 @@ def _csv_column(values: list[Any]) -> list[str]:
     pass; any other column cell by cell.  A cell holding a quote, comma or
     line break is quoted by :mod:`csv` itself.
     """
-    kinds = set(map(type, values))
-    texts = _number_texts(values, kinds)
+    texts = _number_texts(values)
     if texts is not None:
         return texts
+    kinds = set(map(type, values))
     if kinds <= {str, _NONE}:
         texts = ["" if value is None else value for value in values]
     else:
