@@ -413,14 +413,6 @@ _CALIBRATION_KEYWORDS = (
 )
 
 
-def _header_calibration(
-    ds: Dataset, raw: dict[int, Any] | None = None
-) -> tuple[Calibration, list[str]]:
-    """Rules 2-6 from the header, reading raw values directly when possible."""
-    texts = {k: _raw_text(ds, k, raw) for k in _CALIBRATION_KEYWORDS}
-    return _calibration_from_texts(texts, ds)
-
-
 def _calibration_from_texts(
     texts: dict[str, Any], ds: Dataset | None
 ) -> tuple[Calibration, list[str]]:
