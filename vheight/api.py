@@ -46,7 +46,7 @@ def film_path(annotation: Annotation, annotation_path: PathLike | None) -> Path 
     return None if location is None else Path(location)
 
 
-def _film_location(annotation: Annotation, annotation_path: str | None) -> str | None:
+def _film_location(annotation: Annotation, annotation_path: PathLike | None) -> str | None:
     """:func:`film_path` as a string, without path objects (for a batch of many files)."""
     name = annotation.image.file
     if not name:
