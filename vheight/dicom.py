@@ -60,6 +60,7 @@ from vheight import buffers
 from vheight.calibration import Calibration, calibration_from_header
 from vheight.errors import DicomReadError
 from vheight.film import (
+    HEADER_CHUNK,
     Film,
     FilmFormat,
     FilmInfo,
@@ -585,7 +586,7 @@ _LEAN_TS_REFUSED = frozenset(
         "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
     }
 )
-_LEAN_CHUNK = 16384
+_LEAN_CHUNK = HEADER_CHUNK  # what a film's open buffer holds: one read
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _unpack_element = struct.Struct("<HH2sH").unpack_from

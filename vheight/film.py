@@ -661,7 +661,9 @@ class _Opened:
             self.stream.close()
 
 
-_OPEN_BUFFER = 16384
+# The buffer a film is opened with: one read brings in the first chunk the lean DICOM
+# header reader asks for (vheight.dicom reads in chunks of this size).
+HEADER_CHUNK = 16384
 
 
 def _as_written(source: object) -> bool:
@@ -688,7 +690,7 @@ def _open_source(source: FilmSource, *, name: str | None, max_bytes: int | None)
         try:
             # A header of up to 16 KiB comes in with one read, and opening it skips the
             # terminal check of default buffering.
-            stream: BinaryIO = open(path, "rb", buffering=_OPEN_BUFFER)  # noqa: SIM115 - closed by the caller
+            stream: BinaryIO = open(path, "rb", buffering=HEADER_CHUNK)  # noqa: SIM115 - closed by the caller
         except FileNotFoundError:
             raise ImageReadError(f"{shown}: no such file ({path})") from None
         except IsADirectoryError:
