@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import enum
+import dataclasses
 import gc
 import importlib.util
 import io
 import json
 import math
+import pickle
 import re
 import subprocess
 import sys
@@ -15,12 +16,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -639,14 +637,22 @@ def test_csv_matches_rows_and_rerun_is_byte_identical(folder, result, tmp_path):
 
 
 def test_csv_cells_follow_the_shared_csv_output(result, tmp_path):
+    """The CSV parts the workers format are the bytes of the shared CSV output of
+    the table's rows (as ``--format csv`` of every command writes them)."""
     from vheight.cli._output import emit_csv
 
-    for table in ("measurements", "comparisons", "errors"):
-        rows, columns = result._table(table)
+    for table, rows, columns in (
+        ("measurements", result.measurement_rows, result.measurement_columns),
+        ("comparisons", result.comparison_rows, result.comparison_columns),
+        ("errors", result.error_rows, batch_module.ERROR_COLUMNS),
+    ):
         shared = io.StringIO()
         emit_csv(rows, columns=columns, stream=shared)
         written = result.write(tmp_path / f"{table}.csv", table=table)
         assert written.read_text(encoding="utf-8") == shared.getvalue()
+        unparted = dataclasses.replace(result, csv_parts=None)
+        again = unparted.write(tmp_path / f"{table}-again.csv", table=table)
+        assert again.read_bytes() == written.read_bytes()
 
 
 def test_parquet_round_trip_and_rerun(folder, result, tmp_path):
@@ -979,114 +985,6 @@ def test_benchmark_runs_with_a_tiny_n(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------
-# The CSV writer: the bytes of csv.writer, faster
-# --------------------------------------------------------------------------------------
-
-
-def _reference_csv(rows, columns) -> bytes:
-    """What csv.writer writes for the cells (the writer's own formatting and quoting)."""
-    import csv
-
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([batch_module._csv_cell(row.get(c)) for c in columns] for row in rows)
-    return text.getvalue().encode("utf-8")
-
-
-class _Grade(enum.IntEnum):
-    MILD = 1
-
-
-class _Kind(enum.StrEnum):
-    WEDGE = "wedge"
-
-
-class _Float(float):
-    pass
-
-
-class _Int(int):
-    pass
-
-
-_CELLS = st.one_of(
-    st.none(),
-    st.text(alphabet=st.sampled_from('ab ,"\r\n\t;é1.-'), max_size=8),
-    st.text(max_size=6),
-    st.integers(-(10**20), 10**20),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.booleans(),
-    st.sampled_from([np.float64(1.25), np.int64(3), np.float32(0.1), np.bool_(True), _Grade.MILD]),
-    st.sampled_from([_Kind.WEDGE, _Float(0.1), _Float(1e-7), _Int(12), (1.5,), {"a": 1}]),
-    st.lists(st.integers(0, 3), max_size=2),
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(st.dictionaries(st.sampled_from("abcd"), _CELLS), max_size=6),
-    st.sampled_from([("a", "b", "c", "d"), ("a",), ("d", "a, b", 'q"')]),
-)
-def test_csv_writer_matches_the_csv_module(rows, columns):
-    handle = io.BytesIO()
-    batch_module._write_csv(handle, rows, columns)
-    assert handle.getvalue() == _reference_csv(rows, columns)
-
-
-_TYPED_ROWS = st.fixed_dictionaries(
-    {
-        "a": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
-        "b": st.one_of(st.none(), st.text(alphabet=st.sampled_from('ab ,"\r\nNone'), max_size=6)),
-        "c": st.one_of(st.none(), st.integers(-(10**30), 10**30)),
-        "d": st.one_of(st.none(), st.floats(), st.integers(), st.booleans()),
-    },
-    optional={"e": st.one_of(st.none(), st.floats(min_value=1e300), st.text(max_size=2))},
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(_TYPED_ROWS, max_size=8),
-    st.sampled_from([("a", "b", "c", "d", "e"), ("e",), ("b",), ("c", "a")]),
-)
-def test_csv_writer_matches_the_csv_module_on_typed_columns(rows, columns):
-    # Columns of one kind each (as in batch tables) take the column-wise paths.
-    handle = io.BytesIO()
-    batch_module._write_csv(handle, rows, columns)
-    assert handle.getvalue() == _reference_csv(rows, columns)
-
-
-# Cells that look like the JSON the writer goes through: text holding null, brackets,
-# quotes, backslashes or numbers; floats where repr() and JSON notations differ.
-_JSON_LOOKALIKES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(),
-    st.floats(min_value=-2e-4, max_value=2e-4),
-    st.floats(min_value=1e15, max_value=1e17),
-    st.sampled_from([1e-05, -1e-05, 9.99e-05, 1e-4, 1e16, 1e-7, 1e22, -0.0, 0.0, 5e-324]),
-    st.text(alphabet=st.sampled_from(list('nul[]e-+0.1", \\\r\n\t{}:')), max_size=8),
-    st.sampled_from(
-        ["null", "[null", ",null", "1e-05", "0.00001", "1e-7", "true", "]\n[", "],[", "a,b", ""]
-    ),
-    st.sampled_from(["\ue0000\ue001", "x\ue000"]),
-)
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    st.lists(st.fixed_dictionaries({"a": _JSON_LOOKALIKES, "b": _JSON_LOOKALIKES}), max_size=6),
-    st.sampled_from([("a", "b"), ("b", "a", "b"), ("a", "c")]),
-)
-def test_csv_writer_matches_the_csv_module_on_json_lookalikes(rows, columns):
-    handle = io.BytesIO()
-    batch_module._write_csv(handle, rows, columns)
-    assert handle.getvalue() == _reference_csv(rows, columns)
-
-
-# --------------------------------------------------------------------------------------
 # Comparisons made by the workers: the same tables as in one process
 # --------------------------------------------------------------------------------------
 
@@ -1113,29 +1011,46 @@ def test_worker_comparisons_equal_in_process_ones(folder, max_workers):
 
 
 def test_pairs_spanning_chunks_are_compared_on_the_pool(good_folder, monkeypatch):
+    one = run_batch(good_folder, workers=1, progress=False)
     spans = []
     real = batch_module._compare_chunk
 
-    def spy(root, keys, reference):
-        spans.extend(keys)
-        return real(root, keys, reference)
+    def spy(root, groups, reference):
+        spans.extend(groups)
+        return real(root, groups, reference)
 
     monkeypatch.setattr(batch_module, "_compare_chunk", spy)
     monkeypatch.setattr(batch_module, "_chunks", lambda items, workers: [(i,) for i in items])
-    one = run_batch(good_folder, workers=1, progress=False)
     with ThreadPoolExecutor(max_workers=2) as pool:
         pooled = run_batch(good_folder, executor=pool, progress=False)
     assert spans and len(spans) == one.n_comparisons
     assert _tables(pooled) == _tables(one)
 
 
-def test_pairs_left_uncompared_by_the_pool_are_compared_here(good_folder, monkeypatch):
-    monkeypatch.setattr(batch_module, "_compare_across_chunks", lambda *args: None)
-    monkeypatch.setattr(batch_module, "_chunks", lambda items, workers: [(i,) for i in items])
+def test_a_task_that_fails_once_is_run_again(good_folder, monkeypatch):
     one = run_batch(good_folder, workers=1, progress=False)
+    failures = {"chunk": 0, "compare": 0}
+    chunk_task, compare_chunk = batch_module._chunk_task, batch_module._compare_chunk
+
+    def flaky_chunk(root, rels, reference):
+        if "C/pre.vheight.json" in rels and not failures["chunk"]:
+            failures["chunk"] += 1
+            raise OSError("connection to the worker lost")
+        return chunk_task(root, rels, reference)
+
+    def flaky_compare(root, groups, reference):
+        if not failures["compare"]:
+            failures["compare"] += 1
+            raise OSError("connection to the worker lost")
+        return compare_chunk(root, groups, reference)
+
+    monkeypatch.setattr(batch_module, "_chunk_task", flaky_chunk)
+    monkeypatch.setattr(batch_module, "_compare_chunk", flaky_compare)
+    monkeypatch.setattr(batch_module, "_chunks", lambda items, workers: [(i,) for i in items])
     with ThreadPoolExecutor(max_workers=2) as pool:
         pooled = run_batch(good_folder, executor=pool, progress=False)
-    assert _tables(pooled) == _tables(one)
+    assert failures == {"chunk": 1, "compare": 1}
+    assert _tables(pooled) == _tables(one) and not pooled.failed
 
 
 def test_refused_comparison_in_a_worker(tmp_path, monkeypatch):
@@ -1157,45 +1072,8 @@ def test_refused_comparison_in_a_worker(tmp_path, monkeypatch):
 
 def test_workers_send_back_no_measurement_objects(good_folder):
     rels = batch_module._find_relative(good_folder)
-    outcomes, compared = batch_module._measure_and_compare_chunk(
-        str(good_folder.resolve()), rels, "adjacent"
-    )
-    assert outcomes and all(o.measurement is None for o in outcomes)
-    assert compared and all(error is None for _records, _warnings, error in compared.values())
-
-
-def test_gc_freeze_is_undone_and_an_applications_own_freeze_kept(good_folder):
-    import gc
-
-    assert gc.get_freeze_count() == 0
-    run_batch(good_folder, workers=1, progress=False)
-    assert gc.get_freeze_count() == 0
-    gc.freeze()
-    try:
-        frozen = gc.get_freeze_count()
-        run_batch(good_folder, workers=1, progress=False)
-        # Kept (not unfrozen) and nothing frozen on top; a frozen object the batch
-        # happened to free (an evicted cache entry) leaves the count, so not "==".
-        assert 0 < gc.get_freeze_count() <= frozen
-        assert gc.get_freeze_count() > frozen - 1000
-    finally:
-        gc.unfreeze()
-
-
-def test_gc_young_threshold_raised_while_measuring_and_restored(good_folder, monkeypatch):
-    import vheight.batch as batch_module
-
-    seen: list[tuple[int, int, int]] = []
-    real = batch_module._measure_one
-
-    def spying(*args, **kwargs):
-        seen.append(gc.get_threshold())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(batch_module, "_measure_one", spying)
-    before = gc.get_threshold()
-    result = run_batch(good_folder, workers=1, progress=False)
-    assert gc.get_threshold() == before
-    assert seen and all(t[0] >= batch_module._GC_YOUNG_THRESHOLD for t in seen)
-    assert {t[1:] for t in seen} == {before[1:]}
-    assert result.n_annotations == len(seen)
+    part = batch_module._chunk_task(str(good_folder.resolve()), rels, "adjacent")
+    sent = pickle.dumps(part)
+    assert part.films and b"Measurement" not in sent and b"Annotation" not in sent
+    assert part.compared.keys and all(error is None for error in part.compared.errors)
+    assert len(part.table) == len(part.csv.decode().splitlines()) == len(rels) * len(LEVELS)
