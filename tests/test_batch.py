@@ -8,11 +8,14 @@ import importlib.util
 import io
 import json
 import math
+import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,6 +121,7 @@ def write_annotation(
     fronts: dict[str, float] | None = None,
     calibration: dict | None = None,
     points: dict | None = None,
+    annotator: str = "test",
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
@@ -129,7 +133,7 @@ def write_annotation(
         "vertebrae": points if points is not None else vertebrae(fronts),
         "treated_levels": ["L1"],
         "patient_position": None,
-        "annotator": "test",
+        "annotator": annotator,
         "created": None,
         "modified": None,
         "notes": "",
@@ -982,6 +986,187 @@ def test_benchmark_runs_with_a_tiny_n(tmp_path, capsys):
     assert len(figures["ratio_1_worker_rounds"]) == 1
     assert figures["ratio_1_worker_median"] == figures["ratio_1_worker_rounds"][0]
     assert "ratio" in out and "median of the rounds' ratios" in out
+
+
+# --------------------------------------------------------------------------------------
+# Readers: one comparison per subject and reader
+# --------------------------------------------------------------------------------------
+
+
+def _two_readers(root: Path) -> None:
+    """Patient P read by two readers (one folder each, the same films), and a
+    third reader who annotated only the pre film."""
+    for tp, front in (("pre", 0.62), ("post", 0.86)):
+        write_film(root / "films" / f"{tp}.dcm", patient_id="P", study=f"P-{tp}")
+        for reader, shift in (("alice", 0.0), ("bob", 0.03), ("carol", 0.0)):
+            if reader == "carol" and tp == "post":
+                continue
+            write_annotation(
+                root / reader / f"{tp}.vheight.json",
+                film=f"../films/{tp}.dcm",
+                timepoint=tp,
+                fronts={"L1": front + shift},
+                annotator=reader,
+            )
+
+
+def test_two_readers_of_one_patient_give_two_comparisons(tmp_path):
+    _two_readers(tmp_path)
+    result = run_batch(tmp_path, workers=1, progress=False)
+    assert not result.failed and result.warnings == ()
+    by_file = {r["annotation"]: r["annotator"] for r in result.measurement_rows}
+    assert by_file == {
+        f"{reader}/{tp}.vheight.json": reader
+        for reader in ("alice", "bob", "carol")
+        for tp in ("pre", "post")
+        if not (reader == "carol" and tp == "post")
+    }
+    pairs = {
+        (r["annotator"], r["pre_annotation"], r["post_annotation"], r["subject"])
+        for r in result.comparison_rows
+    }
+    assert pairs == {
+        ("alice", "alice/pre.vheight.json", "alice/post.vheight.json", "P"),
+        ("bob", "bob/pre.vheight.json", "bob/post.vheight.json", "P"),
+    }
+    assert result.n_comparisons == 2
+    for reader in ("alice", "bob"):
+        rows = [r for r in result.comparison_rows if r["annotator"] == reader]
+        expected = compare_files(
+            tmp_path / reader / "pre.vheight.json", tmp_path / reader / "post.vheight.json"
+        ).records()
+        assert [{k: r[k] for k in expected[0]} for r in rows] == expected
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        pooled = run_batch(tmp_path, executor=pool, progress=False)
+    assert _tables(pooled) == _tables(result)
+
+
+def test_one_reader_with_two_pre_films_is_not_mixed_with_another(tmp_path):
+    _two_readers(tmp_path)
+    write_annotation(
+        tmp_path / "alice" / "again.vheight.json",
+        film="../films/pre.dcm",
+        timepoint="pre",
+        fronts={"L1": 0.6},
+        annotator="alice",
+    )
+    result = run_batch(tmp_path, workers=1, progress=False)
+    assert {r["annotator"] for r in result.comparison_rows} == {"bob"}
+    (warning,) = [w for w in result.warnings if w.startswith("not paired")]
+    assert "patient_id P read by alice" in warning and "alice/again.vheight.json" in warning
+
+
+# --------------------------------------------------------------------------------------
+# A worker process that dies
+# --------------------------------------------------------------------------------------
+
+# Set by the tests below before the pool forks: the chunk task kills its own worker
+# process when the file named here holds a count above zero (counted down).
+_KILL_SWITCH: dict[str, Path] = {}
+
+
+def _dying_chunk_task(root, rels, reference):
+    switch = _KILL_SWITCH["path"]
+    left = int(switch.read_text())
+    if left > 0 and any(rel.startswith("B/") for rel in rels):
+        switch.write_text(str(left - 1))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return batch_module._real_chunk_task(root, rels, reference)
+
+
+@pytest.mark.parametrize(
+    ("deaths", "lost"), [pytest.param(1, False, id="retried"), pytest.param(9, True, id="lost")]
+)
+def test_a_killed_worker_is_replaced_and_its_chunk_run_again(
+    good_folder, tmp_path, monkeypatch, deaths, lost
+):
+    if batch_module._pool_context() is None or (
+        batch_module._pool_context().get_start_method() != "fork"
+    ):
+        pytest.skip("the kill switch reaches the workers by fork")
+    one = run_batch(good_folder, workers=1, progress=False)
+    switch = tmp_path / "deaths"
+    switch.write_text(str(deaths))
+    monkeypatch.setitem(_KILL_SWITCH, "path", switch)
+    monkeypatch.setattr(batch_module, "_real_chunk_task", batch_module._chunk_task, raising=False)
+    monkeypatch.setattr(batch_module, "_chunk_task", _dying_chunk_task)
+    pooled = run_batch(good_folder, workers=2, progress=False)
+    names = [r["annotation"] for r in pooled.measurement_rows if r["error"] is not None]
+    if not lost:
+        assert switch.read_text() == "0"  # the worker did die, once
+        assert _tables(pooled) == _tables(one)
+        return
+    assert int(switch.read_text()) == deaths - 2  # the first run and its retry
+    assert sorted(set(r["annotation"] for r in pooled.measurement_rows)) == sorted(
+        set(r["annotation"] for r in one.measurement_rows)
+    )
+    assert names
+    for row in pooled.error_rows:
+        assert "the worker measuring it failed: BrokenProcessPool" in row["error"]
+    assert len(names) == len(set(names)) == pooled.n_failed
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find workers")
+def test_kill_one_worker_of_a_2000_study_batch(tmp_path):
+    """``kill -9`` of one pool worker at a random moment: the same bytes as an
+    undisturbed run (issue: a killed worker failed most of the batch)."""
+    import random
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_batch.py"
+    spec = importlib.util.spec_from_file_location("bench_batch", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = tmp_path / "studies"
+    bench.generate(folder, 2000)
+    command = [sys.executable, "-m", "vheight", "batch", str(folder), "--workers", "2", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def run(out: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*command, "--out", str(tmp_path / out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    undisturbed = run("calm.csv")
+    _, calm_err = undisturbed.communicate(timeout=600)
+    assert undisturbed.returncode == 0, calm_err.decode()
+
+    killed = None
+    for _attempt in range(5):  # the batch may end before the chosen moment: try again
+        disturbed = run("killed.csv")
+        delay = random.uniform(0.2, 2.0)
+        deadline = time.monotonic() + 60
+        while disturbed.poll() is None and time.monotonic() < deadline:
+            workers = _children(disturbed.pid)
+            if len(workers) >= 2:
+                time.sleep(delay)
+                workers = _children(disturbed.pid)
+                if workers and disturbed.poll() is None:
+                    killed = random.choice(workers)
+                    os.kill(killed, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        _, err = disturbed.communicate(timeout=600)
+        if killed is not None:
+            break
+    assert killed is not None, "no worker was running to be killed"
+    assert disturbed.returncode == 0, err.decode()
+    for name in ("calm", "killed"):
+        assert (tmp_path / f"{name}.csv").stat().st_size > 0
+    assert (tmp_path / "killed.csv").read_bytes() == (tmp_path / "calm.csv").read_bytes()
+    assert (tmp_path / "killed-comparisons.csv").read_bytes() == (
+        tmp_path / "calm-comparisons.csv"
+    ).read_bytes()
 
 
 # --------------------------------------------------------------------------------------

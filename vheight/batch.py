@@ -966,11 +966,12 @@ def _assemble(
             )
 
     warnings: list[str] = []
-    by_uid: dict[str, list[str]] = defaultdict(list)
+    # One film read by several readers is expected; by one reader several times, not.
+    by_uid: dict[tuple[str, str], list[str]] = defaultdict(list)
     for film in films:
         if film.error is None and film.sop_instance_uid:
-            by_uid[film.sop_instance_uid].append(film.annotation)
-    for uid, names in sorted(by_uid.items()):
+            by_uid[(film.sop_instance_uid, film.annotator or "")].append(film.annotation)
+    for (uid, _reader), names in sorted(by_uid.items()):
         if len(names) > 1:
             warnings.append(
                 f"SOP Instance UID {uid} is annotated {len(names)} times ({', '.join(names)}): "
