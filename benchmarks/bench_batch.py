@@ -6,16 +6,18 @@ pre and a post film, so pairing and comparison run too), then times, on the
 same films in the same run (best of ``--repeat``):
 
 - ``dcmread``: a plain loop of ``pydicom.dcmread(path, stop_before_pixels=True)``
-  over the films, the least any tool must do to learn their calibration;
+  and ``json.load`` of the annotation over the studies, the least any tool must
+  do to read the landmarks and learn the film's calibration;
 - ``batch W``: ``vheight batch FOLDER --out results.csv --workers W`` run in
   this process (discovery, annotation parsing, header reading, measuring,
   pairing, comparison, writing both CSV files), for each W of ``--workers``.
 
-Prints the ratio batch(1 worker) / dcmread loop (the target is at most 1.5:
+Prints the ratio batch(1 worker) / plain loop (the target is at most 2.5:
 pixels are never decoded), both as the ratio of the best times and as the median
 of each round's own ratio (loop and batch timed back to back, so less swayed by a
 shared machine's speed drifting between rounds), and the speed-up from 1 to each
-other worker count.
+other worker count (target at least 1.7 for 2 workers), likewise as the ratio of
+the best times and as the median of the rounds' own speed-ups.
 
     .venv/bin/python benchmarks/bench_batch.py --studies 1000 --workers 1 2
 """
@@ -296,9 +298,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         del header_bytes
         film_bytes = os.path.getsize(films[0])
 
+        annotations = [film.with_name("lateral.vheight.json") for film in films]
+
         def header_loop() -> None:
-            for path in films:
+            for path, annotation in zip(films, annotations, strict=True):
                 pydicom.dcmread(path, stop_before_pixels=True)
+                with open(annotation, encoding="utf-8") as handle:
+                    json.load(handle)
 
         def batch(workers: int) -> None:
             code = vheight_main(
@@ -367,6 +373,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if w != 1:
                     figures[f"speedup_{w}_workers"] = one / t
                     figures[f"ratio_{w}_workers"] = t / dcmread_s
+                    figures[f"speedup_{w}_workers_rounds"] = [
+                        a / b for a, b in zip(wall["batch_1"], wall[f"batch_{w}"], strict=True)
+                    ]
+                    figures[f"speedup_{w}_workers_median"] = statistics.median(
+                        figures[f"speedup_{w}_workers_rounds"]
+                    )
         if args.command:
             vheight = shutil.which("vheight") or str(Path(sys.executable).with_name("vheight"))
             start = time.perf_counter()
@@ -384,15 +396,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}"
         )
         print("                                                  wall s    CPU s")
-        print(f"  pydicom.dcmread(stop_before_pixels=True) loop  {dcmread_s:8.3f} {loop_cpu:8.3f}")
+        print(f"  dcmread(stop_before_pixels) + json.load loop   {dcmread_s:8.3f} {loop_cpu:8.3f}")
         for w, t in batch_s.items():
             cpu_text = f"{figures['batch_1_workers_cpu_s']:8.3f}" if w == 1 else ""
             print(f"  vheight batch --workers {w:<2d}                     {t:8.3f} {cpu_text}")
         if one is not None:
             ratio, ratio_cpu = figures["ratio_1_worker"], figures["ratio_1_worker_cpu"]
             print(
-                f"  ratio batch(1 worker) / dcmread loop           {ratio:8.2f} "
-                f"{ratio_cpu:8.2f}   (target <= 1.5)"
+                f"  ratio batch(1 worker) / plain loop             {ratio:8.2f} "
+                f"{ratio_cpu:8.2f}   (target <= 2.5)"
             )
             rounds = " ".join(f"{r:.2f}" for r in figures["ratio_1_worker_rounds"])
             print(
@@ -402,14 +414,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for w in batch_s:
                 if w != 1:
                     print(
-                        f"  ratio batch({w} workers) / dcmread loop          "
+                        f"  ratio batch({w} workers) / plain loop            "
                         f"{figures[f'ratio_{w}_workers']:8.2f}"
                     )
+                    rounds = " ".join(f"{r:.2f}" for r in figures[f"speedup_{w}_workers_rounds"])
                     print(
                         f"  speed-up 1 -> {w} workers                        "
-                        f"{figures[f'speedup_{w}_workers']:8.2f}"
+                        f"{figures[f'speedup_{w}_workers']:8.2f}            (target >= 1.7)"
                     )
-        print("  CPU of the steps of a 1-worker batch, in dcmread loops (best of three):")
+                    print(
+                        f"  median of the rounds' speed-ups                "
+                        f"{figures[f'speedup_{w}_workers_median']:8.2f}            "
+                        f"(rounds: {rounds})"
+                    )
+        print("  CPU of the steps of a 1-worker batch, in plain loops (best of three):")
         for name, value in stages.items():
             print(f"    {name:<44s} {value / loop_cpu:8.2f}")
         if one is not None:

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import json
 import math
+import multiprocessing
 import os
 import pickle
 import re
@@ -1060,17 +1061,19 @@ def test_one_reader_with_two_pre_films_is_not_mixed_with_another(tmp_path):
 # A worker process that dies
 # --------------------------------------------------------------------------------------
 
-# Set by the tests below before the pool forks: the chunk task kills its own worker
-# process when the file named here holds a count above zero (counted down).
+# Set by the tests below before the pool forks: a folder of tokens; the chunk task of
+# a B/ file takes one (an atomic unlink) and kills its own worker process with it.
 _KILL_SWITCH: dict[str, Path] = {}
 
 
 def _dying_chunk_task(root, rels, reference):
-    switch = _KILL_SWITCH["path"]
-    left = int(switch.read_text())
-    if left > 0 and any(rel.startswith("B/") for rel in rels):
-        switch.write_text(str(left - 1))
-        os.kill(os.getpid(), signal.SIGKILL)
+    if any(rel.startswith("B/") for rel in rels):
+        for token in sorted(_KILL_SWITCH["path"].iterdir()):
+            try:
+                token.unlink()
+            except FileNotFoundError:
+                continue  # taken by the other worker
+            os.kill(os.getpid(), signal.SIGKILL)
     return batch_module._real_chunk_task(root, rels, reference)
 
 
@@ -1080,23 +1083,26 @@ def _dying_chunk_task(root, rels, reference):
 def test_a_killed_worker_is_replaced_and_its_chunk_run_again(
     good_folder, tmp_path, monkeypatch, deaths, lost
 ):
-    if batch_module._pool_context() is None or (
-        batch_module._pool_context().get_start_method() != "fork"
-    ):
+    if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("the kill switch reaches the workers by fork")
+    # Forked workers see the switch (a thread left by another test would otherwise
+    # make the pool start its workers from a fork server).
+    monkeypatch.setattr(batch_module, "_pool_context", lambda: multiprocessing.get_context("fork"))
     one = run_batch(good_folder, workers=1, progress=False)
     switch = tmp_path / "deaths"
-    switch.write_text(str(deaths))
+    switch.mkdir()
+    for i in range(deaths):
+        (switch / str(i)).touch()
     monkeypatch.setitem(_KILL_SWITCH, "path", switch)
     monkeypatch.setattr(batch_module, "_real_chunk_task", batch_module._chunk_task, raising=False)
     monkeypatch.setattr(batch_module, "_chunk_task", _dying_chunk_task)
     pooled = run_batch(good_folder, workers=2, progress=False)
     names = [r["annotation"] for r in pooled.measurement_rows if r["error"] is not None]
     if not lost:
-        assert switch.read_text() == "0"  # the worker did die, once
+        assert not list(switch.iterdir())  # the worker did die, once
         assert _tables(pooled) == _tables(one)
         return
-    assert int(switch.read_text()) == deaths - 2  # the first run and its retry
+    assert len(list(switch.iterdir())) <= deaths - 2  # the first run and its retry died
     assert sorted(set(r["annotation"] for r in pooled.measurement_rows)) == sorted(
         set(r["annotation"] for r in one.measurement_rows)
     )

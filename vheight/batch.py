@@ -76,6 +76,7 @@ import enum
 import gc
 import importlib
 import io
+import itertools
 import math
 import multiprocessing
 import os
@@ -345,13 +346,17 @@ def _film_ids(film: _Film) -> dict[str, Any]:
     }
 
 
+_NO_MEASURE_RECORD = dict.fromkeys(MEASURE_COLUMNS)
+_NO_COMPARE_RECORD = dict.fromkeys(tables.COMPARE_RECORD_KEYS)
+
+
 def _measurement_rows(measured: Iterable[_Measured]) -> list[dict[str, Any]]:
-    """The measurement table's rows of these files, in order."""
+    """The measurement table's rows of these files, in order (every column set)."""
     rows: list[dict[str, Any]] = []
     for item in measured:
         ids = _film_ids(item.film)
         if item.measurement is None:
-            rows.append({**ids, "warnings": None, "error": item.film.error})
+            rows.append({**ids, **_NO_MEASURE_RECORD, "warnings": None, "error": item.film.error})
             continue
         joined = "; ".join(item.warnings) or None
         rows.extend(
@@ -361,10 +366,18 @@ def _measurement_rows(measured: Iterable[_Measured]) -> list[dict[str, Any]]:
     return rows
 
 
-def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> bytes:
+def _typed(rows: Sequence[Mapping[str, Any]], schema: tables.Schema) -> tuple[pd.DataFrame, bytes]:
+    """``rows`` as a typed table and as CSV lines (no header, UTF-8)."""
+    columns = tables.columns_of(rows, schema)
+    buffer = io.StringIO()
+    tables.write_columns_csv(columns, schema, buffer, header=False)
+    return tables.frame_of_columns(columns, schema), buffer.getvalue().encode("utf-8")
+
+
+def _csv_text(rows: Sequence[Mapping[str, Any]], schema: tables.Schema) -> bytes:
     """The CSV lines of ``rows`` (no header), UTF-8."""
     buffer = io.StringIO()
-    tables.write_records_csv(rows, columns, buffer, header=False)
+    tables.write_columns_csv(tables.columns_of(rows, schema), schema, buffer, header=False)
     return buffer.getvalue().encode("utf-8")
 
 
@@ -495,7 +508,8 @@ def _compare_group(
 
 def _group_error(group: _Group, why: str) -> tuple[list[dict[str, Any]], str]:
     error = f"{group.names}: {why}"
-    return [{**_pair_ids(group), "warnings": None, "error": error}], error
+    row = {**_pair_ids(group), **_NO_COMPARE_RECORD, "warnings": None, "error": error}
+    return [row], error
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -512,12 +526,25 @@ class _Compared:
 
 def _compared(results: Sequence[tuple[_Group, list[dict[str, Any]], str | None]]) -> _Compared:
     rows = [row for _group, group_rows, _error in results for row in group_rows]
+    table, text = _typed(rows, tables.BATCH_COMPARISONS)
+    # Each pairing's CSV lines: a row is one line (no cell holds a line break) unless
+    # quoted; then the pairing's rows are formatted on their own.
+    lines = text.split(b"\n")[:-1] if text else []
+    counts = [len(group_rows) for _group, group_rows, _error in results]
+    if len(lines) == len(rows):
+        ends = list(itertools.accumulate(counts))
+        csv = tuple(
+            b"".join(line + b"\n" for line in lines[end - count : end])
+            for end, count in zip(ends, counts, strict=True)
+        )
+    else:
+        csv = tuple(_csv_text(r, tables.BATCH_COMPARISONS) for _g, r, _e in results)
     return _Compared(
         keys=tuple(group.key for group, _rows, _error in results),
-        row_counts=tuple(len(group_rows) for _group, group_rows, _error in results),
+        row_counts=tuple(counts),
         errors=tuple(error for _group, _rows, error in results),
-        table=tables.frame(rows, tables.BATCH_COMPARISONS),
-        csv=tuple(_csv_text(group_rows, COMPARISON_COLUMNS) for _g, group_rows, _e in results),
+        table=table,
+        csv=csv,
     )
 
 
@@ -550,10 +577,11 @@ def _chunk_task(root: str, rels: Sequence[str], reference: str) -> _Part:
     rows = _measurement_rows(measured)
     measurements = {i.film.annotation: i.measurement for i in measured if i.measurement}
     groups, _warnings = _pairings(films)
+    table, text = _typed(rows, tables.BATCH_MEASUREMENTS)
     return _Part(
         films=tuple(films),
-        table=tables.frame(rows, tables.BATCH_MEASUREMENTS),
-        csv=_csv_text(rows, MEASUREMENT_COLUMNS),
+        table=table,
+        csv=text,
         compared=_compared([(g, *_compare_group(g, measurements, root)) for g in groups]),
     )
 
@@ -839,13 +867,10 @@ def _lost_part(root: str, chunk: Sequence[str], exc: BaseException) -> _Part:
     films = [
         _Film(annotation=rel, folder=_folder_of(rel), error=f"{rel}: {reason}") for rel in chunk
     ]
-    rows = _measurement_rows(_Measured(film=film) for film in films)
-    return _Part(
-        films=tuple(films),
-        table=tables.frame(rows, tables.BATCH_MEASUREMENTS),
-        csv=_csv_text(rows, MEASUREMENT_COLUMNS),
-        compared=_compared([]),
+    table, text = _typed(
+        _measurement_rows(_Measured(film=film) for film in films), tables.BATCH_MEASUREMENTS
     )
+    return _Part(films=tuple(films), table=table, csv=text, compared=_compared([]))
 
 
 def _compare_across_chunks(
@@ -1199,8 +1224,10 @@ class BatchResult:
             spans = parts.measurements if table == "measurements" else parts.comparisons
             parts.spool.copy(spans, handle)
         else:
-            rows = tables.records(frame)
-            handle.write(_csv_text(rows, list(frame.columns)))
+            schema = (
+                tables.BATCH_MEASUREMENTS if table == "measurements" else tables.BATCH_COMPARISONS
+            )
+            handle.write(_csv_text(tables.records(frame), schema))
 
 
 # --------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import csv
 import enum
 import json
 import math
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -54,6 +55,9 @@ __all__ = [
     "csv_cell",
     "write_json",
     "write_records_csv",
+    "write_columns_csv",
+    "columns_of",
+    "frame_of_columns",
     "frame",
     "records",
     "write_parquet",
@@ -288,6 +292,10 @@ def csv_cell(value: Any) -> Any:
         return value
     if kind is float:
         return value if math.isfinite(value) else ""
+    if value is None:
+        return ""
+    if kind is bool:
+        return "true" if value else "false"
     value = to_jsonable(value)
     if value is None:
         return ""
@@ -323,15 +331,69 @@ def write_records_csv(
     writer.writerows([csv_cell(record.get(c)) for c in columns] for record in records)
 
 
+# The value types a column of each dtype may hold for csv.writer to write it as
+# csv_cell() would without a call per cell (None is written as an empty cell).
+_PLAIN = {
+    Dtype.FLOAT: frozenset({float, type(None)}),
+    Dtype.INT: frozenset({int, type(None)}),
+    Dtype.BOOL: frozenset({bool, type(None)}),
+    Dtype.TEXT: frozenset({str, type(None)}),
+}
+_BOOL_CELLS = {True: "true", False: "false", None: None}
+
+
+def columns_of(rows: Sequence[Mapping[str, Any]], schema: Schema) -> list[tuple[Any, ...]]:
+    """The values of ``rows`` column by column (a missing key is None)."""
+    names = schema.names
+    if not rows:
+        return [() for _ in names]
+    try:
+        if len(names) == 1:
+            return [tuple(row[names[0]] for row in rows)]
+        return list(zip(*map(operator.itemgetter(*names), rows), strict=True))
+    except KeyError:
+        return [tuple(row.get(name) for row in rows) for name in names]
+
+
 def frame(rows: Sequence[Mapping[str, Any]], schema: Schema) -> pd.DataFrame:
     """A table of ``rows`` with the schema's columns and dtypes (a missing key is null)."""
+    return frame_of_columns(columns_of(rows, schema), schema)
+
+
+def frame_of_columns(columns: Sequence[Sequence[Any]], schema: Schema) -> pd.DataFrame:
+    """A table of the values :func:`columns_of` gives."""
+    import numpy as np
     import pandas as pd
 
-    data = {
-        column.name: pd.array([row.get(column.name) for row in rows], dtype=column.dtype.value)
-        for column in schema
-    }
+    data: dict[str, Any] = {}
+    for column, values in zip(schema, columns, strict=True):
+        if column.dtype is Dtype.FLOAT and set(map(type, values)) <= _PLAIN[Dtype.FLOAT]:
+            data[column.name] = np.array(values, dtype=np.float64)
+        else:
+            data[column.name] = pd.array(list(values), dtype=column.dtype.value)
     return pd.DataFrame(data, columns=list(schema.names))
+
+
+def write_columns_csv(
+    columns: Sequence[Sequence[Any]], schema: Schema, stream: TextIO, *, header: bool = True
+) -> None:
+    """The bytes :func:`write_records_csv` writes for the rows of ``columns``
+    (:func:`columns_of`), converting a column at a time where its values allow."""
+    cells: list[Sequence[Any]] = []
+    for column, values in zip(schema, columns, strict=True):
+        kinds = set(map(type, values))
+        if not kinds <= _PLAIN[column.dtype]:
+            cells.append([csv_cell(v) for v in values])
+        elif column.dtype is Dtype.BOOL:
+            cells.append(list(map(_BOOL_CELLS.__getitem__, values)))
+        elif float in kinds and not all(map(math.isfinite, filter(None, values))):
+            cells.append([csv_cell(v) for v in values])  # NaN or an infinity: empty
+        else:
+            cells.append(values)
+    writer = _writer(stream)
+    if header:
+        writer.writerow(schema.names)
+    writer.writerows(zip(*cells, strict=True))
 
 
 def records(table: pd.DataFrame) -> list[dict[str, Any]]:
