@@ -741,6 +741,7 @@ class _Runner:
         self.inline = executor is None and workers <= 1
         self.workers = workers
         self.executor: cf.Executor | None = None
+        self._own: cf.ProcessPoolExecutor | None = None
         if executor is None:
             return
         if _is_dask_client(executor):
@@ -789,42 +790,47 @@ class _Runner:
     ) -> set[int]:
         """Run the ``pending`` jobs once; the indices of those that failed (``done``
         is told of the others, and of every job on the ``last`` attempt)."""
-        owned = None
         pool = self.executor
         if pool is None:
-            owned = pool = cf.ProcessPoolExecutor(
-                max_workers=min(self.workers, len(pending)), mp_context=_pool_context()
-            )
+            if self._own is None:
+                self._own = cf.ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=_pool_context()
+                )
+            pool = self._own
         failed: set[int] = set()
+        futures: dict[cf.Future[Any], int] = {}
+        for i in pending:
+            try:
+                futures[pool.submit(task, *jobs[i])] = i
+            except Exception as exc:  # a broken pool refuses new tasks
+                results[i] = exc
+                failed.add(i)
+                if last:
+                    done(i)
         try:
-            futures: dict[cf.Future[Any], int] = {}
-            for i in pending:
+            for future in cf.as_completed(futures):
+                i = futures[future]
                 try:
-                    futures[pool.submit(task, *jobs[i])] = i
-                except Exception as exc:  # a broken pool refuses new tasks
+                    results[i] = future.result()
+                except Exception as exc:  # the worker died or could not run the task
                     results[i] = exc
                     failed.add(i)
-                    if last:
-                        done(i)
-            try:
-                for future in cf.as_completed(futures):
-                    i = futures[future]
-                    try:
-                        results[i] = future.result()
-                    except Exception as exc:  # the worker died or could not run the task
-                        results[i] = exc
-                        failed.add(i)
-                        if not last:
-                            continue
-                    done(i)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        finally:
-            if owned is not None:
-                owned.shutdown(wait=True, cancel_futures=True)
+                    if not last:
+                        continue
+                done(i)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        if failed and self._own is not None:
+            self.close()  # perhaps broken: the next attempt starts a fresh pool
         return failed
+
+    def close(self) -> None:
+        """Shut the runner's own pool down (it starts another if used again)."""
+        if self._own is not None:
+            own, self._own = self._own, None
+            own.shutdown(wait=True, cancel_futures=True)
 
 
 def _failure(exc: BaseException, what: str) -> str:
@@ -845,19 +851,22 @@ def _run_chunks(
     runner = _Runner(executor, workers)
     # In this process, chunks only bound the memory a chunk's objects take.
     chunks = _chunks(rels, runner.workers) if not runner.inline else _chunks(rels, 0)
-    results = runner.map(
-        _chunk_task,
-        [(root, chunk, reference) for chunk in chunks],
-        lambda i: update(len(chunks[i])),
-    )
-    parts = [
-        result if isinstance(result, _Part) else _lost_part(root, chunk, result)
-        for chunk, result in zip(chunks, results, strict=True)
-    ]
-    groups, warnings = _pairings(film for part in parts for film in part.films)
-    compared_keys = {key for part in parts for key in part.compared.keys}
-    missing = [group for group in groups if group.key not in compared_keys]
-    spanning = _compare_across_chunks(runner, root, reference, missing)
+    try:
+        results = runner.map(
+            _chunk_task,
+            [(root, chunk, reference) for chunk in chunks],
+            lambda i: update(len(chunks[i])),
+        )
+        parts = [
+            result if isinstance(result, _Part) else _lost_part(root, chunk, result)
+            for chunk, result in zip(chunks, results, strict=True)
+        ]
+        groups, warnings = _pairings(film for part in parts for film in part.films)
+        compared_keys = {key for part in parts for key in part.compared.keys}
+        missing = [group for group in groups if group.key not in compared_keys]
+        spanning = _compare_across_chunks(runner, root, reference, missing)
+    finally:
+        runner.close()
     return parts, spanning, groups, warnings
 
 
