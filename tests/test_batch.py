@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import importlib.util
 import io
@@ -655,9 +654,6 @@ def test_csv_cells_follow_the_shared_csv_output(result, tmp_path):
         emit_csv(rows, columns=columns, stream=shared)
         written = result.write(tmp_path / f"{table}.csv", table=table)
         assert written.read_text(encoding="utf-8") == shared.getvalue()
-        unparted = dataclasses.replace(result, csv_parts=None)
-        again = unparted.write(tmp_path / f"{table}-again.csv", table=table)
-        assert again.read_bytes() == written.read_bytes()
 
 
 def test_parquet_round_trip_and_rerun(folder, result, tmp_path):
@@ -1267,4 +1263,6 @@ def test_workers_send_back_no_measurement_objects(good_folder):
     sent = pickle.dumps(part)
     assert part.films and b"Measurement" not in sent and b"Annotation" not in sent
     assert part.compared.keys and all(error is None for error in part.compared.errors)
-    assert len(part.table) == len(part.csv.decode().splitlines()) == len(rels) * len(LEVELS)
+    table = pickle.loads(part.table)
+    assert len(table) == len(part.csv.decode().splitlines()) == len(rels) * len(LEVELS)
+    assert part.n_vertebrae == len(table)

@@ -80,6 +80,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import pickle
 import sys
 import tempfile
 import threading
@@ -99,6 +100,7 @@ from vheight.files import write_atomic
 from vheight.morphometry import Measurement, ReferenceMethod, measure
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import pandas as pd
 
 __all__ = [
@@ -366,12 +368,14 @@ def _measurement_rows(measured: Iterable[_Measured]) -> list[dict[str, Any]]:
     return rows
 
 
-def _typed(rows: Sequence[Mapping[str, Any]], schema: tables.Schema) -> tuple[pd.DataFrame, bytes]:
-    """``rows`` as a typed table and as CSV lines (no header, UTF-8)."""
+def _typed(rows: Sequence[Mapping[str, Any]], schema: tables.Schema) -> tuple[bytes, bytes]:
+    """``rows`` as a typed table (pickled: the main process stores it as it comes and
+    unpickles it only when the table is asked for) and as CSV lines (no header, UTF-8)."""
     columns = tables.columns_of(rows, schema)
     buffer = io.StringIO()
     tables.write_columns_csv(columns, schema, buffer, header=False)
-    return tables.frame_of_columns(columns, schema), buffer.getvalue().encode("utf-8")
+    frame = tables.frame_of_columns(columns, schema)
+    return pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL), buffer.getvalue().encode("utf-8")
 
 
 def _csv_text(rows: Sequence[Mapping[str, Any]], schema: tables.Schema) -> bytes:
@@ -520,7 +524,7 @@ class _Compared:
     keys: tuple[_GroupKey, ...] = ()
     row_counts: tuple[int, ...] = ()
     errors: tuple[str | None, ...] = ()
-    table: pd.DataFrame | None = None
+    table: bytes = b""  # the rows' typed table, pickled
     csv: tuple[bytes, ...] = ()
 
 
@@ -559,8 +563,9 @@ class _Part:
     as a typed table and as CSV text, and the pairings it could compare."""
 
     films: tuple[_Film, ...]
-    table: pd.DataFrame
+    table: bytes  # the measurement rows' typed table, pickled
     csv: bytes
+    n_vertebrae: int
     compared: _Compared
 
 
@@ -582,6 +587,7 @@ def _chunk_task(root: str, rels: Sequence[str], reference: str) -> _Part:
         films=tuple(films),
         table=table,
         csv=text,
+        n_vertebrae=sum(1 for row in rows if row["error"] is None),
         compared=_compared([(g, *_compare_group(g, measurements, root)) for g in groups]),
     )
 
@@ -879,7 +885,7 @@ def _lost_part(root: str, chunk: Sequence[str], exc: BaseException) -> _Part:
     table, text = _typed(
         _measurement_rows(_Measured(film=film) for film in films), tables.BATCH_MEASUREMENTS
     )
-    return _Part(films=tuple(films), table=table, csv=text, compared=_compared([]))
+    return _Part(films=tuple(films), table=table, csv=text, n_vertebrae=0, compared=_compared([]))
 
 
 def _compare_across_chunks(
@@ -907,8 +913,9 @@ def _compare_across_chunks(
 
 
 class _Spool:
-    """The CSV text of the tables' rows, set aside in an anonymous temporary file
-    as the parts arrive, and copied from it into the files written."""
+    """Bytes set aside in an anonymous temporary file as the parts arrive: the CSV
+    text of the tables' rows, copied from it into the files written, and their
+    typed tables, read back when a table is asked for."""
 
     def __init__(self) -> None:
         self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - kept open
@@ -916,17 +923,69 @@ class _Spool:
         # Closed (and so gone from the disk) with the last table that uses it.
         weakref.finalize(self, self._file.close)
 
-    def add(self, text: bytes) -> tuple[int, int]:
+    def add(self, data: bytes) -> tuple[int, int]:
         self._file.seek(self._end)
-        self._file.write(text)
-        start, self._end = self._end, self._end + len(text)
-        return start, len(text)
+        self._file.write(data)
+        start, self._end = self._end, self._end + len(data)
+        return start, len(data)
+
+    def read(self, span: tuple[int, int]) -> bytes:
+        self._file.flush()
+        self._file.seek(span[0])
+        return self._file.read(span[1])
 
     def copy(self, spans: Iterable[tuple[int, int]], handle: IO[bytes]) -> None:
-        self._file.flush()
-        for start, length in spans:
-            self._file.seek(start)
-            handle.write(self._file.read(length))
+        for span in spans:
+            handle.write(self.read(span))
+
+
+class _Stored:
+    """The batch tables, kept in a spool until asked for (then built once).
+
+    ``measurements``: the spans of the chunks' pickled tables, in row order.
+    ``comparisons``: per compared part, the span of its pickled table and the
+    output position (rank) of each of its rows, -1 for a row of a pairing the
+    whole folder's pairing does not keep.  ``*_csv``: the spans of the CSV lines.
+    """
+
+    def __init__(self) -> None:
+        self.spool = _Spool()
+        self.measurements: list[tuple[int, int]] = []
+        self.measurement_csv: list[tuple[int, int]] = []
+        self.comparisons: list[tuple[tuple[int, int], np.ndarray]] = []
+        self.comparison_csv: list[tuple[int, int]] = []
+        self._built: dict[str, pd.DataFrame] = {}
+        self._lock = threading.Lock()
+
+    def table(self, name: str) -> pd.DataFrame:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = (
+                    self._measurements() if name == "measurements" else self._comparisons()
+                )
+            return self._built[name]
+
+    def _load(self, span: tuple[int, int]) -> pd.DataFrame:
+        frame: pd.DataFrame = pickle.loads(self.spool.read(span))
+        return frame
+
+    def _measurements(self) -> pd.DataFrame:
+        return _concat([self._load(span) for span in self.measurements], tables.BATCH_MEASUREMENTS)
+
+    def _comparisons(self) -> pd.DataFrame:
+        import numpy as np
+
+        frames, ranks = [], []
+        for span, per_row in self.comparisons:
+            keep = per_row >= 0
+            frame = self._load(span)
+            frames.append(frame if keep.all() else frame[keep])
+            ranks.append(per_row[keep])
+        table = _concat(frames, tables.BATCH_COMPARISONS)
+        if len(table):
+            order = np.argsort(np.concatenate(ranks), kind="stable")
+            table = table.take(order).reset_index(drop=True)
+        return table
 
 
 def _assemble(
@@ -939,10 +998,12 @@ def _assemble(
 ) -> BatchResult:
     import numpy as np
 
-    spool = _Spool()
+    stored = _Stored()
+    spool = stored.spool
     films = [film for part in parts for film in part.films]
-    measurement_spans = [spool.add(part.csv) for part in parts]
-    measurements = _concat([part.table for part in parts], tables.BATCH_MEASUREMENTS)
+    for part in parts:
+        stored.measurements.append(spool.add(part.table))
+        stored.measurement_csv.append(spool.add(part.csv))
 
     # The comparison table: the pairings of the whole folder, ordered by subject,
     # paired_by and pre annotation, each compared in a chunk or across chunks.
@@ -951,29 +1012,26 @@ def _assemble(
         key=lambda g: (groups[g].subject, groups[g].paired_by, groups[g].key[3]),
     )
     rank = {groups[g].key: r for r, g in enumerate(order)}
-    comparison_spans: list[tuple[int, int]] = [(0, 0)] * len(groups)
+    comparison_csv: list[tuple[int, int]] = [(0, 0)] * len(groups)
     errors_by_group: dict[int, str] = {}
-    frames, row_ranks = [], []
+    n_comparisons = 0
     for compared in [part.compared for part in parts] + list(spanning):
         if not compared.keys:
             continue
         ranks = np.array([rank.get(key, -1) for key in compared.keys], dtype=np.int64)
-        for key, text, error in zip(compared.keys, compared.csv, compared.errors, strict=True):
-            r = rank.get(key)
-            if r is not None:
-                comparison_spans[r] = spool.add(text)
+        for r, text, error, count in zip(
+            ranks.tolist(), compared.csv, compared.errors, compared.row_counts, strict=True
+        ):
+            if r >= 0:
+                comparison_csv[r] = spool.add(text)
                 if error is not None:
                     errors_by_group[r] = error
+                elif count:
+                    n_comparisons += 1
         per_row = np.repeat(ranks, compared.row_counts)
-        keep = per_row >= 0
-        if keep.any():
-            assert compared.table is not None
-            frames.append(compared.table[keep] if not keep.all() else compared.table)
-            row_ranks.append(per_row[keep])
-    comparisons = _concat(frames, tables.BATCH_COMPARISONS)
-    if len(comparisons):
-        by_rank = np.argsort(np.concatenate(row_ranks), kind="stable")
-        comparisons = comparisons.take(by_rank).reset_index(drop=True)
+        if (per_row >= 0).any():
+            stored.comparisons.append((spool.add(compared.table), per_row))
+    stored.comparison_csv = comparison_csv
 
     error_rows: list[dict[str, Any]] = [
         {
@@ -1015,12 +1073,12 @@ def _assemble(
     return BatchResult(
         folder=folder,
         reference=reference,
-        measurement_table=measurements,
-        comparison_table=comparisons,
         error_rows=tuple(error_rows),
         warnings=tuple(warnings),
         n_annotations=len(films),
-        csv_parts=_CsvParts(spool, tuple(measurement_spans), tuple(comparison_spans)),
+        n_vertebrae=sum(part.n_vertebrae for part in parts),
+        n_comparisons=n_comparisons,
+        stored=stored,
     )
 
 
@@ -1034,15 +1092,6 @@ def _concat(frames: Sequence[pd.DataFrame], schema: tables.Schema) -> pd.DataFra
     return pd.concat(frames, ignore_index=True)
 
 
-@dataclass(frozen=True, slots=True)
-class _CsvParts:
-    """Where the CSV rows of the measurement and comparison tables lie in the spool."""
-
-    spool: _Spool
-    measurements: tuple[tuple[int, int], ...]
-    comparisons: tuple[tuple[int, int], ...]
-
-
 # --------------------------------------------------------------------------------------
 # Result
 # --------------------------------------------------------------------------------------
@@ -1052,51 +1101,56 @@ class _CsvParts:
 class BatchResult:
     """The outcome of :func:`run_batch`: tidy tables and the problems met.
 
+    The tables stay in a temporary file until asked for (:attr:`measurements`,
+    :attr:`comparisons`, their ``*_rows``, a Parquet file): writing CSV files
+    copies the workers' CSV text, so a large batch written to CSV never holds
+    its tables in memory.
+
     Parameters
     ----------
     folder
         The folder measured; every path in the tables is relative to it.
     reference
         Reference method of the height loss used throughout.
-    measurement_table, comparison_table
-        The tables behind :attr:`measurements` and :attr:`comparisons` (the
-        columns and dtypes of :mod:`vheight.tables`), in output order.
     error_rows
         The rows of :attr:`errors` as plain dicts.
     warnings
         Batch-level remarks (annotations that could not be paired, films
-        annotated twice); per-film warnings are in the ``warnings`` column.
-    n_annotations
-        Number of annotation files found.
-    csv_parts
-        The tables' CSV rows as the workers formatted them (written by
-        :meth:`write` as they are); None to format them from the tables.
+        annotated twice by one reader); per-film warnings are in the
+        ``warnings`` column.
+    n_annotations, n_vertebrae, n_comparisons
+        Annotation files found; vertebra rows (failed files excluded);
+        pairings compared successfully.
+    stored
+        Where the tables are kept (made by :func:`run_batch`).
     """
 
     folder: Path
     reference: str = "adjacent"
-    measurement_table: pd.DataFrame = field(
-        default_factory=lambda: tables.frame([], tables.BATCH_MEASUREMENTS)
-    )
-    comparison_table: pd.DataFrame = field(
-        default_factory=lambda: tables.frame([], tables.BATCH_COMPARISONS)
-    )
     error_rows: tuple[Mapping[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     n_annotations: int = 0
-    csv_parts: _CsvParts | None = None
+    n_vertebrae: int = 0
+    n_comparisons: int = 0
+    stored: _Stored = field(default_factory=lambda: _Stored())
 
     # -- tables ----------------------------------------------------------------------
 
     @property
     def measurements(self) -> pd.DataFrame:
-        """One row per annotated vertebra (and one per failed file); a new frame per call."""
-        return self.measurement_table.copy()
+        """One row per annotated vertebra (and one per failed file); a new frame per call.
+
+        Columns and dtypes: :data:`vheight.tables.BATCH_MEASUREMENTS`.
+        """
+        return self.stored.table("measurements").copy()
 
     @property
     def comparisons(self) -> pd.DataFrame:
-        """One row per level and height of each pre/post(/follow-up) pairing."""
-        return self.comparison_table.copy()
+        """One row per level and height of each pre/post(/follow-up) pairing.
+
+        Columns and dtypes: :data:`vheight.tables.BATCH_COMPARISONS`.
+        """
+        return self.stored.table("comparisons").copy()
 
     @property
     def errors(self) -> pd.DataFrame:
@@ -1106,20 +1160,20 @@ class BatchResult:
     @property
     def measurement_rows(self) -> tuple[dict[str, Any], ...]:
         """The rows of :attr:`measurements` as plain dicts (None for empty cells)."""
-        return tuple(tables.records(self.measurement_table))
+        return tuple(tables.records(self.stored.table("measurements")))
 
     @property
     def comparison_rows(self) -> tuple[dict[str, Any], ...]:
         """The rows of :attr:`comparisons` as plain dicts (None for empty cells)."""
-        return tuple(tables.records(self.comparison_table))
+        return tuple(tables.records(self.stored.table("comparisons")))
 
     @property
     def measurement_columns(self) -> tuple[str, ...]:
-        return tuple(self.measurement_table.columns)
+        return MEASUREMENT_COLUMNS
 
     @property
     def comparison_columns(self) -> tuple[str, ...]:
-        return tuple(self.comparison_table.columns)
+        return COMPARISON_COLUMNS
 
     # -- summary ---------------------------------------------------------------------
 
@@ -1132,19 +1186,6 @@ class BatchResult:
     def n_failed(self) -> int:
         """Number of annotation files that could not be measured."""
         return sum(1 for row in self.error_rows if row["stage"] == Stage.MEASURE.value)
-
-    @property
-    def n_vertebrae(self) -> int:
-        """Number of vertebra rows (failed files excluded)."""
-        return int(self.measurement_table["error"].isna().sum())
-
-    @property
-    def n_comparisons(self) -> int:
-        """Number of pairings compared successfully."""
-        table = self.comparison_table
-        done = table[table["error"].isna()]
-        keys = done[["subject", "annotator", "pre_annotation", "post_annotation"]]
-        return len(keys.drop_duplicates())
 
     def summary(self) -> dict[str, Any]:
         """Counts for people and logs."""
@@ -1216,7 +1257,7 @@ class BatchResult:
             )
 
     def _frame(self, table: str) -> pd.DataFrame:
-        return self.measurement_table if table == "measurements" else self.comparison_table
+        return self.stored.table(table)
 
     def _write_csv(self, table: str, handle: IO[bytes]) -> None:
         if table == "errors":
@@ -1224,19 +1265,13 @@ class BatchResult:
             tables.write_records_csv(self.error_rows, ERROR_COLUMNS, text)
             handle.write(text.getvalue().encode("utf-8"))
             return
-        frame = self._frame(table)
+        schema = tables.BATCH_MEASUREMENTS if table == "measurements" else tables.BATCH_COMPARISONS
         header = io.StringIO()
-        tables.write_records_csv([], list(frame.columns), header)
+        tables.write_records_csv([], schema.names, header)
         handle.write(header.getvalue().encode("utf-8"))
-        parts = self.csv_parts
-        if parts is not None:
-            spans = parts.measurements if table == "measurements" else parts.comparisons
-            parts.spool.copy(spans, handle)
-        else:
-            schema = (
-                tables.BATCH_MEASUREMENTS if table == "measurements" else tables.BATCH_COMPARISONS
-            )
-            handle.write(_csv_text(tables.records(frame), schema))
+        stored = self.stored
+        spans = stored.measurement_csv if table == "measurements" else stored.comparison_csv
+        stored.spool.copy(spans, handle)
 
 
 # --------------------------------------------------------------------------------------
