@@ -767,18 +767,20 @@ class _Runner:
         task: Callable[..., Any],
         jobs: Sequence[tuple[Any, ...]],
         done: Callable[[int], object] = lambda i: None,
+        keep: Callable[[Any], Any] = lambda result: result,
     ) -> list[Any]:
-        """``task(*job)`` of every job, in order; ``done(i)`` once job ``i`` is over."""
+        """``keep(task(*job))`` of every job, in order (``keep`` is applied to each
+        result as it arrives); ``done(i)`` once job ``i`` is over."""
         results: list[Any] = [None] * len(jobs)
         if self.inline:
             for i, job in enumerate(jobs):
-                results[i] = task(*job)
+                results[i] = keep(task(*job))
                 done(i)
             return results
         pending = list(range(len(jobs)))
         for attempt in range(1, _ATTEMPTS + 1):
             last = attempt == _ATTEMPTS
-            failed = self._attempt(task, jobs, pending, results, done, last=last)
+            failed = self._attempt(task, jobs, pending, results, done, keep, last=last)
             pending = [i for i in pending if i in failed]
             if not pending:
                 break
@@ -791,6 +793,7 @@ class _Runner:
         pending: Sequence[int],
         results: list[Any],
         done: Callable[[int], object],
+        keep: Callable[[Any], Any],
         *,
         last: bool,
     ) -> set[int]:
@@ -817,12 +820,14 @@ class _Runner:
             for future in cf.as_completed(futures):
                 i = futures[future]
                 try:
-                    results[i] = future.result()
+                    result = future.result()
                 except Exception as exc:  # the worker died or could not run the task
                     results[i] = exc
                     failed.add(i)
                     if not last:
                         continue
+                else:
+                    results[i] = keep(result)
                 done(i)
         except BaseException:
             for future in futures:
@@ -851,10 +856,12 @@ def _run_chunks(
     executor: Any,
     workers: int,
     update: Callable[[int], object],
-) -> tuple[list[_Part], list[_Compared], list[_Group], list[str]]:
-    """Every chunk's part, the comparisons of the pairings spanning chunks, the
-    pairings of the whole folder and the pairing warnings."""
+) -> tuple[_Stored, list[_Kept], list[_KeptCompared], list[_Group], list[str]]:
+    """Every chunk's part (its bytes in the store as soon as it arrives), the
+    comparisons of the pairings spanning chunks, the pairings of the whole folder
+    and the pairing warnings."""
     runner = _Runner(executor, workers)
+    stored = _Stored()
     # In this process, chunks only bound the memory a chunk's objects take.
     chunks = _chunks(rels, runner.workers) if not runner.inline else _chunks(rels, 0)
     try:
@@ -862,18 +869,21 @@ def _run_chunks(
             _chunk_task,
             [(root, chunk, reference) for chunk in chunks],
             lambda i: update(len(chunks[i])),
+            stored.keep_part,
         )
         parts = [
-            result if isinstance(result, _Part) else _lost_part(root, chunk, result)
+            result
+            if isinstance(result, _Kept)
+            else stored.keep_part(_lost_part(root, chunk, result))
             for chunk, result in zip(chunks, results, strict=True)
         ]
         groups, warnings = _pairings(film for part in parts for film in part.films)
         compared_keys = {key for part in parts for key in part.compared.keys}
         missing = [group for group in groups if group.key not in compared_keys]
-        spanning = _compare_across_chunks(runner, root, reference, missing)
+        spanning = _compare_across_chunks(runner, stored, root, reference, missing)
     finally:
         runner.close()
-    return parts, spanning, groups, warnings
+    return stored, parts, spanning, groups, warnings
 
 
 def _lost_part(root: str, chunk: Sequence[str], exc: BaseException) -> _Part:
@@ -889,21 +899,26 @@ def _lost_part(root: str, chunk: Sequence[str], exc: BaseException) -> _Part:
 
 
 def _compare_across_chunks(
-    runner: _Runner, root: str, reference: str, groups: Sequence[_Group]
-) -> list[_Compared]:
+    runner: _Runner, stored: _Stored, root: str, reference: str, groups: Sequence[_Group]
+) -> list[_KeptCompared]:
     """Compare, on the pool, the pairings whose files were measured in different chunks."""
     if not groups:
         return []
     size = max(1, math.ceil(len(groups) / runner.workers))
     batches = [tuple(groups[i : i + size]) for i in range(0, len(groups), size)]
-    results = runner.map(_compare_chunk, [(root, batch, reference) for batch in batches])
+    results = runner.map(
+        _compare_chunk,
+        [(root, batch, reference) for batch in batches],
+        keep=stored.keep_compared,
+    )
     out = []
     for batch, result in zip(batches, results, strict=True):
-        if isinstance(result, _Compared):
+        if isinstance(result, _KeptCompared):
             out.append(result)
         else:
             why = _clean_message(_failure(result, "comparing it"), root)
-            out.append(_compared([(group, *_group_error(group, why)) for group in batch]))
+            lost = _compared([(group, *_group_error(group, why)) for group in batch])
+            out.append(stored.keep_compared(lost))
     return out
 
 
@@ -939,6 +954,31 @@ class _Spool:
             handle.write(self.read(span))
 
 
+_Span = tuple[int, int]  # where bytes lie in the spool: (start, length)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _KeptCompared:
+    """A :class:`_Compared` whose table and CSV text are in the spool."""
+
+    keys: tuple[_GroupKey, ...]
+    row_counts: tuple[int, ...]
+    errors: tuple[str | None, ...]
+    table: _Span
+    csv: tuple[_Span, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Kept:
+    """A :class:`_Part` whose table and CSV text are in the spool."""
+
+    films: tuple[_Film, ...]
+    table: _Span
+    csv: _Span
+    n_vertebrae: int
+    compared: _KeptCompared
+
+
 class _Stored:
     """The batch tables, kept in a spool until asked for (then built once).
 
@@ -956,6 +996,31 @@ class _Stored:
         self.comparison_csv: list[tuple[int, int]] = []
         self._built: dict[str, pd.DataFrame] = {}
         self._lock = threading.Lock()
+
+    def keep_compared(self, compared: _Compared) -> _KeptCompared:
+        """``compared`` with its bytes moved to the spool."""
+        start, _length = self.spool.add(b"".join(compared.csv))
+        spans = []
+        for text in compared.csv:
+            spans.append((start, len(text)))
+            start += len(text)
+        return _KeptCompared(
+            keys=compared.keys,
+            row_counts=compared.row_counts,
+            errors=compared.errors,
+            table=self.spool.add(compared.table),
+            csv=tuple(spans),
+        )
+
+    def keep_part(self, part: _Part) -> _Kept:
+        """``part`` with its bytes moved to the spool."""
+        return _Kept(
+            films=part.films,
+            table=self.spool.add(part.table),
+            csv=self.spool.add(part.csv),
+            n_vertebrae=part.n_vertebrae,
+            compared=self.keep_compared(part.compared),
+        )
 
     def table(self, name: str) -> pd.DataFrame:
         with self._lock:
@@ -991,19 +1056,17 @@ class _Stored:
 def _assemble(
     folder: Path,
     reference: str,
-    parts: Sequence[_Part],
-    spanning: Sequence[_Compared],
+    stored: _Stored,
+    parts: Sequence[_Kept],
+    spanning: Sequence[_KeptCompared],
     groups: Sequence[_Group],
     pairing_warnings: Sequence[str],
 ) -> BatchResult:
     import numpy as np
 
-    stored = _Stored()
-    spool = stored.spool
     films = [film for part in parts for film in part.films]
-    for part in parts:
-        stored.measurements.append(spool.add(part.table))
-        stored.measurement_csv.append(spool.add(part.csv))
+    stored.measurements = [part.table for part in parts]
+    stored.measurement_csv = [part.csv for part in parts]
 
     # The comparison table: the pairings of the whole folder, ordered by subject,
     # paired_by and pre annotation, each compared in a chunk or across chunks.
@@ -1023,14 +1086,14 @@ def _assemble(
             ranks.tolist(), compared.csv, compared.errors, compared.row_counts, strict=True
         ):
             if r >= 0:
-                comparison_csv[r] = spool.add(text)
+                comparison_csv[r] = text
                 if error is not None:
                     errors_by_group[r] = error
                 elif count:
                     n_comparisons += 1
         per_row = np.repeat(ranks, compared.row_counts)
         if (per_row >= 0).any():
-            stored.comparisons.append((spool.add(compared.table), per_row))
+            stored.comparisons.append((compared.table, per_row))
     stored.comparison_csv = comparison_csv
 
     error_rows: list[dict[str, Any]] = [
@@ -1348,10 +1411,10 @@ def run_batch(
         n_workers = min(workers, len(rels))
     n_workers = max(1, n_workers)
     with _progress_bar(len(rels), progress) as update:
-        parts, spanning, groups, warnings = _run_chunks(
+        stored, parts, spanning, groups, warnings = _run_chunks(
             root, rels, reference, executor=executor, workers=n_workers, update=update
         )
-    return _assemble(folder_path, reference, parts, spanning, groups, warnings)
+    return _assemble(folder_path, reference, stored, parts, spanning, groups, warnings)
 
 
 @contextmanager
