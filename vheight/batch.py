@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import enum
+import functools
 import gc
 import importlib
 import io
@@ -81,6 +82,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import queue
 import sys
 import tempfile
 import threading
@@ -807,18 +809,25 @@ class _Runner:
                 )
             pool = self._own
         failed: set[int] = set()
-        futures: dict[cf.Future[Any], int] = {}
+        # Finished futures come through a queue and are dropped once their result is
+        # kept: a future holds its result (a whole chunk's bytes) while it lives.
+        arrived: queue.SimpleQueue[tuple[int, cf.Future[Any]]] = queue.SimpleQueue()
+        submitted: list[weakref.ref[cf.Future[Any]]] = []
         for i in pending:
             try:
-                futures[pool.submit(task, *jobs[i])] = i
+                future = pool.submit(task, *jobs[i])
             except Exception as exc:  # a broken pool refuses new tasks
                 results[i] = exc
                 failed.add(i)
                 if last:
                     done(i)
+                continue
+            submitted.append(weakref.ref(future))
+            future.add_done_callback(functools.partial(_arrived, arrived, i))
+            del future
         try:
-            for future in cf.as_completed(futures):
-                i = futures[future]
+            for _ in range(len(submitted)):
+                i, future = arrived.get()
                 try:
                     result = future.result()
                 except Exception as exc:  # the worker died or could not run the task
@@ -828,10 +837,15 @@ class _Runner:
                         continue
                 else:
                     results[i] = keep(result)
+                finally:
+                    del future
+                result = None
                 done(i)
         except BaseException:
-            for future in futures:
-                future.cancel()
+            for ref in submitted:
+                left = ref()
+                if left is not None:
+                    left.cancel()
             raise
         if failed and self._own is not None:
             self.close()  # perhaps broken: the next attempt starts a fresh pool
@@ -842,6 +856,12 @@ class _Runner:
         if self._own is not None:
             own, self._own = self._own, None
             own.shutdown(wait=True, cancel_futures=True)
+
+
+def _arrived(
+    arrived: queue.SimpleQueue[tuple[int, cf.Future[Any]]], i: int, future: cf.Future[Any]
+) -> None:
+    arrived.put((i, future))
 
 
 def _failure(exc: BaseException, what: str) -> str:
