@@ -594,7 +594,8 @@ class Agreement:
         reader (columns ``film``, ``level``, ``reader``, ``source``, ``unit``,
         the :data:`QUANTITIES` and ``grade``).
     quantities
-        One row per quantity, columns :data:`QUANTITY_COLUMNS`.
+        One row per quantity, columns :data:`QUANTITY_COLUMNS` (undefined figures NaN;
+        :meth:`quantity_records` turns them into None).
     grade
         Agreement on the Genant grade, keys :data:`GRADE_KEYS`.
     warnings
@@ -801,6 +802,9 @@ def agreement(readings: Iterable[Reading], *, reference: str = "adjacent") -> Ag
         records.append(record)
         warnings.extend(notes)
     quantities = pd.DataFrame(records, columns=list(QUANTITY_COLUMNS))
+    numeric = [c for c in QUANTITY_COLUMNS if c not in ("quantity", "unit")]
+    quantities[numeric] = quantities[numeric].astype(float)  # undefined = NaN
+    quantities["n"] = quantities["n"].astype(int)
 
     grade_table = _wide(values, "grade", readers)
     grade, notes = grade_agreement(grade_table)
