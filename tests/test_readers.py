@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -197,6 +200,17 @@ def test_the_reader_is_in_the_exports(store_dir):
     assert "Dr Alice^" in names
     document = json.loads(dumps_annotation(slot.annotation))
     assert document["annotator"] == "Dr Alice"
+    # The PDF report's header names who placed the landmarks.
+    pdftotext = shutil.which("pdftotext")
+    if pdftotext is None:
+        if os.environ.get("CI"):
+            pytest.fail("pdftotext (poppler-utils) is missing")
+        pytest.skip("pdftotext (poppler-utils) is missing: the PDF text is not checked")
+    pdf = exports.report_pdf([(slot.opened, slot.annotation)], reference="adjacent")
+    text = subprocess.run(
+        [pdftotext, "-layout", "-", "-"], input=pdf, capture_output=True, check=True
+    ).stdout.decode("utf-8")
+    assert re.search(r"Landmarks placed by\s+Dr Alice", text), text[:2000]
 
 
 def test_the_agreement_page_lists_the_readers_of_the_store(store_dir):
