@@ -491,6 +491,17 @@ def test_uncalibrated_films_leave_the_heights_only(tmp_path):
     assert any("uncalibrated (px)" in w and "1.2" in w for w in result.warnings)
 
 
+def test_known_calibrations_calibrate_films_that_are_not_beside_their_annotations(tmp_path):
+    levels = {"L1": _vertebra(100, 100, 120), "L2": _vertebra(100, 260, 130, 35)}
+    for reader, shift in (("alice", 0.0), ("bob", 1.0)):
+        _write(tmp_path / reader, "f", _annotation("1.7", reader, levels, shift=shift))
+    assert set(agreement_files([tmp_path]).quantities["unit"]) >= {"px"}
+    readings, _, _ = read_readings([tmp_path], calibrations={"1.7": CAL})
+    assert {r.measurement.unit for r in readings} == {"mm"}
+    heights = [r.measurement["L1"].anterior_height for r in readings]
+    assert heights == [pytest.approx(120 * 0.2)] * 2
+
+
 def test_malformed_files_are_errors_and_the_rest_go_on(tmp_path):
     _two_readers(tmp_path)
     (tmp_path / "bob" / "broken.vheight.json").write_text("{not json", encoding="utf-8")

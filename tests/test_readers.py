@@ -234,6 +234,8 @@ def test_the_agreement_page_lists_the_readers_of_the_store(store_dir):
     n = len(_slot(at).annotation.complete_levels)
     assert anterior["n"] == n
     assert anterior["bias"] > 0  # bob's anterior heights are 3 px longer
+    # The store keeps no film, but the film open in the session calibrates its readings.
+    assert anterior["unit"] == "mm"
     assert any("2 readers" in m.value for m in tab.markdown)
     # One Bland-Altman plot per quantity with data (the six of them).
     assert len(tab.get("image")) == 6

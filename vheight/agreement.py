@@ -493,6 +493,7 @@ def read_readings(
     *,
     by: str = "annotator",
     reference: str = "adjacent",
+    calibrations: Mapping[str, Calibration] | None = None,
 ) -> tuple[list[Reading], list[str], list[str]]:
     """Load and measure the annotations under ``paths``.
 
@@ -506,6 +507,11 @@ def read_readings(
         directly: its parent folder).
     reference
         Height-loss reference method (``measurements.md``).
+    calibrations
+        SOP Instance UID -> the film's header calibration, for annotations
+        whose film is not beside them (e.g. the app's store, for the films it
+        has open).  An annotation's own calibration still wins; other films
+        are calibrated as by :func:`vheight.measure_file`.
 
     Returns
     -------
@@ -516,7 +522,10 @@ def read_readings(
         (``"path: message"``); when one reader has two annotations of one film
         the one modified last is kept, with a warning.
     """
-    from vheight.api import measure_file
+    from vheight.api import resolve_calibration
+    from vheight.morphometry import measure
+
+    known = dict(calibrations or {})
 
     if by not in BY_CHOICES:
         raise ValueError(f"by must be one of {', '.join(BY_CHOICES)}, found {by!r}")
@@ -548,7 +557,15 @@ def read_readings(
         else:
             reader = _folder_reader(file, folder)
         try:
-            measurement = measure_file(file, reference=reference)
+            if annotation.calibration is None and uid in known:
+                calibration, notes = known[uid], []
+            else:
+                calibration, notes = resolve_calibration(annotation, annotation_path=file)
+            measurement = measure(annotation, calibration, reference=reference, source=str(file))
+            if notes:
+                measurement = dataclasses.replace(
+                    measurement, warnings=(*notes, *measurement.warnings)
+                )
         except (VHeightError, OSError) as exc:
             errors.append(str(exc) if str(file) in str(exc) else f"{file}: {exc}")
             continue

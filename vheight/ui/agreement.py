@@ -57,17 +57,25 @@ def _fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _cached(folder: str, by: str, reference: str, fingerprint: tuple) -> dict[str, Any]:
-    return compute(Path(folder), by=by, reference=reference)
+def _cached(
+    folder: str, by: str, reference: str, calibrations: tuple, fingerprint: tuple
+) -> dict[str, Any]:
+    return compute(Path(folder), by=by, reference=reference, calibrations=dict(calibrations))
 
 
-def compute(folder: Path, *, by: str, reference: str) -> dict[str, Any]:
+def compute(
+    folder: Path, *, by: str, reference: str, calibrations: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The readings found under ``folder`` and their agreement.
 
+    ``calibrations`` (SOP Instance UID -> header calibration) calibrates the
+    annotations of films whose file is not beside them (the store's).
     Returns ``{"agreement", "annotations" (one row per reader: films
-    annotated, files), "warnings", "errors"}``.
+    annotated), "warnings", "errors"}``.
     """
-    readings, warnings, errors = read_readings([folder], by=by, reference=reference)
+    readings, warnings, errors = read_readings(
+        [folder], by=by, reference=reference, calibrations=calibrations
+    )
     result = agreement(readings, reference=reference)
     rows: dict[str, dict[str, Any]] = {}
     for reading in readings:
@@ -91,6 +99,16 @@ def _source_folder() -> Path | None:
         return session.store().folder
     text = str(state.get(FOLDER) or "").strip()
     return Path(text).expanduser() if text else None
+
+
+def _open_calibrations() -> tuple[tuple[str, Any], ...]:
+    """The header calibration of each film open in the session, by SOP Instance UID."""
+    found = {}
+    for slot in session.slots().values():
+        uid = slot.opened.film.info.sop_instance_uid
+        if uid and slot.opened.film.calibration.is_calibrated:
+            found[uid] = slot.opened.film.calibration
+    return tuple(sorted(found.items()))
 
 
 def page() -> None:
@@ -126,7 +144,7 @@ def page() -> None:
     reference = state.get(session.REFERENCE, "adjacent")
     by = state.get(BY) or "annotator"
     with st.spinner("Measuring every reader's annotations..."):
-        found = _cached(str(folder), by, reference, _fingerprint(folder))
+        found = _cached(str(folder), by, reference, _open_calibrations(), _fingerprint(folder))
     _show(found)
 
 
@@ -177,8 +195,9 @@ def _show(found: dict[str, Any]) -> None:
     st.caption(_escape(caption))
     if "px" in set(result.quantities["unit"]):
         st.caption(
-            "Heights in px: these films' spacing is not known here (the store keeps the "
-            "landmarks, not the films). Ratios, angles, losses and ICCs do not depend on it."
+            "Heights in px: the spacing of these films is not known here (the store keeps "
+            "the landmarks, not the films; films open in this session are calibrated). "
+            "Ratios, angles, losses and ICCs do not depend on it."
         )
     grade = {(_GRADE_HEADERS[k]): result.grade.get(k) for k in GRADE_KEYS}
     st.caption("Genant grade (a quantitative suggestion)")
