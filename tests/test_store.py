@@ -57,13 +57,31 @@ def test_files_of_the_single_reader_store_still_load(tmp_path):
     assert load_annotation(legacy).vertebrae["L1"]["superior_anterior"] == (5.0, 20.0)
 
 
-def test_an_old_file_naming_a_reader_is_theirs_only(tmp_path):
+def test_an_old_file_naming_someone_is_still_every_readers_start(tmp_path):
+    # One store had one reader, whatever the annotator field says (often the author
+    # of a sidecar or an uploaded file): nobody loses sight of the work done before.
     store = AnnotationStore(folder=tmp_path)
-    save_annotation(_annotation("alice"), tmp_path / f"{UID}.vheight.json")
-    assert store.find(UID, "alice").legacy
-    assert store.find(UID, "bob") is None
-    assert [(o.reader, o.legacy) for o in store.others(UID, "bob")] == [("alice", True)]
-    assert store.others(UID, "alice") == []
+    save_annotation(_annotation("vheight.phantom (ground truth)"), tmp_path / f"{UID}.vheight.json")
+    for reader in ("alice", "bob"):
+        found = store.find(UID, reader)
+        assert found.legacy and found.reader == "vheight.phantom (ground truth)"
+    assert [o.legacy for o in store.others(UID, "bob")] == [True]
+
+
+def test_a_legacy_start_says_so(tmp_path):
+    store = AnnotationStore(folder=tmp_path / "store")
+    film = tmp_path / "pre.dcm"
+    film.write_bytes((REPO / "sample_images" / "pre.dcm").read_bytes())
+    opened = open_path(film)
+    old = dataclasses.replace(
+        _annotation("someone"),
+        image=ImageRef(file="pre.dcm", sop_instance_uid=opened.store_key,
+                       rows=opened.film.rows, columns=opened.film.columns),
+    )  # fmt: skip
+    store.save(opened.store_key, old)  # no reader: the single-reader layout
+    start = initial_annotation(opened, store, "pre", reader="alice")
+    assert start.origin == "store" and start.annotation.vertebrae == old.vertebrae
+    assert any("before readers were named" in n and "alice" in n for n in start.notes)
 
 
 def test_unreadable_files_of_other_readers_are_skipped(tmp_path):

@@ -262,6 +262,12 @@ def initial_annotation(
     stored = None if found is None else found.annotation
     if found is not None:
         path = found.path
+        if found.legacy and reader:
+            by = f" by {found.reader}" if found.reader else ""
+            notes.append(
+                f"These landmarks were saved{by} before readers were named; your changes are "
+                f"saved as {reader}'s."
+            )
     if stored is not None:
         why = _fits(stored, opened.film)
         if why is None:

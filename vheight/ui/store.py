@@ -11,8 +11,8 @@ one (PNG, JPEG, DICOM lacking the UID), so reopening the same film, from
 wherever, finds its landmarks again.
 
 Files saved before readers were named, ``<folder>/<key>.vheight.json``, are
-still read: by the reader named in their ``annotator``, or by any reader when
-they name nobody (a reader's own file, once saved, wins).  Saves are atomic
+still read: they are every reader's starting point for that film until the
+reader saves their own (which never changes the old file).  Saves are atomic
 (:func:`vheight.annotation.save_annotation`: a temporary file in the same
 folder, then a rename), so a crash never leaves a half-written file.
 
@@ -146,8 +146,10 @@ class AnnotationStore:
     def find(self, key: str, reader: str | None = None) -> StoredAnnotation | None:
         """The annotation ``reader`` works on for film ``key``, or None.
 
-        The reader's own file; else the single-reader file when it names this
-        reader or nobody.  Without a reader: the single-reader file.
+        The reader's own file; else the file of the single-reader layout (saved
+        before readers were named: one store had one reader, whatever its
+        ``annotator`` says, so it is every reader's starting point until they
+        save their own).  Without a reader: the single-reader file.
 
         Raises
         ------
@@ -165,8 +167,6 @@ class AnnotationStore:
             return None
         annotation = load_annotation(legacy)
         owner = annotation.annotator.strip()
-        if reader is not None and reader.strip() and owner and owner != reader.strip():
-            return None  # another reader's landmarks: see others()
         return StoredAnnotation(annotation=annotation, path=legacy, reader=owner, legacy=True)
 
     def load(self, key: str, reader: str | None = None) -> Annotation | None:
