@@ -325,6 +325,20 @@ def test_two_noisy_readers_agree_as_their_noise_implies(truth):
     assert math.isnan(rows.loc["wedge_angle_deg", "cv_pct"])
 
 
+def test_three_readers_have_no_bland_altman(truth, tmp_path, capsys):
+    result = agreement(_readings(truth, {"alice": {}, "bob": {}, "carol": {}}, seed=2))
+    assert result.readers == ("alice", "bob", "carol") and result.difference is None
+    rows = result.quantities.set_index("quantity")
+    anterior = rows.loc["anterior_height"]
+    for key in ("bias", "loa_low", "loa_high", "sd_diff"):
+        assert math.isnan(anterior[key])
+    # SEM: the square root of the residual mean square, about sqrt(2) * SD_MM.
+    assert anterior["sem"] == pytest.approx(math.sqrt(2) * SD_MM, rel=0.3)
+    assert result.grade["kappa_linear"] is None and result.grade["fleiss_kappa"] is not None
+    with pytest.raises(ValueError, match="exactly two readers"):
+        write_bland_altman_plots(result, tmp_path)
+
+
 def test_a_systematic_anterior_offset_shows_as_bias(truth):
     result = agreement(_readings(truth, {"alice": {}, "bob": {"anterior": 1.0}}, seed=1))
     rows = result.quantities.set_index("quantity")
