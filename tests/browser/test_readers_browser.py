@@ -97,6 +97,10 @@ def test_two_readers_one_after_the_other(reader_server, browser, shots):
     alice = browser.new_context(viewport={"width": 1600, "height": 1150}).new_page()
     alice.set_default_timeout(SLOW)
     alice.goto(reader_server.url)
+    expect(alice.get_by_text("Who is reading?")).to_be_visible(timeout=SLOW)
+    expect(alice.get_by_label("Your name or initials")).to_be_visible(timeout=SLOW)
+    expect(alice.get_by_test_id("vh-editor")).to_have_count(0)  # nothing to edit yet
+    alice.screenshot(path=str(shots / "readers-00-prompt.png"))
     _name_yourself(alice, "alice")
     _place_l1(alice, truth)
     ha_alice = _ha(_l1_row(alice))
