@@ -209,8 +209,10 @@ def _emit_summary_table(summary: Mapping[str, Any]) -> None:
 def _emit_tables(
     measurements: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping[str, Any]]
 ) -> None:
+    from vheight.cli.measure import for_people  # float noise such as 3.6e-15 mm reads as a change
+
     if measurements:
-        emit_table(measurements, columns=_TABLE_MEASUREMENT_COLUMNS)
+        emit_table(for_people(measurements), columns=_TABLE_MEASUREMENT_COLUMNS)
     if comparisons:
         sys.stdout.write("\n")
-        emit_table(comparisons, columns=_TABLE_COMPARISON_COLUMNS)
+        emit_table(for_people(comparisons), columns=_TABLE_COMPARISON_COLUMNS)
