@@ -734,3 +734,85 @@ def test_magnification_leaves_relative_figures_unchanged(spacing, factor, h_pre,
                 assert b[key] is None
             else:
                 assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-9), key
+
+
+# -- files and the command line -------------------------------------------------------------
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pydicom  # noqa: E402
+
+from vheight.api import compare_files  # noqa: E402
+from vheight.cli import main  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+SERIES = [SAMPLES / f"{tp}.vheight.json" for tp in ("pre", "post", "followup")]
+
+
+def test_sample_series_flags_exactly_the_new_adjacent_fracture():
+    c = compare_files(*SERIES)
+    assert c.incident_levels == ("L2",) and c.recollapsed_levels == ()
+    l2 = rows(c, "L2", "anterior")
+    assert l2["incident_reason"].startswith("anterior height -34.5 % (-9.00 mm) since pre")
+    assert l2["incident_reason"].endswith("grade 0 -> 2 (followup)")
+    assert (l2["days_pre_to_post"], l2["days_post_to_followup"]) == (2, 90)
+    assert [w for w in c.warnings if "suspected" in w] == [
+        f"new fracture suspected at L2 ({l2['incident_reason']}); for the radiologist to confirm"
+    ]
+    # Its fracture is not mistaken for a magnification change of its neighbours.
+    assert not any("adjacent reference heights" in w for w in c.warnings)
+    assert rows(c, "L1", "anterior")["recollapse"] is False
+    # Without the follow-up, nothing is flagged.
+    assert compare_files(*SERIES[:2]).incident_levels == ()
+
+
+def _copy_series(tmp_path, patient_of_post=None):
+    for tp in ("pre", "post"):
+        shutil.copy(SAMPLES / f"{tp}.vheight.json", tmp_path)
+        if tp == "post" and patient_of_post:
+            ds = pydicom.dcmread(SAMPLES / "post.dcm")
+            ds.PatientID = patient_of_post
+            ds.save_as(tmp_path / "post.dcm")
+        else:
+            shutil.copy(SAMPLES / f"{tp}.dcm", tmp_path)
+    return str(tmp_path / "pre.vheight.json"), str(tmp_path / "post.vheight.json")
+
+
+def test_compare_command_refuses_different_patients_in_one_line(tmp_path, capsys):
+    pre, post = _copy_series(tmp_path, patient_of_post="OTHER42")
+    assert main(["compare", pre, post, "--format", "json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err == (
+        f"vheight compare: error: {pre} (pre, patient ID VHPHANTOM002026) and {post} (post, "
+        "patient ID OTHER42) belong to different patients: not compared "
+        "(allow_different_patients / --allow-different-patients compares anyway)\n"
+    )
+    assert main(["compare", pre, post, "--format", "json", "--allow-different-patients"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert any(
+        "belong to different patients: compared on request" in w for w in document["warnings"]
+    )
+    assert list(document["levels"][0]) == list(COMPARE_RECORD_KEYS)
+    (tmp_path / "same").mkdir()
+    same_pre, same_post = _copy_series(tmp_path / "same")
+    assert main(["compare", same_pre, same_post, "--format", "table"]) == 0
+    out = capsys.readouterr().out
+    assert "lengths in mm; pre -> post 2 days" in out and "FLAG" not in out
+
+
+def test_compare_command_reports_the_flags(capsys):
+    assert main(["compare", *map(str, SERIES), "--reference", "nearest_normal"]) == 0
+    out = capsys.readouterr().out
+    assert "FLAG: new fracture suspected at L2 (to confirm)" in out
+    assert "post -> follow-up 90 days" in out
+
+
+def test_phantom_series_new_fracture_option(tmp_path, capsys):
+    assert main(["phantom", str(tmp_path / "x"), "--series", "--new-fracture", "L2:crush"]) == 2
+    assert "expected LEVEL:KIND:LOSS" in capsys.readouterr().err
+    assert main(["phantom", str(tmp_path / "y"), "--new-fracture", "none"]) == 2
+    assert "--new-fracture needs --series" in capsys.readouterr().err

@@ -943,10 +943,14 @@ def compare(
         )
     common = _complete_levels(films["pre"]) & _complete_levels(films["post"])
     levels: dict[str, LevelComparison] = {}
+    notes: dict[str, list[str]] = {}
     for level in (lvl for lvl in LEVELS if lvl in common):
-        levels[level], notes = _compare_level(level, units, treated, in_followup_unit)
-        warnings += _reference_warnings(level, units.films, treated, units)
-        warnings += notes
+        levels[level], notes[level] = _compare_level(level, units, treated, in_followup_unit)
+    # A treated or newly fractured neighbour changed for a reason: not a magnification.
+    changed = treated | {lc.level for lc in levels.values() if lc.incident_fracture}
+    for level in levels:
+        warnings += _reference_warnings(level, units.films, changed, units)
+        warnings += notes[level]
     if not levels:
         warnings.append("no level is measured on both the pre and the post film: nothing compared")
     for role, m in films.items():
@@ -977,15 +981,15 @@ def _grade(v: VertebraMeasurement) -> int | None:
 
 
 def _reference_warnings(
-    level: str, films: Mapping[str, Measurement], treated: frozenset[str], units: _Units
+    level: str, films: Mapping[str, Measurement], changed: frozenset[str], units: _Units
 ) -> list[str]:
     """Adjacent reference heights of ``level`` differing by > 5 % between two films.
 
-    Only untreated neighbours complete on both films are averaged, so that a
-    level annotated on one film only, or a treated level whose height the
-    procedure changed, does not fake a difference.  ``treated``: the levels
-    treated on any of the films.  Films in different units are not set
-    against each other.
+    Only neighbours complete on both films and not in ``changed`` (the levels
+    treated on any film, and those flagged as a new fracture) are averaged, so
+    that a level annotated on one film only, or a level whose height really
+    changed, does not fake a difference.  Films in different units are not
+    set against each other.
     """
     warnings: list[str] = []
     roles = list(films)
@@ -1002,7 +1006,7 @@ def _reference_warnings(
             vb = vertebrae_b.get(level)
             if vb is None or not vb.complete:
                 continue
-            common = [n for n in va.neighbours if n in vb.neighbours and n not in treated]
+            common = [n for n in va.neighbours if n in vb.neighbours and n not in changed]
             if not common:
                 continue
             found = []
