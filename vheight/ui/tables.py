@@ -80,6 +80,7 @@ def measurement_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "Loss P (%)": r.get("posterior_loss_pct"),
                 "Max loss (%)": r.get("max_loss_pct"),
                 "Reference": r.get("reference_method") or "",
+                "Reference levels": r.get("reference_levels") or "",
             }
         )
     columns = [
@@ -87,9 +88,10 @@ def measurement_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         f"Ha ({unit})", f"Hm ({unit})", f"Hp ({unit})",
         "Ha/Hp", "Hm/Hp", "Crush", "Wedge (deg)", "Segmental (deg)",
         "Loss A (%)", "Loss M (%)", "Loss P (%)", "Max loss (%)", "Reference",
+        "Reference levels",
     ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
-    for column in columns[4:-1]:
+    for column in columns[4:-2]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
 
@@ -181,15 +183,19 @@ _COMPARISON_COLUMNS = {
     "level": "Level",
     "height": "Height",
     "treated": "Treated",
+    "flag": "Flag",
     "pre": "Pre ({unit})",
     "post": "Post ({unit})",
-    "followup": "Follow-up ({unit})",
+    "followup": "Follow-up ({followup_unit})",
     "delta": "Change post \u2212 pre ({unit})",
     "restoration_pct_of_lost": "Restored (% of lost)",
     "restoration_pct_of_initial": "Restored (% of initial)",
     "restoration_pct_of_reference": "Restored (% of reference)",
     "loss_since_post_pct": "Loss since post (%)",
     "reference_pre": "Reference pre ({unit})",
+    "lost_pre": "Lost before ({unit})",
+    "loss_reduction_pct_points": "Loss pre \u2212 post (points)",
+    "restoration_pct_of_lost_relative": "Restored (% of lost, relative)",
     "reference_method": "Reference",
     "wedge_angle_pre_deg": "Wedge pre (deg)",
     "wedge_angle_post_deg": "Wedge post (deg)",
@@ -201,29 +207,72 @@ _COMPARISON_COLUMNS = {
     "grade_followup": "Grade follow-up",
 }
 _FOLLOWUP_KEYS = ("followup", "loss_since_post_pct", "wedge_angle_followup_deg", "grade_followup")
-_TEXT_KEYS = ("level", "height", "treated", "reference_method")
+_TEXT_KEYS = ("level", "height", "treated", "reference_method", "flag")
+#: ``restoration_pct_of_lost`` means something only when at least this many mm were lost...
+MIN_LOST_MM = 1.0
+#: ...or, uncalibrated, this fraction of the reference height.
+MIN_LOST_FRACTION = 0.05
+
+
+def lost_is_meaningful(record: Mapping[str, Any]) -> bool:
+    """Whether enough height was lost before treatment for "% of lost" to mean anything:
+    ``lost_pre`` at least 1 mm, or 5 % of ``reference_pre`` when in px."""
+    lost, reference = record.get("lost_pre"), record.get("reference_pre")
+    if lost is None or lost != lost:
+        return False
+    if str(record.get("unit")) == "mm":
+        return round(float(lost), 6) >= MIN_LOST_MM
+    return reference is not None and round(float(lost), 6) >= MIN_LOST_FRACTION * float(reference)
+
+
+def _flag(record: Mapping[str, Any]) -> str | None:
+    if record.get("incident_fracture"):
+        return "new fracture?"
+    if record.get("recollapse"):
+        return "recollapse?"
+    return None
 
 
 def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The comparison table: one row per level and height, labelled columns with units.
 
-    Treated levels come first (each group in anatomical order, as recorded);
+    Flagged levels (suspected new fracture, recollapse) come first, then the
+    treated ones (each group in anatomical order, as recorded); "% of lost"
+    (and its relative form) is left out where too little height was lost
+    (:func:`lost_is_meaningful`);
     follow-up columns are left out when no film is a follow-up.  Values are
     the records' own (rounding is display only: :func:`style_comparison`);
     grades are text (``"2 moderate"``), missing ones None.
     """
     unit = next((str(r.get("unit")) for r in records if r.get("unit")), "px")
-    names = {key: header.format(unit=unit) for key, header in _COMPARISON_COLUMNS.items()}
+    followup_unit = next(
+        (str(r.get("followup_unit")) for r in records if r.get("followup_unit")), unit
+    )
+    names = {
+        key: header.format(unit=unit, followup_unit=followup_unit)
+        for key, header in _COMPARISON_COLUMNS.items()
+    }
     if not records:
         return pd.DataFrame(columns=list(names.values()))
-    frame = pd.DataFrame(list(records))
+    shown = []
+    for r in records:
+        row = dict(r, flag=_flag(r))
+        if not lost_is_meaningful(r):  # too little lost: the percentages mean nothing
+            row["restoration_pct_of_lost"] = row["restoration_pct_of_lost_relative"] = None
+        shown.append(row)
+    frame = pd.DataFrame(shown)
     for key in names:
         if key not in frame.columns:
             frame[key] = None
+    if frame["flag"].isna().all():
+        names = {k: v for k, v in names.items() if k != "flag"}
     if frame["followup"].isna().all():
         names = {k: v for k, v in names.items() if k not in _FOLLOWUP_KEYS}
     frame["treated"] = frame["treated"].fillna(False).astype(bool)
-    frame = frame.sort_values("treated", ascending=False, kind="stable").reset_index(drop=True)
+    frame["_flagged"] = frame["flag"].notna()
+    frame = frame.sort_values(["_flagged", "treated"], ascending=False, kind="stable").reset_index(
+        drop=True
+    )
     frame = frame[list(names)]
     for key in names:
         if key.startswith("grade_"):
@@ -242,6 +291,7 @@ TEXT_COLUMNS = (
     "Level",
     "Height",
     "Treated",
+    "Flag",
     "Reference",
     "Grade pre",
     "Grade post",
@@ -265,7 +315,12 @@ def display_comparison(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _treated_row(row: pd.Series) -> list[str]:
-    tint = "background-color: rgba(255, 176, 32, 0.13)" if row.get("Treated") == "yes" else ""
+    if row.get("Flag") not in (None, MISSING, ""):
+        tint = "background-color: rgba(230, 40, 200, 0.16)"
+    elif row.get("Treated") == "yes":
+        tint = "background-color: rgba(255, 176, 32, 0.13)"
+    else:
+        tint = ""
     return [tint] * len(row)
 
 
