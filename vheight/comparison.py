@@ -97,6 +97,9 @@ __all__ = [
     "INCIDENT_DECREASE_MM",
     "RECOLLAPSE_PCT",
     "ROLES",
+    "MIN_LOST_MM",
+    "MIN_LOST_FRACTION",
+    "percent_of_lost_meaningful",
     "FilmFacts",
     "parse_dicom_datetime",
     "HeightComparison",
@@ -113,6 +116,10 @@ INCIDENT_DECREASE_PCT = 20.0
 INCIDENT_DECREASE_MM = 4.0
 #: A treated level recollapsed: at least this many percent of a height lost since post.
 RECOLLAPSE_PCT = 15.0
+#: ``restoration_pct_of_lost`` is shown only when at least this many mm were lost...
+MIN_LOST_MM = 1.0
+#: ...or, in px, this fraction of the reference height (``measurements.md``).
+MIN_LOST_FRACTION = 0.05
 #: The films of a comparison, in time order.
 ROLES: tuple[str, ...] = ("pre", "post", "followup")
 
@@ -294,6 +301,21 @@ def _diff(after: float | None, before: float | None) -> float | None:
     if after is None or before is None:
         return None
     return after - before
+
+
+def percent_of_lost_meaningful(record: Mapping[str, Any]) -> bool:
+    """Whether a record's ``restoration_pct_of_lost`` (and its relative form) is worth
+    showing: ``lost_pre`` at least 1 mm, or 5 % of ``reference_pre`` in px.
+
+    Below that, too little height was lost for the share restored to mean
+    anything (``measurements.md``); the record keeps the number.
+    """
+    lost, reference = record.get("lost_pre"), record.get("reference_pre")
+    if lost is None or lost != lost:
+        return False
+    if str(record.get("unit")) == "mm":
+        return _at_least(float(lost), MIN_LOST_MM)
+    return reference is not None and _at_least(float(lost), MIN_LOST_FRACTION * float(reference))
 
 
 def _at_least(value: float, threshold: float) -> bool:

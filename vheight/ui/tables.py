@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from vheight.comparison import percent_of_lost_meaningful as lost_is_meaningful
+
 __all__ = [
     "GRADE_NAMES",
     "GRADE_LABELS",
@@ -208,21 +210,6 @@ _COMPARISON_COLUMNS = {
 }
 _FOLLOWUP_KEYS = ("followup", "loss_since_post_pct", "wedge_angle_followup_deg", "grade_followup")
 _TEXT_KEYS = ("level", "height", "treated", "reference_method", "flag")
-#: ``restoration_pct_of_lost`` means something only when at least this many mm were lost...
-MIN_LOST_MM = 1.0
-#: ...or, uncalibrated, this fraction of the reference height.
-MIN_LOST_FRACTION = 0.05
-
-
-def lost_is_meaningful(record: Mapping[str, Any]) -> bool:
-    """Whether enough height was lost before treatment for "% of lost" to mean anything:
-    ``lost_pre`` at least 1 mm, or 5 % of ``reference_pre`` when in px."""
-    lost, reference = record.get("lost_pre"), record.get("reference_pre")
-    if lost is None or lost != lost:
-        return False
-    if str(record.get("unit")) == "mm":
-        return round(float(lost), 6) >= MIN_LOST_MM
-    return reference is not None and round(float(lost), 6) >= MIN_LOST_FRACTION * float(reference)
 
 
 def _flag(record: Mapping[str, Any]) -> str | None:
