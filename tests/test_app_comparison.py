@@ -61,6 +61,7 @@ def test_different_patient_followup_is_refused_until_confirmed(tmp_path, monkeyp
     text = error.replace("\\", "")
     assert text.startswith("**These films belong to different patients: not compared.**")
     assert "patient ID VHPHANTOM002026" in text and "patient ID OTHER0042" in text
+    assert "allow_different_patients" not in text  # the API's advice, not the app's
     # No cards, no films, no table until confirmed.
     assert not tab.metric and not tab.get("image") and not tab.dataframe
     (button,) = [b for b in tab.button if b.label.startswith("They are the same patient")]
@@ -89,6 +90,8 @@ def test_new_fracture_leads_the_tab_and_is_framed_on_the_followup(tmp_path, monk
     at = _app(tmp_path, monkeypatch, SAMPLES)
     tab = _comparison(at)
     first = tab.error[0].value.replace("\\", "")
+    # The flag has its own box, not a line among the warnings.
+    assert not any("suspected" in w.value for w in tab.warning)
     assert first.startswith("**New fracture suspected at L2** (untreated; pre → follow-up film)")
     assert "anterior height -34.5 % (-9.00 mm) since pre" in first
     assert framed == {(("L2", "L2 new fracture?"),): True}
@@ -115,14 +118,20 @@ def test_percent_of_lost_is_shown_from_1_mm(value):
     from vheight.ui.comparison import percent_of_lost_text
 
     record = {"unit": "mm", "lost_pre": value, "restoration_pct_of_lost": 50.0}
-    assert percent_of_lost_text(record)[1] == "not-meaningful"
-    assert percent_of_lost_text({**record, "lost_pre": 1.0}) == ("50.0 % of lost", "restored")
+    assert percent_of_lost_text(record) == (
+        "% of lost: \u2013",
+        "not-meaningful",
+        f"only {value:.2f} mm lost before treatment",
+    )
+    assert percent_of_lost_text({**record, "lost_pre": 1.0}) == (
+        "50.0 % of lost",
+        "restored",
+        None,
+    )
     over = percent_of_lost_text({**record, "lost_pre": 2.0, "restoration_pct_of_lost": 188.1})
-    assert over == ("overcorrected: 188.1 % of lost", "overcorrected")
+    assert over == ("overcorrected, 188.1 % of lost", "overcorrected", None)
     # Uncalibrated: 5 % of the reference height.
     px = {"unit": "px", "lost_pre": 4.9, "reference_pre": 100.0, "restoration_pct_of_lost": 20.0}
     assert percent_of_lost_text(px)[1] == "not-meaningful"
     assert percent_of_lost_text({**px, "lost_pre": 5.0})[1] == "restored"
-    assert percent_of_lost_text({**px, "lost_pre": -3.0})[0] == (
-        "% of lost: \u2013 (no height lost before treatment)"
-    )
+    assert percent_of_lost_text({**px, "lost_pre": -3.0})[2] == "no height lost before treatment"

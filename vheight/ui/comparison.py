@@ -479,28 +479,28 @@ def level_summary(records: Sequence[Mapping[str, Any]], level: str) -> dict[str,
     }
 
 
-def percent_of_lost_text(record: Mapping[str, Any]) -> tuple[str, str]:
-    """How a card shows the share of the lost height restored: ``(text, kind)``.
+def percent_of_lost_text(record: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """How a card shows the share of the lost height restored: ``(text, kind, why)``.
 
     ``kind`` is ``"restored"`` (a percentage of at most 100 %), ``"overcorrected"``
     (above 100 %: never styled as success) or ``"not-meaningful"`` (less than
-    1 mm lost, or 5 % of the reference when uncalibrated, or none at all; the
-    text says why instead of a percentage).
+    1 mm lost, or 5 % of the reference when uncalibrated, or none at all):
+    then the text is a dash and ``why`` says why.
     """
     unit = str(record.get("unit") or "px")
     lost = record.get("lost_pre")
     pct = record.get("restoration_pct_of_lost")
     if lost is None:
-        return "% of lost: \u2013 (no reference height)", "not-meaningful"
+        return "% of lost: \u2013", "not-meaningful", "no reference height"
     if not lost_is_meaningful(record):
         if lost <= 0:
             why = "no height lost before treatment"
         else:
             why = f"only {fmt_number(lost, 2)} {unit} lost before treatment"
-        return f"% of lost: \u2013 ({why})", "not-meaningful"
+        return "% of lost: \u2013", "not-meaningful", why
     if pct is not None and pct > 100:
-        return f"overcorrected: {fmt_number(pct, 1)} % of lost", "overcorrected"
-    return f"{fmt_number(pct, 1)} % of lost", "restored"
+        return f"overcorrected, {fmt_number(pct, 1)} % of lost", "overcorrected", None
+    return f"{fmt_number(pct, 1)} % of lost", "restored", None
 
 
 def _reference_levels(measurement: Any, level: str) -> str:
@@ -548,7 +548,7 @@ def _signed(value: Any, digits: int, suffix: str) -> str | None:
 
 def _height_card(card: Any, name: str, record: Mapping[str, Any], unit: str) -> str | None:
     """One height's card; returns the note to print under the cards (None: nothing to say)."""
-    text, kind = percent_of_lost_text(record)
+    text, kind, why = percent_of_lost_text(record)
     delta = _signed(record["delta"], 2, f" {unit}")
     if delta is not None:
         delta += f" \u00b7 {text}"
@@ -571,6 +571,10 @@ def _height_card(card: Any, name: str, record: Mapping[str, Any], unit: str) -> 
         return (
             f"{HEIGHT_NAMES[name]}: {text} \u2014 the height now exceeds its reference; "
             "overcorrection, not a better result."
+        )
+    if why and not (record.get("lost_pre") is not None and record["lost_pre"] < 0):
+        return (
+            f"{HEIGHT_NAMES[name]}: no % of lost height \u2014 {why}, too little to mean anything."
         )
     return None
 
@@ -690,8 +694,9 @@ def _allow_key(films: Sequence[ComparedFilm]) -> str:
 
 def _confirm_different_patients(message: str, key: str) -> None:
     """The different-patient error in place of the comparison, with a confirm button."""
+    message = message.split(" (allow_different_patients")[0]  # the API's how-to: not here
     st.error(
-        f"**These films belong to different patients: not compared.**\n\n{_plain(message)}",
+        f"**These films belong to different patients: not compared.**\n\n{_plain(message)}.",
         icon=":material/person_alert:",
     )
     st.caption(
@@ -746,6 +751,10 @@ def show_flags(comparison: Comparison) -> None:
         )
 
 
+def _is_flag_warning(warning: str) -> bool:
+    return warning.startswith(("new fracture suspected at ", "recollapse suspected at "))
+
+
 def show_comparison(
     measurements: Mapping[str, Any], films: Sequence[ComparedFilm], *, reference: str
 ) -> Comparison | None:
@@ -773,7 +782,8 @@ def show_comparison(
         st.error(_plain(f"The films could not be compared: {exc}"))
         return None
     show_flags(comparison)
-    show_warnings(comparison.warnings)
+    # The flags are shown above, each in its own box.
+    show_warnings([w for w in comparison.warnings if not _is_flag_warning(w)])
     records = comparison.records()
     if not records:
         st.caption("No level is complete on both films yet.")
