@@ -816,3 +816,30 @@ def test_phantom_series_new_fracture_option(tmp_path, capsys):
     assert "expected LEVEL:KIND:LOSS" in capsys.readouterr().err
     assert main(["phantom", str(tmp_path / "y"), "--new-fracture", "none"]) == 2
     assert "--new-fracture needs --series" in capsys.readouterr().err
+
+
+def test_batch_pairs_per_reader_and_carries_the_v1_1_columns(tmp_path):
+    from vheight.batch import run_batch
+
+    for reader in ("Reader A", "Reader B"):
+        folder = tmp_path / reader.replace(" ", "_")
+        folder.mkdir()
+        for tp in ("pre", "post", "followup"):
+            shutil.copy(SAMPLES / f"{tp}.dcm", folder)
+            doc = json.loads((SAMPLES / f"{tp}.vheight.json").read_text(encoding="utf-8"))
+            doc["annotator"] = reader
+            (folder / f"{tp}.vheight.json").write_text(json.dumps(doc), encoding="utf-8")
+    result = run_batch(tmp_path, workers=1, progress=False)
+    assert result.n_comparisons == 2 and not result.failed
+    frame = result.comparisons
+    assert sorted(set(frame["annotator"])) == ["Reader A", "Reader B"]
+    assert set(frame["paired_by"]) == {"patient_id"}
+    flagged = frame[frame["incident_fracture"].fillna(False)]
+    assert sorted(set(zip(flagged["annotator"], flagged["level"], strict=True))) == [
+        ("Reader A", "L2"),
+        ("Reader B", "L2"),
+    ]
+    assert set(frame["days_pre_to_post"]) == {2} and set(frame["days_post_to_followup"]) == {90}
+    assert str(frame["lost_pre"].dtype) == "float64"
+    assert set(frame["followup_unit"]) == {"mm"}
+    assert set(result.measurements["annotator"]) == {"Reader A", "Reader B"}

@@ -87,7 +87,7 @@ import orjson
 
 from vheight.annotation import load_annotation
 from vheight.api import _film_location, film_header_warnings
-from vheight.comparison import SPEC_COMPARE_RECORD_KEYS
+from vheight.comparison import SPEC_COMPARE_RECORD_KEYS, V1_1_COMPARE_RECORD_KEYS, FilmFacts
 from vheight.errors import ImageReadError, VHeightError
 from vheight.files import write_atomic
 from vheight.morphometry import RECORD_KEYS, Measurement, ReferenceMethod, measure
@@ -127,6 +127,7 @@ _FILM_ID_COLUMNS: tuple[str, ...] = (
     "study_instance_uid",
     "sop_instance_uid",
     "timepoint",
+    "annotator",
 )
 _TRAILING_COLUMNS: tuple[str, ...] = ("warnings", "error")
 
@@ -135,7 +136,7 @@ _TRAILING_COLUMNS: tuple[str, ...] = ("warnings", "error")
 MEASUREMENT_COLUMNS: tuple[str, ...] = _FILM_ID_COLUMNS + MEASURE_COLUMNS + _TRAILING_COLUMNS
 
 #: Keys of the ``compare`` output record (``interfaces.md``), in order.
-COMPARE_COLUMNS: tuple[str, ...] = SPEC_COMPARE_RECORD_KEYS
+COMPARE_COLUMNS: tuple[str, ...] = SPEC_COMPARE_RECORD_KEYS + V1_1_COMPARE_RECORD_KEYS
 
 _PAIR_ID_COLUMNS: tuple[str, ...] = (
     "subject",
@@ -150,6 +151,7 @@ _PAIR_ID_COLUMNS: tuple[str, ...] = (
     "pre_study_instance_uid",
     "post_study_instance_uid",
     "followup_study_instance_uid",
+    "annotator",
 )
 
 #: Columns of the batch comparison table, in order.
@@ -188,10 +190,22 @@ _FLOAT_COLUMNS = frozenset(
         "wedge_angle_post_deg",
         "wedge_angle_change_deg",
         "segmental_kyphosis_change_deg",
+        "lost_pre",
+        "loss_reduction_pct_points",
+        "restoration_pct_of_lost_relative",
     }
 )
-_INT_COLUMNS = frozenset({"grade", "grade_pre", "grade_post", "grade_followup"})
-_BOOL_COLUMNS = frozenset({"complete", "treated"})
+_INT_COLUMNS = frozenset(
+    {
+        "grade",
+        "grade_pre",
+        "grade_post",
+        "grade_followup",
+        "days_pre_to_post",
+        "days_post_to_followup",
+    }
+)
+_BOOL_COLUMNS = frozenset({"complete", "treated", "incident_fracture", "recollapse"})
 
 # Chunking: aim for this many chunks per worker (load balance and a lively
 # progress bar) but never more than this many files per chunk.
@@ -237,9 +251,11 @@ class _Outcome:
     study_instance_uid: str | None = None
     sop_instance_uid: str | None = None
     timepoint: str | None = None
+    annotator: str | None = None
     records: tuple[dict[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     measurement: Measurement | None = None
+    facts: FilmFacts | None = None
     error: str | None = None
 
 
@@ -336,6 +352,8 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
             ),
             sop_instance_uid=header_uid or sop_uid,
             timepoint=timepoint,
+            annotator=_text_or_none(annotation.annotator),
+            facts=None if info is None else FilmFacts.from_header(info),
             records=tuple(measurement.records()),  # fresh dicts, not shared: no copy
             warnings=tuple(_strip_root(w, root) for w in (*warnings, *measurement.warnings)),
             measurement=measurement,
@@ -416,6 +434,7 @@ def _measure_and_compare_chunk(
             study_instance_uid=o.study_instance_uid,
             sop_instance_uid=o.sop_instance_uid,
             timepoint=o.timepoint,
+            annotator=o.annotator,
             records=o.records,
             warnings=o.warnings,
             error=o.error,
@@ -670,14 +689,15 @@ def _pairings(
     outcomes: Iterable[_Outcome],
 ) -> tuple[list[tuple[str, str, dict[str, _Outcome]]], list[str]]:
     """Groups to compare as ``(paired_by, subject, {timepoint: outcome})``, and warnings."""
-    subjects: dict[tuple[str, str], list[_Outcome]] = defaultdict(list)
+    # Per subject and reader: two readers of one patient give two comparisons.
+    subjects: dict[tuple[str, str, str], list[_Outcome]] = defaultdict(list)
     for outcome in outcomes:
         if outcome.error is None and outcome.timepoint in _TIMEPOINT_ORDER:
-            subjects[_subject(outcome)].append(outcome)
+            subjects[(*_subject(outcome), outcome.annotator or "")].append(outcome)
 
     groups: list[tuple[str, str, dict[str, _Outcome]]] = []
     warnings: list[str] = []
-    for (paired_by, subject), members in sorted(subjects.items()):
+    for (paired_by, subject, _annotator), members in sorted(subjects.items()):
         if _unique_timepoints(members):
             sets = [(paired_by, members)]
         else:
@@ -715,7 +735,10 @@ def _compare_outcomes(by_timepoint: Mapping[str, _Outcome], root: str) -> _Compa
     followup = by_timepoint.get("followup")
     try:
         comparison = compare(
-            pre.measurement, post.measurement, followup.measurement if followup else None
+            pre.measurement,
+            post.measurement,
+            followup.measurement if followup else None,
+            facts=[o.facts if o is not None else None for o in (pre, post, followup)],
         )
         records = comparison.records()
         warnings = "; ".join(_strip_root(w, root) for w in comparison.warnings) or None
@@ -745,6 +768,7 @@ def _compare_group(
     ids: dict[str, Any] = {
         "subject": subject,
         "paired_by": paired_by,
+        "annotator": pre.annotator,
         "patient_id": pre.patient_id or post.patient_id,
     }
     for name in ("annotation", "sop_instance_uid", "study_instance_uid"):
@@ -1244,6 +1268,7 @@ def _assemble(
         ids = {
             "annotation": outcome.annotation,
             "image": outcome.image,
+            "annotator": outcome.annotator,
             "patient_id": outcome.patient_id,
             "study_instance_uid": outcome.study_instance_uid,
             "sop_instance_uid": outcome.sop_instance_uid,
