@@ -76,9 +76,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vheight.annotation import LEVELS, _FrozenMap
+from vheight.annotation import LEVELS, FrozenMap
 from vheight.errors import ComparisonError, MeasurementError
 from vheight.morphometry import HEIGHTS, Measurement, VertebraMeasurement, mean_heights
+from vheight.tables import COMPARE_RECORD_KEYS, COMPARE_SPEC_KEYS
 
 # A vertebra's three heights, reference heights and losses, in HEIGHTS order.
 _heights_of = operator.attrgetter("anterior_height", "middle_height", "posterior_height")
@@ -123,30 +124,10 @@ MIN_LOST_FRACTION = 0.05
 #: The films of a comparison, in time order.
 ROLES: tuple[str, ...] = ("pre", "post", "followup")
 
-#: Keys of one ``compare`` output record named by ``interfaces.md`` (v1), in order.
-SPEC_COMPARE_RECORD_KEYS: tuple[str, ...] = (
-    "level",
-    "height",
-    "unit",
-    "pre",
-    "post",
-    "followup",
-    "delta",
-    "restoration_pct_of_initial",
-    "restoration_pct_of_lost",
-    "restoration_pct_of_reference",
-    "loss_since_post_pct",
-    "reference_method",
-    "reference_pre",
-    "wedge_angle_pre_deg",
-    "wedge_angle_post_deg",
-    "wedge_angle_change_deg",
-    "segmental_kyphosis_change_deg",
-    "grade_pre",
-    "grade_post",
-)
-
-#: Keys added to the ``compare`` record by ``interfaces.md`` v1.1, in order.
+#: Keys of one ``compare`` output record named by ``interfaces.md`` (v1 and v1.1), in order.
+SPEC_COMPARE_RECORD_KEYS: tuple[str, ...] = COMPARE_SPEC_KEYS
+#: Keys added to the ``compare`` record by ``interfaces.md`` v1.1, in order: the last
+#: keys of a record (so that no earlier column moves).
 V1_1_COMPARE_RECORD_KEYS: tuple[str, ...] = (
     "followup_unit",
     "lost_pre",
@@ -158,23 +139,8 @@ V1_1_COMPARE_RECORD_KEYS: tuple[str, ...] = (
     "incident_reason",
     "recollapse",
 )
-
-#: Keys of one ``compare`` output record, in order: the v1 ones, the fields vheight
-#: added in v1, then the v1.1 ones (so that no existing column moves).
-COMPARE_RECORD_KEYS: tuple[str, ...] = (
-    SPEC_COMPARE_RECORD_KEYS
-    + (
-        "treated",
-        "wedge_angle_followup_deg",
-        "segmental_kyphosis_pre_deg",
-        "segmental_kyphosis_post_deg",
-        "wedge_ratio_pre",
-        "wedge_ratio_post",
-        "wedge_ratio_change",
-        "grade_followup",
-    )
-    + V1_1_COMPARE_RECORD_KEYS
-)
+# COMPARE_RECORD_KEYS (imported above): the keys of one record, in order, the
+# columns defined in vheight.tables.
 
 
 # -- film facts ---------------------------------------------------------------------------
@@ -414,7 +380,7 @@ class Comparison:
     days_post_to_followup: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "levels", _FrozenMap(self.levels))
+        object.__setattr__(self, "levels", FrozenMap(self.levels))
         if self.followup_unit is None:
             object.__setattr__(self, "followup_unit", self.unit)
 
@@ -882,7 +848,7 @@ def _compare_level(
     comparison = LevelComparison(
         level=level,
         treated=level in treated,
-        heights=_FrozenMap(heights),
+        heights=FrozenMap(heights),
         wedge_angle_pre_deg=_required(vp.wedge_angle_deg),
         wedge_angle_post_deg=_required(vq.wedge_angle_deg),
         wedge_angle_followup_deg=None if vf is None else vf.wedge_angle_deg,

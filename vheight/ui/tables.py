@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from vheight.comparison import percent_of_lost_meaningful as lost_is_meaningful
+from vheight.tables import COMPARE_RECORD, MEASURE_RECORD, Dtype
 
 __all__ = [
     "GRADE_NAMES",
@@ -30,6 +31,7 @@ __all__ = [
     "fmt_number",
     "MISSING",
     "grades_by_level",
+    "lost_is_meaningful",
 ]
 
 GRADE_NAMES = {0: "normal", 1: "mild", 2: "moderate", 3: "severe"}
@@ -55,46 +57,45 @@ def grades_by_level(records: Sequence[Mapping[str, Any]]) -> dict[str, int | Non
     }
 
 
+#: The measurement table's columns (record keys), in display order.
+_MEASUREMENT_KEYS = (
+    "level", "grade", "deformity_type", "treated",
+    "anterior_height", "middle_height", "posterior_height",
+    "wedge_ratio", "mid_ratio", "crush_ratio", "wedge_angle_deg", "segmental_kyphosis_deg",
+    "anterior_loss_pct", "middle_loss_pct", "posterior_loss_pct", "max_loss_pct",
+    "reference_method", "reference_levels",
+)  # fmt: skip
+
+
 def measurement_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The measurement table: one row per annotated level, labelled columns.
 
-    Heights carry the unit in their header (``Ha (mm)`` or ``Ha (px)``).
+    Headers are the schema's labels (:mod:`vheight.tables`); heights carry the
+    unit in their header (``Ha (mm)`` or ``Ha (px)``).
     """
     unit = next((str(r.get("unit")) for r in records if r.get("unit")), "px")
-    rows = []
-    for r in records:
-        rows.append(
-            {
-                "Level": r["level"],
-                "Grade": grade_badge(r),
-                "Type": r.get("deformity_type") or "",
-                "Treated": bool(r.get("treated")),
-                f"Ha ({unit})": r.get("anterior_height"),
-                f"Hm ({unit})": r.get("middle_height"),
-                f"Hp ({unit})": r.get("posterior_height"),
-                "Ha/Hp": r.get("wedge_ratio"),
-                "Hm/Hp": r.get("mid_ratio"),
-                "Crush": r.get("crush_ratio"),
-                "Wedge (deg)": r.get("wedge_angle_deg"),
-                "Segmental (deg)": r.get("segmental_kyphosis_deg"),
-                "Loss A (%)": r.get("anterior_loss_pct"),
-                "Loss M (%)": r.get("middle_loss_pct"),
-                "Loss P (%)": r.get("posterior_loss_pct"),
-                "Max loss (%)": r.get("max_loss_pct"),
-                "Reference": r.get("reference_method") or "",
-                "Reference levels": r.get("reference_levels") or "",
-            }
-        )
-    columns = [
-        "Level", "Grade", "Type", "Treated",
-        f"Ha ({unit})", f"Hm ({unit})", f"Hp ({unit})",
-        "Ha/Hp", "Hm/Hp", "Crush", "Wedge (deg)", "Segmental (deg)",
-        "Loss A (%)", "Loss M (%)", "Loss P (%)", "Max loss (%)", "Reference",
-        "Reference levels",
-    ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=columns)
-    for column in columns[4:-2]:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    columns = {key: MEASURE_RECORD[key] for key in _MEASUREMENT_KEYS}
+    text = {
+        "level": lambda r: r["level"],
+        "grade": grade_badge,
+        "deformity_type": lambda r: r.get("deformity_type") or "",
+        "treated": lambda r: bool(r.get("treated")),
+        "reference_method": lambda r: r.get("reference_method") or "",
+        "reference_levels": lambda r: r.get("reference_levels") or "",
+    }
+    rows = [
+        {
+            column.header(unit): text[key](r) if key in text else r.get(key)
+            for key, column in columns.items()
+        }
+        for r in records
+    ]
+    headers = [column.header(unit) for column in columns.values()]
+    frame = pd.DataFrame(rows, columns=headers)
+    for column in columns.values():
+        if column.dtype is Dtype.FLOAT:
+            header = column.header(unit)
+            frame[header] = pd.to_numeric(frame[header], errors="coerce").astype("float64")
     return frame
 
 
@@ -180,36 +181,38 @@ def style_plain(frame: pd.DataFrame) -> Any:
     return frame.style.format(formats, na_rep=MISSING)
 
 
-#: Comparison columns: record key -> header (``{unit}`` filled in), in display order.
-_COMPARISON_COLUMNS = {
-    "level": "Level",
-    "height": "Height",
-    "treated": "Treated",
-    "flag": "Flag",
-    "pre": "Pre ({unit})",
-    "post": "Post ({unit})",
-    "followup": "Follow-up ({followup_unit})",
-    "delta": "Change post \u2212 pre ({unit})",
-    "restoration_pct_of_lost": "Restored (% of lost)",
-    "restoration_pct_of_initial": "Restored (% of initial)",
-    "restoration_pct_of_reference": "Restored (% of reference)",
-    "loss_since_post_pct": "Loss since post (%)",
-    "reference_pre": "Reference pre ({unit})",
-    "lost_pre": "Lost before ({unit})",
-    "loss_reduction_pct_points": "Loss pre \u2212 post (points)",
-    "restoration_pct_of_lost_relative": "Restored (% of lost, relative)",
-    "reference_method": "Reference",
-    "wedge_angle_pre_deg": "Wedge pre (deg)",
-    "wedge_angle_post_deg": "Wedge post (deg)",
-    "wedge_angle_followup_deg": "Wedge follow-up (deg)",
-    "wedge_angle_change_deg": "Wedge change (deg)",
-    "segmental_kyphosis_change_deg": "Segmental change (deg)",
-    "grade_pre": "Grade pre",
-    "grade_post": "Grade post",
-    "grade_followup": "Grade follow-up",
-}
+#: Comparison columns (record keys), in display order; headers from the schema.
+_COMPARISON_KEYS = (
+    "level",
+    "height",
+    "treated",
+    "flag",
+    "pre",
+    "post",
+    "followup",
+    "delta",
+    "restoration_pct_of_lost",
+    "restoration_pct_of_initial",
+    "restoration_pct_of_reference",
+    "loss_since_post_pct",
+    "reference_pre",
+    "lost_pre",
+    "loss_reduction_pct_points",
+    "restoration_pct_of_lost_relative",
+    "reference_method",
+    "wedge_angle_pre_deg",
+    "wedge_angle_post_deg",
+    "wedge_angle_followup_deg",
+    "wedge_angle_change_deg",
+    "segmental_kyphosis_change_deg",
+    "grade_pre",
+    "grade_post",
+    "grade_followup",
+)
 _FOLLOWUP_KEYS = ("followup", "loss_since_post_pct", "wedge_angle_followup_deg", "grade_followup")
 _TEXT_KEYS = ("level", "height", "treated", "reference_method", "flag")
+#: The follow-up's lengths, in ``followup_unit`` (px when only the follow-up is uncalibrated).
+_FOLLOWUP_LENGTH_KEYS = ("followup",)
 
 
 def _flag(record: Mapping[str, Any]) -> str | None:
@@ -220,14 +223,21 @@ def _flag(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _comparison_header(key: str, unit: str, followup_unit: str) -> str:
+    if key == "flag":
+        return "Flag"
+    return COMPARE_RECORD[key].header(followup_unit if key in _FOLLOWUP_LENGTH_KEYS else unit)
+
+
 def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The comparison table: one row per level and height, labelled columns with units.
 
     Flagged levels (suspected new fracture, recollapse) come first, then the
     treated ones (each group in anatomical order, as recorded); "% of lost"
     (and its relative form) is left out where too little height was lost
-    (:func:`lost_is_meaningful`);
-    follow-up columns are left out when no film is a follow-up.  Values are
+    (:func:`vheight.comparison.percent_of_lost_meaningful`); follow-up columns
+    are left out when no film is a follow-up, the flag column when nothing is
+    flagged.  Values are
     the records' own (rounding is display only: :func:`style_comparison`);
     grades are text (``"2 moderate"``), missing ones None.
     """
@@ -235,10 +245,7 @@ def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     followup_unit = next(
         (str(r.get("followup_unit")) for r in records if r.get("followup_unit")), unit
     )
-    names = {
-        key: header.format(unit=unit, followup_unit=followup_unit)
-        for key, header in _COMPARISON_COLUMNS.items()
-    }
+    names = {key: _comparison_header(key, unit, followup_unit) for key in _COMPARISON_KEYS}
     if not records:
         return pd.DataFrame(columns=list(names.values()))
     shown = []
@@ -251,10 +258,10 @@ def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     for key in names:
         if key not in frame.columns:
             frame[key] = None
-    if frame["flag"].isna().all():
-        names = {k: v for k, v in names.items() if k != "flag"}
     if frame["followup"].isna().all():
         names = {k: v for k, v in names.items() if k not in _FOLLOWUP_KEYS}
+    if frame["flag"].isna().all():
+        names = {k: v for k, v in names.items() if k != "flag"}
     frame["treated"] = frame["treated"].fillna(False).astype(bool)
     frame["_flagged"] = frame["flag"].notna()
     frame = frame.sort_values(["_flagged", "treated"], ascending=False, kind="stable").reset_index(
