@@ -608,7 +608,7 @@ def _units(films: Mapping[str, Measurement]) -> _Units:
     described = ", ".join(f"{role} {_describe_cal(m)}" for role, m in films.items())
     if all(calibrated.values()):
         labels = {m.spacing_label for m in films.values()}
-        warnings = ()
+        warnings: tuple[str, ...] = ()
         if len(labels) > 1:
             warnings = (
                 f"the calibration labels differ ({described}): lengths stay in mm, each film "

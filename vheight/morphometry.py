@@ -230,19 +230,23 @@ class VertebraMeasurement:
 
     def height(self, name: str) -> float | None:
         """``anterior``, ``middle`` or ``posterior`` height."""
-        return getattr(self, _fields(name)[0])
+        value: float | None = getattr(self, _fields(name)[0])
+        return value
 
     def reference(self, name: str) -> float | None:
         """Reference height ``Ref_h`` of ``anterior``, ``middle`` or ``posterior``."""
-        return getattr(self, _fields(name)[1])
+        value: float | None = getattr(self, _fields(name)[1])
+        return value
 
     def adjacent(self, name: str) -> float | None:
         """Mean ``anterior``, ``middle`` or ``posterior`` height of the adjacent levels."""
-        return getattr(self, _fields(name)[2])
+        value: float | None = getattr(self, _fields(name)[2])
+        return value
 
     def loss(self, name: str) -> float | None:
         """Height loss in percent of ``anterior``, ``middle`` or ``posterior``."""
-        return getattr(self, _fields(name)[3])
+        value: float | None = getattr(self, _fields(name)[3])
+        return value
 
 
 #: Per height, its fields of :class:`VertebraMeasurement`: height, reference, adjacent, loss.
