@@ -135,3 +135,14 @@ def test_percent_of_lost_is_shown_from_1_mm(value):
     assert percent_of_lost_text(px)[1] == "not-meaningful"
     assert percent_of_lost_text({**px, "lost_pre": 5.0})[1] == "restored"
     assert percent_of_lost_text({**px, "lost_pre": -3.0})[2] == "no height lost before treatment"
+
+
+def test_the_full_table_names_each_row_s_reference_levels(tmp_path, monkeypatch):
+    at = _app(tmp_path, monkeypatch, SAMPLES)
+    tab = _comparison(at)
+    (shown,) = [d.value for d in tab.dataframe]
+    by_level = dict(zip(shown["Level"], shown["Reference levels (pre)"], strict=False))
+    assert by_level["L1"] == "T12, L2" and by_level["T10"] == "T11"
+    # A negative loss before treatment reads against those levels.
+    row = shown[(shown["Level"] == "L2") & (shown["Height"] == "anterior")].iloc[0]
+    assert row["Lost before (mm)"].startswith("-")

@@ -815,10 +815,17 @@ def show_comparison(
         + "; treated levels first, tinted. Restoration after McKiernan et al. (Spine 2003): "
         'the percentages differ in what they divide by, so all are given; "% of lost" only '
         "where at least 1 mm (5 % of the reference uncalibrated) was lost. The relative "
-        "figures use each film's own loss, so they do not depend on magnification. "
+        "figures use each film's own loss, so they do not depend on magnification; a "
+        "negative loss means the vertebra is taller than its reference levels (named per "
+        "row). "
         "Rounded for reading; the downloads keep every digit."
     )
-    show_table(records)
+    show_table(
+        [
+            dict(r, reference_levels_pre=_reference_levels(comparison.pre, r["level"]))
+            for r in records
+        ]
+    )
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button(
         "CSV",

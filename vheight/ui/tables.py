@@ -200,6 +200,7 @@ _COMPARISON_KEYS = (
     "loss_reduction_pct_points",
     "restoration_pct_of_lost_relative",
     "reference_method",
+    "reference_levels_pre",
     "wedge_angle_pre_deg",
     "wedge_angle_post_deg",
     "wedge_angle_followup_deg",
@@ -210,7 +211,7 @@ _COMPARISON_KEYS = (
     "grade_followup",
 )
 _FOLLOWUP_KEYS = ("followup", "loss_since_post_pct", "wedge_angle_followup_deg", "grade_followup")
-_TEXT_KEYS = ("level", "height", "treated", "reference_method", "flag")
+_TEXT_KEYS = ("level", "height", "treated", "reference_method", "flag", "reference_levels_pre")
 #: The follow-up's lengths, in ``followup_unit`` (px when only the follow-up is uncalibrated).
 _FOLLOWUP_LENGTH_KEYS = ("followup",)
 
@@ -226,6 +227,8 @@ def _flag(record: Mapping[str, Any]) -> str | None:
 def _comparison_header(key: str, unit: str, followup_unit: str) -> str:
     if key == "flag":
         return "Flag"
+    if key == "reference_levels_pre":  # added by the app from the pre film's measurement
+        return "Reference levels (pre)"
     return COMPARE_RECORD[key].header(followup_unit if key in _FOLLOWUP_LENGTH_KEYS else unit)
 
 
@@ -287,6 +290,7 @@ TEXT_COLUMNS = (
     "Treated",
     "Flag",
     "Reference",
+    "Reference levels (pre)",
     "Grade pre",
     "Grade post",
     "Grade follow-up",
