@@ -332,6 +332,10 @@ def test_same_spine_moved_on_the_film_shows_no_change(vert, motion):
         if r["segmental_kyphosis_change_deg"] is not None:
             assert r["segmental_kyphosis_change_deg"] == pytest.approx(0.0, abs=1e-9)
     assert not any("adjacent reference heights" in w for w in c.warnings)
+    # An unchanged spine has no new fracture, whatever the reference.
+    assert c.incident_levels == ()
+    for r in c.records():
+        assert r["loss_reduction_pct_points"] in (None, pytest.approx(0.0, abs=1e-9))
 
 
 # -- v1.1: same patient, right order ---------------------------------------------------------

@@ -494,7 +494,7 @@ PROPS = settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], 
 @given(
     vertebra_columns(),
     similarity_transforms(scale=False),
-    st.sampled_from(["adjacent", "posterior", "max"]),
+    st.sampled_from(["adjacent", "posterior", "max", "nearest_normal"]),
     st.floats(0.05, 0.5),
 )
 def test_rigid_motion_changes_nothing(vert, motion, reference, spacing):
@@ -534,7 +534,7 @@ def test_mirroring_keeps_signed_angles(vert, row, col):
     vertebra_columns(),
     st.floats(0.05, 0.5),
     st.floats(0.05, 0.5),
-    st.sampled_from(["adjacent", "posterior", "max"]),
+    st.sampled_from(["adjacent", "posterior", "max", "nearest_normal"]),
 )
 def test_doubling_spacing_doubles_mm_only(vert, row, col, reference):
     a = Annotation(vertebrae=vert)
