@@ -5,7 +5,7 @@ download button) take annotations (files, or objects with their films),
 measure them, group them by patient (patient ID, else study, else folder) and
 order each patient's films pre, post, follow-up.  Per patient the report holds:
 
-- a first page: patient name, patient ID and study dates, the films, treated
+- a first page: patient name, patient ID and film dates, the films, treated
   levels, the spacing label, the height-loss reference method and who placed
   the landmarks; then the comparison when a pre and a post film are present
   (heights, change, the three restoration percentages, loss since post with
@@ -928,6 +928,24 @@ def _summary_section(
     ]
 
 
+def _film_dates(group: Sequence[ReportFilm]) -> str:
+    """``"Pre-operative 2026-01-05; Post-operative 2026-01-07"``: when each film was
+    taken (acquisition, else content, else study date), as the comparison dates them."""
+    from vheight.comparison import FilmFacts
+
+    dates = []
+    for g in group:
+        if g.info is None:
+            continue
+        acquired = FilmFacts.from_header(g.info).acquired
+        label = _TIMEPOINT_TITLES.get(g.annotation.timepoint or "", "film")
+        if acquired is not None:
+            dates.append(f"{label} {acquired:%Y-%m-%d}")
+        elif g.info.study_date:
+            dates.append(f"{label} {_study_date(g.info.study_date)}")
+    return "; ".join(dates) or "unknown"
+
+
 def _patient_header(
     group: Sequence[ReportFilm],
     number: int,
@@ -949,12 +967,7 @@ def _patient_header(
         ids = sorted({str(i.patient_id) for i in infos if i.patient_id})
         rows.append(["Patient name", ", ".join(names) or "unknown"])
         rows.append(["Patient ID", ", ".join(ids) or "unknown"])
-        dates = []
-        for g in group:
-            if g.info is not None and g.info.study_date:
-                label = _TIMEPOINT_TITLES.get(g.annotation.timepoint or "", "film")
-                dates.append(f"{label} {_study_date(g.info.study_date)}")
-        rows.append(["Study dates", "; ".join(dates) or "unknown"])
+        rows.append(["Film dates", _film_dates(group)])
     films = []
     for g in group:
         label = _TIMEPOINT_TITLES.get(g.annotation.timepoint or "", "Film")
