@@ -919,21 +919,13 @@ def compare(
         if units.followup_unit != units.unit
         else dict(units.films)
     )
-    if "followup" in films and units.followup_unit == "px" and units.unit == "mm":
-        warnings.append(
-            "a new fracture is flagged on the 20 % decrease alone on the follow-up film "
-            "(in px: the 4 mm criterion needs mm)"
-        )
-    elif units.unit == "px":
-        warnings.append(
-            "lengths are in px: a new fracture is flagged on the 20 % decrease alone "
-            "(the 4 mm criterion needs mm)"
-        )
     common = _complete_levels(films["pre"]) & _complete_levels(films["post"])
     levels: dict[str, LevelComparison] = {}
     notes: dict[str, list[str]] = {}
     for level in (lvl for lvl in LEVELS if lvl in common):
         levels[level], notes[level] = _compare_level(level, units, treated, in_followup_unit)
+    if any(lc.incident_fracture is not None for lc in levels.values()):
+        warnings += _incident_unit_warnings(units, "followup" in films)
     # A treated or newly fractured neighbour changed for a reason: not a magnification.
     changed = treated | {lc.level for lc in levels.values() if lc.incident_fracture}
     for level in levels:
@@ -956,6 +948,21 @@ def compare(
         days_pre_to_post=_days(acquired["post"], acquired["pre"]),
         days_post_to_followup=_days(acquired.get("followup"), acquired["post"]),
     )
+
+
+def _incident_unit_warnings(units: _Units, has_followup: bool) -> list[str]:
+    """Why the new-fracture check could not use its 4 mm criterion (lengths in px)."""
+    if has_followup and units.followup_unit == "px" and units.unit == "mm":
+        return [
+            "a new fracture is flagged on the 20 % decrease alone on the follow-up film "
+            "(in px: the 4 mm criterion needs mm)"
+        ]
+    if units.unit == "px":
+        return [
+            "lengths are in px: a new fracture is flagged on the 20 % decrease alone "
+            "(the 4 mm criterion needs mm)"
+        ]
+    return []
 
 
 def _required(value: float | None) -> float:
