@@ -41,6 +41,7 @@ def other_patient_series(folder: Path) -> Path:
 def _app(tmp_path, monkeypatch, samples: Path) -> AppTest:
     monkeypatch.setenv("VHEIGHT_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("VHEIGHT_SAMPLES", str(samples))
+    monkeypatch.setenv("VHEIGHT_READER", "Test Reader")  # no name prompt
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception

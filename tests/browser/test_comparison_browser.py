@@ -111,7 +111,9 @@ def other_patient_server(tmp_path):
         else:
             shutil.copy(samples / f"{tp}.dcm", folder)
     server = AppServer(
-        REPO / "app.py", store=tmp_path / "store", env={"VHEIGHT_SAMPLES": str(folder)}
+        REPO / "app.py",
+        store=tmp_path / "store",
+        env={"VHEIGHT_SAMPLES": str(folder), "VHEIGHT_READER": "Browser Test"},
     )
     try:
         yield server
