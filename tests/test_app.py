@@ -480,9 +480,14 @@ def test_comparison_tab_shows_the_core_comparison(app):
     shown = [d.value for d in app.tabs[3].dataframe]
     assert len(shown) == 1
     assert len(shown[0]) == len(expected.records())
+    # The flags (the sample's new L2 fracture) have their own error box each; the
+    # other warnings share one box.
+    flags = [w for w in expected.warnings if "suspected at" in w]
+    others = [w for w in expected.warnings if w not in flags]
+    assert flags and len(app.tabs[3].error) == len(flags)
     boxes = [w.value.replace("\\", "") for w in app.warning]
-    assert len(boxes) == (1 if expected.warnings else 0)
-    for warning in expected.warnings:
+    assert len(boxes) == (1 if others else 0)
+    for warning in others:
         assert f"- {warning}" in boxes[0].splitlines()
 
 
@@ -849,7 +854,24 @@ def test_comparison_tab_shows_the_films_and_the_treated_level_first(app):
     middle = l1["middle"]
     assert cards["Middle"].value == f"{middle['post']:.2f} mm"
     assert cards["Middle"].delta.startswith(f"+{middle['delta']:.2f} mm")
-    assert cards["Posterior"].delta == "0.00 mm"  # float noise is no change
+    # The middle height had lost 0.90 mm only: no percentage of it (the issue's
+    # "188.1 % of lost" in green).
+    assert round(middle["lost_pre"], 2) == 0.9
+    assert cards["Middle"].delta.endswith(" \u00b7 % of lost: \u2013")
+    # float noise is no change; the posterior height had lost nothing
+    assert cards["Posterior"].delta == "0.00 mm \u00b7 % of lost: \u2013"
+    notes = [c.value.replace("\\", "") for c in tab.caption]
+    assert (
+        "Middle: no % of lost height \u2014 only 0.90 mm lost before treatment, too little "
+        "to mean anything." in notes
+    ), notes
+    assert any(
+        c.startswith(
+            "Posterior: L1 was 0.76 mm taller than its reference before treatment "
+            "(mean of T12, L2, reference adjacent)"
+        )
+        for c in notes
+    ), notes
     first = l1["anterior"]
     assert cards["Wedge angle"].value == f"{first['wedge_angle_post_deg']:.1f}\u00b0"
     assert cards["Wedge angle"].delta == f"{first['wedge_angle_change_deg']:.1f}\u00b0"
@@ -895,9 +917,14 @@ def test_comparison_table_is_rounded_treated_first_and_dashes_missing(app):
     expected = _expected_comparison()
     (shown,) = [d.value for d in tab.dataframe]
     assert len(shown) == len(expected.records())
+    # The sample follow-up's new L2 fracture leads, then the treated L1.
+    flagged = [r for r in expected.records() if r["incident_fracture"]]
+    assert [r["level"] for r in flagged] == ["L2"] * 3
+    assert list(shown["Level"][:3]) == ["L2"] * 3
+    assert set(shown["Flag"][:3]) == {"new fracture?"}
     treated = [r for r in expected.records() if r["treated"]]
-    assert list(shown["Level"][: len(treated)]) == [r["level"] for r in treated]
-    assert set(shown["Treated"][: len(treated)]) == {"yes"}
+    assert list(shown["Level"][3 : 3 + len(treated)]) == [r["level"] for r in treated]
+    assert set(shown["Treated"][3 : 3 + len(treated)]) == {"yes"}
     assert "Change post \u2212 pre (mm)" in shown.columns
     cells = shown.astype(str).to_numpy().ravel().tolist()
     assert not [c for c in cells if c.startswith("-") and c.strip("-0.") == ""]
@@ -1003,7 +1030,7 @@ def test_focus_is_the_treated_levels_and_their_neighbours():
     assert focus_levels(annotation, ["T3"]) == ()
 
 
-def test_comparison_warnings_in_one_box_and_lengths_in_pixels(app):
+def test_comparison_warnings_in_one_box_and_mixed_labels_stay_in_mm(app):
     from vheight.calibration import Calibration
     from vheight.comparison import compare
 
@@ -1018,19 +1045,25 @@ def test_comparison_warnings_in_one_box_and_lengths_in_pixels(app):
         for tp in ("pre", "post", "followup")
     }
     expected = compare(measured["pre"], measured["post"], measured["followup"])
-    assert expected.unit == "px" and expected.warnings
+    # v1.1: different calibration labels keep mm (each film its own) and warn.
+    assert expected.unit == "mm" and expected.warnings
+    assert any(w.startswith("the calibration labels differ") for w in expected.warnings)
     (box,) = [w.value for w in tab.warning]
     lines = box.splitlines()
     assert lines[0].startswith("**Check before reading the numbers**")
-    assert [line.replace("\\", "") for line in lines[1:]] == [f"- {w}" for w in expected.warnings]
+    assert [line.replace("\\", "") for line in lines[1:]] == [
+        f"- {w}"
+        for w in expected.warnings
+        if "suspected at" not in w  # flags: boxes of their own
+    ]
     assert "<" not in box.replace("\\<", "")  # escaped: never HTML
     cards = {m.label.split(" \u00b7 ")[0]: m for m in tab.metric}
     anterior = next(
         r for r in expected.records() if r["level"] == "L1" and r["height"] == "anterior"
     )
-    assert cards["Anterior"].value == f"{anterior['post']:.2f} px"
+    assert cards["Anterior"].value == f"{anterior['post']:.2f} mm"
     (shown,) = [d.value for d in tab.dataframe]
-    assert "Pre (px)" in shown.columns
+    assert "Pre (mm)" in shown.columns
     captions = [c.value.replace("\\", "") for c in tab.caption]
     assert any(c.startswith("Post-augmentation") and "mm User" in c for c in captions)
 

@@ -566,7 +566,7 @@ def test_refused_comparison_is_an_error_row(tmp_path, monkeypatch):
     write_annotation(tmp_path / "pre.vheight.json", film=None, timepoint="pre")
     write_annotation(tmp_path / "post.vheight.json", film=None, timepoint="post")
 
-    def refuse(pre, post, followup=None):
+    def refuse(pre, post, followup=None, **options):
         raise MeasurementError("the films share no level")
 
     monkeypatch.setattr(comparison, "compare", refuse)
@@ -1247,7 +1247,7 @@ def test_refused_comparison_in_a_worker(tmp_path, monkeypatch):
     write_annotation(tmp_path / "pre.vheight.json", film=None, timepoint="pre")
     write_annotation(tmp_path / "post.vheight.json", film=None, timepoint="post")
 
-    def refuse(pre, post, followup=None):
+    def refuse(pre, post, followup=None, **options):
         raise MeasurementError("the films share no level")
 
     monkeypatch.setattr(comparison, "compare", refuse)

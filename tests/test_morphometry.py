@@ -131,6 +131,7 @@ def test_adjacent_reference_hand_computed():
         "grade": 1,
         "deformity_type": "wedge",
         "treated": True,
+        "reference_levels": "T11,L1",
     }
     assert list(r) == list(RECORD_KEYS)
     v = m["T12"]
@@ -164,7 +165,7 @@ def test_eight_over_ten_mm_is_grade_1():
 
 
 @pytest.mark.parametrize(
-    ("reference", "target", "expected"),
+    ("reference", "target", "expected", "expected_levels"),
     [
         # Neighbours T11 30/30/30 and L1 34/34/34 -> adjacent reference 32 for each height.
         # T12: 24/28/26.
@@ -180,6 +181,7 @@ def test_eight_over_ten_mm_is_grade_1():
                 "grade": 2,
                 "deformity_type": "wedge",
             },
+            "T11,L1",
             id="adjacent-grade-2-at-25",
         ),
         pytest.param(
@@ -194,6 +196,7 @@ def test_eight_over_ten_mm_is_grade_1():
                 "grade": 0,
                 "deformity_type": None,
             },
+            "T12",
             id="posterior",
         ),
         # max: anterior/middle reference = max(32, 35) = 35, posterior reference 32.
@@ -209,6 +212,7 @@ def test_eight_over_ten_mm_is_grade_1():
                 "grade": 2,
                 "deformity_type": "wedge",
             },
+            "T11,T12,L1",
             id="max-own-posterior-larger-40-is-grade-2",
         ),
         # max with the adjacent reference larger: 32 > 26.
@@ -224,6 +228,7 @@ def test_eight_over_ten_mm_is_grade_1():
                 "grade": 3,
                 "deformity_type": "biconcave",
             },
+            "T11,L1",
             id="max-adjacent-larger-biconcave-grade-3",
         ),
         pytest.param(
@@ -238,11 +243,12 @@ def test_eight_over_ten_mm_is_grade_1():
                 "grade": 2,
                 "deformity_type": "crush",
             },
+            "T11,L1",
             id="adjacent-crush-40",
         ),
     ],
 )
-def test_reference_methods(reference, target, expected):
+def test_reference_methods(reference, target, expected, expected_levels):
     m = measured([NORMAL, target, (34.0, 34.0, 34.0)], reference=reference)
     r = m.record("T12")
     for key, value in expected.items():
@@ -251,9 +257,10 @@ def test_reference_methods(reference, target, expected):
         else:
             assert r[key] == value, key
     assert m.reference is ReferenceMethod(reference)
+    assert r["reference_levels"] == expected_levels
 
 
-@pytest.mark.parametrize("reference", ["adjacent", "max"])
+@pytest.mark.parametrize("reference", ["adjacent", "max", "nearest_normal"])
 def test_fallback_to_posterior_without_neighbours(reference):
     # A lone L1 (T12 and L2 not annotated), and a far T9.
     a = Annotation(
@@ -267,11 +274,13 @@ def test_fallback_to_posterior_without_neighbours(reference):
     assert r["posterior_loss_pct"] is None
     assert r["crush_ratio"] is None
     assert r["grade"] == 2 and r["deformity_type"] == "wedge"
+    reason = "no normal level" if reference == "nearest_normal" else "no complete adjacent level"
     assert any(
-        w.startswith("L1: no complete adjacent level") and "'posterior' instead of" in w
+        w.startswith(f"L1: {reason}") and f"'posterior' instead of '{reference}'" in w
         for w in m.warnings
     )
     assert m["L1"].neighbours == ()
+    assert r["reference_levels"] == "L1"
 
 
 def test_incomplete_vertebra_and_incomplete_neighbour():
@@ -284,6 +293,7 @@ def test_incomplete_vertebra_and_incomplete_neighbour():
     for key in RECORD_KEYS:
         if key not in ("level", "complete", "unit", "spacing_label", "treated"):
             assert r[key] is None, key
+    assert m.record("T11")["reference_levels"] == "T12"
     # T12 uses T11 alone: reference 30.
     t12 = m.record("T12")
     assert t12["anterior_loss_pct"] == pytest.approx(20.0, rel=1e-9)
@@ -438,7 +448,12 @@ def test_swapped_points_are_flagged():
 
 
 def test_enums():
-    assert [m.value for m in ReferenceMethod] == ["adjacent", "posterior", "max"]
+    assert [m.value for m in ReferenceMethod] == [
+        "adjacent",
+        "posterior",
+        "max",
+        "nearest_normal",
+    ]
     assert [int(g) for g in Grade] == [0, 1, 2, 3]
     assert [d.value for d in DeformityType] == ["wedge", "biconcave", "crush"]
 
@@ -479,7 +494,7 @@ PROPS = settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], 
 @given(
     vertebra_columns(),
     similarity_transforms(scale=False),
-    st.sampled_from(["adjacent", "posterior", "max"]),
+    st.sampled_from(["adjacent", "posterior", "max", "nearest_normal"]),
     st.floats(0.05, 0.5),
 )
 def test_rigid_motion_changes_nothing(vert, motion, reference, spacing):
@@ -519,7 +534,7 @@ def test_mirroring_keeps_signed_angles(vert, row, col):
     vertebra_columns(),
     st.floats(0.05, 0.5),
     st.floats(0.05, 0.5),
-    st.sampled_from(["adjacent", "posterior", "max"]),
+    st.sampled_from(["adjacent", "posterior", "max", "nearest_normal"]),
 )
 def test_doubling_spacing_doubles_mm_only(vert, row, col, reference):
     a = Annotation(vertebrae=vert)
@@ -539,3 +554,136 @@ def test_kyphotic_columns_have_positive_wedge(vert):
     for r in m.records():
         if r["wedge_ratio"] < 0.95:
             assert r["wedge_angle_deg"] > 0
+
+
+# -- nearest_normal (v1.1) -----------------------------------------------------------------------
+
+# T10 32/32/32, T11 30/30/30 normal; T12 treated (24/28/30); L1 22/26/30; L2 wedge-fractured
+# (20/27/30: Ha/Hp 0.667); L3 33/33/33 normal.
+NEAREST_COLUMN = [
+    (32.0, 32.0, 32.0),
+    NORMAL,
+    (24.0, 28.0, 30.0),
+    (22.0, 26.0, 30.0),
+    (20.0, 27.0, 30.0),
+    (33.0, 33.0, 33.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("level", "method", "levels", "ref", "losses"),
+    [
+        # L1: T12 is treated and L2 fractured, so T11 (two above) and L3 (two below):
+        # Ref = (30 + 33) / 2 = 31.5 for every height.
+        pytest.param(
+            "L1",
+            "nearest_normal",
+            "T11,L3",
+            (31.5, 31.5, 31.5),
+            (100 * (1 - 22 / 31.5), 100 * (1 - 26 / 31.5), 100 * (1 - 30 / 31.5)),
+            id="skips-treated-above-and-fractured-below",
+        ),
+        # The same vertebra against its direct neighbours T12 and L2: (22, 27.5, 30).
+        pytest.param(
+            "L1",
+            "adjacent",
+            "T12,L2",
+            (22.0, 27.5, 30.0),
+            (0.0, 100 * (1 - 26 / 27.5), 0.0),
+            id="adjacent-dragged-down",
+        ),
+        # T12: T11 directly above; below, L1 (Ha/Hp 0.733) and L2 (0.667) are not normal,
+        # and L3 is three levels away: T11 alone.
+        pytest.param(
+            "T12",
+            "nearest_normal",
+            "T11",
+            (30.0, 30.0, 30.0),
+            (20.0, 100 * (1 - 28 / 30), 0.0),
+            id="one-side-fractured-two-away",
+        ),
+        # L2: L1 not normal, T12 two above treated; L3 directly below.
+        pytest.param(
+            "L2",
+            "nearest_normal",
+            "L3",
+            (33.0, 33.0, 33.0),
+            (100 * (1 - 20 / 33), 100 * (1 - 27 / 33), 100 * (1 - 30 / 33)),
+            id="below-only",
+        ),
+        pytest.param(
+            "L1",
+            "posterior",
+            "L1",
+            (30.0, 30.0, None),
+            (100 * (1 - 22 / 30), 100 * (1 - 26 / 30), None),
+            id="posterior-names-the-level-itself",
+        ),
+    ],
+)
+def test_nearest_normal_reference(level, method, levels, ref, losses):
+    m = measured(NEAREST_COLUMN, reference=method, start="T10", treated_levels=["T12"])
+    r, v = m.record(level), m[level]
+    assert r["reference_method"] == method
+    assert r["reference_levels"] == levels
+    for h, expected_ref, expected_loss in zip(
+        ("anterior", "middle", "posterior"), ref, losses, strict=True
+    ):
+        assert v.reference(h) == (None if expected_ref is None else pytest.approx(expected_ref))
+        if expected_loss is None:
+            assert r[f"{h}_loss_pct"] is None
+        else:
+            assert r[f"{h}_loss_pct"] == pytest.approx(expected_loss, rel=1e-9, abs=1e-12), h
+    assert v.neighbours == tuple(
+        n for n in ("T10", "T11", "T12", "L1", "L2", "L3") if n in _adjacent(level)
+    )
+
+
+def _adjacent(level):
+    from vheight.annotation import LEVELS
+
+    i = LEVELS.index(level)
+    return {LEVELS[i - 1], LEVELS[i + 1]}
+
+
+@pytest.mark.parametrize(
+    ("above", "expected"),
+    [
+        pytest.param((24.0, 30.0, 30.0), "T11,L1", id="ratio-0.8-exactly-is-normal"),
+        pytest.param((30.0, 23.7, 30.0), "L1", id="mid-ratio-0.79-is-not"),
+        pytest.param(None, "L1", id="not-annotated"),
+    ],
+)
+def test_nearest_normal_ratio_boundary(above, expected):
+    # T11 (the candidate above T12), T12 target, L1 normal; T10 is absent.
+    m = measured([above, (25.0, 30.0, 30.0), NORMAL], reference="nearest_normal")
+    assert m.record("T12")["reference_levels"] == expected
+
+
+def test_nearest_normal_skips_an_incomplete_level_and_falls_back():
+    # T11 incomplete, T10 normal two above; L1 and L2 fractured below.
+    vert = column(
+        [NORMAL, NORMAL, (21.0, 30.0, 30.0), (20.0, 30.0, 30.0), (20.0, 30.0, 30.0)], start="T10"
+    )
+    vert["T11"] = {k: v for k, v in vert["T11"].items() if k.startswith("superior")}
+    m = measure(Annotation(vertebrae=vert), reference="nearest_normal")
+    assert m.record("T12")["reference_levels"] == "T10"
+    assert m.record("T12")["anterior_loss_pct"] == pytest.approx(30.0, rel=1e-9)
+    # L1: T12 and L2 fractured, T11 incomplete, L3 not annotated: posterior fallback.
+    r = m.record("L1")
+    assert r["reference_method"] == "posterior" and r["reference_levels"] == "L1"
+    assert r["anterior_loss_pct"] == pytest.approx(100 * (1 - 20 / 30), rel=1e-9)
+    assert (
+        "L1: no normal level (untreated, Ha/Hp and Hm/Hp >= 0.8) within 2 levels above or "
+        "below; height loss uses its own posterior height as reference (reference_method "
+        "'posterior' instead of 'nearest_normal')" in m.warnings
+    )
+    assert m.reference is ReferenceMethod.NEAREST_NORMAL
+
+
+def test_max_reference_levels_name_the_level_when_its_posterior_wins():
+    # Neighbours 30 and 34 -> 32; own Hp 35 wins for anterior and middle.
+    m = measured([NORMAL, (21.0, 28.0, 35.0), (34.0, 34.0, 34.0)], reference="max")
+    assert m.record("T12")["reference_levels"] == "T11,T12,L1"
+    m = measured([NORMAL, (24.0, 16.0, 26.0), (34.0, 34.0, 34.0)], reference="max")
+    assert m.record("T12")["reference_levels"] == "T11,L1"

@@ -25,6 +25,7 @@ from vheight.phantom import (
     FilmSpec,
     Fracture,
     FractureKind,
+    SeriesPlan,
     film_annotation,
     parse_fracture,
     parse_levels,
@@ -403,8 +404,16 @@ def test_series_story_restoration_then_partial_loss():
     pre, post, follow = (f.truth for f in films)
     assert pre["L1"].anterior_loss_pct == pytest.approx(30.0, abs=1e-9)
     assert post["L1"].anterior_loss_pct == pytest.approx(16.0, abs=1e-9)
-    assert follow["L1"].anterior_loss_pct == pytest.approx(21.0, abs=1e-9)
     assert pre["T12"].middle_loss_pct == pytest.approx(21.0, abs=1e-9)
+    # at follow-up, a new 25 % wedge fracture of L2 (against its follow-up neighbours);
+    # L1 keeps the height of a 21 % loss against a follow-up film without it
+    assert follow["L2"].anterior_loss_pct == pytest.approx(25.0, abs=1e-9)
+    assert pre["L2"].anterior_loss_pct < 5 and post["L2"].anterior_loss_pct < 5
+    unbroken = [render_film(s) for s in series_specs(plan=SeriesPlan(new_level=None), **SMALL)]
+    assert unbroken[2].truth["L1"].anterior_loss_pct == pytest.approx(21.0, abs=1e-9)
+    assert follow["L1"].anterior_height_mm == pytest.approx(
+        unbroken[2].truth["L1"].anterior_height_mm
+    )
     # the untreated deformity is physically unchanged
     for truth in (post, follow):
         assert truth["T12"].middle_height_mm == pytest.approx(pre["T12"].middle_height_mm)
@@ -447,7 +456,9 @@ def test_sample_truth_as_documented():
     m = {tp: measure_file(SAMPLES / f"{tp}.vheight.json") for tp in ("pre", "post", "followup")}
     l1 = {tp: m[tp].record("L1") for tp in m}
     t12 = {tp: m[tp].record("T12") for tp in m}
-    assert [l1[tp]["grade"] for tp in m] == [2, 0, 1]
+    # at follow-up the new L2 fracture drags L1's adjacent reference down: grade 0
+    assert [l1[tp]["grade"] for tp in m] == [2, 0, 0]
+    assert [m[tp].record("L2")["grade"] for tp in m] == [0, 0, 2]
     assert l1["pre"]["deformity_type"] == "wedge" and l1["pre"]["treated"]
     assert t12["pre"]["grade"] == 1 and t12["pre"]["deformity_type"] == "biconcave"
     assert not t12["pre"]["treated"]

@@ -240,10 +240,26 @@ def test_comparison_warnings_are_printed(tmp_path):
     pdf.write_bytes(report_bytes(items))
     first_page = " ".join(_text(pdf).split("\f")[0].split())
     assert "Comparison warnings" in first_page
-    assert "the calibration sources differ" in first_page
+    assert "the calibration labels differ" in first_page
     assert "Landmarks placed by Test Reader" in first_page
     header = _text(pdf).split("Level")[1].split("T11")[0].split()
-    assert header[:3] == ["Height", "px", "px"]  # pre and post heights compared in pixels
+    assert header[:3] == ["Height", "mm", "mm"]  # each film in mm with its own calibration
+
+
+def test_flags_are_printed_one_line_each(tmp_path):
+    """The sample follow-up's new L2 fracture: one line on the first page, and its row."""
+    samples = Path(__file__).resolve().parent.parent / "sample_images"
+    paths = [samples / f"{tp}.vheight.json" for tp in ("pre", "post", "followup")]
+    pdf = tmp_path / "flags.pdf"
+    pdf.write_bytes(report_bytes(paths))
+    first_page = " ".join(_text(pdf).split("\f")[0].split())
+    assert first_page.count("New fracture suspected at") == 1
+    assert (
+        "New fracture suspected at L2 (untreated, pre to follow-up film): anterior height "
+        "-34.5 % (-9.00 mm) since pre" in first_page
+    )
+    assert "Recollapse suspected" not in first_page
+    assert "new fracture?" in first_page
 
 
 def test_a_film_that_is_not_the_annotated_one_is_flagged(tmp_path, series):

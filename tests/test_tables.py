@@ -15,7 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vheight import tables
-from vheight.comparison import COMPARE_RECORD_KEYS, SPEC_COMPARE_RECORD_KEYS
+from vheight.comparison import (
+    COMPARE_RECORD_KEYS,
+    SPEC_COMPARE_RECORD_KEYS,
+    V1_1_COMPARE_RECORD_KEYS,
+)
 from vheight.morphometry import RECORD_KEYS
 
 
@@ -122,7 +126,12 @@ def test_json_document_has_no_nan():
 def test_record_keys_come_from_the_schema():
     assert RECORD_KEYS == tables.MEASURE_RECORD.names
     assert COMPARE_RECORD_KEYS == tables.COMPARE_RECORD.names
-    assert SPEC_COMPARE_RECORD_KEYS == COMPARE_RECORD_KEYS[: len(SPEC_COMPARE_RECORD_KEYS)]
+    # The v1 keys lead, vheight's own follow, and the v1.1 keys close the record.
+    v1_1 = V1_1_COMPARE_RECORD_KEYS
+    assert COMPARE_RECORD_KEYS[-len(v1_1) :] == v1_1
+    v1 = SPEC_COMPARE_RECORD_KEYS[: -len(v1_1)]
+    assert SPEC_COMPARE_RECORD_KEYS == v1 + v1_1
+    assert v1 == COMPARE_RECORD_KEYS[: len(v1)]
     names = tables.BATCH_MEASUREMENTS.names
     assert len(set(names)) == len(names)
     assert len(set(tables.BATCH_COMPARISONS.names)) == len(tables.BATCH_COMPARISONS.names)

@@ -27,10 +27,11 @@ from vheight.annotation import (  # noqa: E402
 )
 from vheight.api import compare_files, measure_file, resolve_calibration  # noqa: E402
 from vheight.calibration import Calibration, SpacingLabel  # noqa: E402
-from vheight.comparison import Comparison, compare  # noqa: E402
+from vheight.comparison import Comparison, FilmFacts, compare  # noqa: E402
 from vheight.errors import (  # noqa: E402
     AnnotationError,
     CalibrationError,
+    ComparisonError,
     MeasurementError,
     VHeightError,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "DeformityType",
     "compare",
     "Comparison",
+    "FilmFacts",
     "measure_file",
     "compare_files",
     "resolve_calibration",
@@ -74,6 +76,7 @@ __all__ = [
     "AnnotationError",
     "CalibrationError",
     "MeasurementError",
+    "ComparisonError",
     "load_film",
     "read_film_info",
     "run_batch",

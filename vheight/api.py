@@ -25,7 +25,7 @@ from typing import Any
 
 from vheight.annotation import Annotation, load_annotation
 from vheight.calibration import Calibration
-from vheight.comparison import Comparison, compare
+from vheight.comparison import Comparison, FilmFacts, compare
 from vheight.errors import ImageReadError
 from vheight.morphometry import Measurement, measure
 
@@ -85,29 +85,43 @@ def resolve_calibration(
         ``image`` is given but cannot be read, or ``image.file`` exists but
         is not a readable film.
     """
+    calibration, warnings, _info = _resolve(annotation, annotation_path, image)
+    return calibration, warnings
+
+
+def _resolve(
+    annotation: Annotation, annotation_path: PathLike | None, image: PathLike | None
+) -> tuple[Calibration, list[str], Any]:
+    """:func:`resolve_calibration`, and the film's header summary (None without a film)."""
     if image is not None and not Path(image).is_file():
         raise ImageReadError(f"{image}: film not found (given as the image to measure on)")
-    if annotation.calibration is not None:
-        return annotation.calibration, []
     warnings: list[str] = []
     if image is not None:
         film = Path(image)
     else:
         named = film_path(annotation, annotation_path)
         if named is None:
-            return Calibration.uncalibrated(), warnings
+            return annotation.calibration or Calibration.uncalibrated(), warnings, None
         film = named
         if not film.is_file():
+            if annotation.calibration is not None:
+                return annotation.calibration, warnings, None
             warnings.append(
                 f"the film {annotation.image.file!r} named by the annotation was not found "
                 f"at {film}: no header calibration"
             )
-            return Calibration.uncalibrated(), warnings
+            return Calibration.uncalibrated(), warnings, None
     from vheight.film import read_film_info  # reads headers only; imported when needed
 
+    if annotation.calibration is not None:
+        # The annotation's calibration wins; the header only names patient, date and view.
+        try:
+            return annotation.calibration, [], read_film_info(film)
+        except ImageReadError:
+            return annotation.calibration, [], None
     info = read_film_info(film)
     warnings.extend(film_header_warnings(annotation, film.name, info))
-    return info.calibration, warnings
+    return info.calibration, warnings, info
 
 
 def film_header_warnings(annotation: Annotation, film_name: str, info: Any) -> list[str]:
@@ -149,21 +163,28 @@ def measure_file(
         The film, when not the annotation's ``image.file`` (only its header
         is read, for the calibration).
     reference
-        Height-loss reference: ``"adjacent"`` (default), ``"posterior"`` or ``"max"``.
+        Height-loss reference: ``"adjacent"`` (default), ``"posterior"``,
+        ``"max"`` or ``"nearest_normal"``.
 
     Returns
     -------
     Measurement
         ``source`` is ``str(annotation_path)``; calibration warnings come first.
     """
+    return _measure_file(annotation_path, image=image, reference=reference)[0]
+
+
+def _measure_file(
+    annotation_path: PathLike, *, image: PathLike | None, reference: str
+) -> tuple[Measurement, FilmFacts]:
+    """:func:`measure_file`, and the film's header facts for a comparison (one header read)."""
     annotation = load_annotation(annotation_path)
-    calibration, warnings = resolve_calibration(
-        annotation, annotation_path=annotation_path, image=image
-    )
+    calibration, warnings, info = _resolve(annotation, annotation_path, image)
     result = measure(annotation, calibration, reference=reference, source=str(annotation_path))
     if warnings:
         result = dataclasses.replace(result, warnings=(*warnings, *result.warnings))
-    return result
+    facts = FilmFacts() if info is None else FilmFacts.from_header(info)
+    return result, facts
 
 
 def compare_files(
@@ -172,14 +193,31 @@ def compare_files(
     followup: PathLike | None = None,
     *,
     reference: str = "adjacent",
+    allow_different_patients: bool = False,
 ) -> Comparison:
     """Measure two or three annotation files of one patient and compare them.
 
     Each file is measured as by :func:`measure_file` (its own calibration,
-    else its film's header); see :func:`vheight.comparison.compare`.
+    else its film's header); the films' headers (when the films are there)
+    give the patient ID, date and view that the comparison checks.  See
+    :func:`vheight.comparison.compare`.
+
+    Raises
+    ------
+    ComparisonError
+        The films belong to different patients, unless ``allow_different_patients``.
     """
+    paths = (pre, post, followup)
+    measured = [
+        None if path is None else _measure_file(path, image=None, reference=reference)
+        for path in paths
+    ]
+    films = [None if m is None else m[0] for m in measured]
+    assert films[0] is not None and films[1] is not None
     return compare(
-        measure_file(pre, reference=reference),
-        measure_file(post, reference=reference),
-        None if followup is None else measure_file(followup, reference=reference),
+        films[0],
+        films[1],
+        films[2],
+        facts=[None if m is None else m[1] for m in measured],
+        allow_different_patients=allow_different_patients,
     )

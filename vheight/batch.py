@@ -97,6 +97,7 @@ from typing import IO, TYPE_CHECKING, Any
 from vheight import tables
 from vheight.annotation import load_annotation
 from vheight.api import film_header_warnings, film_location
+from vheight.comparison import FilmFacts
 from vheight.errors import ImageReadError, VHeightError
 from vheight.files import write_atomic
 from vheight.morphometry import Measurement, ReferenceMethod, measure
@@ -187,6 +188,7 @@ class _Film:
     sop_instance_uid: str | None = None
     timepoint: str | None = None
     annotator: str | None = None
+    facts: FilmFacts | None = None  # patient, date and view, for the comparison
     error: str | None = None
 
 
@@ -295,6 +297,7 @@ def _measure_one(root: str, rel: str, reference: str) -> _Measured:
             sop_instance_uid=header_uid or sop_uid,
             timepoint=timepoint,
             annotator=annotator,
+            facts=None if info is None else FilmFacts.from_header(info),
         )
         return _Measured(
             film=film_facts,
@@ -499,6 +502,7 @@ def _compare_group(
             measurements[group.films["pre"].annotation],
             measurements[group.films["post"].annotation],
             measurements[followup.annotation] if followup is not None else None,
+            facts={timepoint: film.facts for timepoint, film in group.films.items()},
         )
         records = comparison.records()
         warnings = "; ".join(_strip_root(w, root) for w in comparison.warnings) or None

@@ -311,8 +311,14 @@ _FAST_ATTRIBUTES: dict[str, tuple[int, str]] = {
     "EstimatedRadiographicMagnificationFactor": (0x00181114, "DS"),
     "DistanceSourceToDetector": (0x00181110, "DS"),
     "DistanceSourceToPatient": (0x00181111, "DS"),
+    "IssuerOfPatientID": (0x00100021, "LO"),
+    "StudyTime": (0x00080030, "TM"),
+    "ContentDate": (0x00080023, "DA"),
+    "ContentTime": (0x00080033, "TM"),
+    "AcquisitionDateTime": (0x0008002A, "DT"),
+    "PatientOrientation": (0x00200020, "CS"),
 }
-_ASCII_VRS = frozenset({"CS", "UI", "DA", "DS", "IS", "AS", "TM"})
+_ASCII_VRS = frozenset({"CS", "UI", "DA", "DS", "IS", "AS", "TM", "DT"})
 _CHARSET_VRS = frozenset({"SH", "LO", "PN"})
 _SIMPLE_CHARSETS = frozenset({b"", b"ISO_IR 6", b"ISO_IR 100", b"ISO 2022 IR 6", b"ISO_IR 192"})
 _MISSING = object()
@@ -559,6 +565,12 @@ def _info_from_texts(
         view_position=text("ViewPosition"),
         calibration=calibration,
         warnings=tuple(notes),
+        issuer_of_patient_id=text("IssuerOfPatientID"),
+        study_time=text("StudyTime"),
+        content_date=text("ContentDate"),
+        content_time=text("ContentTime"),
+        acquisition_datetime=text("AcquisitionDateTime"),
+        patient_orientation=text("PatientOrientation"),
     )
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "AnnotationError",
     "CalibrationError",
     "MeasurementError",
+    "ComparisonError",
     "VHeightWarning",
     "CalibrationWarning",
     "FilmWarning",
@@ -57,3 +58,7 @@ class CalibrationWarning(VHeightWarning):
 
 class FilmWarning(VHeightWarning):
     """A film was read, but something about it deserves attention."""
+
+
+class ComparisonError(VHeightError, ValueError):
+    """Films that must not be compared (e.g. of different patients); see the message."""

@@ -276,6 +276,13 @@ class FilmInfo:
     patient_position: str | None = None
     view_position: str | None = None
     calibration: Calibration = field(default_factory=Calibration.uncalibrated)
+    # When and how the film was taken, and whose it is (a comparison checks them).
+    issuer_of_patient_id: str | None = None
+    study_time: str | None = None
+    content_date: str | None = None
+    content_time: str | None = None
+    acquisition_datetime: str | None = None
+    patient_orientation: str | None = None
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -26,9 +26,15 @@ Height loss ``loss_pct(h) = 100 * (1 - H_h / Ref_h)``, reference methods
     - ``max``: the larger of the adjacent and the posterior reference for
       the anterior and middle heights; the posterior height uses the
       adjacent reference.
-    With ``adjacent`` or ``max`` and no adjacent level, the vertebra falls
-    back to ``posterior``; its ``reference_method`` says ``posterior`` and a
-    warning names it.
+    - ``nearest_normal`` (v1.1): above and below, the nearest complete level
+      that is normal (not treated, ``Ha/Hp >= 0.8`` and ``Hm/Hp >= 0.8``),
+      at most two levels away on each side; ``Ref_h`` = mean of the same
+      height of those (one or two) levels.
+    With ``adjacent``, ``max`` or ``nearest_normal`` and no level to compare
+    with, the vertebra falls back to ``posterior``; its ``reference_method``
+    says ``posterior`` and a warning names it.  ``reference_levels`` names
+    the levels whose heights made the reference (the level itself for
+    ``posterior``).
 
 Grade (Genant's thresholds, a quantitative suggestion for the radiologist)
     ``r = round(max_loss_pct, 6)``: ``r < 20`` -> 0, ``20 <= r < 25`` -> 1,
@@ -67,6 +73,9 @@ __all__ = [
     "genant_grade",
     "deformity_type",
     "loss_pct",
+    "mean_heights",
+    "NORMAL_RATIO",
+    "NEAREST_NORMAL_REACH",
 ]
 
 #: The three heights, in the order that breaks deformity-type ties.
@@ -82,6 +91,7 @@ class ReferenceMethod(enum.StrEnum):
     ADJACENT = "adjacent"
     POSTERIOR = "posterior"
     MAX = "max"
+    NEAREST_NORMAL = "nearest_normal"
 
 
 class Grade(enum.IntEnum):
@@ -178,6 +188,9 @@ class VertebraMeasurement:
     reference_anterior, reference_middle, reference_posterior
         ``Ref_h`` of each height under that method (None where undefined,
         e.g. the posterior reference of the ``posterior`` method).
+    reference_levels
+        The levels whose heights made the reference, anatomical order (the
+        level itself for ``posterior``; empty when incomplete).
     adjacent_anterior, adjacent_middle, adjacent_posterior
         Mean height of the adjacent complete levels, whatever the method
         (None without neighbours).
@@ -202,6 +215,7 @@ class VertebraMeasurement:
     reference_anterior: float | None = None
     reference_middle: float | None = None
     reference_posterior: float | None = None
+    reference_levels: tuple[str, ...] = ()
     adjacent_anterior: float | None = None
     adjacent_middle: float | None = None
     adjacent_posterior: float | None = None
@@ -216,19 +230,23 @@ class VertebraMeasurement:
 
     def height(self, name: str) -> float | None:
         """``anterior``, ``middle`` or ``posterior`` height."""
-        return getattr(self, _fields(name)[0])
+        value: float | None = getattr(self, _fields(name)[0])
+        return value
 
     def reference(self, name: str) -> float | None:
         """Reference height ``Ref_h`` of ``anterior``, ``middle`` or ``posterior``."""
-        return getattr(self, _fields(name)[1])
+        value: float | None = getattr(self, _fields(name)[1])
+        return value
 
     def adjacent(self, name: str) -> float | None:
         """Mean ``anterior``, ``middle`` or ``posterior`` height of the adjacent levels."""
-        return getattr(self, _fields(name)[2])
+        value: float | None = getattr(self, _fields(name)[2])
+        return value
 
     def loss(self, name: str) -> float | None:
         """Height loss in percent of ``anterior``, ``middle`` or ``posterior``."""
-        return getattr(self, _fields(name)[3])
+        value: float | None = getattr(self, _fields(name)[3])
+        return value
 
 
 #: Per height, its fields of :class:`VertebraMeasurement`: height, reference, adjacent, loss.
@@ -364,6 +382,7 @@ def _record(v: VertebraMeasurement, unit: str, spacing_label: str) -> dict[str, 
         "grade": None if v.grade is None else int(v.grade),
         "deformity_type": None if v.deformity_type is None else v.deformity_type.value,
         "treated": v.treated,
+        "reference_levels": ",".join(v.reference_levels) if v.complete else None,
     }
 
 
@@ -381,6 +400,13 @@ def _known_level(level: str, vertebrae: Mapping[str, Any]) -> str:
 # Anterior, middle, posterior: a vertebra's three heights, reference heights and losses
 # are kept as triples in this order (that of HEIGHTS) while measuring.
 _Triple = tuple[float, float, float]
+_Refs = tuple[float | None, float | None, float | None]
+
+#: ``nearest_normal``: a level is normal when both ratios are at least this (loss of
+#: anterior and middle height against its own posterior height below 20 %)...
+NORMAL_RATIO = 0.8
+#: ...and it is looked for at most this many levels away on each side.
+NEAREST_NORMAL_REACH = 2
 
 
 def _heights(points: Mapping[str, tuple[float, float]], row: float, col: float) -> _Triple:
@@ -408,25 +434,239 @@ def _heights(points: Mapping[str, tuple[float, float]], row: float, col: float) 
     )
 
 
-def _mean_heights(triples: list[_Triple]) -> _Triple:
+def mean_heights(triples: list[_Triple]) -> _Triple:
     """Mean of each height over one or two levels: ``sum(values) / len(values)``,
-    written out for the two cases (the same floating-point steps)."""
+    written out for the two cases (the same floating-point steps as the references)."""
     if len(triples) == 1:
         return triples[0]
     (a1, m1, p1), (a2, m2, p2) = triples
     return ((a1 + a2) / 2, (m1 + m2) / 2, (p1 + p2) / 2)
 
 
-def _references(
-    method: ReferenceMethod, own: _Triple, adjacent: _Triple | None
-) -> tuple[ReferenceMethod, tuple[float | None, float | None, float | None]]:
-    """Method actually used and ``Ref_h`` per height."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Film:
+    """What every vertebra of one film needs to know of the others while measuring.
+
+    ``points``: every annotated level's points; ``heights``: the three heights of
+    each complete level (measured once, reused as the neighbours' references);
+    ``treated``: the treated levels; ``row``/``col``: spacing in mm per pixel.
+    """
+
+    points: Mapping[str, Mapping[str, tuple[float, float]]]
+    heights: Mapping[str, _Triple]
+    treated: frozenset[str]
+    row: float
+    col: float
+
+    def neighbour(self, level: str, step: int) -> str | None:
+        """The level ``step`` places from ``level`` in ``T1..L5`` (None past the ends)."""
+        i = level_index(level) + step
+        return LEVELS[i] if 0 <= i < len(LEVELS) else None
+
+    def is_normal(self, level: str) -> bool:
+        """Complete, untreated, ``Ha/Hp >= 0.8`` and ``Hm/Hp >= 0.8`` (``nearest_normal``).
+
+        The ratios are compared rounded to 6 decimals, like the grade's losses.
+        """
+        if level in self.treated or level not in self.heights:
+            return False
+        ha, hm, hp = self.heights[level]
+        return hp > 0 and round(ha / hp, 6) >= NORMAL_RATIO and round(hm / hp, 6) >= NORMAL_RATIO
+
+    def nearest_normal(self, level: str) -> tuple[str, ...]:
+        """Above and below, the nearest normal level within :data:`NEAREST_NORMAL_REACH`."""
+        found = []
+        for direction in (-1, 1):
+            for distance in range(1, NEAREST_NORMAL_REACH + 1):
+                candidate = self.neighbour(level, direction * distance)
+                if candidate is not None and self.is_normal(candidate):
+                    found.append(candidate)
+                    break
+        return tuple(found)
+
+
+def _parse_method(reference: str | ReferenceMethod) -> ReferenceMethod:
+    try:
+        return ReferenceMethod(str(reference))
+    except ValueError:
+        raise MeasurementError(
+            f"unknown reference method {reference!r}: expected one of "
+            f"{', '.join(m.value for m in ReferenceMethod)}"
+        ) from None
+
+
+def _calibration_to_use(annotation: Annotation, calibration: Calibration | None) -> Calibration:
+    """The annotation's own calibration, else the one given, else uncalibrated."""
+    if annotation.calibration is not None:
+        cal = annotation.calibration
+    elif calibration is not None:
+        cal = calibration
+    else:
+        cal = Calibration.uncalibrated()
+    if not isinstance(cal, Calibration):
+        raise MeasurementError(f"expected a Calibration, found {type(cal).__name__}")
+    return cal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Reference:
+    """The reference of one vertebra: method used, ``Ref_h`` per height, levels it came from."""
+
+    method: ReferenceMethod
+    heights: _Refs
+    levels: tuple[str, ...]
+
+
+def _reference(
+    method: ReferenceMethod, level: str, own: _Triple, neighbours: tuple[str, ...], film: _Film
+) -> _Reference:
+    """``Ref_h`` of ``level`` under ``method`` (``measurements.md``), with its fallback.
+
+    ``neighbours``: the adjacent complete levels.  Without the levels a method
+    needs (no neighbour; no normal level for ``nearest_normal``), the vertebra
+    falls back to ``posterior``.
+    """
     hp = own[2]
-    if method is ReferenceMethod.POSTERIOR or adjacent is None:
-        return ReferenceMethod.POSTERIOR, (hp, hp, None)
-    if method is ReferenceMethod.ADJACENT:
-        return method, adjacent
-    return method, (max(adjacent[0], hp), max(adjacent[1], hp), adjacent[2])
+    if method is ReferenceMethod.NEAREST_NORMAL:
+        chosen = film.nearest_normal(level)
+    elif method is ReferenceMethod.POSTERIOR:
+        chosen = ()
+    else:
+        chosen = neighbours
+    if not chosen:
+        return _Reference(method=ReferenceMethod.POSTERIOR, heights=(hp, hp, None), levels=(level,))
+    mean = mean_heights([film.heights[n] for n in chosen])
+    if method is not ReferenceMethod.MAX:
+        return _Reference(method=method, heights=mean, levels=chosen)
+    # The larger of the adjacent and the own posterior reference, per height; the
+    # posterior height keeps the adjacent one.  The level itself made the reference
+    # wherever its posterior height won.
+    own_won = hp > mean[0] or hp > mean[1]
+    levels = tuple(sorted({*chosen, level}, key=level_index)) if own_won else chosen
+    return _Reference(
+        method=method, heights=(max(mean[0], hp), max(mean[1], hp), mean[2]), levels=levels
+    )
+
+
+def _fallback_warning(level: str, method: ReferenceMethod) -> str:
+    if method is ReferenceMethod.NEAREST_NORMAL:
+        why = (
+            f"no normal level (untreated, Ha/Hp and Hm/Hp >= {NORMAL_RATIO}) within "
+            f"{NEAREST_NORMAL_REACH} levels above or below"
+        )
+    else:
+        why = "no complete adjacent level to compare with"
+    return (
+        f"{level}: {why}; height loss uses its own posterior height as reference "
+        f"(reference_method 'posterior' instead of '{method.value}')"
+    )
+
+
+def _wedge_angles(level: str, film: _Film) -> tuple[float, float | None]:
+    """The vertebra's wedge angle and, with both neighbours complete, the segmental kyphosis."""
+    points = film.points[level]
+    row, col = film.row, film.col
+    wedge = kyphotic_angle_deg(
+        points["superior_anterior"],
+        points["superior_posterior"],
+        points["inferior_anterior"],
+        points["inferior_posterior"],
+        row_spacing_mm=row,
+        col_spacing_mm=col,
+    )
+    above, below = film.neighbour(level, -1), film.neighbour(level, 1)
+    if above not in film.heights or below not in film.heights:
+        return wedge, None
+    assert above is not None and below is not None  # complete levels
+    up, low = film.points[above], film.points[below]
+    segmental = kyphotic_angle_deg(
+        up["superior_anterior"],
+        up["superior_posterior"],
+        low["inferior_anterior"],
+        low["inferior_posterior"],
+        row_spacing_mm=row,
+        col_spacing_mm=col,
+    )
+    return wedge, segmental
+
+
+def _grade_of(losses: _Refs) -> tuple[float | None, Grade | None, DeformityType | None]:
+    """Largest loss, its Genant grade and the deformity type it names."""
+    present = losses if None not in losses else [v for v in losses if v is not None]
+    max_loss = max(present) if present else None  # type: ignore[type-var]
+    grade = genant_grade(max_loss)
+    kind = deformity_type(dict(zip(HEIGHTS, losses, strict=True)), grade) if grade else None
+    return max_loss, grade, kind
+
+
+def _measure_incomplete(
+    level: str, points: Mapping[str, Any], treated: bool
+) -> tuple[VertebraMeasurement, str]:
+    missing = tuple(n for n in POINT_NAMES if n not in points)
+    warning = (
+        f"{level}: incomplete ({len(points)} of 6 points, missing "
+        f"{', '.join(missing)}): not measured"
+    )
+    return (
+        VertebraMeasurement(level=level, complete=False, treated=treated, missing_points=missing),
+        warning,
+    )
+
+
+def _measure_vertebra(
+    level: str, method: ReferenceMethod, film: _Film
+) -> tuple[VertebraMeasurement, list[str]]:
+    """One complete vertebra: heights, ratios, angles, reference, losses and grade."""
+    warnings: list[str] = []
+    adjacent_levels = (film.neighbour(level, -1), film.neighbour(level, 1))
+    neighbours = tuple(n for n in adjacent_levels if n is not None and n in film.heights)
+    for n in adjacent_levels:
+        if n is not None and n in film.points and n not in film.heights:
+            warnings.append(
+                f"{level}: adjacent level {n} is incomplete and is not used as a reference"
+            )
+    own = film.heights[level]
+    ha, hm, hp = own
+    adjacent = mean_heights([film.heights[n] for n in neighbours]) if neighbours else None
+    ref = _reference(method, level, own, neighbours, film)
+    if ref.method is not method:
+        warnings.append(_fallback_warning(level, method))
+    if not hp > 0:
+        warnings.append(f"{level}: posterior height is zero: ratios and losses not computed")
+    ref_a, ref_m, ref_p = ref.heights
+    losses = (loss_pct(ha, ref_a), loss_pct(hm, ref_m), loss_pct(hp, ref_p))
+    max_loss, grade, kind = _grade_of(losses)
+    wedge, segmental = _wedge_angles(level, film)
+    vertebra = VertebraMeasurement(
+        level=level,
+        complete=True,
+        treated=level in film.treated,
+        anterior_height=ha,
+        middle_height=hm,
+        posterior_height=hp,
+        wedge_ratio=_ratio(ha, hp),
+        mid_ratio=_ratio(hm, hp),
+        # Hp / mean(Hp of the adjacent levels)
+        crush_ratio=_ratio(hp, None if adjacent is None else adjacent[2]),
+        wedge_angle_deg=wedge,
+        segmental_kyphosis_deg=segmental,
+        reference_method=ref.method,
+        reference_anterior=ref_a,
+        reference_middle=ref_m,
+        reference_posterior=ref_p,
+        reference_levels=ref.levels,
+        adjacent_anterior=None if adjacent is None else adjacent[0],
+        adjacent_middle=None if adjacent is None else adjacent[1],
+        adjacent_posterior=None if adjacent is None else adjacent[2],
+        anterior_loss_pct=losses[0],
+        middle_loss_pct=losses[1],
+        posterior_loss_pct=losses[2],
+        max_loss_pct=max_loss,
+        grade=grade,
+        deformity_type=kind,
+        neighbours=neighbours,
+    )
+    return vertebra, warnings
 
 
 def measure(
@@ -446,7 +686,7 @@ def measure(
         Used when the annotation carries no calibration of its own (the
         annotation's wins); None and no own calibration -> uncalibrated (px).
     reference
-        ``"adjacent"`` (default), ``"posterior"`` or ``"max"``.
+        ``"adjacent"`` (default), ``"posterior"``, ``"max"`` or ``"nearest_normal"``.
     source
         A name for the annotation (e.g. its path), kept on the result.
 
@@ -458,22 +698,8 @@ def measure(
     """
     if not isinstance(annotation, Annotation):
         raise MeasurementError(f"expected an Annotation, found {type(annotation).__name__}")
-    try:
-        method = ReferenceMethod(str(reference))
-    except ValueError:
-        raise MeasurementError(
-            f"unknown reference method {reference!r}: expected one of "
-            f"{', '.join(m.value for m in ReferenceMethod)}"
-        ) from None
-    if annotation.calibration is not None:
-        cal = annotation.calibration
-    elif calibration is not None:
-        cal = calibration
-    else:
-        cal = Calibration.uncalibrated()
-    if not isinstance(cal, Calibration):
-        raise MeasurementError(f"expected a Calibration, found {type(cal).__name__}")
-
+    method = _parse_method(reference)
+    cal = _calibration_to_use(annotation, calibration)
     warnings: list[str] = []
     if not cal.is_calibrated:
         warnings.append(
@@ -482,100 +708,23 @@ def measure(
         )
     row, col = cal.row_spacing_mm, cal.col_spacing_mm
     # The landmarks are read once into plain dicts: every point is used several times.
-    vertebrae = {lvl: dict(pts.items()) for lvl, pts in annotation.vertebrae.items()}
-    complete = {lvl: pts for lvl, pts in vertebrae.items() if len(pts) == 6}
-    # Heights are measured once per level, then reused as the neighbours' references.
-    heights = {lvl: _heights(pts, row, col) for lvl, pts in complete.items()}
-
+    points = {lvl: dict(pts.items()) for lvl, pts in annotation.vertebrae.items()}
+    complete = {lvl: pts for lvl, pts in points.items() if len(pts) == 6}
+    film = _Film(
+        points=points,
+        heights={lvl: _heights(pts, row, col) for lvl, pts in complete.items()},
+        treated=frozenset(annotation.treated_levels),
+        row=row,
+        col=col,
+    )
     results: dict[str, VertebraMeasurement] = {}
-    for level, points in vertebrae.items():
-        treated = level in annotation.treated_levels
-        if level not in complete:
-            missing = tuple(n for n in POINT_NAMES if n not in points)
-            warnings.append(
-                f"{level}: incomplete ({len(points)} of 6 points, missing "
-                f"{', '.join(missing)}): not measured"
-            )
-            results[level] = VertebraMeasurement(
-                level=level, complete=False, treated=treated, missing_points=missing
-            )
-            continue
-        i = level_index(level)
-        above = LEVELS[i - 1] if i > 0 else None
-        below = LEVELS[i + 1] if i + 1 < len(LEVELS) else None
-        neighbours = tuple(n for n in (above, below) if n is not None and n in complete)
-        for n in (above, below):
-            if n is not None and n in vertebrae and n not in complete:
-                warnings.append(
-                    f"{level}: adjacent level {n} is incomplete and is not used as a reference"
-                )
-        own = heights[level]
-        ha, hm, hp = own
-        # Mean height of the adjacent levels, per height (their heights measured above).
-        adjacent = _mean_heights([heights[n] for n in neighbours]) if neighbours else None
-        used, refs = _references(method, own, adjacent)
-        if used is not method:
-            warnings.append(
-                f"{level}: no complete adjacent level to compare with; height loss uses its own "
-                f"posterior height as reference (reference_method 'posterior' instead of "
-                f"'{method.value}')"
-            )
-        if not hp > 0:
-            warnings.append(f"{level}: posterior height is zero: ratios and losses not computed")
-        ref_a, ref_m, ref_p = refs
-        losses = (loss_pct(ha, ref_a), loss_pct(hm, ref_m), loss_pct(hp, ref_p))
-        present = losses if None not in losses else [v for v in losses if v is not None]
-        max_loss = max(present) if present else None
-        grade = genant_grade(max_loss)
-        wedge = kyphotic_angle_deg(
-            points["superior_anterior"],
-            points["superior_posterior"],
-            points["inferior_anterior"],
-            points["inferior_posterior"],
-            row_spacing_mm=row,
-            col_spacing_mm=col,
-        )
-        segmental = None
-        if above in complete and below in complete:
-            up, low = complete[above], complete[below]
-            segmental = kyphotic_angle_deg(
-                up["superior_anterior"],
-                up["superior_posterior"],
-                low["inferior_anterior"],
-                low["inferior_posterior"],
-                row_spacing_mm=row,
-                col_spacing_mm=col,
-            )
-        results[level] = VertebraMeasurement(
-            level=level,
-            complete=True,
-            treated=treated,
-            anterior_height=ha,
-            middle_height=hm,
-            posterior_height=hp,
-            wedge_ratio=_ratio(ha, hp),
-            mid_ratio=_ratio(hm, hp),
-            # Hp / mean(Hp of the adjacent levels)
-            crush_ratio=_ratio(hp, None if adjacent is None else adjacent[2]),
-            wedge_angle_deg=wedge,
-            segmental_kyphosis_deg=segmental,
-            reference_method=used,
-            reference_anterior=ref_a,
-            reference_middle=ref_m,
-            reference_posterior=ref_p,
-            adjacent_anterior=None if adjacent is None else adjacent[0],
-            adjacent_middle=None if adjacent is None else adjacent[1],
-            adjacent_posterior=None if adjacent is None else adjacent[2],
-            anterior_loss_pct=losses[0],
-            middle_loss_pct=losses[1],
-            posterior_loss_pct=losses[2],
-            max_loss_pct=max_loss,
-            grade=grade,
-            deformity_type=(
-                deformity_type(dict(zip(HEIGHTS, losses, strict=True)), grade) if grade else None
-            ),
-            neighbours=neighbours,
-        )
+    for level, level_points in points.items():
+        if level in complete:
+            results[level], notes = _measure_vertebra(level, method, film)
+            warnings.extend(notes)
+        else:
+            results[level], note = _measure_incomplete(level, level_points, level in film.treated)
+            warnings.append(note)
     warnings.extend(_orientation_warnings(complete, cal))
     return Measurement(
         annotation=annotation,

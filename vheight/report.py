@@ -5,12 +5,13 @@ download button) take annotations (files, or objects with their films),
 measure them, group them by patient (patient ID, else study, else folder) and
 order each patient's films pre, post, follow-up.  Per patient the report holds:
 
-- a first page: patient name, patient ID and study dates, the films, treated
+- a first page: patient name, patient ID and film dates, the films, treated
   levels, the spacing label, the height-loss reference method and who placed
   the landmarks; then the comparison when a pre and a post film are present
   (heights, change, the three restoration percentages, loss since post with
   a follow-up film, wedge and segmental angle change, grades before and
-  after) with its warnings, or else the suggested grade per level and film;
+  after), a line per flag (suspected new fracture, suspected recollapse)
+  and its warnings, or else the suggested grade per level and film;
 - one page per film: the film (cropped to the annotated vertebrae) with
   landmarks, endplates, heights and grades drawn by :mod:`vheight.render`,
   the measurement table with units and the spacing label, and the warnings
@@ -71,6 +72,9 @@ _REFERENCE_TEXT = {
     "(own posterior height when no neighbour is annotated)",
     "posterior": "posterior: the vertebra's own posterior height (anterior and middle loss only)",
     "max": "max: the larger of the adjacent and the posterior reference, per height",
+    "nearest_normal": "nearest_normal: mean of the same height of the nearest normal vertebra "
+    "above and below (untreated, Ha/Hp and Hm/Hp at least 0.8, at most two levels away; own "
+    "posterior height when there is none)",
 }
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 
@@ -631,69 +635,81 @@ def _film_section(
     return story
 
 
-def _comparison_section(
-    group: Sequence[ReportFilm],
-    styles: Mapping[str, Any],
-    fonts: _Fonts,
-    frame_w: float,
-    deidentify: bool = False,
-) -> list[Any]:
-    from reportlab.lib import colors
-    from reportlab.lib.units import mm
-    from reportlab.platypus import Paragraph, Spacer
-
-    from vheight.comparison import compare
+def _compared(group: Sequence[ReportFilm]) -> tuple[Any, bool] | None:
+    """The comparison of a patient's films (pre, post, follow-up), and whether a
+    follow-up is part of it; None without a pre and a post film."""
+    from vheight.comparison import FilmFacts, compare
 
     by_time: dict[str, ReportFilm] = {}
     for item in group:
         if item.annotation.timepoint and item.annotation.timepoint not in by_time:
             by_time[item.annotation.timepoint] = item
     if "pre" not in by_time or "post" not in by_time:
-        return []
-    follow = by_time.get("followup")
+        return None
+    roles = [by_time.get(role) for role in ("pre", "post", "followup")]
+    facts = [
+        None if item is None or item.info is None else FilmFacts.from_header(item.info)
+        for item in roles
+    ]
+    follow = roles[2]
+    # A report groups its films by patient: they are one patient's, whatever the IDs say.
     comparison = compare(
         by_time["pre"].measurement,
         by_time["post"].measurement,
         None if follow is None else follow.measurement,
+        facts=facts,
+        allow_different_patients=True,
     )
-    records = list(comparison.records())
-    story: list[Any] = [
-        Paragraph(
-            "Comparison: pre / post" + (" / follow-up" if follow is not None else ""), styles["h2"]
+    return comparison, follow is not None
+
+
+def _flag_lines(comparison: Any, styles: Mapping[str, Any]) -> list[Any]:
+    """One line per flag: suspected new fracture, suspected recollapse."""
+    from reportlab.platypus import Paragraph
+
+    latest = "follow-up" if comparison.followup is not None else "post"
+    lines = []
+    for level in comparison.incident_levels:
+        reason = comparison.levels[level].incident_reason or ""
+        lines.append(
+            f"<b>New fracture suspected at {_esc(level)}</b> (untreated, pre to {latest} film): "
+            f"{_esc(reason)}. To confirm."
         )
-    ]
-    if not records:
-        story.append(Paragraph("No level is measured on both films.", styles["note"]))
-        return story
+    for level in comparison.recollapsed_levels:
+        lost = ", ".join(
+            f"{h} {_fmt(hc.loss_since_post_pct, 1)} %"
+            for h, hc in comparison.levels[level].heights.items()
+            if hc.loss_since_post_pct is not None
+        )
+        lines.append(
+            f"<b>Recollapse suspected at {_esc(level)}</b> (treated): lost since the post "
+            f"film {_esc(lost)} (flag at 15 %). To confirm."
+        )
+    return [Paragraph(line, styles["warn"], bulletText="!") for line in lines]
+
+
+def _heights_table(
+    records: Sequence[Mapping[str, Any]], follow: bool, fonts: _Fonts, frame_w: float
+) -> Any:
+    """Per level and height: pre, post (follow-up), change, the restoration figures."""
+    from reportlab.lib import colors
+
+    from vheight.comparison import percent_of_lost_meaningful
+
     unit = str(records[0].get("unit") or "")
-    story.append(
-        Paragraph(
-            "Δ = H<sub>post</sub> − H<sub>pre</sub>. "
-            "Restoration (McKiernan et al., Spine 2003): of initial = Δ / H<sub>pre</sub>; "
-            "of lost = Δ / (Ref<sub>pre</sub> − H<sub>pre</sub>); "
-            "of reference = Δ / Ref<sub>pre</sub>; Ref<sub>pre</sub> is the pre-film "
-            "reference height of the chosen method."
-            + (
-                ""
-                if follow is None
-                else " Loss since post = (H<sub>post</sub> − H<sub>follow-up</sub>) "
-                "/ H<sub>post</sub>."
-            ),
-            styles["small"],
-        )
-    )
-    story.append(Spacer(1, 2 * mm))
+    followup_unit = str(records[0].get("followup_unit") or unit)
     header = ["Level", "Height", f"Pre\n{unit}", f"Post\n{unit}"]
-    if follow is not None:
-        header.append(f"Follow-up\n{unit}")
+    if follow:
+        header.append(f"Follow-up\n{followup_unit}")
     header += [
         f"Δ\n{unit}",
         "Restored\n% initial",
         "Restored\n% lost",
         "Restored\n% ref.",
         f"Ref. pre\n{unit}",
+        "Loss pre\n−post pt",
     ]
-    if follow is not None:
+    if follow:
         header.append("Loss since\npost %")
     data: list[list[Any]] = [header]
     extra: list[tuple[Any, ...]] = []
@@ -706,16 +722,19 @@ def _comparison_section(
             _fmt(rec.get("pre")),
             _fmt(rec.get("post")),
         ]
-        if follow is not None:
+        if follow:
             row.append(_fmt(rec.get("followup")))
         row += [
             _fmt(rec.get("delta"), 2, signed=True),
             _fmt(rec.get("restoration_pct_of_initial"), 1),
-            _fmt(rec.get("restoration_pct_of_lost"), 1),
+            _fmt(
+                rec.get("restoration_pct_of_lost") if percent_of_lost_meaningful(rec) else None, 1
+            ),
             _fmt(rec.get("restoration_pct_of_reference"), 1),
             _fmt(rec.get("reference_pre")),
+            _fmt(rec.get("loss_reduction_pct_points"), 1, signed=True),
         ]
-        if follow is not None:
+        if follow:
             row.append(_fmt(rec.get("loss_since_post_pct"), 1))
         if level != previous_level and previous_level is not None:
             extra.append(("LINEABOVE", (0, i), (-1, i), 0.6, colors.HexColor("#8795a8")))
@@ -724,12 +743,14 @@ def _comparison_section(
     n = len(header)
     widths = [0.75] + [1.0] * (n - 1)
     extra.append(("ALIGN", (1, 1), (1, -1), "LEFT"))
-    story.append(_table(data, [frame_w * w / sum(widths) for w in widths], fonts, extra))
+    return _table(data, [frame_w * w / sum(widths) for w in widths], fonts, extra)
 
-    # Per level: angles and grades.
-    story.append(Spacer(1, 3 * mm))
-    story.append(Paragraph("Angles and grades per level", styles["h3"]))
-    header2 = [
+
+def _levels_table(records: Sequence[Mapping[str, Any]], fonts: _Fonts, frame_w: float) -> Any:
+    """Per level: wedge and segmental angles, grades before and after, reference, flag."""
+    from reportlab.lib import colors
+
+    header = [
         "Level",
         "Wedge angle\npre °",
         "Wedge angle\npost °",
@@ -738,54 +759,124 @@ def _comparison_section(
         "Grade\npre",
         "Grade\npost",
         "Reference",
+        "Flag",
     ]
-    data2: list[list[Any]] = [header2]
-    extra2: list[tuple[Any, ...]] = []
+    data: list[list[Any]] = [header]
+    extra: list[tuple[Any, ...]] = []
     seen: set[str] = set()
     for rec in records:
         level = str(rec.get("level"))
         if level in seen:
             continue
         seen.add(level)
-        row = [
-            level,
-            _fmt(rec.get("wedge_angle_pre_deg"), 1, signed=True),
-            _fmt(rec.get("wedge_angle_post_deg"), 1, signed=True),
-            _fmt(rec.get("wedge_angle_change_deg"), 1, signed=True),
-            _fmt(rec.get("segmental_kyphosis_change_deg"), 1, signed=True),
-            "–" if rec.get("grade_pre") is None else str(int(rec["grade_pre"])),
-            "–" if rec.get("grade_post") is None else str(int(rec["grade_post"])),
-            str(rec.get("reference_method") or "–"),
-        ]
-        data2.append(row)
-        r = len(data2) - 1
+        flag = (
+            "new fracture?"
+            if rec.get("incident_fracture")
+            else "recollapse?"
+            if rec.get("recollapse")
+            else ""
+        )
+        data.append(
+            [
+                level,
+                _fmt(rec.get("wedge_angle_pre_deg"), 1, signed=True),
+                _fmt(rec.get("wedge_angle_post_deg"), 1, signed=True),
+                _fmt(rec.get("wedge_angle_change_deg"), 1, signed=True),
+                _fmt(rec.get("segmental_kyphosis_change_deg"), 1, signed=True),
+                "–" if rec.get("grade_pre") is None else str(int(rec["grade_pre"])),
+                "–" if rec.get("grade_post") is None else str(int(rec["grade_post"])),
+                str(rec.get("reference_method") or "–"),
+                flag,
+            ]
+        )
+        r = len(data) - 1
         for col, key in ((5, "grade_pre"), (6, "grade_post")):
             g = rec.get(key)
             if g is not None and int(g) in GRADE_COLORS:
-                extra2.append(
-                    (
-                        "BACKGROUND",
-                        (col, r),
-                        (col, r),
-                        colors.Color(*_tint(GRADE_COLORS[int(g)], 0.55)),
-                    )
-                )
-    extra2.append(("ALIGN", (5, 0), (6, -1), "CENTER"))
-    story.append(_table(data2, [frame_w / len(header2)] * len(header2), fonts, extra2))
+                tint = colors.Color(*_tint(GRADE_COLORS[int(g)], 0.55))
+                extra.append(("BACKGROUND", (col, r), (col, r), tint))
+        if flag:
+            extra.append(("FONT", (8, r), (8, r), fonts.bold, 7.5))
+    extra.append(("ALIGN", (5, 0), (6, -1), "CENTER"))
+    widths = [0.7, 1, 1, 1, 1, 0.7, 0.7, 1.2, 1.3]
+    return _table(data, [frame_w * w / sum(widths) for w in widths], fonts, extra)
+
+
+def _comparison_section(
+    group: Sequence[ReportFilm],
+    styles: Mapping[str, Any],
+    fonts: _Fonts,
+    frame_w: float,
+    deidentify: bool = False,
+) -> list[Any]:
+    """The comparison of a patient's films: flags, heights, angles and grades, warnings."""
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Paragraph, Spacer
+
+    compared = _compared(group)
+    if compared is None:
+        return []
+    comparison, follow = compared
+    records = list(comparison.records())
+    story: list[Any] = [
+        Paragraph("Comparison: pre / post" + (" / follow-up" if follow else ""), styles["h2"])
+    ]
+    story.extend(_flag_lines(comparison, styles))
+    if not records:
+        story.append(Paragraph("No level is measured on both films.", styles["note"]))
+        return story
     story.append(
         Paragraph(
-            "Negative wedge angle change = correction of the kyphotic wedging.", styles["note"]
+            "Δ = H<sub>post</sub> − H<sub>pre</sub>. "
+            "Restoration (McKiernan et al., Spine 2003): of initial = Δ / H<sub>pre</sub>; "
+            "of lost = Δ / (Ref<sub>pre</sub> − H<sub>pre</sub>); "
+            "of reference = Δ / Ref<sub>pre</sub>; Ref<sub>pre</sub> is the pre-film "
+            "reference height of the chosen method; % lost is left out (–) where less than "
+            "1 mm was lost (5 % of Ref<sub>pre</sub> in px), and above 100 % means "
+            "overcorrection. Loss pre−post = the height loss of the "
+            "pre film minus that of the post film, each against its own reference "
+            "(independent of magnification)."
+            + (
+                " Loss since post = (H<sub>post</sub> − H<sub>follow-up</sub>) / H<sub>post</sub>."
+                if follow
+                else ""
+            ),
+            styles["small"],
         )
     )
+    story.append(Spacer(1, 2 * mm))
+    story.append(_heights_table(records, follow, fonts, frame_w))
+    story.append(Spacer(1, 3 * mm))
+    story.append(Paragraph("Angles, grades and flags per level", styles["h3"]))
+    story.append(_levels_table(records, fonts, frame_w))
+    story.append(
+        Paragraph(
+            "Negative wedge angle change = correction of the kyphotic wedging. Flags are "
+            "quantitative suggestions for the radiologist to confirm: new fracture = a height "
+            "down by at least 20 % and 4 mm since pre, or grade 0 to 1 or more; recollapse = "
+            "at least 15 % of a treated level's height lost since post.",
+            styles["note"],
+        )
+    )
+    story.extend(_comparison_warnings(comparison, group, styles, deidentify))
+    return story
+
+
+def _comparison_warnings(
+    comparison: Any, group: Sequence[ReportFilm], styles: Mapping[str, Any], deidentify: bool
+) -> list[Any]:
+    """The comparison's warnings, file names hidden when de-identified."""
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Paragraph, Spacer
+
     warnings = [str(w) for w in comparison.warnings]
     if deidentify:
         identifiers = sorted({i for item in group for i in item.identifiers}, key=len, reverse=True)
         warnings = [_scrub(w, identifiers) for w in warnings]
-    if warnings:
-        story.append(Spacer(1, 2 * mm))
-        story.append(Paragraph("Comparison warnings", styles["h3"]))
-        for w in warnings:
-            story.append(Paragraph(_esc(w), styles["warn"], bulletText="•"))
+    if not warnings:
+        return []
+    story: list[Any] = [Spacer(1, 2 * mm), Paragraph("Comparison warnings", styles["h3"])]
+    story.extend(Paragraph(_esc(w), styles["warn"], bulletText="•") for w in warnings)
     return story
 
 
@@ -837,6 +928,24 @@ def _summary_section(
     ]
 
 
+def _film_dates(group: Sequence[ReportFilm]) -> str:
+    """``"Pre-operative 2026-01-05; Post-operative 2026-01-07"``: when each film was
+    taken (acquisition, else content, else study date), as the comparison dates them."""
+    from vheight.comparison import FilmFacts
+
+    dates = []
+    for g in group:
+        if g.info is None:
+            continue
+        acquired = FilmFacts.from_header(g.info).acquired
+        label = _TIMEPOINT_TITLES.get(g.annotation.timepoint or "", "film")
+        if acquired is not None:
+            dates.append(f"{label} {acquired:%Y-%m-%d}")
+        elif g.info.study_date:
+            dates.append(f"{label} {_study_date(g.info.study_date)}")
+    return "; ".join(dates) or "unknown"
+
+
 def _patient_header(
     group: Sequence[ReportFilm],
     number: int,
@@ -858,12 +967,7 @@ def _patient_header(
         ids = sorted({str(i.patient_id) for i in infos if i.patient_id})
         rows.append(["Patient name", ", ".join(names) or "unknown"])
         rows.append(["Patient ID", ", ".join(ids) or "unknown"])
-        dates = []
-        for g in group:
-            if g.info is not None and g.info.study_date:
-                label = _TIMEPOINT_TITLES.get(g.annotation.timepoint or "", "film")
-                dates.append(f"{label} {_study_date(g.info.study_date)}")
-        rows.append(["Study dates", "; ".join(dates) or "unknown"])
+        rows.append(["Film dates", _film_dates(group)])
     films = []
     for g in group:
         label = _TIMEPOINT_TITLES.get(g.annotation.timepoint or "", "Film")
@@ -982,7 +1086,8 @@ def _build(
 def _check_reference(reference: str) -> None:
     if reference not in _REFERENCE_TEXT:
         raise VHeightError(
-            f"unknown reference method {reference!r}: expected adjacent, posterior or max"
+            f"unknown reference method {reference!r}: expected adjacent, posterior, max "
+            "or nearest_normal"
         )
 
 
@@ -1016,7 +1121,8 @@ def report_bytes(
         (film found through ``image.file`` relative to the working folder) or
         :class:`ReportItem` (annotation with its film, e.g. from the app).
     reference
-        Height-loss reference method: ``adjacent``, ``posterior`` or ``max``.
+        Height-loss reference method: ``adjacent``, ``posterior``, ``max`` or
+        ``nearest_normal``.
     deidentify
         Print no patient name, ID, study date or file name.
     """

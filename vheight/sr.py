@@ -130,6 +130,7 @@ _REFERENCE_CODES = {
     "adjacent": _local("VH-REF-ADJ", "Reference height: mean of adjacent vertebrae"),
     "posterior": _local("VH-REF-POST", "Reference height: own posterior height"),
     "max": _local("VH-REF-MAX", "Reference height: larger of adjacent and posterior"),
+    "nearest_normal": _local("VH-REF-NN", "Reference height: mean of nearest normal vertebrae"),
 }
 _GRADE_NAME = _local("VH-GRADE", "Morphometric vertebral fracture grade (Genant), suggested")
 _GRADE_CODES = {

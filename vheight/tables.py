@@ -167,6 +167,8 @@ MEASURE_RECORD = Schema(
         Column("grade", _I, None, "Grade"),
         Column("deformity_type", _T, None, "Type"),
         Column("treated", _B, None, "Treated"),
+        # v1.1
+        Column("reference_levels", _T, None, "Reference levels"),
     )
 )
 
@@ -200,6 +202,16 @@ COMPARE_RECORD = Schema(
         Column("wedge_ratio_post", _F, None, "Ha/Hp post", spec=False),
         Column("wedge_ratio_change", _F, None, "Ha/Hp change", spec=False),
         Column("grade_followup", _I, None, "Grade follow-up", spec=False),
+        # v1.1
+        Column("followup_unit", _T, None, "Follow-up unit"),
+        Column("lost_pre", _F, _MM, "Lost before ({unit})"),
+        Column("loss_reduction_pct_points", _F, None, "Loss pre \u2212 post (points)"),
+        Column("restoration_pct_of_lost_relative", _F, _PCT, "Restored (% of lost, relative)"),
+        Column("days_pre_to_post", _I, Unit.DAYS, "Pre \u2192 post ({unit})"),
+        Column("days_post_to_followup", _I, Unit.DAYS, "Post \u2192 follow-up ({unit})"),
+        Column("incident_fracture", _B, None, "New fracture?"),
+        Column("incident_reason", _T, None, "Why (new fracture)"),
+        Column("recollapse", _B, None, "Recollapse?"),
     )
 )
 

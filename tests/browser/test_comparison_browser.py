@@ -60,3 +60,81 @@ def test_comparison_tab_shows_cards_films_and_table(app_server, page, shots):
 
     table = panel.locator("[data-testid=stDataFrame], [data-testid=stTable]").last
     expect(table).to_be_visible()
+
+
+def test_new_fracture_at_followup_is_flagged_first(app_server, page, shots):
+    """The sample follow-up has a new L2 fracture: the tab opens on its flag."""
+    page.goto(app_server.url)
+    Editor(page).wait_ready()
+    open_tab(page, "Comparison")
+    panel = active_panel(page)
+    flag = panel.get_by_test_id("stAlertContentError").get_by_text("New fracture suspected at L2")
+    expect(flag).to_be_visible(timeout=60_000)
+    expect(
+        panel.get_by_test_id("stAlertContentError").get_by_text(
+            "anterior height -34.5 % (-9.00 mm) since pre", exact=False
+        )
+    ).to_be_visible()
+    # The flag comes before the treated level's cards.
+    cards = panel.get_by_text("Anterior · pre 16.92 mm")
+    expect(cards).to_be_visible()
+    assert flag.bounding_box()["y"] < cards.bounding_box()["y"]
+    # The honest cards: L1's middle height had lost 0.90 mm only.
+    expect(panel.get_by_text("only 0.90 mm lost before treatment", exact=False)).to_be_visible()
+    films = panel.locator("[data-testid=stImage] img")
+    expect(films).to_have_count(3, timeout=60_000)
+    page.wait_for_function(
+        "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)",
+        arg=films.element_handles(),
+    )
+    page.screenshot(path=str(shots / "comparison-new-fracture.png"), full_page=True)
+
+
+@pytest.fixture
+def other_patient_server(tmp_path):
+    """The app on the sample series whose follow-up film is another patient's."""
+    import shutil
+
+    import pydicom
+    from conftest import REPO
+    from driver import AppServer
+
+    samples = REPO / "sample_images"
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for tp in ("pre", "post", "followup"):
+        shutil.copy(samples / f"{tp}.vheight.json", folder)
+        if tp == "followup":
+            ds = pydicom.dcmread(samples / "followup.dcm")
+            ds.PatientID = "OTHER0042"
+            ds.save_as(folder / "followup.dcm")
+        else:
+            shutil.copy(samples / f"{tp}.dcm", folder)
+    server = AppServer(
+        REPO / "app.py",
+        store=tmp_path / "store",
+        env={"VHEIGHT_SAMPLES": str(folder), "VHEIGHT_READER": "Browser Test"},
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_different_patient_followup_shows_the_error_and_no_cards(other_patient_server, page, shots):
+    page.goto(other_patient_server.url)
+    Editor(page).wait_ready()
+    open_tab(page, "Comparison")
+    panel = active_panel(page)
+    expect(
+        panel.get_by_text("These films belong to different patients: not compared.")
+    ).to_be_visible(timeout=60_000)
+    expect(panel.get_by_text("patient ID OTHER0042", exact=False)).to_be_visible()
+    confirm = panel.get_by_role("button", name="They are the same patient: compare anyway")
+    expect(confirm).to_be_visible()
+    assert panel.locator("[data-testid=stMetric]").count() == 0
+    assert panel.locator("[data-testid=stImage]").count() == 0
+    page.screenshot(path=str(shots / "comparison-different-patient.png"), full_page=True)
+    confirm.click()
+    expect(panel.get_by_text("Anterior · pre 16.92 mm")).to_be_visible(timeout=60_000)
+    expect(panel.get_by_text("compared on request", exact=False).first).to_be_visible()

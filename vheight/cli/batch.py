@@ -102,7 +102,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--reference",
-        choices=("adjacent", "posterior", "max"),
+        choices=("adjacent", "posterior", "max", "nearest_normal"),
         default="adjacent",
         help="reference height of the height loss (default: adjacent)",
     )

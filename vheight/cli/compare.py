@@ -8,8 +8,12 @@ segmental kyphosis change, grades.
 
 ``--format json`` prints ``{"pre", "post", "followup", "levels": [records],
 "warnings": [...]}`` and nothing else on stdout; ``csv`` prints the records;
-``table`` prints a table of heights and a table of per-level angles and
-grades, and the warnings on stderr.
+``table`` prints a table of heights and a table of per-level angles, grades
+and flags (suspected new fracture, recollapse), and the warnings on stderr.
+
+Films of different patients (``PatientID`` in their headers) are not
+compared: exit 1 with one line naming both files and both IDs, unless
+``--allow-different-patients``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ HEIGHT_COLUMNS = (
     "loss_since_post_pct",
     "reference_method",
     "reference_pre",
+    "lost_pre",
+    "loss_reduction_pct_points",
+    "restoration_pct_of_lost_relative",
 )
 HEIGHT_HEADERS = {
     "restoration_pct_of_initial": "% of initial",
@@ -40,6 +47,9 @@ HEIGHT_HEADERS = {
     "loss_since_post_pct": "lost since post %",
     "reference_method": "reference",
     "reference_pre": "ref pre",
+    "lost_pre": "lost pre",
+    "loss_reduction_pct_points": "loss pre-post pts",
+    "restoration_pct_of_lost_relative": "% of lost (rel)",
 }
 LEVEL_COLUMNS = (
     "level",
@@ -57,6 +67,9 @@ LEVEL_COLUMNS = (
     "grade_pre",
     "grade_post",
     "grade_followup",
+    "incident_fracture",
+    "recollapse",
+    "incident_reason",
 )
 LEVEL_HEADERS = {
     "wedge_angle_pre_deg": "wedge pre",
@@ -70,6 +83,9 @@ LEVEL_HEADERS = {
     "wedge_ratio_post": "Ha/Hp post",
     "wedge_ratio_change": "Ha/Hp change",
     "grade_followup": "grade fu",
+    "incident_fracture": "new fracture?",
+    "recollapse": "recollapse?",
+    "incident_reason": "why",
 }
 
 
@@ -88,6 +104,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "followup", metavar="FOLLOWUP", nargs="?", help="annotation of a later film (optional)"
     )
+    parser.add_argument(
+        "--allow-different-patients",
+        action="store_true",
+        help="compare films whose headers name different patients (kept as a warning)",
+    )
     add_reference_argument(parser)
     add_format_argument(parser)
     parser.set_defaults(handler=run)
@@ -99,7 +120,13 @@ def run(args: argparse.Namespace) -> int:
     from vheight.cli.measure import for_people
     from vheight.comparison import COMPARE_RECORD_KEYS
 
-    result = compare_files(args.pre, args.post, args.followup, reference=args.reference)
+    result = compare_files(
+        args.pre,
+        args.post,
+        args.followup,
+        reference=args.reference,
+        allow_different_patients=args.allow_different_patients,
+    )
     records = result.records()
     if args.format == "json":
         document = result.to_dict()
@@ -110,7 +137,25 @@ def run(args: argparse.Namespace) -> int:
         emit_csv(records, columns=COMPARE_RECORD_KEYS)
     else:
         films = f"{args.pre} -> {args.post}" + (f" -> {args.followup}" if args.followup else "")
-        print(f"{films}: {len(result.levels)} level(s) compared, lengths in {result.unit}")
+        units = result.unit
+        if result.followup_unit != result.unit:
+            units += f" (follow-up in {result.followup_unit})"
+        days = [
+            f"{label} {n} days"
+            for label, n in (
+                ("pre -> post", result.days_pre_to_post),
+                ("post -> follow-up", result.days_post_to_followup),
+            )
+            if n is not None
+        ]
+        print(
+            f"{films}: {len(result.levels)} level(s) compared, lengths in {units}"
+            + (f"; {', '.join(days)}" if days else "")
+        )
+        for level in result.incident_levels:
+            print(f"FLAG: new fracture suspected at {level} (to confirm)")
+        for level in result.recollapsed_levels:
+            print(f"FLAG: recollapse suspected at {level} (to confirm)")
         if records:
             records = for_people(records)
             emit_table(records, columns=HEIGHT_COLUMNS, headers=HEIGHT_HEADERS)

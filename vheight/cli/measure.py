@@ -44,6 +44,7 @@ TABLE_HEADERS = {
     "posterior_loss_pct": "loss p %",
     "max_loss_pct": "max loss %",
     "deformity_type": "type",
+    "reference_levels": "ref levels",
 }
 
 
@@ -71,7 +72,8 @@ def add_reference_argument(parser: argparse.ArgumentParser) -> None:
         choices=REFERENCE_CHOICES,
         default="adjacent",
         help="reference height for the height loss: mean of the adjacent levels (default), "
-        "the vertebra's own posterior height, or the larger of the two",
+        "the vertebra's own posterior height, the larger of the two, or the nearest normal "
+        "level above and below (untreated, Ha/Hp and Hm/Hp >= 0.8, at most two levels away)",
     )
 
 

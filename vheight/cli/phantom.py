@@ -98,7 +98,15 @@ def register(subparsers: Any) -> None:
         "--series",
         action="store_true",
         help="pre / post-kyphoplasty / follow-up series of one patient "
-        "(L1 wedge 30 %% treated, T12 biconcave 21 %% untreated)",
+        "(L1 wedge 30 %% treated, T12 biconcave 21 %% untreated, a new L2 wedge fracture "
+        "of 25 %% at follow-up)",
+    )
+    parser.add_argument(
+        "--new-fracture",
+        default=None,
+        metavar="LEVEL:KIND:LOSS|none",
+        help="with --series: the new fracture on the follow-up film (default L2:wedge:25; "
+        "'none' for a follow-up without one)",
     )
     parser.add_argument(
         "--spacing",
@@ -185,6 +193,22 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _series_plan(new_fracture: str | None) -> Any:
+    """The sample plan, with ``--new-fracture`` (``LEVEL:KIND:LOSS`` or ``none``) applied."""
+    import dataclasses
+
+    from vheight.phantom import SAMPLE_PLAN, parse_fracture
+
+    if new_fracture is None:
+        return SAMPLE_PLAN
+    if new_fracture.strip().lower() == "none":
+        return dataclasses.replace(SAMPLE_PLAN, new_level=None)
+    f = parse_fracture(new_fracture)
+    return dataclasses.replace(
+        SAMPLE_PLAN, new_level=f.level, new_kind=f.kind, new_loss_pct=f.loss_pct
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from vheight.phantom import FilmSpec, generate_series, write_film
 
@@ -216,8 +240,13 @@ def run(args: argparse.Namespace) -> int:
             kwargs = dict(common)
             kwargs["compression"] = args.compression or "j2k"
             seed = 2026 if args.seed is None else args.seed
-            written = list(generate_series(outdir, seed=seed, **kwargs))
+            written = list(
+                generate_series(outdir, seed=seed, plan=_series_plan(args.new_fracture), **kwargs)
+            )
         else:
+            if args.new_fracture is not None:
+                print("vheight phantom: error: --new-fracture needs --series", file=sys.stderr)
+                return 2
             if args.count < 1:
                 print("vheight phantom: error: --count must be at least 1", file=sys.stderr)
                 return 2

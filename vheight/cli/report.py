@@ -17,7 +17,7 @@ from vheight.cli._output import add_format_argument, emit_csv, emit_json, emit_t
 
 __all__ = ["register", "run"]
 
-REFERENCES = ("adjacent", "posterior", "max")
+REFERENCES = ("adjacent", "posterior", "max", "nearest_normal")
 
 
 def register(subparsers: Any) -> None:

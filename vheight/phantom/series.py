@@ -3,7 +3,9 @@
 The patient has a wedge fracture treated by kyphoplasty and an untreated
 biconcave deformity above it.  The post-operative film shows the height
 partly restored and the PMMA cement; the follow-up film shows some height lost
-again.  Between films the magnification (ERMF, hence the patient-plane pixel
+again, and a new fracture of the vertebra below the treated one (the level
+most at risk after augmentation), which the comparison should flag.
+Between films the magnification (ERMF, hence the patient-plane pixel
 spacing of a fixed detector) and the patient's position change a little, as
 they do in practice.
 """
@@ -38,6 +40,12 @@ class SeriesPlan:
         Its height loss (of the height naming the deformity) on each film.
     other_level, other_kind, other_loss_pct
         An untreated deformity, unchanged between films (``None`` for none).
+    new_level, new_kind, new_loss_pct
+        A new fracture on the follow-up film only (``None`` for none); its loss
+        is against the adjacent reference of the follow-up film.  The other
+        levels keep the heights they would have without it (the treated
+        level's follow-up loss ``loss_followup_pct`` is then against the
+        reference of a follow-up film without the new fracture).
     detector_spacing_mm
         Pixel pitch of the detector (ImagerPixelSpacing), the same on every film.
     ermf
@@ -54,6 +62,9 @@ class SeriesPlan:
     other_level: str | None = "T12"
     other_kind: FractureKind = FractureKind.BICONCAVE
     other_loss_pct: float = 21.0
+    new_level: str | None = "L2"
+    new_kind: FractureKind = FractureKind.WEDGE
+    new_loss_pct: float = 25.0
     detector_spacing_mm: float = 0.19
     ermf: tuple[float, float, float] = (1.12, 1.09, 1.15)
     rotation_deg: tuple[float, float, float] = (0.0, 2.5, -1.5)
@@ -113,14 +124,35 @@ def series_specs(
             )
             spec = spec.replace(fractures=pinned)
         elif plan.other_level:
-            v = build_spine(spec).by_level(plan.other_level)
-            other_height = {
-                "anterior": v.anterior_height_mm,
-                "middle": v.middle_height_mm,
-                "posterior": v.posterior_height_mm,
-            }[NAMED_HEIGHT[plan.other_kind]]
+            other_height = _named_height(spec, plan.other_level, plan.other_kind)
+        if timepoint == "followup" and plan.new_level:
+            spec = _with_new_fracture(spec, plan)
         specs.append(spec)
     return specs[0], specs[1], specs[2]
+
+
+def _named_height(spec: FilmSpec, level: str, kind: FractureKind) -> float:
+    """The true height (mm) of ``level`` that names a deformity of ``kind``, on ``spec``'s film."""
+    v = build_spine(spec).by_level(level)
+    return {
+        "anterior": v.anterior_height_mm,
+        "middle": v.middle_height_mm,
+        "posterior": v.posterior_height_mm,
+    }[NAMED_HEIGHT[kind]]
+
+
+def _with_new_fracture(spec: FilmSpec, plan: SeriesPlan) -> FilmSpec:
+    """``spec`` with the plan's new fracture added, every other deformity pinned to
+    the height it has without it (a new fracture does not change its neighbours)."""
+    assert plan.new_level is not None
+    pinned = tuple(
+        f
+        if f.height_mm is not None
+        else dataclasses.replace(f, height_mm=_named_height(spec, f.level, f.kind))
+        for f in spec.fractures
+    )
+    new = Fracture(level=plan.new_level, kind=plan.new_kind, loss_pct=plan.new_loss_pct)
+    return spec.replace(fractures=(*pinned, new))
 
 
 def generate_series(

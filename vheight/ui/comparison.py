@@ -29,7 +29,10 @@ import pandas as pd
 import streamlit as st
 
 from vheight.annotation import LEVELS, dumps_annotation
+from vheight.comparison import Comparison, FilmFacts, compare
+from vheight.errors import ComparisonError, VHeightError
 from vheight.render import render_annotated
+from vheight.ui import exports
 from vheight.ui.films import DEFAULT_WINDOW_KEY, OpenedFilm, display_pixels
 from vheight.ui.tables import (
     GRADE_NAMES,
@@ -38,11 +41,16 @@ from vheight.ui.tables import (
     comparison_frame,
     display_comparison,
     fmt_number,
+    lost_is_meaningful,
     style_comparison,
     style_plain,
 )
+from vheight.ui.text import md_escape
 
 __all__ = [
+    "show_comparison",
+    "film_facts",
+    "percent_of_lost_text",
     "ComparedFilm",
     "CropBox",
     "MARGIN_FRACTION",
@@ -218,6 +226,8 @@ class ComparedFilm:
     label: str
     identity: str
     opened: OpenedFilm
+    timepoint: str = ""
+    """``pre``, ``post`` or ``followup``: its role in the comparison."""
     annotation: Any
     measurement: Any
     window: tuple = DEFAULT_WINDOW_KEY
@@ -245,12 +255,14 @@ def _rendered(
     _film: Any,
     _annotation: Any,
     _measurement: Any,
+    marks: tuple[tuple[str, str], ...] = (),
 ) -> RenderedFilm:
     """The crop of a film with its landmarks and heights, under the window of its tab.
 
-    Keyed by film, annotation, reference, crop and window: ``annotation_text``
+    Keyed by film, annotation, reference, crop, window and marks: ``annotation_text``
     is the annotation's JSON (its content), so an edit of the landmarks, the
-    treated levels or the calibration renders again.
+    treated levels or the calibration renders again.  ``marks``: ``(level, label)``
+    of the flagged levels, framed in magenta with their label.
     """
     pixels = display_pixels(
         _film,
@@ -266,10 +278,55 @@ def _rendered(
     image = render_annotated(
         pixels, shown, _measurement, scale=scale, line_scale=line_scale, legend=False
     )
+    if marks:
+        image = _mark_levels(image, shown, box, marks)
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]))
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB array
         raise RuntimeError("the film could not be encoded as PNG")
     return RenderedFilm(png=encoded.tobytes(), rows=image.shape[0], columns=image.shape[1])
+
+
+#: Colour of a flagged level's frame on the films (RGB): magenta, unlike any grade colour.
+FLAG_COLOR = (230, 40, 200)
+
+
+def _mark_levels(
+    image: np.ndarray, shown: Any, box: CropBox, marks: Sequence[tuple[str, str]]
+) -> np.ndarray:
+    """``image`` (the rendered crop) with a frame and a label around each marked level.
+
+    ``shown`` is the annotation in crop coordinates; the rendering scales the
+    crop by ``image`` size / crop size.
+    """
+    out = np.ascontiguousarray(image).copy()
+    fy, fx = out.shape[0] / max(1, box.rows), out.shape[1] / max(1, box.columns)
+    thickness = max(2, int(round(out.shape[0] / 300)))
+    for level, label in marks:
+        points = shown.vertebrae.get(level)
+        if not points:
+            continue
+        xs = [x * fx for x, _ in points.values()]
+        ys = [y * fy for _, y in points.values()]
+        pad = 0.18 * (max(ys) - min(ys))
+        x0, x1 = int(min(xs) - pad), int(max(xs) + pad)
+        y0, y1 = int(min(ys) - pad), int(max(ys) + pad)
+        cv2.rectangle(out, (x0, y0), (x1, y1), FLAG_COLOR, thickness, cv2.LINE_AA)
+        size = max(0.5, out.shape[0] / 1400)
+        (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, size, thickness)
+        tx = min(max(0, x1 - w), out.shape[1] - w)
+        ty = max(h + base, y0 - base - 2)
+        cv2.rectangle(out, (tx, ty - h - base), (tx + w, ty + base), FLAG_COLOR, -1)
+        cv2.putText(
+            out,
+            label,
+            (tx, ty),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            size,
+            (255, 255, 255),
+            thickness,
+            cv2.LINE_AA,
+        )
+    return out
 
 
 def _study_date(value: str | None) -> str | None:
@@ -301,12 +358,20 @@ FIELDS = {
 }
 
 
-def show_films(films: Sequence[ComparedFilm], reference: str, treated: Sequence[str]) -> None:
+def show_films(
+    films: Sequence[ComparedFilm],
+    reference: str,
+    treated: Sequence[str],
+    marks: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+) -> None:
     """The films side by side, each under the window chosen in its own tab.
 
     ``films``: one per timepoint, in order; ``treated``: the treated levels of
-    the comparison.
+    the comparison (the field of view also takes in every marked level);
+    ``marks``: by timepoint, the ``(level, label)`` to frame on that film.
     """
+    marks = marks or {}
+    focus = list(treated) + [lv for m in marks.values() for lv, _ in m if lv not in treated]
     if not films:
         return
     head, choice = st.columns([2, 1.3], vertical_alignment="bottom")
@@ -318,13 +383,13 @@ def show_films(films: Sequence[ComparedFilm], reference: str, treated: Sequence[
         format_func=FIELDS.get,
         key=FIELD_KEY,
         label_visibility="collapsed",
-        disabled=not treated,
+        disabled=not focus,
         help="Crop every film to the treated levels and the vertebrae next to them, "
         "or to every annotated level.",
     )
     views = {}  # by timepoint label: the same file may be open under two timepoints
     for shown in films:
-        levels = focus_levels(shown.annotation, treated) if field != "all" else ()
+        levels = focus_levels(shown.annotation, focus) if field != "all" else ()
         views[shown.label] = film_view(
             shown.opened.film, shown.annotation, shown.measurement, levels or None
         )
@@ -342,6 +407,7 @@ def show_films(films: Sequence[ComparedFilm], reference: str, treated: Sequence[
             opened.film,
             shown.annotation,
             measurement,
+            tuple(marks.get(shown.timepoint, ())),
         )
         rows, cols = image.rows, image.columns
         with column:
@@ -380,8 +446,6 @@ def show_warnings(warnings: Sequence[str]) -> None:
 
 def _plain(text: str) -> str:
     """Text from a file made inert in a Markdown caption."""
-    from vheight.ui.main import md_escape
-
     return md_escape(text)
 
 
@@ -410,12 +474,50 @@ def level_summary(records: Sequence[Mapping[str, Any]], level: str) -> dict[str,
         "wedge_change": first["wedge_angle_change_deg"],
         "grades": (first["grade_pre"], first["grade_post"], first.get("grade_followup")),
         "has_followup": any(r.get("followup") is not None for r in rows),
+        "followup_unit": first.get("followup_unit") or first["unit"],
+        "recollapse": first.get("recollapse"),
     }
 
 
+def percent_of_lost_text(record: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """How a card shows the share of the lost height restored: ``(text, kind, why)``.
+
+    ``kind`` is ``"restored"`` (a percentage of at most 100 %), ``"overcorrected"``
+    (above 100 %: never styled as success) or ``"not-meaningful"`` (less than
+    1 mm lost, or 5 % of the reference when uncalibrated, or none at all):
+    then the text is a dash and ``why`` says why.
+    """
+    unit = str(record.get("unit") or "px")
+    lost = record.get("lost_pre")
+    pct = record.get("restoration_pct_of_lost")
+    if lost is None:
+        return "% of lost: \u2013", "not-meaningful", "no reference height"
+    if not lost_is_meaningful(record):
+        if lost <= 0:
+            why = "no height lost before treatment"
+        else:
+            why = f"only {fmt_number(lost, 2)} {unit} lost before treatment"
+        return "% of lost: \u2013", "not-meaningful", why
+    if pct is not None and pct > 100:
+        return f"overcorrected, {fmt_number(pct, 1)} % of lost", "overcorrected", None
+    return f"{fmt_number(pct, 1)} % of lost", "restored", None
+
+
+def _reference_levels(measurement: Any, level: str) -> str:
+    """``"T12, L2"``: the levels the vertebra's loss was measured against on that film."""
+    v = measurement.vertebrae.get(level) if measurement is not None else None
+    levels = getattr(v, "reference_levels", ()) or ()
+    return ", ".join(levels) or "none"
+
+
 def summary_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per height of a treated level: pre, post, follow-up, change, restoration, loss."""
+    """One row per height of a treated level: pre, post, follow-up, change, restoration, loss.
+
+    The percentages of the lost height are left out (None) where too little
+    was lost for them to mean anything (:func:`percent_of_lost_text`).
+    """
     unit = summary["unit"]
+    followup_unit = summary.get("followup_unit") or unit
     rows = []
     for name, record in summary["heights"].items():
         row = {
@@ -424,9 +526,14 @@ def summary_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
             f"Post ({unit})": record["post"],
         }
         if summary["has_followup"]:
-            row[f"Follow-up ({unit})"] = record.get("followup")
+            row[f"Follow-up ({followup_unit})"] = record.get("followup")
         row[f"Change post \u2212 pre ({unit})"] = record["delta"]
-        row["Restored (% of lost)"] = record.get("restoration_pct_of_lost")
+        row[f"Lost before ({unit})"] = record.get("lost_pre")
+        meaningful = lost_is_meaningful(record)
+        row["Restored (% of lost)"] = record.get("restoration_pct_of_lost") if meaningful else None
+        row["Restored (% of lost, relative)"] = (
+            record.get("restoration_pct_of_lost_relative") if meaningful else None
+        )
         row["Restored (% of initial)"] = record.get("restoration_pct_of_initial")
         if summary["has_followup"]:
             row["Loss since post (%)"] = record.get("loss_since_post_pct")
@@ -439,36 +546,67 @@ def _signed(value: Any, digits: int, suffix: str) -> str | None:
     return None if text == MISSING else f"{text}{suffix}"
 
 
-def show_treated_levels(records: Sequence[Mapping[str, Any]], treated: Sequence[str]) -> None:
-    """Cards and a compact table for each treated level."""
+def _height_card(card: Any, name: str, record: Mapping[str, Any], unit: str) -> str | None:
+    """One height's card; returns the note to print under the cards (None: nothing to say)."""
+    text, kind, why = percent_of_lost_text(record)
+    delta = _signed(record["delta"], 2, f" {unit}")
+    if delta is not None:
+        delta += f" \u00b7 {text}"
+    still = fmt_number(record["delta"], 2) == fmt_number(0.0, 2)
+    colour = "normal" if kind == "restored" and not still else "off"
+    card.metric(
+        f"{HEIGHT_NAMES[name]} \u00b7 pre {fmt_number(record['pre'], 2)} {unit}",
+        f"{fmt_number(record['post'], 2)} {unit}",
+        delta=delta,
+        delta_color=colour,
+        delta_arrow="off" if still else "auto",
+        border=True,
+        help=f"{HEIGHT_NAMES[name]} height after augmentation; change post \u2212 pre and the "
+        "share of the height lost before treatment that was restored (reference: "
+        f"{record['reference_method']}). The share is shown only when at least 1 mm "
+        "(5 % of the reference when uncalibrated) was lost; above 100 % the height "
+        "was overcorrected.",
+    )
+    if kind == "overcorrected":
+        return (
+            f"{HEIGHT_NAMES[name]}: {text} \u2014 the height now exceeds its reference; "
+            "overcorrection, not a better result."
+        )
+    if why and not (record.get("lost_pre") is not None and record["lost_pre"] < 0):
+        return (
+            f"{HEIGHT_NAMES[name]}: no % of lost height \u2014 {why}, too little to mean anything."
+        )
+    return None
+
+
+def show_treated_levels(
+    records: Sequence[Mapping[str, Any]],
+    treated: Sequence[str],
+    comparison: Comparison | None = None,
+) -> None:
+    """Cards and a compact table for each treated level.
+
+    With ``comparison``, a negative loss before treatment is explained by
+    naming the levels it was measured against.
+    """
     for level in treated:
         try:
             summary = level_summary(records, level)
         except KeyError:
             continue
+        if comparison is not None:
+            summary["followup_unit"] = comparison.followup_unit
         unit = summary["unit"]
-        st.markdown(f"##### {level} \u00b7 treated")
+        flag = summary.get("recollapse")
+        st.markdown(f"##### {level} \u00b7 treated" + (" \u00b7 recollapse?" if flag else ""))
         cards = st.columns(5, gap="small")
+        notes = []
         for card, name in zip(cards[:3], ("anterior", "middle", "posterior"), strict=True):
             record = summary["heights"].get(name)
-            if record is None:
-                continue
-            lost = record.get("restoration_pct_of_lost")
-            delta = _signed(record["delta"], 2, f" {unit}")
-            if delta is not None and lost is not None:
-                delta += f" \u00b7 {fmt_number(lost, 1)} % of lost"
-            still = fmt_number(record["delta"], 2) == fmt_number(0.0, 2)
-            card.metric(
-                f"{HEIGHT_NAMES[name]} \u00b7 pre {fmt_number(record['pre'], 2)} {unit}",
-                f"{fmt_number(record['post'], 2)} {unit}",
-                delta=delta,
-                delta_color="off" if still else "normal",
-                delta_arrow="off" if still else "auto",
-                border=True,
-                help=f"{HEIGHT_NAMES[name]} height after augmentation; change post \u2212 pre "
-                "and the share of the height lost before treatment that was restored "
-                f"(reference: {record['reference_method']}).",
-            )
+            if record is not None:
+                note = _height_card(card, name, record, unit)
+                if note:
+                    notes.append(note)
         cards[3].metric(
             f"Wedge angle \u00b7 pre {fmt_number(summary['wedge_pre'], 1)}\u00b0",
             f"{fmt_number(summary['wedge_post'], 1)}\u00b0",
@@ -491,7 +629,29 @@ def show_treated_levels(records: Sequence[Mapping[str, Any]], treated: Sequence[
             help=f"{timepoints}: 0 normal, 1 mild, 2 moderate, 3 severe, from the largest "
             "height loss (a quantitative suggestion for the reader to confirm).",
         )
+        if comparison is not None:
+            notes.extend(_negative_loss_notes(summary, comparison, level))
+        for note in notes:
+            st.caption(_plain(note))
         st.table(style_plain(summary_frame(summary)), hide_index=True)
+
+
+def _negative_loss_notes(
+    summary: Mapping[str, Any], comparison: Comparison, level: str
+) -> list[str]:
+    """Why a loss before treatment is negative: the reference levels are taller."""
+    notes = []
+    for name, record in summary["heights"].items():
+        lost = record.get("lost_pre")
+        if lost is not None and lost < 0:
+            notes.append(
+                f"{HEIGHT_NAMES[name]}: {level} was {fmt_number(-lost, 2)} {summary['unit']} "
+                f"taller than its reference before treatment (mean of "
+                f"{_reference_levels(comparison.pre, level)}, reference "
+                f"{record['reference_method']}): no height was lost, so there is nothing "
+                "to restore."
+            )
+    return notes
 
 
 def show_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -513,3 +673,178 @@ def show_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         key="vh.comparison.table",
     )
     return frame
+
+
+# -- the tab ---------------------------------------------------------------------------------
+
+ROLE_LABELS = {"pre": "pre", "post": "post", "followup": "follow-up"}
+#: Prefix of the session keys that remember a confirmed different-patient comparison.
+ALLOW_KEY = "vh.comparison.allow_patients"
+
+
+def film_facts(film: ComparedFilm) -> FilmFacts:
+    """The header facts of an open film (patient, date, view) for the comparison."""
+    return FilmFacts.from_header(film.opened.film.info, name=film.opened.name)
+
+
+def _allow_key(films: Sequence[ComparedFilm]) -> str:
+    """One confirmation per set of films: opening another film asks again."""
+    return ALLOW_KEY + "." + ".".join(f"{f.timepoint}:{f.identity}" for f in films)
+
+
+def _confirm_different_patients(message: str, key: str) -> None:
+    """The different-patient error in place of the comparison, with a confirm button."""
+    message = message.split(" (allow_different_patients")[0]  # the API's how-to: not here
+    st.error(
+        f"**These films belong to different patients: not compared.**\n\n{_plain(message)}.",
+        icon=":material/person_alert:",
+    )
+    st.caption(
+        "Check that the right films are open (the patient ID comes from each film's header). "
+        "If they do belong together (e.g. the patient was registered twice), confirm to "
+        "compare them anyway; the warning stays with the comparison."
+    )
+    st.button(
+        "They are the same patient: compare anyway",
+        key=f"{key}.button",
+        on_click=st.session_state.__setitem__,
+        args=(key, True),
+        icon=":material/check:",
+    )
+
+
+def flag_marks(comparison: Comparison) -> dict[str, list[tuple[str, str]]]:
+    """By timepoint, the levels to frame on that film: new fractures on the latest film,
+    recollapse on the follow-up."""
+    latest = "followup" if comparison.followup is not None else "post"
+    marks: dict[str, list[tuple[str, str]]] = {}
+    for level in comparison.incident_levels:
+        marks.setdefault(latest, []).append((level, f"{level} new fracture?"))
+    for level in comparison.recollapsed_levels:
+        marks.setdefault("followup", []).append((level, f"{level} recollapse?"))
+    return marks
+
+
+def show_flags(comparison: Comparison) -> None:
+    """Suspected new fractures and recollapses, first on the tab (one box each)."""
+    latest = "follow-up" if comparison.followup is not None else "post"
+    for level in comparison.incident_levels:
+        reason = comparison.levels[level].incident_reason or ""
+        st.error(
+            f"**New fracture suspected at {level}** (untreated; pre \u2192 {latest} film): "
+            f"{_plain(reason)}. Framed in magenta on the {latest} film below. A quantitative "
+            "flag (Black et al.: a height down by at least 20 % and 4 mm, or grade 0 \u2192 "
+            "1 or more) for the radiologist to confirm.",
+            icon=":material/emergency_home:",
+        )
+    for level in comparison.recollapsed_levels:
+        lost = [
+            f"{HEIGHT_NAMES[h]} {fmt_number(hc.loss_since_post_pct, 1)} %"
+            for h, hc in comparison.levels[level].heights.items()
+            if hc.loss_since_post_pct is not None
+        ]
+        st.error(
+            f"**Recollapse suspected at {level}** (treated): height lost since the post film "
+            f"{_plain(', '.join(lost))} (flag at 15 % of any height). Framed on the follow-up "
+            "film below; for the radiologist to confirm.",
+            icon=":material/emergency_home:",
+        )
+
+
+def _is_flag_warning(warning: str) -> bool:
+    return warning.startswith(("new fracture suspected at ", "recollapse suspected at "))
+
+
+def show_comparison(
+    measurements: Mapping[str, Any], films: Sequence[ComparedFilm], *, reference: str
+) -> Comparison | None:
+    """The Comparison tab: the patient check, the flags, warnings, the treated levels,
+    the films, the table and its downloads.  Returns the comparison shown (None
+    when there is none: a film missing, or different patients not confirmed)."""
+    pre, post = measurements.get("pre"), measurements.get("post")
+    if pre is None or post is None:
+        st.info("Open a pre- and a post-augmentation film to compare them.")
+        return None
+    facts = {f.timepoint: film_facts(f) for f in films if f.timepoint}
+    key = _allow_key(films)
+    try:
+        comparison = compare(
+            pre,
+            post,
+            measurements.get("followup"),
+            facts=facts,
+            allow_different_patients=bool(st.session_state.get(key, False)),
+        )
+    except ComparisonError as exc:
+        _confirm_different_patients(str(exc), key)
+        return None
+    except VHeightError as exc:
+        st.error(_plain(f"The films could not be compared: {exc}"))
+        return None
+    show_flags(comparison)
+    # The flags are shown above, each in its own box.
+    show_warnings([w for w in comparison.warnings if not _is_flag_warning(w)])
+    records = comparison.records()
+    if not records:
+        st.caption("No level is complete on both films yet.")
+        return comparison
+    treated = [lc.level for lc in comparison.levels.values() if lc.treated]
+    if treated:
+        show_treated_levels(records, treated, comparison)
+    else:
+        st.info(
+            "No level is marked treated: choose the augmented level under *Treated levels* "
+            "in a film's tab to see its restoration here."
+        )
+    show_films(films, reference, treated, flag_marks(comparison))
+    st.markdown("##### Every level")
+    units = comparison.unit
+    if comparison.followup_unit != comparison.unit:
+        units += f" (follow-up in {comparison.followup_unit})"
+    days = [
+        f"{label} {n} days"
+        for label, n in (
+            ("pre \u2192 post", comparison.days_pre_to_post),
+            ("post \u2192 follow-up", comparison.days_post_to_followup),
+        )
+        if n is not None
+    ]
+    st.caption(
+        f"Lengths in {_plain(units)}, reference for height loss {_plain(reference)}"
+        + (f"; {_plain(', '.join(days))}" if days else "")
+        + "; treated levels first, tinted. Restoration after McKiernan et al. (Spine 2003): "
+        'the percentages differ in what they divide by, so all are given; "% of lost" only '
+        "where at least 1 mm (5 % of the reference uncalibrated) was lost. The relative "
+        "figures use each film's own loss, so they do not depend on magnification; a "
+        "negative loss means the vertebra is taller than its reference levels (named per "
+        "row). "
+        "Rounded for reading; the downloads keep every digit."
+    )
+    show_table(
+        [
+            dict(r, reference_levels_pre=_reference_levels(comparison.pre, r["level"]))
+            for r in records
+        ]
+    )
+    c1, c2, _ = st.columns([1, 1, 3])
+    c1.download_button(
+        "CSV",
+        data=exports.comparison_csv(comparison),
+        file_name="comparison.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key="vh.comparison.csv",
+    )
+    c2.download_button(
+        "JSON",
+        data=exports.comparison_json(comparison),
+        file_name="comparison.json",
+        mime="application/json",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key="vh.comparison.json",
+    )
+    return comparison

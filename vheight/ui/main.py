@@ -23,7 +23,6 @@ strings, file names, annotation notes) is shown with ``st.text`` /
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ import pandas as pd
 import streamlit as st
 
 from vheight.annotation import LEVELS, dumps_annotation, sidecar_path
-from vheight.comparison import compare
 from vheight.errors import VHeightError
 from vheight.morphometry import measure
 from vheight.refine import DEFAULT_RADIUS_MM
@@ -47,6 +45,7 @@ from vheight.ui.tables import (
     measurement_frame,
     style_measurements,
 )
+from vheight.ui.text import md_escape
 
 __all__ = ["main"]
 
@@ -58,12 +57,6 @@ _PAGE_CSS = """<style>
 [data-testid="stMainBlockContainer"] { padding-top: 2.2rem; padding-bottom: 2rem; }
 [data-testid="stSidebarHeader"] { height: 1.5rem; }
 </style>"""
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
-
-
-def md_escape(text: Any) -> str:
-    """Text safe to put in Streamlit markdown (every markdown character escaped)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
 # -- cached renderings ----------------------------------------------------------------------
@@ -195,6 +188,7 @@ def _sidebar() -> None:
                 "adjacent": "adjacent: mean of the neighbouring levels",
                 "posterior": "posterior: the vertebra's own posterior height",
                 "max": "max: the larger of adjacent and posterior",
+                "nearest_normal": "nearest normal: the closest untreated, unfractured levels",
             }.get,
             help="Genant grade from the largest height loss: < 20 % normal, 20-25 % mild, "
             "25-40 % moderate, > 40 % severe. A quantitative suggestion for the reader to confirm.",
@@ -743,18 +737,6 @@ def _comparison_tab(measurements: dict[str, Any]) -> None:
 
 
 def _comparison_body(measurements: dict[str, Any]) -> None:
-    pre, post = measurements.get("pre"), measurements.get("post")
-    if pre is None or post is None:
-        st.info("Open a pre- and a post-augmentation film to compare them.")
-        return
-    try:
-        comparison = compare(pre, post, measurements.get("followup"))
-    except VHeightError as exc:
-        st.error(md_escape(f"The films could not be compared: {exc}"))
-        return
-    comparison_view.show_warnings(comparison.warnings)
-    records = comparison.records()
-
     reference = st.session_state.get(session.REFERENCE, "adjacent")
     films = []
     for tp in session.TIMEPOINTS:
@@ -766,50 +748,11 @@ def _comparison_body(measurements: dict[str, Any]) -> None:
                     label=session.TIMEPOINT_LABELS[tp],
                     identity=slot.opened.identity,
                     opened=slot.opened,
+                    timepoint=tp,
                     annotation=slot.annotation,
                     measurement=measurements[tp],
                     window=window,
                     invert=invert,
                 )
             )
-    if not records:
-        st.caption("No level is complete on both films yet.")
-        return
-    treated = [lc.level for lc in comparison.levels.values() if lc.treated]
-    if treated:
-        comparison_view.show_treated_levels(records, treated)
-    else:
-        st.info(
-            "No level is marked treated: choose the augmented level under *Treated levels* "
-            "in a film's tab to see its restoration here."
-        )
-    comparison_view.show_films(films, reference, treated)
-    st.markdown("##### Every level")
-    st.caption(
-        f"Lengths in {md_escape(comparison.unit)}, reference for height loss "
-        f"{md_escape(reference)}; treated levels first, tinted. Restoration after McKiernan "
-        "et al. (Spine 2003): the three percentages differ in what they divide by, so all "
-        "are given. Rounded for reading; the downloads keep every digit."
-    )
-    comparison_view.show_table(records)
-    c1, c2, _ = st.columns([1, 1, 3])
-    c1.download_button(
-        "CSV",
-        data=exports.comparison_csv(comparison),
-        file_name="comparison.csv",
-        mime="text/csv",
-        on_click="ignore",
-        icon=":material/download:",
-        width="stretch",
-        key="vh.comparison.csv",
-    )
-    c2.download_button(
-        "JSON",
-        data=exports.comparison_json(comparison),
-        file_name="comparison.json",
-        mime="application/json",
-        on_click="ignore",
-        icon=":material/download:",
-        width="stretch",
-        key="vh.comparison.json",
-    )
+    comparison_view.show_comparison(measurements, films, reference=reference)

@@ -80,7 +80,7 @@ __all__ = [
 ]
 
 TIMEPOINT_LABELS = {"pre": "Pre-augmentation", "post": "Post-augmentation", "followup": "Follow-up"}
-REFERENCES = ("adjacent", "posterior", "max")
+REFERENCES = ("adjacent", "posterior", "max", "nearest_normal")
 
 _SLOTS = "vh.slots"
 _STORE = "vh.store"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from vheight.comparison import percent_of_lost_meaningful as lost_is_meaningful
 from vheight.tables import COMPARE_RECORD, MEASURE_RECORD, Dtype
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "fmt_number",
     "MISSING",
     "grades_by_level",
+    "lost_is_meaningful",
 ]
 
 GRADE_NAMES = {0: "normal", 1: "mild", 2: "moderate", 3: "severe"}
@@ -61,7 +63,7 @@ _MEASUREMENT_KEYS = (
     "anterior_height", "middle_height", "posterior_height",
     "wedge_ratio", "mid_ratio", "crush_ratio", "wedge_angle_deg", "segmental_kyphosis_deg",
     "anterior_loss_pct", "middle_loss_pct", "posterior_loss_pct", "max_loss_pct",
-    "reference_method",
+    "reference_method", "reference_levels",
 )  # fmt: skip
 
 
@@ -79,6 +81,7 @@ def measurement_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "deformity_type": lambda r: r.get("deformity_type") or "",
         "treated": lambda r: bool(r.get("treated")),
         "reference_method": lambda r: r.get("reference_method") or "",
+        "reference_levels": lambda r: r.get("reference_levels") or "",
     }
     rows = [
         {
@@ -183,6 +186,7 @@ _COMPARISON_KEYS = (
     "level",
     "height",
     "treated",
+    "flag",
     "pre",
     "post",
     "followup",
@@ -192,7 +196,11 @@ _COMPARISON_KEYS = (
     "restoration_pct_of_reference",
     "loss_since_post_pct",
     "reference_pre",
+    "lost_pre",
+    "loss_reduction_pct_points",
+    "restoration_pct_of_lost_relative",
     "reference_method",
+    "reference_levels_pre",
     "wedge_angle_pre_deg",
     "wedge_angle_post_deg",
     "wedge_angle_followup_deg",
@@ -203,29 +211,65 @@ _COMPARISON_KEYS = (
     "grade_followup",
 )
 _FOLLOWUP_KEYS = ("followup", "loss_since_post_pct", "wedge_angle_followup_deg", "grade_followup")
-_TEXT_KEYS = ("level", "height", "treated", "reference_method")
+_TEXT_KEYS = ("level", "height", "treated", "reference_method", "flag", "reference_levels_pre")
+#: The follow-up's lengths, in ``followup_unit`` (px when only the follow-up is uncalibrated).
+_FOLLOWUP_LENGTH_KEYS = ("followup",)
+
+
+def _flag(record: Mapping[str, Any]) -> str | None:
+    if record.get("incident_fracture"):
+        return "new fracture?"
+    if record.get("recollapse"):
+        return "recollapse?"
+    return None
+
+
+def _comparison_header(key: str, unit: str, followup_unit: str) -> str:
+    if key == "flag":
+        return "Flag"
+    if key == "reference_levels_pre":  # added by the app from the pre film's measurement
+        return "Reference levels (pre)"
+    return COMPARE_RECORD[key].header(followup_unit if key in _FOLLOWUP_LENGTH_KEYS else unit)
 
 
 def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The comparison table: one row per level and height, labelled columns with units.
 
-    Treated levels come first (each group in anatomical order, as recorded);
-    follow-up columns are left out when no film is a follow-up.  Values are
+    Flagged levels (suspected new fracture, recollapse) come first, then the
+    treated ones (each group in anatomical order, as recorded); "% of lost"
+    (and its relative form) is left out where too little height was lost
+    (:func:`vheight.comparison.percent_of_lost_meaningful`); follow-up columns
+    are left out when no film is a follow-up, the flag column when nothing is
+    flagged.  Values are
     the records' own (rounding is display only: :func:`style_comparison`);
     grades are text (``"2 moderate"``), missing ones None.
     """
     unit = next((str(r.get("unit")) for r in records if r.get("unit")), "px")
-    names = {key: COMPARE_RECORD[key].header(unit) for key in _COMPARISON_KEYS}
+    followup_unit = next(
+        (str(r.get("followup_unit")) for r in records if r.get("followup_unit")), unit
+    )
+    names = {key: _comparison_header(key, unit, followup_unit) for key in _COMPARISON_KEYS}
     if not records:
         return pd.DataFrame(columns=list(names.values()))
-    frame = pd.DataFrame(list(records))
+    shown = []
+    for r in records:
+        row = dict(r, flag=_flag(r))
+        if not lost_is_meaningful(r):  # too little lost: the percentages mean nothing
+            row["restoration_pct_of_lost"] = row["restoration_pct_of_lost_relative"] = None
+        shown.append(row)
+    frame = pd.DataFrame(shown)
     for key in names:
         if key not in frame.columns:
             frame[key] = None
     if frame["followup"].isna().all():
         names = {k: v for k, v in names.items() if k not in _FOLLOWUP_KEYS}
+    if frame["flag"].isna().all():
+        names = {k: v for k, v in names.items() if k != "flag"}
     frame["treated"] = frame["treated"].fillna(False).astype(bool)
-    frame = frame.sort_values("treated", ascending=False, kind="stable").reset_index(drop=True)
+    frame["_flagged"] = frame["flag"].notna()
+    frame = frame.sort_values(["_flagged", "treated"], ascending=False, kind="stable").reset_index(
+        drop=True
+    )
     frame = frame[list(names)]
     for key in names:
         if key.startswith("grade_"):
@@ -244,7 +288,9 @@ TEXT_COLUMNS = (
     "Level",
     "Height",
     "Treated",
+    "Flag",
     "Reference",
+    "Reference levels (pre)",
     "Grade pre",
     "Grade post",
     "Grade follow-up",
@@ -267,7 +313,12 @@ def display_comparison(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _treated_row(row: pd.Series) -> list[str]:
-    tint = "background-color: rgba(255, 176, 32, 0.13)" if row.get("Treated") == "yes" else ""
+    if row.get("Flag") not in (None, MISSING, ""):
+        tint = "background-color: rgba(230, 40, 200, 0.16)"
+    elif row.get("Treated") == "yes":
+        tint = "background-color: rgba(255, 176, 32, 0.13)"
+    else:
+        tint = ""
     return [tint] * len(row)
 
 
