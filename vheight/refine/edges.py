@@ -78,16 +78,37 @@ def image_array(image: Any) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class PreparedImage:
-    """The film prepared for edge search."""
+    """The film prepared for edge search.
+
+    ``row_mm``/``col_mm`` is the film's spacing: landmarks in film pixels
+    go to millimetres with it (:meth:`to_mm`, :meth:`to_px`).  ``pixels`` is
+    the searched grid: the film itself, or on a film finer than
+    :data:`WORK_SPACING_MM` a copy binned by ``bin_rows`` x ``bin_cols``
+    (:func:`prepare_image`), whose pixel ``(j, i)`` covers film pixels
+    ``[j * bin_rows, (j + 1) * bin_rows)`` x ``[i * bin_cols, ...)``.
+    """
 
     pixels: np.ndarray
     row_mm: float
     col_mm: float
     contrast_floor: float  # smallest accepted step, intensity units
+    bin_rows: int = 1
+    bin_cols: int = 1
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Shape of the searched grid (binned), rows x columns."""
         return self.pixels.shape  # type: ignore[return-value]
+
+    @property
+    def work_row_mm(self) -> float:
+        """Row spacing of the searched grid, mm."""
+        return self.row_mm * self.bin_rows
+
+    @property
+    def work_col_mm(self) -> float:
+        """Column spacing of the searched grid, mm."""
+        return self.col_mm * self.bin_cols
 
     def to_mm(self, xy: Sequence[float]) -> np.ndarray:
         return np.array([xy[0] * self.col_mm, xy[1] * self.row_mm], dtype=float)
@@ -95,10 +116,63 @@ class PreparedImage:
     def to_px(self, p: np.ndarray) -> tuple[float, float]:
         return (float(p[0] / self.col_mm), float(p[1] / self.row_mm))
 
+    def to_grid(self, pts_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of ``pts_mm`` (..., 2) on the searched grid."""
+        rows = (pts_mm[..., 1] / self.row_mm - 0.5 * (self.bin_rows - 1)) / self.bin_rows
+        cols = (pts_mm[..., 0] / self.col_mm - 0.5 * (self.bin_cols - 1)) / self.bin_cols
+        return rows, cols
+
+
+WORK_SPACING_MM = 0.05
+"""Films finer than this (mm/px) are searched on a copy binned to about this spacing.
+
+A 0.5 mm smoothing is 10 pixels there; a finer grid adds work, not accuracy,
+and the kernels and patches of the search stay bounded in pixels."""
+
+SEARCHABLE_SPACING_MM = (0.001, 5.0)
+"""Pixel spacings (mm/px) the edge search works with; outside, points are left alone.
+
+Below, even the binned grid would need kernels of hundreds of pixels (or the
+film is a few millimetres wide); above, the search radius is below a pixel."""
+
+MAX_SIGMA_PX = 64.0
+"""Largest Gaussian standard deviation applied directly, pixels (wider ones are
+computed on a reduced copy, :func:`blur_wide`)."""
+
+MAX_PATCH_PX = 2048
+"""Largest side of a searched patch, pixels of the searched grid."""
+
+MAX_PROFILE_SAMPLES = 1025
+"""Largest number of samples along one search profile."""
+
+
+def spacing_searchable(row_mm: float, col_mm: float) -> bool:
+    """True when both spacings lie in :data:`SEARCHABLE_SPACING_MM`."""
+    lo, hi = SEARCHABLE_SPACING_MM
+    return all(math.isfinite(v) and lo <= v <= hi for v in (row_mm, col_mm))
+
+
+def _bin_factor(spacing_mm: float, size_px: int) -> int:
+    """Integer binning bringing ``spacing_mm`` up to about :data:`WORK_SPACING_MM`,
+    leaving at least 16 pixels of the film's ``size_px``."""
+    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+        return 1
+    wanted = math.floor(min(WORK_SPACING_MM / spacing_mm, 1e6))
+    return int(max(1, min(wanted, size_px // 16)))
+
 
 def prepare_image(pixels: np.ndarray, row_mm: float, col_mm: float) -> PreparedImage:
-    step = max(1, int(math.sqrt(pixels.size / 60_000)))
-    sample = pixels[::step, ::step]
+    h, w = pixels.shape
+    bin_rows, bin_cols = _bin_factor(row_mm, h), _bin_factor(col_mm, w)
+    if bin_rows > 1 or bin_cols > 1:
+        cropped = pixels[: (h // bin_rows) * bin_rows, : (w // bin_cols) * bin_cols]
+        if not np.all(np.isfinite(cropped)):
+            cropped = np.nan_to_num(cropped, nan=0.0, posinf=0.0, neginf=0.0)
+        grid = cv2.resize(cropped, (w // bin_cols, h // bin_rows), interpolation=cv2.INTER_AREA)
+    else:
+        grid = pixels
+    step = max(1, int(math.sqrt(grid.size / 60_000)))
+    sample = grid[::step, ::step]
     finite = sample[np.isfinite(sample)]
     if finite.size:
         lo, hi = np.percentile(finite, [0.5, 99.5])
@@ -106,7 +180,14 @@ def prepare_image(pixels: np.ndarray, row_mm: float, col_mm: float) -> PreparedI
     else:
         dynamic = 0.0
     floor = MIN_CONTRAST_FRACTION * dynamic if dynamic > 0 else np.finfo(np.float32).tiny
-    return PreparedImage(pixels=pixels, row_mm=row_mm, col_mm=col_mm, contrast_floor=floor)
+    return PreparedImage(
+        pixels=grid,
+        row_mm=row_mm,
+        col_mm=col_mm,
+        contrast_floor=floor,
+        bin_rows=bin_rows,
+        bin_cols=bin_cols,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +207,9 @@ class Field:
     def sample(self, pts_mm: np.ndarray) -> np.ndarray:
         """Bilinear samples of every layer at ``pts_mm`` (..., 2) -> (..., 5); NaN outside."""
         flat = pts_mm.reshape(-1, 2)
-        rows = flat[:, 1] / self.image.row_mm - self.row0
-        cols = flat[:, 0] / self.image.col_mm - self.col0
+        rows, cols = self.image.to_grid(flat)
+        rows = rows - self.row0
+        cols = cols - self.col0
         h, w, _ = self.layers.shape
         inside = (rows >= 0) & (rows <= h - 1) & (cols >= 0) & (cols <= w - 1)
         r0 = clamp(np.floor(rows).astype(np.intp), 0, h - 2)
@@ -166,37 +248,81 @@ class Field:
 
 
 def blur_wide(patch: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
-    """Gaussian blur of a wide kernel, computed on a reduced copy (fast, smooth)."""
-    factor = int(max(1, min(sigma_x, sigma_y) // 3))
+    """Gaussian blur of a wide kernel, computed on a reduced copy (fast, smooth).
+
+    A kernel wider than twice the patch is taken as twice the patch (the blur
+    is then nearly flat either way), and the kernel applied is at most
+    :data:`MAX_SIGMA_PX`, so the work is bounded by the patch.
+    """
     h, w = patch.shape
+    sigma_x = float(min(sigma_x, 2 * w))
+    sigma_y = float(min(sigma_y, 2 * h))
+    factor = int(max(1, min(min(sigma_x, sigma_y) // 3, max(1, min(h, w) // 4))))
     if factor == 1 or h < 4 * factor or w < 4 * factor:
         return cv2.GaussianBlur(
-            patch, ksize=(0, 0), sigmaX=sigma_x, sigmaY=sigma_y, borderType=cv2.BORDER_REFLECT
+            patch,
+            ksize=(0, 0),
+            sigmaX=min(sigma_x, MAX_SIGMA_PX),
+            sigmaY=min(sigma_y, MAX_SIGMA_PX),
+            borderType=cv2.BORDER_REFLECT,
         )
     small = cv2.resize(patch, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(
         small,
         ksize=(0, 0),
-        sigmaX=sigma_x / factor,
-        sigmaY=sigma_y / factor,
+        sigmaX=min(sigma_x / factor, MAX_SIGMA_PX),
+        sigmaY=min(sigma_y / factor, MAX_SIGMA_PX),
         borderType=cv2.BORDER_REFLECT,
     )
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def _sigma_px(sigma_mm: float, spacing_mm: float, *, floor: float = 0.0) -> float:
+    """``sigma_mm`` in pixels of ``spacing_mm``, within ``[floor, MAX_SIGMA_PX]``."""
+    return float(min(max(sigma_mm / spacing_mm, floor), MAX_SIGMA_PX))
+
+
+def _span(lo: float, hi: float, pad: int, size: int) -> tuple[int, int]:
+    """``[lo - pad, hi + pad]`` in whole pixels, inside ``[0, size)`` and at most
+    :data:`MAX_PATCH_PX` long (centred on ``lo..hi`` when cut)."""
+    a = max(0, int(math.floor(lo)) - pad)
+    b = min(size, int(math.ceil(hi)) + pad + 1)
+    if b - a > MAX_PATCH_PX:
+        mid = int(round(0.5 * (lo + hi)))
+        a = max(0, min(mid - MAX_PATCH_PX // 2, size - MAX_PATCH_PX))
+        b = min(size, a + MAX_PATCH_PX)
+    return a, b
+
+
 def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Field | None:
-    """Smooth and differentiate the patch covering ``pts_mm`` plus ``margin_mm``."""
+    """Smooth and differentiate the patch covering ``pts_mm`` plus ``margin_mm``.
+
+    Every kernel and the patch are bounded in pixels (:data:`MAX_SIGMA_PX`,
+    :data:`MAX_PATCH_PX`) and by the image, whatever the spacing; None when
+    the patch is empty or the spacing is beyond any arithmetic (1e-30 to
+    1e30 mm/px).
+    """
     h, w = image.shape
-    sig_r = SMOOTHING_MM / image.row_mm
-    sig_c = SMOOTHING_MM / image.col_mm
-    pad_r = int(math.ceil((margin_mm + 1.5 * BACKGROUND_MM) / image.row_mm)) + 2
-    pad_c = int(math.ceil((margin_mm + 1.5 * BACKGROUND_MM) / image.col_mm)) + 2
-    xs = pts_mm[:, 0] / image.col_mm
-    ys = pts_mm[:, 1] / image.row_mm
-    r0 = max(0, int(math.floor(np.min(ys))) - pad_r)
-    r1 = min(h, int(math.ceil(np.max(ys))) + pad_r + 1)
-    c0 = max(0, int(math.floor(np.min(xs))) - pad_c)
-    c1 = min(w, int(math.ceil(np.max(xs))) + pad_c + 1)
+    row_mm, col_mm = image.work_row_mm, image.work_col_mm
+    if not all(1e-30 <= v <= 1e30 for v in (row_mm, col_mm)):
+        return None  # gradients per mm would leave float32's range
+    sig_r = _sigma_px(SMOOTHING_MM, row_mm)
+    sig_c = _sigma_px(SMOOTHING_MM, col_mm)
+    reach_mm = margin_mm + 1.5 * BACKGROUND_MM
+    pad_r = int(min(math.ceil(min(reach_mm / row_mm, MAX_PATCH_PX)), MAX_PATCH_PX)) + 2
+    pad_c = int(min(math.ceil(min(reach_mm / col_mm, MAX_PATCH_PX)), MAX_PATCH_PX)) + 2
+    ys, xs = image.to_grid(pts_mm)
+    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+        return None
+    if (
+        np.max(ys) < -pad_r
+        or np.min(ys) > h + pad_r
+        or np.max(xs) < -pad_c
+        or np.min(xs) > w + pad_c
+    ):
+        return None
+    r0, r1 = _span(float(np.min(ys)), float(np.max(ys)), pad_r, h)
+    c0, c1 = _span(float(np.min(xs)), float(np.max(xs)), pad_c, w)
     if r1 - r0 < 3 or c1 - c0 < 3:
         return None
     patch = image.pixels[r0:r1, c0:c1]
@@ -207,20 +333,24 @@ def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Fi
     )
     # Slow intensity trends (soft-tissue thickness, exposure falloff) are not
     # edges: the gradients are taken on a band-pass (difference of Gaussians).
-    background = blur_wide(patch, BACKGROUND_MM / image.col_mm, BACKGROUND_MM / image.row_mm)
+    background = blur_wide(
+        patch,
+        min(BACKGROUND_MM / col_mm, 4 * MAX_PATCH_PX),
+        min(BACKGROUND_MM / row_mm, 4 * MAX_PATCH_PX),
+    )
     band = smooth - background
-    gx = central_difference(band, axis=1) / image.col_mm
-    gy = central_difference(band, axis=0) / image.row_mm
+    gx = central_difference(band, axis=1) / col_mm
+    gy = central_difference(band, axis=0) / row_mm
     fine = cv2.GaussianBlur(
         patch,
         ksize=(0, 0),
-        sigmaX=max(FINE_SMOOTHING_MM / image.col_mm, _FINE_MIN_PX),
-        sigmaY=max(FINE_SMOOTHING_MM / image.row_mm, _FINE_MIN_PX),
+        sigmaX=_sigma_px(FINE_SMOOTHING_MM, col_mm, floor=_FINE_MIN_PX),
+        sigmaY=_sigma_px(FINE_SMOOTHING_MM, row_mm, floor=_FINE_MIN_PX),
         borderType=cv2.BORDER_REFLECT,
     )
     fine_band = fine - background
-    fine_gx = central_difference(fine_band, axis=1) / image.col_mm
-    fine_gy = central_difference(fine_band, axis=0) / image.row_mm
+    fine_gx = central_difference(fine_band, axis=1) / col_mm
+    fine_gy = central_difference(fine_band, axis=0) / row_mm
     # Robust noise of one gradient component (MAD), from a subsample.
     step = max(1, int(math.sqrt(gx.size / 10_000)))
     comps = np.concatenate([gx[::step, ::step].ravel(), gy[::step, ::step].ravel()])
@@ -389,8 +519,9 @@ def find_edge(
 
 
 def profile_offsets(image: PreparedImage, radius_mm: float) -> np.ndarray:
-    step = 0.5 * min(image.row_mm, image.col_mm)
-    n = max(3, int(math.ceil(radius_mm / step)))
+    step = 0.5 * min(image.work_row_mm, image.work_col_mm)
+    half = MAX_PROFILE_SAMPLES // 2
+    n = max(3, int(math.ceil(min(radius_mm / step, half)))) if step > 0 else half
     return np.linspace(-radius_mm, radius_mm, 2 * n + 1)
 
 

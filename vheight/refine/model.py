@@ -80,6 +80,9 @@ class RefineFlag(enum.StrEnum):
     """Corner: endplate edge found, wall edge not; moved along the endplate normal only."""
     OUTSIDE_IMAGE = "outside_image"
     """The search region leaves the image: point left alone."""
+    SPACING_OUT_OF_RANGE = "spacing_out_of_range"
+    """The pixel spacing is outside the range the search works with
+    (``edges.SEARCHABLE_SPACING_MM``): point left alone."""
 
     def __str__(self) -> str:
         return self.value

@@ -12,7 +12,7 @@ import numpy as np
 
 from vheight.annotation import LEVELS, POINT_NAMES, Annotation, level_index
 from vheight.calibration import Calibration
-from vheight.errors import AnnotationError
+from vheight.errors import AnnotationError, CalibrationError
 from vheight.refine.directions import (
     centre_of,
     other_endplate,
@@ -26,6 +26,7 @@ from vheight.refine.edges import (
     make_field,
     prepare_image,
     profile_offsets,
+    spacing_searchable,
 )
 from vheight.refine.model import (
     DEFAULT_RADIUS_MM,
@@ -38,6 +39,7 @@ from vheight.refine.snap import (
     refine_annotation,
     resolve_inputs,
     search_spacing,
+    spacing_note,
 )
 
 __all__ = ["predict_level", "propose_level", "propose_level_result"]
@@ -166,6 +168,15 @@ def predict_level(
     target = level_index(level)
     cal = annotation.calibration or calibration
     row_mm, col_mm, _ = search_spacing(annotation, cal)
+    if not spacing_searchable(row_mm, col_mm):
+        # The prediction is a similarity, the same in any unit: work in
+        # units of the larger spacing so that no product under- or overflows.
+        unit_mm = max(row_mm, col_mm)
+        row_mm, col_mm = row_mm / unit_mm, col_mm / unit_mm
+        if not (math.isfinite(row_mm) and math.isfinite(col_mm) and row_mm > 0 and col_mm > 0):
+            raise CalibrationError(
+                f"cannot predict {level}: pixel spacing {row_mm:g} x {col_mm:g} mm/px is not usable"
+            )
     sources = _source_levels(annotation, level)
     a_level = sources[0]
     ia = level_index(a_level)
@@ -287,6 +298,9 @@ def propose_level_result(
         )
     cal = annotation.calibration or calibration or getattr(image, "calibration", None)
     radius_mm = check_radius(radius_mm)
+    row_mm, col_mm, _ = search_spacing(annotation, cal)
+    if not spacing_searchable(row_mm, col_mm):
+        raise CalibrationError(f"cannot propose {level}: {spacing_note(row_mm, col_mm)}")
     # Predict from snapped copies of the source levels (they stay as given).
     sources = _source_levels(annotation, level)
     snapped = refine_annotation(annotation, image, cal, levels=sources, radius_mm=radius_mm)

@@ -13,9 +13,11 @@ from vheight.annotation import LEVELS, POINT_NAMES, Annotation, level_index
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError
 from vheight.refine.edges import (
+    SEARCHABLE_SPACING_MM,
     PreparedImage,
     image_array,
     prepare_image,
+    spacing_searchable,
 )
 from vheight.refine.model import (
     DEFAULT_RADIUS_MM,
@@ -23,6 +25,7 @@ from vheight.refine.model import (
     NOMINAL_SPACING_MM,
     Outcome,
     PointMove,
+    RefineFlag,
     RefineResult,
 )
 from vheight.refine.vertebra import (
@@ -167,9 +170,13 @@ def refine_annotation(
     radius_mm = check_radius(radius_mm)
     cal, pixels = resolve_inputs(annotation, image, calibration)
     row_mm, col_mm, warnings = search_spacing(annotation, cal)
-    prepared = prepare_image(pixels, row_mm, col_mm)
     wanted_levels = _check_levels(levels, annotation)
     wanted_points = _check_points(points)
+    if not spacing_searchable(row_mm, col_mm):
+        return _unsearchable(
+            annotation, cal, row_mm, col_mm, radius_mm, warnings, wanted_levels, wanted_points
+        )
+    prepared = prepare_image(pixels, row_mm, col_mm)
     vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
     moves: list[PointMove] = []
     for level in wanted_levels:
@@ -191,6 +198,53 @@ def refine_annotation(
         spacing_mm=(row_mm, col_mm),
         radius_mm=radius_mm,
         warnings=tuple(warnings),
+    )
+
+
+def spacing_note(row_mm: float, col_mm: float) -> str:
+    """The warning given when the spacing cannot be searched."""
+    lo, hi = SEARCHABLE_SPACING_MM
+    return (
+        f"pixel spacing {row_mm:.6g} x {col_mm:.6g} mm/px (rows x columns) is outside the "
+        f"{lo:g}-{hi:g} mm/px the edge search works with: no point was moved; check the "
+        "film's pixel spacing or the annotation's calibration"
+    )
+
+
+def _unsearchable(
+    annotation: Annotation,
+    cal: Calibration,
+    row_mm: float,
+    col_mm: float,
+    radius_mm: float,
+    warnings: list[str],
+    levels: list[str],
+    points: list[str],
+) -> RefineResult:
+    """Every point considered, left alone and flagged ``spacing_out_of_range``."""
+    moves = [
+        PointMove(
+            level=level,
+            point=name,
+            x_before=float(xy[0]),
+            y_before=float(xy[1]),
+            x=float(xy[0]),
+            y=float(xy[1]),
+            distance_mm=0.0 if cal.is_calibrated else None,
+            moved=False,
+            flag=RefineFlag.SPACING_OUT_OF_RANGE.value,
+        )
+        for level in levels
+        for name in POINT_NAMES
+        if name in points and (xy := annotation.vertebrae.get(level, {}).get(name)) is not None
+    ]
+    return RefineResult(
+        annotation=annotation,
+        moves=tuple(moves),
+        calibration=cal,
+        spacing_mm=(row_mm, col_mm),
+        radius_mm=radius_mm,
+        warnings=(*warnings, spacing_note(row_mm, col_mm)),
     )
 
 
