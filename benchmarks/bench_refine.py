@@ -222,22 +222,26 @@ def cr_films():
     return out
 
 
-def boxes_on(film, count: int, rng) -> Annotation:
-    """Six-point boxes (200 px deep, 150 px high) at random places on the film."""
-    rows, cols = film.pixels.shape[:2]
-    vertebrae = {}
-    for level in ("T12", "L1", "L2", "L3", "L4", "L5")[:count]:
-        x0 = rng.uniform(0.15, 0.65) * cols
-        y0 = rng.uniform(0.15, 0.75) * rows
-        pts = {
-            "superior_anterior": (x0 + 200, y0),
-            "superior_middle": (x0 + 100, y0),
-            "superior_posterior": (x0, y0),
-            "inferior_anterior": (x0 + 200, y0 + 150),
-            "inferior_middle": (x0 + 100, y0 + 150),
-            "inferior_posterior": (x0, y0 + 150),
-        }
-        vertebrae[level] = pts
+def edge_points_on(film, rng) -> Annotation:
+    """One point per level (17) near strong cortical edges of a film (Canny on a
+    smoothed copy), each alone on its level: searched along the edge's normal."""
+    import cv2
+
+    values = np.asarray(film.modality_values, dtype=np.float32)
+    values = -values if film.invert else values
+    small = cv2.resize(values, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    lo, hi = np.percentile(small, [1, 99])
+    img8 = (np.clip((small - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    edges = cv2.Canny(cv2.GaussianBlur(img8, (0, 0), 2.0), 40, 100)
+    ys, xs = np.nonzero(edges)
+    pick = rng.choice(xs.size, size=17, replace=False)
+    from vheight.annotation import LEVELS as ALL_LEVELS
+
+    vertebrae = {
+        level: {"superior_anterior": (float(xs[k] * 4 + 1.5), float(ys[k] * 4 + 1.5))}
+        for level, k in zip(ALL_LEVELS, pick, strict=True)
+    }
+    rows, cols = values.shape
     return Annotation(image=ImageRef(rows=rows, columns=cols), vertebrae=vertebrae)
 
 
@@ -355,20 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"anterior height bias from clicks: mean {ab.mean():+.3f} mm (sd {ab.std():.3f} mm)")
     valid = [(a, b) for a, b in grade_pairs if b is not None]
     agree = sum(a == b for a, b in valid)
-    print(
-        f"Genant grade agreement from clicks: {agree}/{len(valid)} ({100 * agree / len(valid):.1f} %)"
-    )
+    share = 100 * agree / len(valid)
+    print(f"Genant grade agreement from clicks: {agree}/{len(valid)} ({share:.1f} %)")
 
     def grade_share(pairs):
         valid = [(a, b) for a, b in pairs if b is not None]
         return f"{sum(a == b for a, b in valid)}/{len(valid)}"
 
-    print(
-        f"proposal at a fractured level: {summary(prop_at)}; grade agreement {grade_share(grade_at)}"
-    )
-    print(
-        f"proposal next to a fractured level: {summary(prop_next)}; grade agreement {grade_share(grade_next)}"
-    )
+    print(f"proposal at a fractured level: {summary(prop_at)}")
+    print(f"  grade agreement {grade_share(grade_at)}")
+    print(f"proposal next to a fractured level: {summary(prop_next)}")
+    print(f"  grade agreement {grade_share(grade_next)}")
     print(
         f"proposal by extrapolation from two levels: {extra_flagged}/{extra_count} flagged "
         f"unreliable; unflagged {summary(extra_err)}"
@@ -378,31 +379,25 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"20 starts, phantom: {conv_ok}/{conv_kept} unflagged landmarks converge to a median "
         f"spread <= 0.5 mm ({100 * conv_ok / max(conv_kept, 1):.1f} %; {conv_all - conv_kept} "
-        f"flagged in most runs); spread median {np.median(sa):.3f} mm, p95 {np.percentile(sa, 95):.3f} mm"
+        f"flagged in most runs)"
     )
+    print(f"  spread median {np.median(sa):.3f} mm, p95 {np.percentile(sa, 95):.3f} mm")
     for name, film in cr_films():
         crng = np.random.default_rng(7)
-        start = boxes_on(film, 6, crng)
-        first = refine_annotation(start, film, None, radius_mm=radius)
-        twice = refine_annotation(first.annotation, film, None, radius_mm=radius)
-        nominal = first.spacing_mm[1]
-        worst = max(m.distance_px for m in twice.moves) * nominal
+        start = edge_points_on(film, crng)
+        nominal = 0.15  # these films carry no spacing: distances in units of 0.15 mm/px
         cal_n = Calibration.user(row_spacing_mm=nominal, col_spacing_mm=nominal)
-        ends = defaultdict(list)
-        nflag = defaultdict(int)
-        for _ in range(args.starts):
-            r = refine_annotation(
-                perturb(first.annotation, cal_n, args.sigma_mm, crng), film, None, radius_mm=radius
-            )
-            for m in r.moves:
-                ends[(m.level, m.point)].append((m.x, m.y))
-                nflag[(m.level, m.point)] += m.flag is not None
-        kept = [k for k in ends if nflag[k] <= args.starts // 2]
-        ok = sum(spread(np.array(ends[k]), cal_n) <= 0.5 for k in kept)
+        first = refine_annotation(start, film, cal_n, radius_mm=radius)
+        twice = refine_annotation(first.annotation, film, cal_n, radius_mm=radius)
+        worst = max(m.distance_mm for m in twice.moves)
+        big = sum(m.distance_mm > 0.1 for m in twice.moves)
+        ok, kept, total, _ = convergence(
+            first.annotation, film, cal_n, args.starts, args.sigma_mm, crng, radius
+        )
         print(
-            f"CR film {name} (uncalibrated, nominal {nominal:.3g} mm/px): second refine max "
-            f"{worst:.3f} mm (nominal); 20 starts: {ok}/{len(kept)} unflagged converge "
-            f"({len(ends) - len(kept)} flagged in most runs)"
+            f"CR film {name} ({total} points on cortical edges, each alone, at a nominal "
+            f"{nominal} mm/px): second refine max {worst:.3f} mm, {big} moved > 0.1 mm; "
+            f"20 starts: {ok}/{kept} unflagged converge ({total - kept} flagged in most runs)"
         )
     print(
         f"time per point: {1000 * seconds / points:.2f} ms wall, {1000 * cpu / points:.2f} ms CPU "
