@@ -142,6 +142,14 @@ computed on a reduced copy, :func:`blur_wide`)."""
 MAX_PATCH_PX = 2048
 """Largest side of a searched patch, pixels of the searched grid."""
 
+DOUBLED_MAX_MM = 2.8
+"""Two falls across an endplate at most this far apart (and at least
+``AMBIGUITY_SEPARATION_MM``), with no rise between them, are the two rims of
+a doubled contour: the edge is taken midway (measurements.md)."""
+
+DOUBLED_RATIO = 0.45
+"""The weaker fall of a doubled contour is at least this fraction of the stronger."""
+
 MAX_PROFILE_SAMPLES = 1025
 """Largest number of samples along one search profile."""
 
@@ -378,6 +386,7 @@ class Edge:
     offset: float | None  # mm along the profile direction; None when not accepted
     score: float | None  # peak / threshold
     flag: RefineFlag | None
+    doubled: bool = False  # accepted midway between the two falls of a doubled contour
 
 
 def clamp(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -394,6 +403,60 @@ def parabola_shift(values: np.ndarray, i: np.ndarray) -> np.ndarray:
     shift = np.zeros(a.shape)
     shift[curved] = 0.5 * (a[curved] - c[curved]) / denom[curved]
     return clamp(shift, -0.5, 0.5)
+
+
+def _doubled_contours(
+    f: np.ndarray,
+    t: np.ndarray,
+    level: np.ndarray,
+    best: np.ndarray,
+    peaks: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``f`` (K, S) whose strongest fall ``best`` has a second fall of a
+    doubled contour, and the offset midway between the two (mm).
+
+    The second fall is a peak within :data:`DOUBLED_MAX_MM` (beyond
+    ``AMBIGUITY_SEPARATION_MM``), above the threshold and at least
+    :data:`DOUBLED_RATIO` of the first, and beyond the outer one (1 mm
+    outside) the film is darker than anywhere between the two: two rims (or
+    a rim and a half-dense body), then the disc.
+    """
+    k, n = f.shape
+    h = float(t[1] - t[0])
+    rows = np.arange(k)
+    peak = peaks[rows, best]
+    gap = np.abs(t[None, :] - t[best][:, None])
+    window = (gap > AMBIGUITY_SEPARATION_MM) & (gap <= DOUBLED_MAX_MM)
+    second = np.where(window, peaks, -np.inf)
+    j = np.argmax(second, axis=1)
+    strength = second[rows, j]
+    candidate = (
+        np.isfinite(peak)
+        & np.isfinite(strength)
+        & (strength >= threshold)
+        & (strength >= DOUBLED_RATIO * peak)
+    )
+    doubled = np.zeros(k, dtype=bool)
+    offset = np.zeros(k)
+    if not candidate.any():
+        return doubled, offset
+    safe = np.where(np.isfinite(f), f, 0.0)
+    for r in np.nonzero(candidate)[0]:
+        a, b = sorted((int(best[r]), int(j[r])))
+        between = level[r, a : b + 1]
+        if not np.all(np.isfinite(between)):
+            continue
+        # The outer rim of a doubled contour faces the disc: beyond the outer
+        # fall the film is darker than between the two falls.
+        outer = min(b + max(1, int(round(1.0 / h))), n - 1)
+        if not level[r, outer] < float(np.min(between)):
+            continue
+        ends = np.array([a, b])
+        shifts = parabola_shift(np.repeat(safe[r][None, :], 2, axis=0), clamp(ends, 1, n - 2))
+        doubled[r] = True
+        offset[r] = float(np.mean(t[ends] + shifts * h))
+    return doubled, offset
 
 
 def find_edges(
@@ -446,6 +509,11 @@ def find_edges(
     h = float(t[1] - t[0])
     chosen = i.copy()
     beyond = max(1, int(round(1.0 / h)))
+    doubled = np.zeros(k, dtype=bool)
+    mid_offset = np.zeros(k)
+    if level is not None and resolve_double:
+        doubled, mid_offset = _doubled_contours(f, t, level, i, peaks, threshold)
+        rival = np.where(doubled, -np.inf, rival)
     if level is not None and resolve_double:
         # Double edges: keep the one whose outside (1 mm beyond) is darker.
         io = level[rows, clamp(i + beyond, 0, n - 1)]
@@ -491,6 +559,8 @@ def find_edges(
             out.append(Edge(None, float(score[r]), RefineFlag.WEAK_EDGE))
         elif peak[r] < threshold or stepless[r]:
             out.append(Edge(None, float(peak[r] / threshold), RefineFlag.WEAK_EDGE))
+        elif doubled[r]:
+            out.append(Edge(float(mid_offset[r]), float(peak[r] / threshold), None, doubled=True))
         elif rival[r] >= AMBIGUITY_RATIO * peak[r]:
             out.append(Edge(None, float(peak[r] / threshold), RefineFlag.AMBIGUOUS_EDGE))
         else:

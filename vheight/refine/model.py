@@ -27,6 +27,7 @@ __all__ = [
     "CORNERS",
     "MIDDLES",
     "RefineFlag",
+    "NOTE_FLAGS",
     "PointMove",
     "RefineResult",
     "Outcome",
@@ -70,7 +71,11 @@ MIDDLES = ("superior_middle", "inferior_middle")
 
 
 class RefineFlag(enum.StrEnum):
-    """Why a landmark was not (fully) moved."""
+    """Why a landmark was not (fully) moved, or what to know about where it went.
+
+    ``doubled`` and ``spur_excluded`` are notes on a point that was moved
+    (:data:`NOTE_FLAGS`); every other flag is a doubt.
+    """
 
     WEAK_EDGE = "weak_edge"
     """No edge above the noise threshold within the radius: point left alone."""
@@ -80,12 +85,25 @@ class RefineFlag(enum.StrEnum):
     """Corner: endplate edge found, wall edge not; moved along the endplate normal only."""
     OUTSIDE_IMAGE = "outside_image"
     """The search region leaves the image: point left alone."""
+    UNSTABLE = "unstable"
+    """Refining from its own result kept moving the point (no single position
+    the edges support, e.g. between two candidate contours): left alone."""
+    DOUBLED = "doubled"
+    """Moved: the endplate shows two contours (a tilted or concave endplate's
+    two rims), the point lies midway between them (measurements.md)."""
+    SPUR_EXCLUDED = "spur_excluded"
+    """Moved: corner where the endplate and wall lines meet; the bone beyond
+    (an osteophyte) was left out (measurements.md)."""
     SPACING_OUT_OF_RANGE = "spacing_out_of_range"
     """The pixel spacing is outside the range the search works with
     (``edges.SEARCHABLE_SPACING_MM``): point left alone."""
 
     def __str__(self) -> str:
         return self.value
+
+
+NOTE_FLAGS: frozenset[str] = frozenset({RefineFlag.DOUBLED.value, RefineFlag.SPUR_EXCLUDED.value})
+"""Flags that describe how a moved point was placed, not a doubt about it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,3 +237,5 @@ class Outcome:
     flag: RefineFlag | None
     score: float | None
     reseeded: bool = False
+    doubled: bool = False  # placed midway on a doubled contour
+    spur: bool = False  # a spur beyond the wall line was left out

@@ -124,10 +124,21 @@ def point_move(
         y=float(y),
         distance_mm=dist_mm,
         moved=bool(outcome.moved),
-        flag=None if outcome.flag is None else outcome.flag.value,
+        flag=_flag(outcome),
         edge_score=outcome.score,
         reseeded=outcome.reseeded,
     )
+
+
+def _flag(outcome: Outcome) -> str | None:
+    """The flag of a move: the doubt, else the note (spur, then doubled)."""
+    if outcome.flag is not None:
+        return outcome.flag.value
+    if outcome.spur:
+        return RefineFlag.SPUR_EXCLUDED.value
+    if outcome.doubled:
+        return RefineFlag.DOUBLED.value
+    return None
 
 
 # -- public API -----------------------------------------------------------------------------

@@ -61,6 +61,16 @@ _MAX_AXIS_TILT_DEG = 20.0
 # the endplate is checked, mm, and the largest correction made there, mm.
 _NEAR_CORNER_MM = (0.75, 1.0, 1.25)
 _NEAR_CORNER_MAX_MM = 0.5
+FIXED_POINT_MM = 0.08
+"""A refinement pass that moves no point further than this (mm) is final."""
+
+MAX_PASSES = 5
+"""Passes of a vertebra's refinement before a still-moving point is ``unstable``."""
+
+# A cortex ending this far (mm) beyond the wall line is a spur, not the corner;
+# the wall line is then taken from profiles this far from the corner, mm.
+_SPUR_MM = 0.8
+_SPUR_WALL_MM = (3.0, 12.0)
 # A corner search is repeated from the corner found when it moved further, mm.
 _REPEAT_MM = 0.5
 
@@ -75,16 +85,88 @@ def _fit_strip(
     t: np.ndarray,
     *,
     endplate: bool,
+    span_mm: tuple[float, float] = (_STRIP_START_MM, _STRIP_END_MM),
 ) -> tuple[tuple[float, float, float] | None, list[Edge]]:
-    """Edge line across ``across`` on profiles 1 to 6 mm from ``origin`` along ``inward``.
+    """Edge line across ``across`` on profiles 1 to 6 mm (``span_mm``) from
+    ``origin`` along ``inward``.
 
     Only the stretch next to the corner is used: further along, the wall
     meets the pedicle and the endplate may be concave.
     """
-    s = np.linspace(_STRIP_START_MM, _STRIP_END_MM, _STRIP_COUNT)
+    s = np.linspace(span_mm[0], span_mm[1], _STRIP_COUNT)
     bases = origin[None, :] + s[:, None] * inward
     edges = edges_on_strip(fld, bases, across, t, endplate=endplate)
     return fit_offsets(s, edges), edges
+
+
+def _mostly_doubled(edges: list[Edge]) -> bool:
+    """True when most accepted edges of a strip lay midway on a doubled contour."""
+    accepted = [e for e in edges if e.flag is None]
+    return bool(accepted) and 2 * sum(e.doubled for e in accepted) > len(accepted)
+
+
+def _wall_corner(
+    fld: Field,
+    current: np.ndarray,
+    plate_point: np.ndarray,
+    plate_dir: np.ndarray,
+    wall: np.ndarray,
+    wall_normal: np.ndarray,
+    t: np.ndarray,
+    span_mm: tuple[float, float] = (_STRIP_START_MM, _STRIP_END_MM),
+) -> tuple[np.ndarray, float] | None:
+    """Intersection of the endplate line with the wall's own edge line (profiles
+    across the wall ``span_mm`` from the corner), and the wall's edge score."""
+    wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t, endplate=False, span_mm=span_mm)
+    if wall_fit is None:
+        return None
+    c, d, wall_score = wall_fit
+    wall_point = current + c * wall_normal
+    corner = intersect(plate_point, plate_dir, wall_point, -wall + d * wall_normal)
+    return None if corner is None else (corner, wall_score)
+
+
+def _corner_once(
+    fld: Field,
+    current: np.ndarray,
+    tangent: np.ndarray,
+    normal: np.ndarray,
+    wall: np.ndarray,
+    wall_normal: np.ndarray,
+    t: np.ndarray,
+    *,
+    spurs: bool,
+) -> tuple[np.ndarray, float, bool, bool] | Outcome:
+    """One corner search from ``current`` (see :func:`_refine_corner`):
+    ``(corner, score, doubled, spur)``, or the Outcome of a search that found
+    no corner (the endplate edge alone, or nothing)."""
+    plate, plate_edges = _fit_strip(fld, current, -tangent, normal, t, endplate=True)
+    if plate is None:
+        return Outcome(current, False, majority_flag(plate_edges), best_score(plate_edges))
+    a, b, plate_score = plate
+    doubled = _mostly_doubled(plate_edges)
+    plate_dir = -tangent + b * normal
+    plate_point = current + a * normal
+    # The wall edge, searched along the endplate: where the endplate cortex
+    # ends, unless that lies beyond the wall's line (a spur).  Failing that,
+    # the line of the wall's own edge.
+    end = _band_end(fld, plate_point, plate_dir, normal, t)
+    if end is not None:
+        corner, score = end, plate_score
+    else:
+        near = _wall_corner(fld, current, plate_point, plate_dir, wall, wall_normal, t)
+        if near is None:
+            return Outcome(
+                plate_point, True, RefineFlag.WEAK_WALL_EDGE, plate_score, doubled=doubled
+            )
+        corner, score = near[0], min(plate_score, near[1])
+    if spurs:
+        far = _wall_corner(
+            fld, current, plate_point, plate_dir, wall, wall_normal, t, _SPUR_WALL_MM
+        )
+        if far is not None and float(np.dot(corner - far[0], tangent)) > _SPUR_MM:
+            return far[0], min(plate_score, far[1]), doubled, True
+    return corner, score, doubled, False
 
 
 def _refine_corner(
@@ -96,10 +178,19 @@ def _refine_corner(
     wall_normal: np.ndarray,
     radius_mm: float,
     t: np.ndarray,
+    *,
+    spurs: bool = False,
 ) -> Outcome:
     """Corner: where the endplate edge (line or parabola, :func:`fit_offsets`)
     meets the wall: the end of the endplate cortex (:func:`_band_end`), else
     the intersection with the wall's edge line.
+
+    A spur (``spurs``: an anterior corner, where osteophytes grow; behind,
+    the pedicle and ribs make the wall line unreliable): when the cortex
+    ends more than :data:`_SPUR_MM` beyond the line of the wall (profiles
+    :data:`_SPUR_WALL_MM` from the corner, past the spur's base), the bone
+    beyond the wall is an osteophyte, and the corner is where the endplate
+    and wall lines meet (measurements.md).
 
     ``tangent`` points along the endplate towards the corner's side (out of
     the body), ``normal`` away from the body across the endplate; ``wall``
@@ -108,38 +199,22 @@ def _refine_corner(
     """
     current = start.copy()
     score: float | None = None
+    doubled = spur = False
     for attempt in range(2):
         if attempt and float(np.hypot(*(current - start))) <= _REPEAT_MM:
             break  # the strip already lay where the corner is
-        plate, plate_edges = _fit_strip(fld, current, -tangent, normal, t, endplate=True)
-        if plate is None:
-            return Outcome(start, False, majority_flag(plate_edges), best_score(plate_edges))
-        a, b, plate_score = plate
-        plate_dir = -tangent + b * normal
-        plate_point = current + a * normal
-        score = plate_score
-        # The wall edge, searched along the endplate: where the endplate
-        # cortex ends.  Failing that, the line of the wall's own edge.
-        end = _band_end(fld, plate_point, plate_dir, normal, t)
-        if end is not None:
-            current = end
-            continue
-        wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t, endplate=False)
-        if wall_fit is None:
-            return Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
-        c, d, wall_score = wall_fit
-        wall_point = current + c * wall_normal
-        corner = intersect(plate_point, plate_dir, wall_point, -wall + d * wall_normal)
-        if corner is None:
-            return Outcome(plate_point, True, RefineFlag.WEAK_WALL_EDGE, score)
-        score = min(plate_score, wall_score)
-        current = corner
+        found = _corner_once(fld, current, tangent, normal, wall, wall_normal, t, spurs=spurs)
+        if isinstance(found, Outcome):
+            if attempt:
+                break  # the repeat found less than the first search: keep the first
+            return found
+        current, score, doubled, spur = found
     # Bounded: the corner may move at most the radius across each edge.
     move = current - start
     limit = radius_mm + 0.5
     if abs(float(np.dot(move, normal))) > limit or abs(float(np.dot(move, wall_normal))) > limit:
         return Outcome(start, False, RefineFlag.WEAK_EDGE, score)
-    return Outcome(current, True, None, score)
+    return Outcome(current, True, None, score, doubled=doubled, spur=spur)
 
 
 def _snap_next_to_corner(
@@ -219,7 +294,7 @@ def _refine_middle(
     edge = edge_on_average(fld, bases, axis, t, endplate=True)
     if edge.flag is not None or edge.offset is None:
         return Outcome(start, False, edge.flag, edge.score)
-    return Outcome(base + edge.offset * axis, True, None, edge.score)
+    return Outcome(base + edge.offset * axis, True, None, edge.score, doubled=edge.doubled)
 
 
 def _body_axis(geometry: Mapping[str, np.ndarray], normal: np.ndarray) -> np.ndarray:
@@ -300,7 +375,9 @@ def _corner_outcome(
     wall = wall if float(np.dot(wall, normal)) > 0 else -wall
     wall_normal = perp(wall)
     wall_normal = wall_normal if float(np.dot(wall_normal, tangent)) > 0 else -wall_normal
-    return _refine_corner(fld, start, tangent, normal, wall, wall_normal, radius_mm, t)
+    return _refine_corner(
+        fld, start, tangent, normal, wall, wall_normal, radius_mm, t, spurs=side == "anterior"
+    )
 
 
 def _middle_outcome(
@@ -502,7 +579,8 @@ def _check_corners(v: _Vertebra) -> None:
         if normal is None:
             continue
         position = _snap_next_to_corner(v.fld, v.refined[name], -tangent, normal, v.t)
-        end = _band_end(v.fld, position, -tangent, normal, v.t)
+        # Not along onto the end of the cortex when that is a spur's.
+        end = None if v.out[name].spur else _band_end(v.fld, position, -tangent, normal, v.t)
         if end is not None and float(np.hypot(*(end - position))) <= _NEAR_CORNER_MAX_MM:
             position = _snap_next_to_corner(v.fld, end, -tangent, normal, v.t)
         v.out[name].position = position
@@ -525,33 +603,15 @@ def _final_middles(v: _Vertebra) -> None:
         v.set(name, outcome if outcome.flag is None or first.flag is not None else first)
 
 
-def refine_vertebra(
+def _one_pass(
+    fld: Field,
     image: PreparedImage,
-    pts_px: Mapping[str, tuple[float, float]],
-    names: Iterable[str],
+    pts: dict[str, np.ndarray],
+    names: list[str],
     radius_mm: float,
 ) -> dict[str, Outcome]:
-    """Refine the points ``names`` of one vertebra given all its points.
-
-    First pass: every corner from where it was placed, then every middle
-    point.  Second pass: a point whose own search found no edge (its edge
-    may lie beyond the radius) is searched again from where the refined
-    points of its vertebra put it (:func:`_corner_seed`; a middle point from
-    the chord between the refined corners), and then marked ``reseeded``;
-    such a point moves at most twice the radius.  Each corner found is then
-    checked along the chord of the refined corners of its endplate (across,
-    along, across: :func:`_snap_next_to_corner`, :func:`_band_end`), and the
-    middle points are re-anchored on the final corners.
-    """
-    pts = {k: image.to_mm(xy) for k, xy in pts_px.items()}
-    wanted = set(names)
-    names = [n for n in POINT_NAMES if n in wanted and n in pts]
-    if not names:
-        return {}
-    span = _STRIP_END_MM + 2 * radius_mm + 1.0
-    fld = make_field(image, np.array(list(pts.values())), span)
-    if fld is None:
-        return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
+    """One refinement of the points ``names`` from ``pts`` (mm): corners, middle
+    points, second chance, corner check, middle points again."""
     v = _Vertebra(
         fld=fld,
         pts=pts,
@@ -568,3 +628,56 @@ def refine_vertebra(
     _check_corners(v)
     _final_middles(v)
     return v.out
+
+
+def refine_vertebra(
+    image: PreparedImage,
+    pts_px: Mapping[str, tuple[float, float]],
+    names: Iterable[str],
+    radius_mm: float,
+) -> dict[str, Outcome]:
+    """Refine the points ``names`` of one vertebra given all its points.
+
+    One pass (:func:`_one_pass`): every corner from where it was placed, then
+    every middle point; a point whose own search found no edge (its edge may
+    lie beyond the radius) is searched again from where the refined points
+    of its vertebra put it (:func:`_corner_seed`; a middle point from the
+    chord between the refined corners), and then marked ``reseeded``; such a
+    point moves at most twice the radius.  Each corner found is then checked
+    along the chord of the refined corners of its endplate (across, along,
+    across: :func:`_snap_next_to_corner`, :func:`_band_end`), and the middle
+    points are re-anchored on the final corners.
+
+    Stable by construction: the pass is repeated from its own result until
+    no point moves more than :data:`FIXED_POINT_MM` (at most
+    :data:`MAX_PASSES` passes), so refining a refined vertebra leaves it
+    where it is.  A point still moving then has no single position the edge
+    evidence supports: it is left where it was placed and flagged
+    ``unstable``.
+    """
+    pts = {k: image.to_mm(xy) for k, xy in pts_px.items()}
+    wanted = set(names)
+    names = [n for n in POINT_NAMES if n in wanted and n in pts]
+    if not names:
+        return {}
+    span = _STRIP_END_MM + 2 * radius_mm + 1.0
+    fld = make_field(image, np.array(list(pts.values())), span)
+    if fld is None:
+        return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
+    out = _one_pass(fld, image, pts, names, radius_mm)
+    moving = set(names)
+    for _ in range(MAX_PASSES - 1):
+        current = {**pts, **{n: out[n].position for n in names}}
+        again = _one_pass(fld, image, current, names, radius_mm)
+        moving = {
+            n for n in names if float(np.hypot(*(again[n].position - current[n]))) > FIXED_POINT_MM
+        }
+        for n in names:
+            if again[n].moved:
+                again[n].reseeded = again[n].reseeded or out[n].reseeded
+                out[n] = again[n]
+        if not moving:
+            break
+    for n in moving:
+        out[n] = Outcome(pts[n], False, RefineFlag.UNSTABLE, out[n].score)
+    return out
