@@ -44,7 +44,7 @@ from vheight.annotation import Annotation, ImageRef
 from vheight.calibration import Calibration
 from vheight.morphometry import measure
 from vheight.phantom import FilmSpec, Fracture, Realism, render_film
-from vheight.refine import DEFAULT_RADIUS_MM, propose_level_result, refine_annotation
+from vheight.refine import DEFAULT_RADIUS_MM, NOTE_FLAGS, propose_level_result, refine_annotation
 
 LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")
 
@@ -159,7 +159,8 @@ def spread(positions: np.ndarray, cal: Calibration) -> float:
 
 
 def convergence(annotation: Annotation, image, cal: Calibration, starts: int, sigma, rng, radius):
-    """Share of the landmarks unflagged in most runs whose 20-start spread is <= 0.5 mm."""
+    """Landmarks not flagged with a doubt in most runs (notes such as ``doubled``
+    do not count as doubts) whose 20-start spread is <= 0.5 mm."""
     ends = defaultdict(list)
     flags = defaultdict(int)
     for _ in range(starts):
@@ -168,7 +169,7 @@ def convergence(annotation: Annotation, image, cal: Calibration, starts: int, si
         )
         for m in result.moves:
             ends[(m.level, m.point)].append((m.x, m.y))
-            flags[(m.level, m.point)] += m.flag is not None
+            flags[(m.level, m.point)] += m.flag is not None and m.flag not in NOTE_FLAGS
     kept = [k for k in ends if flags[k] <= starts // 2]
     spreads = [spread(np.array(ends[k]), cal) for k in kept]
     ok = sum(s <= 0.5 for s in spreads)

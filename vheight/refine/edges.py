@@ -290,11 +290,16 @@ def _sigma_px(sigma_mm: float, spacing_mm: float, *, floor: float = 0.0) -> floa
     return float(min(max(sigma_mm / spacing_mm, floor), MAX_SIGMA_PX))
 
 
+_PATCH_GRID_PX = 128
+
+
 def _span(lo: float, hi: float, pad: int, size: int) -> tuple[int, int]:
     """``[lo - pad, hi + pad]`` in whole pixels, inside ``[0, size)`` and at most
     :data:`MAX_PATCH_PX` long (centred on ``lo..hi`` when cut)."""
-    a = max(0, int(math.floor(lo)) - pad)
-    b = min(size, int(math.ceil(hi)) + pad + 1)
+    # Bounds on a grid of _PATCH_GRID_PX pixels: points moved a little give
+    # the same patch, the same noise estimate and so the same decisions.
+    a = max(0, (int(math.floor(lo)) - pad) // _PATCH_GRID_PX * _PATCH_GRID_PX)
+    b = min(size, -(-(int(math.ceil(hi)) + pad + 1) // _PATCH_GRID_PX) * _PATCH_GRID_PX)
     if b - a > MAX_PATCH_PX:
         mid = int(round(0.5 * (lo + hi)))
         a = max(0, min(mid - MAX_PATCH_PX // 2, size - MAX_PATCH_PX))

@@ -21,8 +21,11 @@ from vheight.refine.directions import (
     unit,
 )
 from vheight.refine.edges import (
+    Edge,
+    Field,
     PreparedImage,
     edge_on_average,
+    edges_on_strip,
     make_field,
     prepare_image,
     profile_offsets,
@@ -47,6 +50,20 @@ __all__ = ["predict_level", "propose_level", "propose_level_result"]
 # Typical disc height as a fraction of the vertebral body height, used to
 # propose a level next to a single annotated one.
 _DISC_TO_BODY_RATIO = 0.3
+# The thirds of an endplate measured on their own (fractions of its length
+# from the posterior corner), and how far each is searched (fraction of the
+# predicted body height, either way).
+_SEGMENTS = {
+    "posterior": np.linspace(0.06, 0.26, 5),
+    "middle": np.linspace(0.42, 0.58, 5),
+    "anterior": np.linspace(0.74, 0.94, 5),
+}
+_SEGMENT_WINDOW = 0.4
+# Beyond this offset (mm) a third's edge must score this well, and the body
+# must keep this fraction of its predicted height there.
+_SEGMENT_FREE_MM = 3.0
+_SEGMENT_STRONG = 2.0
+_SEGMENT_MIN_HEIGHT = 0.45
 # A proposed endplate is never aligned closer than this to its neighbour's.
 _MIN_DISC_MM = 2.0
 
@@ -249,6 +266,12 @@ def _align_level(
                 continue
         for k in ("anterior", "middle", "posterior"):
             pts[f"{endplate}_{k}"] = pts[f"{endplate}_{k}"] + edge.offset * normal
+    # Each third of each endplate measured on its own, so that a wedge,
+    # biconcave or crush fracture of the level is found, not assumed away.
+    deep = profile_offsets(image, _SEGMENT_WINDOW * float(np.mean(heights)))
+    seg_fld = make_field(image, np.array(list(pts.values())), float(deep[-1]) + 1.0)
+    for endplate in ENDPLATES if seg_fld is not None else ():
+        _align_segments(image, seg_fld, pts, endplate, centre, deep, (facing or {}).get(endplate))
     for side in SIDES:
         top, bottom = pts[f"superior_{side}"], pts[f"inferior_{side}"]
         along = unit(top - bottom)
@@ -263,6 +286,59 @@ def _align_level(
             for e in ENDPLATES:
                 pts[f"{e}_{side}"] = pts[f"{e}_{side}"] + edge.offset * across
     return {k: image.to_px(v) for k, v in pts.items()}
+
+
+def _align_segments(
+    image: PreparedImage,
+    fld: Field,
+    pts: dict[str, np.ndarray],
+    endplate: str,
+    centre: np.ndarray | None,
+    t: np.ndarray,
+    neighbour: Mapping[str, tuple[float, float]] | None,
+) -> None:
+    """Move each point of ``endplate`` (mm, in place) onto the edge found on
+    the third of the endplate around it (posterior, middle, anterior), each
+    searched on its own across ``t``.  Refused: an offset beyond
+    ``_SEGMENT_FREE_MM`` on weak evidence, one that leaves the body less than
+    ``_SEGMENT_MIN_HEIGHT`` of its predicted height, or one that brings the
+    point within ``_MIN_DISC_MM`` of the neighbour's facing endplate."""
+    a, m, p = (pts[f"{endplate}_{k}"] for k in ("anterior", "middle", "posterior"))
+    tangent = unit(a - p)
+    if tangent is None:
+        return
+    normal = outward_of(perp(tangent), m, centre, fld)
+    if normal is None:
+        return
+    height = float(
+        np.mean([np.hypot(*(pts[f"superior_{s}"] - pts[f"inferior_{s}"])) for s in SIDES])
+    )
+    path = np.vstack([p, m, a])
+    moves = {}
+    for k, fractions in _SEGMENTS.items():
+        bases = np.array([_along(path, f) for f in fractions])
+        found = [e for e in edges_on_strip(fld, bases, normal, t, endplate=True) if e.flag is None]
+        if len(found) < 3:
+            continue
+        offsets = np.array([e.offset for e in found], dtype=float)
+        if float(np.median(np.abs(offsets - np.median(offsets)))) > 1.0:
+            continue  # the profiles of the third disagree
+        edge = Edge(float(np.median(offsets)), float(np.median([e.score for e in found])), None)
+        if abs(edge.offset) > _SEGMENT_FREE_MM and (edge.score or 0.0) < _SEGMENT_STRONG:
+            continue  # a far edge is taken on strong evidence only
+        point = pts[f"{endplate}_{k}"] + edge.offset * normal
+        other = pts[f"{other_endplate(endplate)}_{k}"]
+        if float(np.hypot(*(point - other))) < _SEGMENT_MIN_HEIGHT * height:
+            continue  # not a body any more
+        if (
+            neighbour
+            and min(float(np.dot(image.to_mm(xy) - point, normal)) for xy in neighbour.values())
+            < _MIN_DISC_MM
+        ):
+            continue
+        moves[k] = point
+    for k, point in moves.items():
+        pts[f"{endplate}_{k}"] = point
 
 
 def _along(path: np.ndarray, fraction: float) -> np.ndarray:

@@ -630,6 +630,34 @@ def _one_pass(
     return v.out
 
 
+def _converge(
+    fld: Field,
+    image: PreparedImage,
+    pts: dict[str, np.ndarray],
+    names: list[str],
+    radius_mm: float,
+) -> tuple[dict[str, Outcome], set[str]]:
+    """Passes from ``pts`` until one moves no point more than :data:`FIXED_POINT_MM`
+    (at most :data:`MAX_PASSES`); the outcomes and the points still moving."""
+    out = _one_pass(fld, image, pts, names, radius_mm)
+    moving = set(names)
+    for _ in range(MAX_PASSES - 1):
+        current = {**pts, **{n: out[n].position for n in names}}
+        again = _one_pass(fld, image, current, names, radius_mm)
+        moving = {
+            n for n in names if float(np.hypot(*(again[n].position - current[n]))) > FIXED_POINT_MM
+        }
+        if not moving:
+            # ``current`` is a fixed point (the pass from it moved nothing):
+            # it is the result, so that refining it again leaves it there.
+            break
+        for n in names:
+            if again[n].moved:
+                again[n].reseeded = again[n].reseeded or out[n].reseeded
+                out[n] = again[n]
+    return out, moving
+
+
 def refine_vertebra(
     image: PreparedImage,
     pts_px: Mapping[str, tuple[float, float]],
@@ -664,20 +692,7 @@ def refine_vertebra(
     fld = make_field(image, np.array(list(pts.values())), span)
     if fld is None:
         return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
-    out = _one_pass(fld, image, pts, names, radius_mm)
-    moving = set(names)
-    for _ in range(MAX_PASSES - 1):
-        current = {**pts, **{n: out[n].position for n in names}}
-        again = _one_pass(fld, image, current, names, radius_mm)
-        moving = {
-            n for n in names if float(np.hypot(*(again[n].position - current[n]))) > FIXED_POINT_MM
-        }
-        for n in names:
-            if again[n].moved:
-                again[n].reseeded = again[n].reseeded or out[n].reseeded
-                out[n] = again[n]
-        if not moving:
-            break
+    out, moving = _converge(fld, image, pts, names, radius_mm)
     for n in moving:
         out[n] = Outcome(pts[n], False, RefineFlag.UNSTABLE, out[n].score)
     return out
