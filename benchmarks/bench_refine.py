@@ -204,7 +204,7 @@ def propose_error(truth, pixels, cal, keep_out, target, radius):
         truth,
         vertebrae={**truth.vertebrae, target: dict(result.annotation.vertebrae[target])},
     )
-    flagged = any(m.flag == "unreliable_proposal" for m in result.moves)
+    flagged = any(m.flag == "extrapolated" for m in result.moves)
     return errs, (grades(full, cal)[target], grades(truth, cal)[target]), flagged
 
 
@@ -329,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             errs, _, flagged = propose_error(truth, pixels, cal, drop, target, radius)
             extra_count += 1
             extra_flagged += flagged
-            if not flagged:
-                extra_err.extend(errs)
+            extra_err.extend(errs)
         print(
             f"  {label}: after refinement {summary(err_after['all'][film_start:])}; "
             f"second refine max {worst:.3f} mm; converged {ok}/{kept} unflagged of {total}"
@@ -373,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  grade agreement {grade_share(grade_next)}")
     print(
         f"proposal by extrapolation from two levels: {extra_flagged}/{extra_count} flagged "
-        f"unreliable; unflagged {summary(extra_err)}"
+        f"extrapolated; all {summary(extra_err)}"
     )
     print(f"second refine, phantom: max move per film {', '.join(f'{s:.3f}' for s in second)} mm")
     sa = np.array(spreads_all) if spreads_all else np.zeros(1)

@@ -34,7 +34,9 @@ from vheight.refine.edges import (
 from vheight.refine.model import (
     DEFAULT_RADIUS_MM,
     ENDPLATES,
+    NOTE_FLAGS,
     SIDES,
+    RefineFlag,
     RefineResult,
 )
 from vheight.refine.snap import (
@@ -363,7 +365,9 @@ def propose_level_result(
 ) -> RefineResult:
     """:func:`propose_level`, with the refinement record of the proposed points.
 
-    In the moves, ``x_before``/``y_before`` are the predicted positions.
+    In the moves, ``x_before``/``y_before`` are the predicted positions.  A
+    level extrapolated from levels on one side only has every point flagged
+    ``extrapolated`` (unless a doubt flag says more) and a warning.
     """
     level = str(level)
     level_index(level)
@@ -396,7 +400,27 @@ def propose_level_result(
     vertebrae = {lvl: dict(pts) for lvl, pts in annotation.vertebrae.items()}
     vertebrae[level] = aligned
     proposed = replace(annotation, vertebrae=vertebrae)
-    return refine_annotation(proposed, image, cal, levels=[level], radius_mm=radius_mm)
+    result = refine_annotation(proposed, image, cal, levels=[level], radius_mm=radius_mm)
+    if _extrapolated(sources, level):
+        moves = tuple(
+            replace(m, flag=RefineFlag.EXTRAPOLATED.value)
+            if m.flag is None or m.flag in NOTE_FLAGS
+            else m
+            for m in result.moves
+        )
+        note = (
+            f"{level} was extrapolated from {' and '.join(sources)} (no placed level on its "
+            "other side): check every point or place it yourself"
+        )
+        result = replace(result, moves=moves, warnings=(*result.warnings, note))
+    return result
+
+
+def _extrapolated(sources: list[str], level: str) -> bool:
+    """True when every source level lies on the same side of ``level``."""
+    target = level_index(level)
+    sides = {level_index(s) > target for s in sources}
+    return len(sides) == 1
 
 
 def propose_level(
