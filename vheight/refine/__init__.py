@@ -72,18 +72,29 @@ Per point
   further than the radius from it) is searched again from where the
   vertebra's refined landmarks put it; it is then reported ``reseeded`` and
   may have moved up to twice the radius.
-- A double edge across an endplate (two falls of similar strength) is
-  settled by the darker outside: the outer edge of an endplate faces the
-  disc.  Otherwise the point is ambiguous and left alone.
+- A doubled endplate contour (two falls 1 to 2.8 mm apart across the
+  endplate, the second at least 0.45 as strong, the disc darker beyond the
+  outer one: the two rims of a tilted or concave endplate) is taken midway
+  between the two, the convention of measurements.md, and the point is
+  flagged ``doubled``.  Any other double edge across an endplate (two falls
+  of similar strength) is settled by the darker outside: the outer edge of
+  an endplate faces the disc.  Otherwise the point is ambiguous and left
+  alone.
+- Spurs: at an anterior corner, when the cortex ends more than 0.8 mm
+  beyond the line of the wall (fitted 3 to 12 mm from the corner, past the
+  base of a spur), the bone beyond is an osteophyte and the corner is the
+  meeting point of the endplate and wall lines (``spur_excluded``).
 
 Stability
 ---------
-Where a point ends does not depend on where it started within the radius: a
-corner is searched again from the corner found, and a middle point is placed
-from the corners, not from its own start.  So a point already on the edge is
-moved only by the localisation error of the edge (on the phantom films of
-``benchmarks/bench_refine.py``, points starting within 0.2 mm of the truth
-all end within 0.2 mm).  A broad fall (a dense ramp of cement or sclerosis
+Stable by construction: a vertebra's refinement is repeated from its own
+result until a pass moves no point more than 0.08 mm (at most five passes),
+and the position that pass started from, a verified fixed point, is the
+result; so refining a refined annotation leaves it where it is.  A point
+that keeps moving has no single position the edges support: it is left
+where it was placed and flagged ``unstable``.  The patch searched lies on a
+grid of 128 pixels, so that a point moved a little sees the same noise
+estimate and the same decisions.  A broad fall (a dense ramp of cement or sclerosis
 under the endplate) is located on the fine scale's own maximum, even at the
 border of its window, so it does not flip between the coarse and the fine
 peak with the start.
