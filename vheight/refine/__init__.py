@@ -80,7 +80,7 @@ Per point
   of similar strength) is settled by the darker outside: the outer edge of
   an endplate faces the disc.  Otherwise the point is ambiguous and left
   alone.
-- Spurs: at an anterior corner, when the cortex ends more than 0.8 mm
+- Spurs: at an anterior corner, when the cortex ends more than 1 mm
   beyond the line of the wall (fitted 3 to 12 mm from the corner, past the
   base of a spur), the bone beyond is an osteophyte and the corner is the
   meeting point of the endplate and wall lines (``spur_excluded``).

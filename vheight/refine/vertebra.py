@@ -69,7 +69,7 @@ MAX_PASSES = 5
 
 # A cortex ending this far (mm) beyond the wall line is a spur, not the corner;
 # the wall line is then taken from profiles this far from the corner, mm.
-_SPUR_MM = 0.8
+_SPUR_MM = 1.0
 _SPUR_WALL_MM = (3.0, 12.0)
 # A corner search is repeated from the corner found when it moved further, mm.
 _REPEAT_MM = 0.5
