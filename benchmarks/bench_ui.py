@@ -169,7 +169,9 @@ def run(drags: int) -> dict[str, float]:
         folder.mkdir()
         write_film(folder)
         server = AppServer(
-            REPO / "app.py", store=Path(tmp) / "store", env={"VHEIGHT_SAMPLES": str(folder)}
+            REPO / "app.py",
+            store=Path(tmp) / "store",
+            env={"VHEIGHT_SAMPLES": str(folder), "VHEIGHT_READER": "Benchmark"},
         )
         try:
             with sync_playwright() as playwright:

@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app.py"
 SAMPLES = Path(os.environ.get("VHEIGHT_SAMPLES") or REPO / "sample_images")
 TIMEOUT = 60
+#: The reader of the app in these tests (``VHEIGHT_READER``: no name prompt).
+READER = "Test Reader"
 
 
 @pytest.fixture
@@ -42,6 +44,7 @@ def store_dir(tmp_path, monkeypatch):
     folder = tmp_path / "store"
     monkeypatch.setenv("VHEIGHT_STORE", str(folder))
     monkeypatch.setenv("VHEIGHT_SAMPLES", str(SAMPLES))
+    monkeypatch.setenv("VHEIGHT_READER", READER)
     return folder
 
 
@@ -51,6 +54,11 @@ def app(store_dir):
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def _saved(store_dir, slot):
+    """Where the test reader's annotation of ``slot``'s film is stored."""
+    return AnnotationStore(folder=store_dir).path_for(slot.opened.store_key, READER)
 
 
 def _slot(at, timepoint="pre"):
@@ -193,7 +201,7 @@ def test_an_edit_is_saved_to_the_store_at_once(app, store_dir):
 
     slot = _slot(app, "pre")
     assert slot.ack == 1
-    saved = AnnotationStore(folder=store_dir).path_for(slot.opened.store_key)
+    saved = AnnotationStore(folder=store_dir).path_for(slot.opened.store_key, READER)
     assert saved.is_file()
     stored = load_annotation(saved)
     assert stored.vertebrae[level]["inferior_anterior"] == (x, y + 12.5)
@@ -248,7 +256,7 @@ def test_treated_levels_are_saved(app, store_dir):
     levels = list(slot.annotation.complete_levels[:2])
     app.multiselect(key=widget_key(slot, "treated")).set_value(levels).run()
     assert not app.exception
-    stored = load_annotation(AnnotationStore(folder=store_dir).path_for(slot.opened.store_key))
+    stored = load_annotation(_saved(store_dir, slot))
     assert list(stored.treated_levels) == levels
     table = _table(app, "pre").set_index("Level")
     assert [lvl for lvl in table.index if table.loc[lvl, "Treated"]] == levels
@@ -664,7 +672,7 @@ def test_snap_the_selected_point_back_to_the_edge(app, store_dir):
     slot = _slot(app, "pre")
     assert _error_mm(slot, "L2", "superior_anterior", truth) < 0.5
     assert slot.epoch == epoch + 1  # the editor adopts the snapped point
-    stored = load_annotation(AnnotationStore(folder=store_dir).path_for(slot.opened.store_key))
+    stored = load_annotation(_saved(store_dir, slot))
     assert stored.vertebrae == slot.annotation.vertebrae
     assert any("snapped" in s.value for s in app.success)
     # Undo in the editor sends the previous points back: an ordinary edit, accepted.
@@ -704,7 +712,7 @@ def test_snap_a_vertebra_or_every_level(app, store_dir, button, moves):
     slot = _slot(app, "pre")
     for level, name in moves:
         assert _error_mm(slot, level, name, truth) < 0.5, (level, name)
-    stored = load_annotation(AnnotationStore(folder=store_dir).path_for(slot.opened.store_key))
+    stored = load_annotation(_saved(store_dir, slot))
     assert stored.vertebrae == slot.annotation.vertebrae
     # The moves are listed beside the editor.
     shown = [d.value for d in app.tabs[0].dataframe if "Flag" in d.value.columns]
@@ -726,7 +734,7 @@ def test_propose_a_missing_level(app, store_dir):
     assert slot.annotation.is_complete("L4")
     worst = max(_error_mm(slot, "L4", name, truth) for name in POINT_NAMES)
     assert worst < 2.0
-    stored = load_annotation(AnnotationStore(folder=store_dir).path_for(slot.opened.store_key))
+    stored = load_annotation(_saved(store_dir, slot))
     assert stored.is_complete("L4")
     # L4 now holds points: the buttons offer its empty neighbour below (L5) instead.
     assert app.button(key=widget_key(slot, "propose_below")).label.endswith("L5")

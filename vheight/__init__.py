@@ -77,6 +77,7 @@ __all__ = [
     "load_film",
     "read_film_info",
     "run_batch",
+    "agreement_files",
 ]
 
 # Entry points that pull in pydicom, opencv or pandas are imported on first use,
@@ -85,6 +86,7 @@ _LAZY = {
     "load_film": "vheight.film",
     "read_film_info": "vheight.film",
     "run_batch": "vheight.batch",
+    "agreement_files": "vheight.agreement",
 }
 
 

@@ -34,7 +34,8 @@ def app_server(tmp_path_factory) -> Iterator[AppServer]:
     """The vheight app on a free port, with an empty store."""
     _require_chromium()
     store = tmp_path_factory.mktemp("browser") / "store"
-    server = AppServer(REPO / "app.py", store=store)
+    # One named reader (no name prompt); tests/browser/test_readers_browser.py asks.
+    server = AppServer(REPO / "app.py", store=store, env={"VHEIGHT_READER": "Browser Test"})
     try:
         yield server
     finally:

@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "info",
     "measure",
     "compare",
+    "agreement",
     "batch",
     "refine",
     "report",

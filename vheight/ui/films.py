@@ -245,16 +245,29 @@ def _adopt(annotation: Annotation, opened: OpenedFilm, timepoint: str | None) ->
 
 
 def initial_annotation(
-    opened: OpenedFilm, store: AnnotationStore, timepoint: str | None
+    opened: OpenedFilm, store: AnnotationStore, timepoint: str | None, reader: str | None = None
 ) -> InitialAnnotation:
-    """The annotation ``opened`` starts with: store, then sidecar, else new."""
+    """The annotation ``opened`` starts with: ``reader``'s in the store, then sidecar, else new.
+
+    Another reader's stored landmarks are never used (the reader may copy them
+    on request); a new annotation names ``reader`` as its annotator.
+    """
     notes: list[str] = []
-    path = store.path_for(opened.store_key)
+    path = store.path_for(opened.store_key, reader)
     try:
-        stored = store.load(opened.store_key)
+        found = store.find(opened.store_key, reader)
     except (AnnotationError, OSError) as exc:
-        stored = None
+        found = None
         notes.append(f"The stored annotation {path} could not be read ({exc}); it was not used.")
+    stored = None if found is None else found.annotation
+    if found is not None:
+        path = found.path
+        if found.legacy and reader:
+            by = f" by {found.reader}" if found.reader else ""
+            notes.append(
+                f"These landmarks were saved{by} before readers were named; your changes are "
+                f"saved as {reader}'s."
+            )
     if stored is not None:
         why = _fits(stored, opened.film)
         if why is None:
@@ -282,8 +295,11 @@ def initial_annotation(
                         notes=tuple(notes),
                     )
                 notes.append(f"The sidecar {sidecar.name} was not used: {why}.")
+    fresh = new_annotation(opened, timepoint)
+    if reader:
+        fresh = dataclasses.replace(fresh, annotator=reader)
     return InitialAnnotation(
-        annotation=new_annotation(opened, timepoint),
+        annotation=fresh,
         origin="new",
         source=None,
         notes=tuple(notes),

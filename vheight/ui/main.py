@@ -3,7 +3,7 @@
 Layout
 ------
 - Sidebar: open a film (upload into a timepoint, or the sample series), the
-  reference method of height loss, the annotator's name, where annotations
+  reference method of height loss, the reader, where annotations
   are stored.
 - One tab per timepoint: display controls (window preset, manual window,
   invert), the landmark editor, the level / snapping / treated / calibration
@@ -36,8 +36,9 @@ from vheight.comparison import compare
 from vheight.errors import VHeightError
 from vheight.morphometry import measure
 from vheight.refine import DEFAULT_RADIUS_MM
+from vheight.ui import agreement as agreement_view
 from vheight.ui import comparison as comparison_view
-from vheight.ui import exports, session
+from vheight.ui import exports, readers, session
 from vheight.ui.editor import DisplayImage, landmark_editor, make_display_image
 from vheight.ui.films import MAX_UPLOAD_MB, display_pixels
 from vheight.ui.session import Slot, widget_key
@@ -51,6 +52,7 @@ __all__ = ["main"]
 
 EDITOR_HEIGHT = 660
 COMPARISON = "Comparison"
+AGREEMENT = "Agreement"
 # Layout only (a constant of this module, never data): a tighter page top.
 _PAGE_CSS = """<style>
 [data-testid="stMainBlockContainer"] { padding-top: 2.2rem; padding-bottom: 2rem; }
@@ -92,13 +94,17 @@ def main(*, samples: Path | None = None) -> None:
         initial_sidebar_state="expanded",
     )
     st.html(_PAGE_CSS)
+    readers.init()
     session.init_session(samples=samples)
     _sidebar()
+    if not readers.gate():
+        return
+    readers.header()
     for tp in session.TIMEPOINTS:
         session.sync_editor(tp)
     labels = [session.TIMEPOINT_LABELS[tp] for tp in session.TIMEPOINTS]
     # Lazy tabs: only the open tab runs, so an edit reruns one film's panel.
-    tabs = st.tabs([*labels, COMPARISON], key=session.TAB, on_change="rerun")
+    tabs = st.tabs([*labels, COMPARISON, AGREEMENT], key=session.TAB, on_change="rerun")
     for tab, tp in zip(tabs[:3], session.TIMEPOINTS, strict=True):
         if tab.open:
             with tab:
@@ -112,6 +118,10 @@ def main(*, samples: Path | None = None) -> None:
                 if slot is not None:
                     measurements[tp] = _measure(slot)
             _comparison_tab(measurements)
+    if tabs[4].open:
+        session.drew_other("agreement")
+        with tabs[4]:
+            agreement_view.page()
 
 
 @st.fragment
@@ -189,12 +199,7 @@ def _sidebar() -> None:
             help="Genant grade from the largest height loss: < 20 % normal, 20-25 % mild, "
             "25-40 % moderate, > 40 % severe. A quantitative suggestion for the reader to confirm.",
         )
-        st.text_input(
-            "Annotator",
-            key=session.ANNOTATOR,
-            placeholder="your name or initials",
-            help="Written into new annotations when they are saved",
-        )
+        readers.sidebar()
 
         st.markdown("#### Annotation store")
         st.caption("Every change is saved at once to")
@@ -283,6 +288,8 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
     # (the editor would be mounted again: its view and undo history lost).
     with st.container():
         _show_flashes(timepoint)
+        if slot is not None:
+            readers.copy_offer(slot)
     if slot is None:
         st.info(
             f"No {session.TIMEPOINT_LABELS[timepoint].lower()} film is open. "

@@ -159,6 +159,11 @@ def store() -> AnnotationStore:
     return st.session_state[_STORE]
 
 
+def reader() -> str:
+    """The reader's name (``""`` until they named themselves; see :mod:`vheight.ui.readers`)."""
+    return str(st.session_state.get(ANNOTATOR, "") or "").strip()
+
+
 def samples_folder() -> Path | None:
     return st.session_state.get(_SAMPLES)
 
@@ -274,7 +279,7 @@ def _default_level(annotation: Annotation) -> str:
 
 def open_into(timepoint: str, opened: OpenedFilm) -> Slot:
     """Open ``opened`` at ``timepoint`` with its stored / sidecar / new annotation."""
-    initial = initial_annotation(opened, store(), timepoint)
+    initial = initial_annotation(opened, store(), timepoint, reader=reader() or None)
     slot = Slot(
         timepoint=timepoint,
         opened=opened,
@@ -323,20 +328,21 @@ def commit(
     When the save fails the annotation stays current (so nothing typed is
     lost in this session) and an error says where saving failed.
     """
-    annotator = str(st.session_state.get(ANNOTATOR, "") or "").strip()
+    annotator = reader()
     changes: dict[str, Any] = {"modified": now_iso()}
-    if annotator and not annotation.annotator:
-        changes["annotator"] = annotator
+    if annotator:
+        changes["annotator"] = annotator  # the reader's own annotation, never another's
     annotation = dataclasses.replace(annotation, **changes)
     saved_to = slot.saved_to
+    key = slot.opened.store_key
     try:
-        saved_to = store().save(slot.opened.store_key, annotation)
+        saved_to = store().save(key, annotation, reader=annotator or None)
     except (OSError, VHeightError) as exc:
         flash(
             slot.timepoint,
             "error",
-            f"Could not save the annotation to {store().path_for(slot.opened.store_key)}: {exc}. "
-            "Download it from the Annotation panel to keep a copy.",
+            f"Could not save the annotation to {store().path_for(key, annotator or None)}: "
+            f"{exc}. Download it from the Annotation panel to keep a copy.",
         )
     update: dict[str, Any] = {"annotation": annotation, "saved_to": saved_to}
     if ack is not None:
