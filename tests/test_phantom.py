@@ -637,3 +637,105 @@ def test_any_set_of_fractures_has_its_exact_loss_and_type(seed, fractures):
         assert max(losses, key=losses.get) == named
         # the body stays a body: positive heights, endplates that do not cross
         assert min(v.anterior_height_mm, v.middle_height_mm, v.posterior_height_mm) > 3.0
+
+
+# -- realism: spurs, doubled endplates, deep concavities, osteoporosis, overlap --------------
+
+REAL_LEVELS = ("L1", "L2", "L3")
+REAL = dict(rows=1000, columns=700, row_spacing_mm=0.25, col_spacing_mm=0.25, levels=REAL_LEVELS)
+
+
+def _profile_along(pixels, start, direction, length_px, step=0.5):
+    t = np.arange(0.0, length_px, step)
+    xs = start[0] + t * direction[0]
+    ys = start[1] + t * direction[1]
+    return cv2.remap(
+        pixels.astype(np.float32),
+        xs.astype(np.float32)[None, :],
+        ys.astype(np.float32)[None, :],
+        cv2.INTER_LINEAR,
+    )[0]
+
+
+def test_realism_off_leaves_films_and_uids_as_before():
+    spec = FilmSpec(**REAL)
+    assert spec.identity() == repr(spec).replace(", realism=None)", ")")
+    assert "realism" not in spec.identity()
+    from vheight.phantom import spec_to_dict
+
+    assert "realism" not in spec_to_dict(spec)
+
+
+def test_realism_validation_names_the_problem():
+    from vheight.phantom import EndplateFeature, Realism
+
+    with pytest.raises(ValueError, match="superior or inferior"):
+        EndplateFeature(level="L1", endplate="middle", mm=1.0)
+    with pytest.raises(ValueError, match="0 to 8 mm"):
+        EndplateFeature(level="L1", endplate="superior", mm=12.0)
+    with pytest.raises(ValueError, match="at most one per endplate"):
+        Realism(osteophytes=("L1:superior:2", "L1:superior:3"))
+    with pytest.raises(ValueError, match=r"realism features at \['T6'\]"):
+        FilmSpec(**REAL, realism=Realism(concavities=("T6:inferior:1",)))
+
+
+def test_spur_adds_bone_beyond_the_true_corner_which_stays_on_the_outline():
+    from vheight.phantom import Realism
+
+    plain = render_film(FilmSpec(**REAL, seed=4))
+    spur = render_film(FilmSpec(**REAL, seed=4, realism=Realism(osteophytes=("L2:superior:4",))))
+    assert plain.landmarks == spur.landmarks  # the corner follows the body, not the spur
+    sa = np.array(spur.landmarks["L2"]["superior_anterior"])
+    sp = np.array(spur.landmarks["L2"]["superior_posterior"])
+    out = (sa - sp) / np.linalg.norm(sa - sp)  # anterior, along the endplate
+    up = np.array([out[1], -out[0]]) if out[0] > 0 else np.array([-out[1], out[0]])
+    # 1.5 mm beyond the corner, slightly towards the disc: bone with the spur only
+    probe = sa + out * (1.5 / 0.25) + up * (0.3 / 0.25)
+    x, y = np.round(probe).astype(int)
+    window = (slice(y - 1, y + 2), slice(x - 1, x + 2))
+    gain = spur.pixels[window].astype(float).mean() - plain.pixels[window].astype(float).mean()
+    assert gain > 0.03 * (1 << 12)
+
+
+def test_doubled_endplate_shows_two_edges_with_the_truth_midway():
+    from vheight.phantom import Realism
+
+    film = render_film(
+        FilmSpec(**REAL, seed=5, dose=4.0, realism=Realism(doubled=("L2:superior:2.4",)))
+    )
+    sm = np.array(film.landmarks["L2"]["superior_middle"])
+    im = np.array(film.landmarks["L2"]["inferior_middle"])
+    up = (sm - im) / np.linalg.norm(sm - im)
+    start = sm - up * (3.0 / 0.25)
+    profile = _profile_along(film.pixels, start, up, 6.0 / 0.25)
+    smooth = cv2.GaussianBlur(profile[None, :].astype(np.float32), (0, 0), 1.0)[0]
+    fall = -np.diff(smooth)  # bright bone to dark disc, going up
+    peaks = [i for i in range(1, fall.size - 1) if fall[i] >= fall[i - 1] and fall[i] > fall[i + 1]]
+    strong = sorted(peaks, key=lambda i: -fall[i])[:2]
+    offsets_mm = sorted((i + 0.5) * 0.5 * 0.25 - 3.0 for i in strong)
+    assert offsets_mm[1] - offsets_mm[0] == pytest.approx(2.4, abs=0.6)
+    assert 0.5 * (offsets_mm[0] + offsets_mm[1]) == pytest.approx(0.0, abs=0.5)
+
+
+def test_concavity_sets_the_true_middle_point_and_height():
+    from vheight.phantom import Realism
+
+    spec = FilmSpec(**REAL, seed=6, realism=Realism(concavities=("L2:superior:2.0",)))
+    v = build_spine(spec).by_level("L2")
+    assert v.concavity_sup_mm == pytest.approx(2.0)
+    truth = render_film(spec).truth["L2"]
+    half = (truth.anterior_height_mm + truth.posterior_height_mm) / 2
+    assert truth.middle_height_mm == pytest.approx(half - 2.0 - v.concavity_inf_mm, abs=1e-9)
+
+
+def test_typical_realism_is_deterministic_and_renders():
+    from vheight.phantom import Realism
+
+    a = Realism.typical(9, REAL_LEVELS)
+    assert a == Realism.typical(9, REAL_LEVELS)
+    assert all(1.5 <= s.mm <= 5.0 for s in a.osteophytes)
+    assert all(0.5 <= c.mm <= 2.0 for c in a.concavities)
+    film = render_film(FilmSpec(**REAL, seed=9, realism=a))
+    assert film.pixels.shape == (1000, 700)
+    low = a.low_contrast_levels[0]
+    assert low in REAL_LEVELS

@@ -18,13 +18,13 @@ from vheight.errors import AnnotationError, ImageReadError
 from vheight.refine import (
     DEFAULT_RADIUS_MM,
     RefineFlag,
-    _find_edges,
     predict_level,
     propose_level,
     refine_annotation,
     refine_point,
     search_spacing,
 )
+from vheight.refine.edges import find_edges
 
 # -- a synthetic lateral film: bright-rimmed vertebral bodies, blur and noise ------------------
 
@@ -165,8 +165,8 @@ def gaussian(t, centre, sigma=0.5):
         ),
     ],
 )
-def test_find_edges(fall, flag, offset):
-    (edge,) = _find_edges(fall[None, :], T, threshold=0.5)
+def testfind_edges(fall, flag, offset):
+    (edge,) = find_edges(fall[None, :], T, threshold=0.5)
     assert edge.flag == flag
     if offset is not None:
         assert edge.offset == pytest.approx(offset, abs=0.01)
@@ -180,8 +180,8 @@ def test_a_fall_without_an_intensity_drop_is_not_an_edge():
     lobe = gaussian(T, 0.0)
     flat = np.full_like(T, 0.5)
     step = 0.5 - 0.5 * np.tanh(T / 0.4)  # falls outwards by 1.0 around t = 0
-    (no_drop,) = _find_edges(lobe[None, :], T, 0.5, level=flat[None, :])
-    (real,) = _find_edges(lobe[None, :], T, 0.5, level=step[None, :])
+    (no_drop,) = find_edges(lobe[None, :], T, 0.5, level=flat[None, :])
+    (real,) = find_edges(lobe[None, :], T, 0.5, level=step[None, :])
     assert no_drop.flag == RefineFlag.WEAK_EDGE
     assert real.flag is None and real.offset == pytest.approx(0.0, abs=0.01)
 

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from vheight.annotation import load_annotation, save_annotation
     from vheight.cli._output import emit_csv, emit_json, emit_table
     from vheight.film import load_film
-    from vheight.refine import propose_level_result, refine_annotation
+    from vheight.refine import NOTE_FLAGS, propose_level_result, refine_annotation
 
     annotation_path = Path(args.annotation)
     annotation = load_annotation(annotation_path)
@@ -137,10 +137,12 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"vheight refine: warning: {warning}", file=sys.stderr)
     moved = sum(1 for m in moves if m["moved"])
-    flagged = sum(1 for m in moves if m["flag"])
+    flagged = sum(1 for m in moves if m["flag"] and m["flag"] not in NOTE_FLAGS)
+    noted = sum(1 for m in moves if m["flag"] in NOTE_FLAGS)
     where = f"written to {out_path}" if out_path else "not written (give --out FILE)"
     print(
-        f"vheight refine: {moved} of {len(moves)} point(s) moved, {flagged} flagged; "
+        f"vheight refine: {moved} of {len(moves)} point(s) moved, {flagged} flagged, "
+        f"{noted} placed by a convention (doubled, spur_excluded); "
         f"annotation {where}",
         file=sys.stderr,
     )
@@ -168,7 +170,11 @@ def register(subparsers: Any) -> None:
             "(corners to the corner of the body outline, middle points midway between the "
             "corners on the endplate) and print how far each moved. Points without a clear "
             "edge within the radius are left alone and flagged (weak_edge, ambiguous_edge, "
-            "weak_wall_edge: moved across the endplate only, outside_image). With --propose "
+            "weak_wall_edge: moved across the endplate only, outside_image, unstable: "
+            "snapping again kept moving it, spacing_out_of_range); points placed by a "
+            "convention say so (doubled: midway between two endplate contours, "
+            "spur_excluded: corner on the body's outline, not on an osteophyte). A proposal "
+            "extrapolated from levels on one side only is flagged extrapolated. With --propose "
             "LEVEL, the six landmarks of LEVEL are predicted from the complete levels "
             "(position, orientation and size trend) and snapped. The refined annotation "
             "is written only with --out (which may be ANNOTATION itself)."
@@ -184,9 +190,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--radius-mm",
         type=_positive,
-        default=3.0,
+        default=4.0,
         metavar="R",
-        help="search radius around each landmark, mm (default 3)",
+        help="search radius around each landmark, mm (default 4)",
     )
     parser.add_argument(
         "--levels",

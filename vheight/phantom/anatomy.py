@@ -23,7 +23,7 @@ left is the mirror image ``x -> columns - 1 - x``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from vheight.phantom.spec import (
     FilmSpec,
     Fracture,
     FractureKind,
+    Realism,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "make_patient",
     "solve_heights",
     "build_spine",
+    "with_realism",
 ]
 
 POINT_NAMES: tuple[str, ...] = (
@@ -269,6 +271,11 @@ class Vertebra:
     lumbar: float  # 0 thoracic .. 1 lumbar (shape of posterior elements)
     angle_deg: float  # rotation of the local frame in the patient frame
     origin_mm: tuple[float, float]  # local origin in the patient frame
+    osteophyte_sup_mm: float = 0.0  # anterior spur at the superior endplate
+    osteophyte_inf_mm: float = 0.0
+    doubled_sup_mm: float = 0.0  # distance between the two projected rims
+    doubled_inf_mm: float = 0.0
+    density: float = 1.0  # bone density factor (osteoporotic < 1)
 
     # -- local geometry -----------------------------------------------------------
 
@@ -309,8 +316,13 @@ class Vertebra:
             v = v - 0.25 * np.sin(2 * np.pi * t) * _profile(t, 1.0)
         return np.column_stack([t * d / 2, v])
 
-    def outline_local(self) -> np.ndarray:
-        """Closed outline of the body (outer cortex), (n, 2), mm."""
+    def outline_local(self, shift_sup_mm: float = 0.0, shift_inf_mm: float = 0.0) -> np.ndarray:
+        """Closed outline of the body (outer cortex), (n, 2), mm.
+
+        ``shift_sup_mm`` / ``shift_inf_mm`` move the superior / inferior
+        endplate along ``v`` (down), the walls following linearly: one rim of a
+        doubled endplate contour.
+        """
         d, ha, hp = self.depth_mm, self.anterior_height_mm, self.posterior_height_mm
         s = np.linspace(0.0, 1.0, 24)[1:-1]
         waist_a = (
@@ -318,7 +330,44 @@ class Vertebra:
         )
         anterior = np.column_stack([d / 2 - waist_a * 4 * s * (1 - s), -ha + ha * s])
         posterior = np.column_stack([-d / 2 + 0.7 * 4 * s * (1 - s), -hp * s])
-        return np.vstack([self.superior_endplate(), anterior, self.inferior_endplate(), posterior])
+        out = np.vstack([self.superior_endplate(), anterior, self.inferior_endplate(), posterior])
+        if shift_sup_mm or shift_inf_mm:
+            return self.shifted(out, shift_sup_mm, shift_inf_mm)
+        return out
+
+    def shifted(self, pts: np.ndarray, shift_sup_mm: float, shift_inf_mm: float) -> np.ndarray:
+        """Local points moved with the endplates (see :meth:`outline_local`)."""
+        d, ha, hp = self.depth_mm, self.anterior_height_mm, self.posterior_height_mm
+        pts = np.array(pts, dtype=float)
+        height = hp + (ha - hp) * np.clip(pts[:, 0] / d + 0.5, 0.0, 1.0)
+        w_sup = np.clip(-pts[:, 1] / height, 0.0, 1.0)
+        pts[:, 1] += shift_sup_mm * w_sup + shift_inf_mm * (1.0 - w_sup)
+        return pts
+
+    def osteophytes_local(self) -> list[np.ndarray]:
+        """Outlines of the anterior spurs (beaks reaching anteriorly and towards
+        the disc from the anterior corners), mm; they overlap the body."""
+        d, ha = self.depth_mm, self.anterior_height_mm
+        out = []
+        for length, corner_v, toward in (
+            (self.osteophyte_sup_mm, -ha, -1.0),
+            (self.osteophyte_inf_mm, 0.0, 1.0),
+        ):
+            if length <= 0:
+                continue
+            el = float(length)
+            shape = np.array(
+                [
+                    (-0.4, -(1.2 + 0.6 * el)),  # on the wall, below (above) the corner
+                    (0.45 * el, -0.1 * el),
+                    (0.8 * el, 0.45 * el),  # the tip, towards the disc
+                    (0.3 * el, 0.22 * el),
+                    (-(0.8 + 0.35 * el), 0.25),  # on the endplate, inside the corner
+                    (-(0.8 + 0.35 * el), -1.5),
+                ]
+            )
+            out.append(np.column_stack([d / 2 + shape[:, 0], corner_v + toward * shape[:, 1]]))
+        return out
 
     def posterior_elements_local(self) -> dict[str, np.ndarray]:
         """Pedicle, articular pillar with lamina, spinous process: outlines, mm."""
@@ -416,6 +465,29 @@ class Spine:
         return tuple(v for v in self.vertebrae if v.annotated)
 
 
+def with_realism(patient: Patient, realism: Realism | None) -> Patient:
+    """The patient with the endplate concavities that ``realism`` sets."""
+    if realism is None or not realism.concavities:
+        return patient
+    sup = dict(patient.concavity_sup_mm)
+    inf = dict(patient.concavity_inf_mm)
+    for c in realism.concavities:
+        (sup if c.endplate == "superior" else inf)[c.level] = c.mm
+    return replace(patient, concavity_sup_mm=sup, concavity_inf_mm=inf)
+
+
+def _realism_fields(realism: Realism | None, level: str) -> dict[str, float]:
+    if realism is None:
+        return {}
+    return {
+        "osteophyte_sup_mm": realism.feature("osteophytes", level, "superior"),
+        "osteophyte_inf_mm": realism.feature("osteophytes", level, "inferior"),
+        "doubled_sup_mm": realism.feature("doubled", level, "superior"),
+        "doubled_inf_mm": realism.feature("doubled", level, "inferior"),
+        "density": realism.low_contrast if level in realism.low_contrast_levels else 1.0,
+    }
+
+
 def _split_concavity(
     level: str, total: float, fracture: Fracture | None, patient: Patient
 ) -> tuple[float, float]:
@@ -434,7 +506,7 @@ def build_spine(spec: FilmSpec, patient: Patient | None = None) -> Spine:
     the origin, then leaned by ``patient.tilt_deg``; :mod:`.render` places it
     on the film.
     """
-    patient = patient or make_patient(spec.seed)
+    patient = with_realism(patient or make_patient(spec.seed), spec.realism)
     first = LEVELS.index(spec.levels[0])
     last = LEVELS.index(spec.levels[-1])
     drawn = [
@@ -481,6 +553,7 @@ def build_spine(spec: FilmSpec, patient: Patient | None = None) -> Spine:
                 disc_above_mm=float(np.mean(disc_above)) * patient.scale,
                 disc_below_mm=float(np.mean(disc_below)) * patient.scale,
                 lumbar=lumbar,
+                **_realism_fields(spec.realism, lv),
             )
         )
 

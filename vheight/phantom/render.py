@@ -401,6 +401,62 @@ def _ribs(
     a += cv2.GaussianBlur(ribs, (0, 0), 0.6)
 
 
+def _overlap(
+    spec: FilmSpec, spine: Spine, place: _Placement, rng: np.random.Generator, a: np.ndarray
+) -> None:
+    """Rib shadows and bowel gas across the annotated bodies (``spec.realism``)."""
+    realism = spec.realism
+    assert realism is not None
+    mm = (place.row_mm + place.col_mm) / 2
+    rows, cols = a.shape
+    bodies = [place.px(v.to_patient(v.outline_local())) for v in spine.annotated]
+    if realism.rib_bands:
+        canvas = np.zeros(a.shape, np.uint8)
+        for _ in range(realism.rib_bands):
+            outline = bodies[int(rng.integers(0, len(bodies)))]
+            centre = outline.mean(axis=0) + rng.uniform(-0.35, 0.35, 2) * np.ptp(outline, axis=0)
+            angle = math.radians(rng.uniform(15.0, 40.0)) * (1 if rng.uniform() < 0.5 else -1)
+            bend = rng.uniform(-25.0, 25.0) / mm
+            t = np.linspace(-1.0, 1.0, 40)[:, None]
+            half = 70.0 / mm
+            along = np.array([math.cos(angle), math.sin(angle)])
+            across = np.array([-along[1], along[0]])
+            curve = centre + t * half * along + (1 - t**2) * bend * across
+            cv2.polylines(
+                canvas,
+                [np.round(curve * 4).astype(np.int32).reshape(-1, 1, 2)],
+                False,
+                1,
+                thickness=max(2, int(round(rng.uniform(8.0, 11.0) / mm))),
+                lineType=cv2.LINE_8,
+                shift=2,
+            )
+        d = cv2.distanceTransform(canvas, cv2.DIST_L2, 3) * mm
+        cortex = np.exp(-(((d - 0.7) / 0.7) ** 2))
+        ribs = (0.06 * canvas + 0.08 * cortex * canvas).astype(np.float32)
+        a += cv2.GaussianBlur(ribs, (0, 0), 0.6)
+    for _ in range(realism.gas_blobs):
+        outline = bodies[int(rng.integers(0, len(bodies)))]
+        bx, by = outline.mean(axis=0) + rng.uniform(-0.5, 0.5, 2) * np.ptp(outline, axis=0)
+        ra, rb = rng.uniform(6.0, 18.0) / mm, rng.uniform(5.0, 12.0) / mm
+        reach = 1.2 * max(ra, rb)
+        x0, x1 = int(max(0, bx - reach)), int(min(cols, bx + reach + 1))
+        y0, y1 = int(max(0, by - reach)), int(min(rows, by + reach + 1))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        ang = rng.uniform(0, math.pi)
+        du = (xx - bx) * math.cos(ang) + (yy - by) * math.sin(ang)
+        dv = -(xx - bx) * math.sin(ang) + (yy - by) * math.cos(ang)
+        rr = np.sqrt((du / ra) ** 2 + (dv / rb) ** 2)
+        theta = np.arctan2(dv / rb, du / ra)
+        p1, p2 = rng.uniform(0, 2 * math.pi, 2)
+        rr = rr * (1 + 0.16 * np.sin(3 * theta + p1) + 0.09 * np.sin(5 * theta + p2))
+        blob = rng.uniform(8.0, 22.0) * (1 - _smoothstep((rr - 0.5) / 0.7))
+        a[y0:y1, x0:x1] -= MU_SOFT * blob.astype(np.float32)
+    np.maximum(a, 0.0, out=a)
+
+
 @functools.lru_cache(maxsize=48)
 def _texture_patch(
     seed: int, level: str, res: float = 0.15
@@ -442,7 +498,8 @@ def _vertebra(
     to_px = _affine_compose(place.patient_to_px, v.local_affine())
     outline = _apply(to_px, v.outline_local())
     parts = {k: _apply(to_px, p) for k, p in v.posterior_elements_local().items()}
-    allpts = np.vstack([outline, *parts.values()])
+    spur_px = [_apply(to_px, p) for p in v.osteophytes_local()]
+    allpts = np.vstack([outline, *parts.values(), *spur_px])
     margin = 4.0 / mm
     x0 = int(max(0, math.floor(allpts[:, 0].min() - margin)))
     y0 = int(max(0, math.floor(allpts[:, 1].min() - margin)))
@@ -456,18 +513,11 @@ def _vertebra(
     local_to_ss = _affine_compose(roi, to_px)
     ssmm = mm / SS
 
-    body = _fill((h, w), [_apply(local_to_ss, v.outline_local())])
-    d_body = cv2.distanceTransform(body, cv2.DIST_L2, 5) * ssmm - 0.5 * ssmm
-    # lateral path length: rounded near the edges of the body
-    s = np.clip(d_body / 6.0, 0, 1)
-    path = np.sqrt(1 - (1 - s) ** 2)
-    # the body is rounded in front (kidney-shaped cross-section): the lateral
-    # path through it shortens towards the anterior wall
+    spurs = [_apply(local_to_ss, p) for p in v.osteophytes_local()]
     inv = cv2.invertAffineTransform(local_to_ss).astype(np.float32)
     gx = np.arange(w, dtype=np.float32)[None, :]
     gy = np.arange(h, dtype=np.float32)[:, None]
     xi = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) / (v.depth_mm / 2)
-    path *= 0.72 + 0.28 * np.sqrt(np.clip(1 - np.clip(xi, 0, 1) ** 2, 0, 1))
     tex, res, (u0, v0) = _texture_patch(patient.texture_seed, v.level, max(0.15, round(ssmm, 2)))
     tex_to_local = np.array([[res, 0, u0], [0, res, v0]])
     m_tex = _affine_compose(local_to_ss, tex_to_local)
@@ -475,27 +525,51 @@ def _vertebra(
         tex, m_tex, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
     )
     width_factor = v.width_mm / 45.0
-    trab = 0.33 * width_factor * path * (1 + tex_ss)
-    rim = 0.13 * np.exp(-0.5 * ((d_body - 0.5) / 0.4) ** 2)
-    dens = (trab + rim) * body
+    # A doubled endplate: the body drawn twice, its endplates moved half the
+    # distance between the rims either way, at half weight (the landmarks sit
+    # midway); otherwise once.
+    sup, inf = v.doubled_sup_mm / 2, v.doubled_inf_mm / 2
+    variants = [(0.0, 0.0, 1.0)] if not (sup or inf) else [(-sup, -inf, 0.5), (sup, inf, 0.5)]
+    dens = np.zeros((h, w), np.float32)
+    body = np.zeros((h, w), np.uint8)
+    d_body = np.full((h, w), -np.inf, np.float32)
+    for shift_sup, shift_inf, weight in variants:
+        part = _fill((h, w), [_apply(local_to_ss, v.outline_local(shift_sup, shift_inf))])
+        for spur in spurs:  # one at a time: overlapping polygons of one call cancel out
+            part = np.maximum(part, _fill((h, w), [spur]))
+        d_part = cv2.distanceTransform(part, cv2.DIST_L2, 5) * ssmm - 0.5 * ssmm
+        # lateral path length: rounded near the edges of the body
+        s = np.clip(d_part / 6.0, 0, 1)
+        path = np.sqrt(1 - (1 - s) ** 2)
+        # the body is rounded in front (kidney-shaped cross-section): the lateral
+        # path through it shortens towards the anterior wall
+        path *= 0.72 + 0.28 * np.sqrt(np.clip(1 - np.clip(xi, 0, 1) ** 2, 0, 1))
+        trab = 0.33 * width_factor * path * (1 + tex_ss)
+        rim = 0.13 * np.exp(-0.5 * ((d_part - 0.5) / 0.4) ** 2)
+        layer = (trab + rim) * part
 
-    # endplates seen edge-on: a bright band just inside each endplate
-    plates = np.zeros((h, w), np.uint8)
-    thick = max(1, int(round(0.8 / ssmm)))
-    for curve, inward in ((v.superior_endplate(), 1.0), (v.inferior_endplate(), -1.0)):
-        c = curve.copy()
-        c[:, 1] += inward * 0.45
-        pts = _apply(local_to_ss, c)
-        cv2.polylines(
-            plates,
-            [np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)],
-            False,
-            1,
-            thickness=thick,
-            lineType=cv2.LINE_8,
-            shift=2,
-        )
-    dens += 0.30 * width_factor * plates * body
+        # endplates seen edge-on: a bright band just inside each endplate
+        plates = np.zeros((h, w), np.uint8)
+        thick = max(1, int(round(0.8 / ssmm)))
+        for curve, inward in ((v.superior_endplate(), 1.0), (v.inferior_endplate(), -1.0)):
+            c = v.shifted(curve, shift_sup, shift_inf)
+            c[:, 1] += inward * 0.45
+            pts = _apply(local_to_ss, c)
+            cv2.polylines(
+                plates,
+                [np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)],
+                False,
+                1,
+                thickness=thick,
+                lineType=cv2.LINE_8,
+                shift=2,
+            )
+        layer += 0.30 * width_factor * plates * part
+        dens += weight * layer
+        body = np.maximum(body, part)
+        d_body = np.maximum(d_body, d_part)
+    if v.density != 1.0:
+        dens *= v.density
 
     if v.fracture is not None:
         # compacted, sclerotic trabeculae under the collapsed endplate
@@ -698,6 +772,10 @@ def render_film(spec: FilmSpec) -> PhantomFilm:
 
     a, body = _soft_tissue(spec, spine, place, rng)
     _ribs(spec, spine, place, rng, a)
+    if spec.realism is not None:
+        # its own generator: the rest of the film is drawn as without realism
+        extra = np.random.default_rng([spec.resolved_acquisition_seed, 21])
+        _overlap(spec, spine, place, extra, a)
     for v in spine.vertebrae:
         _vertebra(v, spec, place, patient, a, v.level in spec.cement_levels, patient.cement_seed)
 

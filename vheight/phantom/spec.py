@@ -26,6 +26,8 @@ __all__ = [
     "Compression",
     "NAMED_HEIGHT",
     "Fracture",
+    "EndplateFeature",
+    "Realism",
     "FilmSpec",
     "parse_fracture",
     "parse_levels",
@@ -173,6 +175,161 @@ class Fracture:
         return f"{self.level}:{self.kind.value}:{self.loss_pct:g}"
 
 
+ENDPLATES: tuple[str, ...] = ("superior", "inferior")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndplateFeature:
+    """A size in millimetres attached to one endplate of one level.
+
+    Used for an anterior osteophyte (``mm``: how far the spur reaches beyond
+    the corner), a doubled endplate contour (``mm``: the distance between the
+    two projected rims) and an endplate concavity (``mm``: depth at the
+    middle below the chord of the corners).
+    """
+
+    level: str
+    endplate: str
+    mm: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level", str(self.level).upper())
+        object.__setattr__(self, "endplate", str(self.endplate).lower())
+        if self.level not in DRAWABLE_LEVELS:
+            raise ValueError(
+                f"endplate feature at {self.level!r}: the phantom draws "
+                f"{DRAWABLE_LEVELS[0]} to {DRAWABLE_LEVELS[-1]}"
+            )
+        if self.endplate not in ENDPLATES:
+            raise ValueError(
+                f"endplate feature at {self.level}: endplate must be superior or inferior, "
+                f"found {self.endplate!r}"
+            )
+        mm = float(self.mm)
+        if not (math.isfinite(mm) and 0.0 <= mm <= 8.0):
+            raise ValueError(
+                f"endplate feature at {self.level} {self.endplate}: size must be 0 to 8 mm, "
+                f"found {self.mm!r}"
+            )
+        object.__setattr__(self, "mm", mm)
+
+    def __str__(self) -> str:
+        return f"{self.level}:{self.endplate}:{self.mm:g}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Realism:
+    """What real lateral films show and a clean phantom does not (all off by default).
+
+    Parameters
+    ----------
+    osteophytes
+        Anterior osteophyte spurs: at the anterior corner of the endplate,
+        reaching ``mm`` beyond it, anteriorly and towards the disc.  The true
+        corner stays on the body's outline (measurements.md: spurs excluded).
+    doubled
+        Doubled endplate contours (an endplate seen slightly obliquely, its
+        two rims projected ``mm`` apart along the body's axis).  The true
+        points lie midway between the two contours.
+    concavities
+        Endplate concavities at the middle, mm (replacing the patient's
+        0.35 to 0.85 mm); the true middle point sits at the deepest point.
+    low_contrast_levels
+        Levels of lower bone density (osteoporotic): their bone attenuates
+        ``low_contrast`` times as much.
+    low_contrast
+        Density factor of the low-contrast levels.
+    rib_bands
+        Rib shadows drawn across the annotated bodies (oblique bands).
+    gas_blobs
+        Bowel gas blobs drawn over the annotated bodies.
+    """
+
+    osteophytes: tuple[EndplateFeature, ...] = ()
+    doubled: tuple[EndplateFeature, ...] = ()
+    concavities: tuple[EndplateFeature, ...] = ()
+    low_contrast_levels: tuple[str, ...] = ()
+    low_contrast: float = 0.55
+    rib_bands: int = 0
+    gas_blobs: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("osteophytes", "doubled", "concavities"):
+            values = tuple(
+                v if isinstance(v, EndplateFeature) else _parse_feature(str(v))
+                for v in getattr(self, name)
+            )
+            keys = [(v.level, v.endplate) for v in values]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"{name}: at most one per endplate")
+            object.__setattr__(self, name, values)
+        object.__setattr__(
+            self, "low_contrast_levels", tuple(str(v).upper() for v in self.low_contrast_levels)
+        )
+        if not 0.2 <= float(self.low_contrast) <= 1.0:
+            raise ValueError(f"low_contrast must be 0.2 to 1, found {self.low_contrast!r}")
+        for name in ("rib_bands", "gas_blobs"):
+            if not 0 <= int(getattr(self, name)) <= 12:
+                raise ValueError(f"{name} must be 0 to 12, found {getattr(self, name)!r}")
+
+    def feature(self, kind: str, level: str, endplate: str) -> float:
+        """Size (mm) of feature ``kind`` (osteophytes, doubled, concavities) there, or 0."""
+        for v in getattr(self, kind):
+            if v.level == level and v.endplate == endplate:
+                return v.mm
+        return 0.0
+
+    def levels(self) -> set[str]:
+        """Every level a feature names."""
+        out = {v.level for k in ("osteophytes", "doubled", "concavities") for v in getattr(self, k)}
+        return out | set(self.low_contrast_levels)
+
+    @classmethod
+    def typical(cls, seed: int, levels: tuple[str, ...]) -> Realism:
+        """A film of an older patient: spurs, doubled contours, deep concavities,
+        one osteoporotic level, ribs and gas across the spine (drawn from ``seed``)."""
+        import numpy as np
+
+        rng = np.random.default_rng([int(seed), 20])
+        spurs, doubled, concave = [], [], []
+        for level in levels:
+            for endplate in ENDPLATES:
+                if rng.uniform() < 0.45:
+                    spurs.append(
+                        EndplateFeature(level=level, endplate=endplate, mm=rng.uniform(1.5, 5.0))
+                    )
+                if rng.uniform() < 0.3:
+                    doubled.append(
+                        EndplateFeature(level=level, endplate=endplate, mm=rng.uniform(0.8, 2.5))
+                    )
+                concave.append(
+                    EndplateFeature(level=level, endplate=endplate, mm=rng.uniform(0.5, 2.0))
+                )
+        low = (levels[int(rng.integers(0, len(levels)))],)
+        return cls(
+            osteophytes=tuple(spurs),
+            doubled=tuple(doubled),
+            concavities=tuple(concave),
+            low_contrast_levels=low,
+            rib_bands=int(rng.integers(2, 5)),
+            gas_blobs=int(rng.integers(2, 6)),
+        )
+
+
+def _parse_feature(text: str) -> EndplateFeature:
+    """``"L2:superior:3"`` -> ``EndplateFeature(level="L2", endplate="superior", mm=3)``."""
+    parts = [p.strip() for p in text.split(":")]
+    if len(parts) != 3:
+        raise ValueError(
+            f"endplate feature {text!r}: expected LEVEL:ENDPLATE:MM, e.g. L2:superior:3"
+        )
+    try:
+        mm = float(parts[2])
+    except ValueError:
+        raise ValueError(f"endplate feature {text!r}: the size must be a number of mm") from None
+    return EndplateFeature(level=parts[0], endplate=parts[1], mm=mm)
+
+
 _FRACTURE_RE = re.compile(r"^\s*([TtLl]\d{1,2})\s*:\s*([A-Za-z]+)\s*:\s*([0-9.]+)\s*%?\s*$")
 
 
@@ -269,6 +426,9 @@ class FilmSpec:
         StudyInstanceUID, so films sharing it share the study.
     series_number, instance_number
         Written as is.
+    realism
+        Osteophytes, doubled endplates, deep concavities, osteoporotic levels,
+        ribs and gas over the spine (:class:`Realism`); None draws none.
     """
 
     seed: int = 0
@@ -301,6 +461,7 @@ class FilmSpec:
     study_key: str | None = None
     series_number: int = 1
     instance_number: int = 1
+    realism: Realism | None = None
 
     def __post_init__(self) -> None:
         errors: list[str] = []
@@ -367,6 +528,12 @@ class FilmSpec:
             if stray:
                 errors.append(f"{name} {stray} are not among the levels {list(levels)}")
         object.__setattr__(self, "shift_mm", (float(self.shift_mm[0]), float(self.shift_mm[1])))
+        if self.realism is not None:
+            stray = sorted(self.realism.levels() - set(levels))
+            if stray:
+                errors.append(
+                    f"realism features at {stray} are not among the levels {list(levels)}"
+                )
         if self.modality is Modality.DX and self.spacing_tags in (
             SpacingTags.PIXEL,
             SpacingTags.NONE,
@@ -406,6 +573,15 @@ class FilmSpec:
             if f.level == level:
                 return f
         return None
+
+    def identity(self) -> str:
+        """A text naming this film (seeds its UIDs): the repr, without the
+        ``realism`` field when it is off, so that films without it keep the
+        UIDs they had before the field existed."""
+        text = repr(self)
+        if self.realism is None:
+            text = text.replace(", realism=None)", ")")
+        return text
 
     def replace(self, **changes: object) -> FilmSpec:
         """A copy with some fields changed (validated again)."""

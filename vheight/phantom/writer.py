@@ -32,7 +32,7 @@ from vheight import __version__
 from vheight.annotation import Annotation, ImageRef, save_annotation, sidecar_path
 from vheight.files import write_atomic
 from vheight.phantom.render import PhantomFilm, header_spacing, render_film
-from vheight.phantom.spec import Compression, FilmSpec, Modality, Photometric
+from vheight.phantom.spec import Compression, FilmSpec, Modality, Photometric, Realism
 
 __all__ = ["WrittenFilm", "film_dataset", "film_annotation", "write_film", "spec_to_dict"]
 
@@ -94,12 +94,28 @@ def spec_to_dict(spec: FilmSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in spec.__dataclass_fields__:
         value = getattr(spec, name)
+        if name == "realism":
+            if value is not None:
+                out[name] = _realism_to_dict(value)
+            continue
         if hasattr(value, "value"):
             value = value.value
         elif isinstance(value, tuple):
             value = [str(v) if not isinstance(v, (int, float, str)) else v for v in value]
         out[name] = value
     return out
+
+
+def _realism_to_dict(realism: Realism) -> dict[str, Any]:
+    return {
+        "osteophytes": [str(v) for v in realism.osteophytes],
+        "doubled": [str(v) for v in realism.doubled],
+        "concavities": [str(v) for v in realism.concavities],
+        "low_contrast_levels": list(realism.low_contrast_levels),
+        "low_contrast": realism.low_contrast,
+        "rib_bands": realism.rib_bands,
+        "gas_blobs": realism.gas_blobs,
+    }
 
 
 def film_dataset(film: PhantomFilm) -> Dataset:
@@ -112,8 +128,10 @@ def film_dataset(film: PhantomFilm) -> Dataset:
         else ComputedRadiographyImageStorage
     )
     study_uid = _uid("study", _study_key(spec))
-    series_uid = _uid("series", _study_key(spec), spec.timepoint, spec.series_number, repr(spec))
-    sop_uid = _uid("image", repr(spec))
+    series_uid = _uid(
+        "series", _study_key(spec), spec.timepoint, spec.series_number, spec.identity()
+    )
+    sop_uid = _uid("image", spec.identity())
     date = _film_date(spec)
 
     meta = FileMetaDataset()

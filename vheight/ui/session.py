@@ -649,6 +649,11 @@ _FLAG_TEXT = {
     "ambiguous_edge": "two edges of similar strength (double contour)",
     "weak_wall_edge": "the wall's edge was not found; moved across the endplate only",
     "outside_image": "the search reaches outside the film",
+    "doubled": "two endplate contours: placed midway between them",
+    "spur_excluded": "a spur beyond the wall was left out: corner on the body's outline",
+    "unstable": "snapping again kept moving it: no single edge position",
+    "extrapolated": "predicted from levels on one side only: check it or place it yourself",
+    "spacing_out_of_range": "the film's pixel spacing is implausible: nothing searched",
 }
 
 
@@ -720,7 +725,7 @@ def snap_levels(timepoint: str, every: bool = False) -> None:
         note(timepoint, "warning", warning)
     summary = (
         f"{title}: {result.moved_count} of {len(result.moves)} point(s) moved, "
-        f"{result.flagged_count} flagged."
+        f"{result.doubtful_count} flagged (see the table)."
     )
     moved = [m for m in result.moves if m.moved]
     if moved:
@@ -776,6 +781,6 @@ def propose(timepoint: str, where: str) -> None:
     note(
         timepoint,
         "success",
-        f"{level} proposed ({result.flagged_count} point(s) without a clear edge left where "
-        "predicted): check every point.",
+        f"{level} proposed ({result.doubtful_count} point(s) flagged, see the table): "
+        "check every point.",
     )

@@ -1,0 +1,152 @@
+"""Snapping on what real films show: spurs, doubled endplates, deep concavities,
+fractured targets, and stability (measurements.md, "Where each point sits").
+
+Each film is a phantom with one feature at L2 (``vheight.phantom.Realism``),
+whose true points follow the conventions: corners on the body's outline
+(spurs excluded), points midway between doubled contours, middle points at
+the deepest point of the concavity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from vheight.annotation import Annotation, ImageRef
+from vheight.calibration import Calibration
+from vheight.morphometry import measure
+from vheight.phantom import FilmSpec, Realism, render_film
+from vheight.refine import propose_level_result, refine_annotation
+
+LEVELS = ("L1", "L2", "L3")
+SPACING = 0.2
+
+
+def _film(realism: Realism | None, **changes):
+    spec = FilmSpec(
+        seed=changes.pop("seed", 41),
+        rows=1000,
+        columns=750,
+        row_spacing_mm=SPACING,
+        col_spacing_mm=SPACING,
+        levels=LEVELS,
+        dose=changes.pop("dose", 2.0),
+        realism=realism,
+        **changes,
+    )
+    film = render_film(spec)
+    truth = Annotation(
+        image=ImageRef(rows=spec.rows, columns=spec.columns),
+        vertebrae={lv: dict(p) for lv, p in film.landmarks.items()},
+    )
+    cal = Calibration.user(row_spacing_mm=SPACING, col_spacing_mm=SPACING)
+    return film.pixels.astype(np.float32), truth, cal
+
+
+def _clicks(truth: Annotation, sigma_mm: float, seed: int) -> Annotation:
+    rng = np.random.default_rng(seed)
+    return replace(
+        truth,
+        vertebrae={
+            lv: {
+                n: (x + rng.normal(0, sigma_mm) / SPACING, y + rng.normal(0, sigma_mm) / SPACING)
+                for n, (x, y) in pts.items()
+            }
+            for lv, pts in truth.vertebrae.items()
+        },
+    )
+
+
+def _error_mm(a, b) -> float:
+    return math.hypot(a[0] - b[0], a[1] - b[1]) * SPACING
+
+
+@pytest.fixture(scope="module")
+def spur_film():
+    return _film(Realism(osteophytes=("L2:superior:4.5",)))
+
+
+@pytest.fixture(scope="module")
+def doubled_film():
+    return _film(Realism(doubled=("L2:superior:2.2",)), seed=42)
+
+
+@pytest.fixture(scope="module")
+def concave_film():
+    # 2 mm concavities; the spurs at the anterior corners must not drag the
+    # middle points (placed midway between the corners) along the endplate.
+    return _film(
+        Realism(
+            concavities=("L2:superior:2.0", "L2:inferior:2.0"),
+            osteophytes=("L2:superior:4.0", "L2:inferior:4.0"),
+        ),
+        seed=43,
+    )
+
+
+def test_corner_excludes_the_spur(spur_film):
+    pixels, truth, cal = spur_film
+    true = truth.vertebrae["L2"]["superior_anterior"]
+    errors, flags = [], []
+    for seed in range(4):
+        result = refine_annotation(_clicks(truth, 1.0, seed), pixels, cal)
+        move = result.move("L2", "superior_anterior")
+        errors.append(_error_mm(move.xy, true))
+        flags.append(move.flag)
+    # Following the spur puts the corner 1.5-3 mm out along it.
+    assert np.median(errors) <= 0.8, errors
+    assert flags.count("spur_excluded") >= 2, flags
+
+
+def test_doubled_endplate_point_lies_midway_and_says_so(doubled_film):
+    pixels, truth, cal = doubled_film
+    errors, flags = [], []
+    for seed in range(4):
+        result = refine_annotation(_clicks(truth, 1.0, seed), pixels, cal)
+        move = result.move("L2", "superior_middle")
+        errors.append(_error_mm(move.xy, truth.vertebrae["L2"]["superior_middle"]))
+        flags.append(move.flag)
+    # The outer contour lies 1.1 mm from the midway point.
+    assert max(errors) <= 0.5, errors
+    assert flags.count("doubled") >= 3, flags
+
+
+def test_deep_concavity_middle_points(concave_film):
+    pixels, truth, cal = concave_film
+    errors = []
+    for seed in range(4):
+        result = refine_annotation(_clicks(truth, 1.5, seed), pixels, cal)
+        for name in ("superior_middle", "inferior_middle"):
+            errors.append(_error_mm(result.move("L2", name).xy, truth.vertebrae["L2"][name]))
+    assert np.median(errors) <= 0.3, errors
+    assert max(errors) <= 0.8, errors
+
+
+@pytest.mark.parametrize(
+    "fracture",
+    [
+        pytest.param("L2:wedge:35", id="wedge"),
+        pytest.param("L2:crush:28", id="crush"),
+    ],
+)
+def test_proposal_finds_a_fractured_target(fracture):
+    pixels, truth, cal = _film(None, seed=44, fractures=(fracture,))
+    start = replace(truth, vertebrae={lv: p for lv, p in truth.vertebrae.items() if lv != "L2"})
+    result = propose_level_result(start, pixels, cal, "L2")
+    proposed = result.annotation.vertebrae["L2"]
+    errors = [_error_mm(proposed[n], p) for n, p in truth.vertebrae["L2"].items()]
+    assert np.median(errors) <= 1.0, errors
+    true_grade = measure(truth, cal).vertebrae["L2"].grade
+    assert true_grade is not None and int(true_grade) >= 2
+    assert measure(result.annotation, cal).vertebrae["L2"].grade == true_grade
+
+
+def test_refining_a_refined_annotation_moves_nothing(spur_film, doubled_film):
+    for pixels, truth, cal in (spur_film, doubled_film):
+        for seed in range(3):
+            once = refine_annotation(_clicks(truth, 1.5, seed), pixels, cal)
+            twice = refine_annotation(once.annotation, pixels, cal)
+            assert max(m.distance_mm for m in twice.moves) <= 0.1

@@ -1,0 +1,145 @@
+"""Landmark refinement: snapping endplate landmarks to the cortical edge, and
+proposing the landmarks of a neighbouring vertebra.
+
+Coordinates
+-----------
+A landmark is ``(x, y)`` in pixels of the full-resolution image: ``x`` is the
+column (to the right), ``y`` the row (down), and the centre of the top-left
+pixel is ``(0, 0)``.  Internally every direction, distance and search radius
+is worked out in millimetre space (``x * col_spacing_mm``, ``y *
+row_spacing_mm``), so films with non-square pixels are searched over the same
+physical distance in every direction.  On an uncalibrated film a nominal
+spacing is estimated from the size of the annotated vertebrae (see
+:func:`search_spacing`) and millimetre figures are not reported.
+
+The edge
+--------
+The image is expected bright where bone is dense (``Film.pixels``).  The
+outer edge of the cortex is the transition from bright cortical bone to the
+darker disc or soft tissue outside the body: along a direction pointing away
+from the vertebral body, the intensity falls.  The image is smoothed with a
+Gaussian of ``0.5 mm`` (per axis in pixels, so anisotropic spacing is
+respected), its gradient is sampled bilinearly along profiles, and the
+strongest fall within the search radius is located to sub-sample precision
+with a parabola through the three samples around it.
+
+An edge is accepted only when the peak fall is well above the noise: above
+``EDGE_NOISE_FACTOR`` times the robust (median absolute deviation) standard
+deviation of the gradient in the neighbourhood, and above a small fraction of
+the film's dynamic range.  When a second, distinct fall nearly as strong lies
+within the radius (a double contour), the point is ambiguous.  In both cases
+the point is left where it is and flagged.
+
+Per point
+---------
+- Corners (``*_anterior``, ``*_posterior``): the corner of the body outline,
+  where the endplate edge meets the wall edge.  The endplate edge is found
+  on profiles along the endplate normal, taken 1 to 6 mm inside the corner
+  along the endplate, and a line is fitted to it robustly; a parabola
+  replaces the line when it bends into the body significantly (a biconcave
+  or irregular endplate bends within those 6 mm, and a line through the
+  bend passes outside the corner).  The wall edge is then searched along the
+  endplate direction, inside that line (within the cortex), at depths of
+  0.2 to 0.8 mm: the end of the endplate cortex at each depth, and the line
+  through those ends followed to the endplate edge (a wall that leans or is
+  waisted next to the corner ends elsewhere at 0.5 mm depth than at the
+  edge).  When that end is not clear, the wall's own edge is found on
+  profiles across the wall 1 to 6 mm below (above) the corner and the corner
+  is the intersection of the two lines; when neither is clear, the corner
+  only moves across the endplate (``weak_wall_edge``).  This is repeated
+  once from the new corner when it moved more than 0.5 mm.
+- Corner check: once the corners of an endplate are found, each is checked
+  along the chord of the refined corners (steadier than the chord of the
+  corners as placed): moved across the endplate onto the edge 0.75 to 1.25
+  mm inside it (the endplate right next to the corner, which the 1 to 6 mm
+  line can miss by a fraction of a millimetre), along the endplate onto the
+  end of the cortex, and across once more; each step is a correction of at
+  most 0.5 mm, never a new search.
+- Middle points (``*_middle``): on the line through the midpoint of the
+  (refined) corners of their endplate, parallel to the vertebra's axis (the
+  mean direction of its anterior and posterior walls, corner to corner), and
+  snapped to the edge along that line on five profiles within 0.5 mm of it,
+  so a biconcave endplate is followed.  The middle height is thereby
+  measured parallel to the anterior and posterior heights, the point midway
+  between the walls.  (The point of the endplate equidistant from its
+  corners differs from it on a wedged vertebra with a concave endplate by
+  the concavity times the tangent of the endplate's tilt to the walls: 0.2
+  mm for a 3.5 mm concavity tilted by 3.5 degrees.)  Without all four
+  corners, or when the walls lean more than 20 degrees from the endplate
+  normal, the normal is used.  When a corner of the endplate is not found,
+  the middle point keeps its place along the endplate.
+- Second chance: a point whose own search window holds no edge (placed
+  further than the radius from it) is searched again from where the
+  vertebra's refined landmarks put it; it is then reported ``reseeded`` and
+  may have moved up to twice the radius.
+- A doubled endplate contour (two falls 1 to 2.8 mm apart across the
+  endplate, the second at least 0.45 as strong, the disc darker beyond the
+  outer one: the two rims of a tilted or concave endplate) is taken midway
+  between the two, the convention of measurements.md, and the point is
+  flagged ``doubled``.  Any other double edge across an endplate (two falls
+  of similar strength) is settled by the darker outside: the outer edge of
+  an endplate faces the disc.  Otherwise the point is ambiguous and left
+  alone.
+- Spurs: at an anterior corner, when the cortex ends more than 1 mm
+  beyond the line of the wall (fitted 3 to 12 mm from the corner, past the
+  base of a spur), the bone beyond is an osteophyte and the corner is the
+  meeting point of the endplate and wall lines (``spur_excluded``).
+
+Stability
+---------
+Stable by construction: a vertebra's refinement is repeated from its own
+result until a pass moves no point more than 0.08 mm (at most five passes),
+and the position that pass started from, a verified fixed point, is the
+result; so refining a refined annotation leaves it where it is.  A point
+that keeps moving has no single position the edges support: it is left
+where it was placed and flagged ``unstable``.  The patch searched lies on a
+grid of 128 pixels, so that a point moved a little sees the same noise
+estimate and the same decisions.  A broad fall (a dense ramp of cement or sclerosis
+under the endplate) is located on the fine scale's own maximum, even at the
+border of its window, so it does not flip between the coarse and the fine
+peak with the start.
+
+The endplate normal of a point is perpendicular to the line through the
+corners of its endplate and points away from the centre of the vertebra's
+landmarks (superior endplate: towards the head; inferior: towards the feet).
+"""
+
+from vheight.refine.model import (
+    AMBIGUITY_RATIO,
+    AMBIGUITY_SEPARATION_MM,
+    BACKGROUND_MM,
+    DEFAULT_RADIUS_MM,
+    EDGE_NOISE_FACTOR,
+    FINE_SMOOTHING_MM,
+    MIN_CONTRAST_FRACTION,
+    NOMINAL_SPACING_MM,
+    NOTE_FLAGS,
+    SMOOTHING_MM,
+    PointMove,
+    RefineFlag,
+    RefineResult,
+)
+from vheight.refine.proposals import predict_level, propose_level, propose_level_result
+from vheight.refine.snap import refine_annotation, refine_point, search_spacing
+
+__all__ = [
+    "AMBIGUITY_RATIO",
+    "AMBIGUITY_SEPARATION_MM",
+    "BACKGROUND_MM",
+    "DEFAULT_RADIUS_MM",
+    "EDGE_NOISE_FACTOR",
+    "FINE_SMOOTHING_MM",
+    "MIN_CONTRAST_FRACTION",
+    "NOMINAL_SPACING_MM",
+    "NOTE_FLAGS",
+    "SMOOTHING_MM",
+    "PointMove",
+    "RefineFlag",
+    "RefineResult",
+    "predict_level",
+    "propose_level",
+    "propose_level_result",
+    "refine_annotation",
+    "refine_point",
+    "search_spacing",
+]
