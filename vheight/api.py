@@ -102,7 +102,7 @@ def resolve_calibration(
                 f"at {film}: no header calibration"
             )
             return Calibration.uncalibrated(), warnings
-    from vheight.film import read_film_info  # reads headers only; imported when needed
+    from vheight.loader import read_film_info  # reads headers only; imported when needed
 
     info = read_film_info(film)
     warnings.extend(film_header_warnings(annotation, film.name, info))

@@ -286,7 +286,7 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
     The film's header is read once, for both the calibration and the
     identifiers.  Every failure becomes an error outcome naming the file.
     """
-    from vheight.film import read_film_info  # imported here: it brings numpy in
+    from vheight.loader import read_film_info  # imported here: it brings numpy in
 
     path = os.path.join(root, rel)
     folder = _folder_of(rel)
@@ -523,6 +523,7 @@ _WORKER_MODULES = (
     "vheight.annotation",
     "vheight.api",
     "vheight.film",
+    "vheight.loader",
     "vheight.dicom",
     "vheight.morphometry",
 )

@@ -26,7 +26,7 @@ import streamlit as st
 from vheight.annotation import LEVELS, TIMEPOINTS, Annotation, sidecar_path
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError, VHeightError
-from vheight.film import load_film
+from vheight.loader import load_film
 from vheight.refine import DEFAULT_RADIUS_MM, RefineResult, propose_level_result, refine_annotation
 from vheight.ui.editor import EditorState
 from vheight.ui.films import (
