@@ -61,7 +61,7 @@ import orjson
 
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError
-from vheight.files import write_atomic
+from vheight.files import require_regular_file, write_atomic
 
 __all__ = [
     "FORMAT",
@@ -940,6 +940,7 @@ def load_annotation(path: str | os.PathLike[str]) -> Annotation:
     name = os.fspath(path)
     if not isinstance(name, str):
         raise TypeError(f"expected a str or os.PathLike[str] path, found {type(path).__name__}")
+    require_regular_file(name, what="annotation file", error=AnnotationError)  # no FIFO, /proc
     try:
         with open(name, "rb", buffering=0) as handle:  # read whole: no buffer needed
             raw = handle.read()

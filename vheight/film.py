@@ -589,6 +589,12 @@ def value_range(array: np.ndarray) -> tuple[float, float]:
     """``(min, max)`` of an array, ignoring NaN (``(0, 0)`` when empty or all NaN)."""
     if array.size == 0:
         return 0.0, 0.0
+    if array.ndim == 2 and array.dtype.kind in "iu" and array.dtype.name in _CV_DTYPES:
+        import cv2
+
+        if array.dtype.isnative:
+            low, high = cv2.minMaxLoc(array)[:2]  # one pass for both
+            return float(low), float(high)
     if array.dtype.kind == "f":
         finite = array[np.isfinite(array)] if not np.isfinite(array).all() else array
         if finite.size == 0:

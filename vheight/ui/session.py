@@ -418,8 +418,8 @@ def on_film_upload() -> None:
         return
     timepoint = state.get(UPLOAD_TARGET, "pre")
     state[UPLOAD_ERROR] = open_upload(uploaded.getvalue(), uploaded.name, timepoint)
-    if state[UPLOAD_ERROR] is None:
-        state[UPLOAD_NONCE] += 1  # a fresh, empty uploader
+    state[UPLOAD_NONCE] += 1  # a fresh, empty uploader: the upload read is released
+    del uploaded, state[key]
 
 
 def open_upload(data: bytes, name: str, timepoint: str) -> str | None:
