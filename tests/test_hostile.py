@@ -325,7 +325,7 @@ def test_hostile_image_file_is_one_line(hostile_folder, image_file, fragment, co
 def test_annotation_that_is_a_fifo_is_refused(hostile_folder):
     os.mkfifo(hostile_folder / "fifo.vheight.json")
     done = run_vheight("measure", "fifo.vheight.json", cwd=hostile_folder, timeout=60)
-    assert_one_line_error(done, "fifo.vheight.json: is a named pipe (FIFO)")
+    assert_one_line_error(done, "fifo.vheight.json: 1 problem:", "is a named pipe (FIFO)")
 
 
 @pytest.mark.parametrize(
