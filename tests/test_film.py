@@ -381,3 +381,21 @@ def test_film_info_names_the_path_as_pathlib_does(tmp_path, monkeypatch, written
     with pytest.raises(ImageReadError) as raised:
         read_film_info(missing)
     assert str(raised.value) == f"nothing.dcm: no such file ({Path(missing)})"
+
+
+def test_film_module_is_the_model_only():
+    """film.py imports no reader (no cycle film -> dicom -> film) and does no file I/O."""
+    import ast
+    from pathlib import Path
+
+    import vheight.film
+
+    tree = ast.parse(Path(vheight.film.__file__).read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert not {"vheight.dicom", "vheight.loader", "vheight.raster", "pydicom", "PIL"} & imported
+    assert not {"io", "os", "pathlib", "threading", "concurrent.futures"} & imported
