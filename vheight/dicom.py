@@ -564,7 +564,8 @@ def _decode_dataset_frame(
         options["decoding_plugin"] = preferred
     first_try = None
     if str(tsyntax) in _CODESTREAM_SYNTAXES:
-        siz = _codestream_size(ds, info)
+        frame = _first_frame_bytes(ds, info)
+        siz = None if frame is None else _codestream_size(frame)
         if siz is not None:
             width, height, components = siz
             check_pixel_budget(
@@ -578,7 +579,7 @@ def _decode_dataset_frame(
         if (
             str(tsyntax) in _J2K_SYNTAXES
             and "gdcm" in decoder.available_plugins
-            and _j2k_header_ok(ds, info)
+            and _j2k_header_ok(ds, info, frame=frame)
         ):
             first_try = {**options, "decoding_plugin": "gdcm"}
     notes: list[str] = []
@@ -648,24 +649,25 @@ def _siz_fields(frame: bytes) -> tuple[int, ...] | None:
     return (start, *_SIZ.unpack_from(frame, start + 4))
 
 
-def _codestream_size(ds: Dataset, info: FilmInfo) -> tuple[int, int, int] | None:
-    """``(width, height, components)`` the first frame's JPEG 2000 codestream states."""
-    frame = _first_frame_bytes(ds, info)
-    fields = None if frame is None else _siz_fields(frame)
+def _codestream_size(frame: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, components)`` a JPEG 2000 codestream states in its SIZ marker."""
+    fields = _siz_fields(frame)
     if fields is None:
         return None
     _start, _length, _caps, width, height, x0, y0, *_tiles, components = fields
     return max(width - x0, 0), max(height - y0, 0), components
 
 
-def _j2k_header_ok(ds: Dataset, info: FilmInfo) -> bool:
-    """Whether the first frame's JPEG 2000 codestream looks sound.
+def _j2k_header_ok(ds: Dataset, info: FilmInfo, *, frame: bytes | None = None) -> bool:
+    """Whether the first frame's JPEG 2000 codestream (``frame``, else read from ``ds``)
+    looks sound.
 
     The SIZ marker segment must agree with Rows, Columns and Samples per Pixel,
     have sane tile and component parameters, and the codestream must end with
     the EOC marker.  Anything else goes to the more defensive decoder.
     """
-    frame = _first_frame_bytes(ds, info)
+    if frame is None:
+        frame = _first_frame_bytes(ds, info)
     fields = None if frame is None else _siz_fields(frame)
     if frame is None or fields is None:
         return False
