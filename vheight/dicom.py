@@ -7,8 +7,9 @@ the first frame's pixel data is decoded by pydicom 3's decoder plugins
 ==========================================  =====================================
 transfer syntax                             plugin
 ==========================================  =====================================
-Implicit / Explicit VR Little Endian,       pydicom (native: the first frame is
-Explicit VR Big Endian, Deflated            read from the file, not the others)
+Implicit / Explicit VR Little Endian,       pydicom (only the first frame is
+Explicit VR Big Endian                      read from the file)
+Deflated Explicit VR Little Endian          pydicom (the whole data set)
 RLE Lossless                                pydicom
 JPEG Baseline (8-bit)                       Pillow
 JPEG Extended                               GDCM, Pillow (8-bit only: 12-bit
