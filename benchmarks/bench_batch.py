@@ -222,7 +222,7 @@ def _stages(folder: Path, films: Sequence[Path]) -> dict[str, float]:
     from vheight.annotation import load_annotation
     from vheight.batch import run_batch
     from vheight.comparison import compare
-    from vheight.film import read_film_info
+    from vheight.loader import read_film_info
     from vheight.morphometry import measure
 
     annotations = [film.with_name("lateral.vheight.json") for film in films]

@@ -212,7 +212,7 @@ def cr_films():
     try:
         from pydicom.data import get_testdata_file
 
-        from vheight.film import load_film
+        from vheight.loader import load_film
     except ImportError:
         return []
     out = []

@@ -44,8 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from vheight.annotation import load_annotation
-    from vheight.film import load_film
     from vheight.gsps import gsps_bytes
+    from vheight.loader import load_film
     from vheight.render import render_annotated
     from vheight.report import report_bytes
     from vheight.sr import annotation_from_sr, sr_bytes

@@ -188,7 +188,7 @@ def test_package_import_is_light_and_heavy_entry_points_load_on_use():
         "heavy = [m for m in ('pydicom', 'pandas', 'cv2') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "from vheight.batch import run_batch\n"
-        "from vheight.film import load_film, read_film_info\n"
+        "from vheight.loader import load_film, read_film_info\n"
         "assert vheight.run_batch is run_batch\n"
         "assert vheight.load_film is load_film and vheight.read_film_info is read_film_info\n"
         "assert all(hasattr(vheight, name) for name in vheight.__all__)\n"

@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from vheight.annotation import POINT_NAMES, load_annotation, sidecar_path
 from vheight.errors import AnnotationError, ImageReadError
-from vheight.film import load_film
+from vheight.loader import load_film
 from vheight.morphometry import measure
 from vheight.ui.editor import EditorState, make_display_image
 from vheight.ui.films import open_path, read_annotation_upload, read_upload
@@ -1081,7 +1081,7 @@ def test_comparison_of_pre_and_post_only(app):
 
 
 def test_display_pixels_of_a_region_under_a_window():
-    from vheight.film import load_film
+    from vheight.loader import load_film
     from vheight.ui.films import display_pixels, window_from_key
 
     film = load_film(SAMPLES / "pre.dcm")

@@ -9,7 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
-from vheight.calibration import Calibration, SpacingLabel, calibration_from_header
+from vheight.calibration import (
+    Calibration,
+    SpacingLabel,
+    calibration_from_header,
+    spacing_problem,
+)
 from vheight.errors import CalibrationError
 
 # Each case: header values -> (label, row mm, col mm, source); None = uncalibrated.
@@ -262,6 +267,11 @@ def test_from_known_length(p, q, length_mm, aspect, row, col):
 )
 def test_known_length_is_reproduced_in_mm(p, d, length_mm, aspect):
     q = (p[0] + d[0], p[1] + d[1])
+    col = length_mm / math.hypot(q[0] - p[0], (q[1] - p[1]) * aspect)
+    if spacing_problem(col * aspect, col) is not None:
+        with pytest.raises(CalibrationError, match="outside the plausible range"):
+            Calibration.from_known_length(p, q, length_mm, aspect=aspect)
+        return
     cal = Calibration.from_known_length(p, q, length_mm, aspect=aspect)
     dx = (q[0] - p[0]) * cal.col_spacing_mm
     dy = (q[1] - p[1]) * cal.row_spacing_mm

@@ -32,7 +32,8 @@ from pydicom.uid import (
 from vheight.calibration import SpacingLabel
 from vheight.dicom import decoder_plugins
 from vheight.errors import DicomReadError, ImageReadError
-from vheight.film import Film, load_film, read_film_info
+from vheight.film import Film
+from vheight.loader import load_film, read_film_info
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -707,7 +708,8 @@ def test_dicom_without_pixel_data(tmp_path):
     path = write_dicom(ds, tmp_path / "nopix.dcm")
     with pytest.raises(DicomReadError, match=r"nopix\.dcm: no pixel data \(7FE0,0010\)"):
         load_film(path)
-    assert read_film_info(path).rows == 96  # the header alone is fine
+    with pytest.raises(DicomReadError, match=r"nopix\.dcm: no pixel data .*truncated after"):
+        read_film_info(path)  # a header alone is not a film (batch: an error row)
 
 
 def test_dicom_that_is_not_an_image(tmp_path):
@@ -856,138 +858,7 @@ def test_corrupt_jpeg2000_body_is_an_error_not_a_crash(tmp_path):
         assert film.pixels.shape == (64, 48)
 
 
-# -- lean header reader: the same FilmInfo as pydicom's full header read --------------------
-
-_SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "sample_images"
-
-
-def _undefined_length_sequence(ds: Dataset) -> Dataset:
-    from pydicom.sequence import Sequence as DicomSequence
-
-    inner = Dataset()
-    inner.CodeValue = "T-D0146"
-    inner.CodeMeaning = "Spine"
-    nested = Dataset()
-    nested.ReferencedSOPInstanceUID = generate_uid()
-    inner.ReferencedImageSequence = DicomSequence([nested])
-    inner.ReferencedImageSequence.is_undefined_length = True
-    ds.AnatomicRegionSequence = DicomSequence([inner, Dataset()])
-    ds.AnatomicRegionSequence.is_undefined_length = True
-    return ds
-
-
-def _private_block(ds: Dataset) -> Dataset:
-    block = ds.private_block(0x0029, "VHEIGHT TEST", create=True)
-    block.add_new(0x10, "OB", bytes(range(256)) * 8)
-    block.add_new(0x11, "LO", "processing")
-    return ds
-
-
-def _with_vr(ds: Dataset, tag: int, vr: str, value: str) -> Dataset:
-    """``ds`` with the element ``tag`` written under another VR than the dictionary's."""
-    ds.add_new(tag, vr, value)
-    return ds
-
-
-_LEAN_CASES = [
-    pytest.param(lambda: _testdata("RG1_UNCR.dcm"), True, id="RG1-uncompressed"),
-    pytest.param(lambda: _testdata("RG1_J2KR.dcm"), True, id="RG1-j2k-lossless"),
-    pytest.param(lambda: _testdata("RG1_J2KI.dcm"), True, id="RG1-j2k-lossy"),
-    pytest.param(lambda: _testdata("RG3_UNCR.dcm"), True, id="RG3-uncompressed"),
-    pytest.param(lambda: _testdata("RG3_J2KI.dcm"), True, id="RG3-j2k-lossy"),
-    pytest.param(lambda: _testdata("CT_small.dcm"), True, id="ct-explicit"),
-    pytest.param(lambda: _testdata("JPEG2000.dcm"), True, id="jpeg2000"),
-    pytest.param(lambda: _testdata("MR_small_implicit.dcm"), False, id="implicit-vr"),
-    pytest.param(lambda: _testdata("MR_small_bigendian.dcm"), False, id="big-endian"),
-    pytest.param(lambda: _testdata("rtstruct.dcm"), False, id="no-preamble-not-an-image"),
-    pytest.param(lambda: str(_SAMPLE_IMAGES / "pre.dcm"), True, id="phantom-pre"),
-    pytest.param(lambda: str(_SAMPLE_IMAGES / "followup.dcm"), True, id="phantom-followup"),
-    pytest.param(
-        lambda: dicom_bytes(
-            make_dataset(
-                SpecificCharacterSet="ISO_IR 100",
-                PatientName="Müller^Anna",
-                PatientID="ÄB-12",
-                PixelSpacing=[0.139, 0.139],
-                PixelSpacingCalibrationType="GEOMETRY",
-            )
-        ),
-        True,
-        id="latin1-geometry",
-    ),
-    pytest.param(
-        lambda: dicom_bytes(make_dataset(SpecificCharacterSet="ISO_IR 100", PatientID=["A ", "B"])),
-        False,
-        id="latin1-two-patient-ids",
-    ),
-    pytest.param(
-        lambda: dicom_bytes(
-            make_dataset(SpecificCharacterSet="ISO_IR 192", PatientName="Ødegård^Åse")
-        ),
-        True,
-        id="utf8-name",
-    ),
-    pytest.param(
-        lambda: dicom_bytes(make_dataset(SpecificCharacterSet="GB18030", PatientName="王^小东")),
-        False,
-        id="other-charset",
-    ),
-    pytest.param(
-        lambda: dicom_bytes(
-            make_dataset(
-                ImagerPixelSpacing=[0.15, 0.15],
-                EstimatedRadiographicMagnificationFactor="1.1",
-                DistanceSourceToDetector="1100",
-                DistanceSourceToPatient="1000",
-                NumberOfFrames="2",
-            )
-        ),
-        True,
-        id="imager-spacing-magnification",
-    ),
-    pytest.param(
-        lambda: dicom_bytes(_private_block(_undefined_length_sequence(make_dataset()))),
-        True,
-        id="undefined-length-sequences-private-block",
-    ),
-    pytest.param(lambda: dicom_bytes(make_dataset(PixelSpacing="")), True, id="empty-spacing"),
-    pytest.param(
-        lambda: dicom_bytes(_with_vr(make_dataset(), 0x00100020, "SH", "P-7")),
-        False,
-        id="patient-id-as-sh",
-    ),
-    pytest.param(
-        lambda: dicom_bytes(_with_vr(make_dataset(), 0x00280030, "LO", "0.2\\0.2")),
-        False,
-        id="spacing-as-lo",
-    ),
-    pytest.param(
-        lambda: dicom_bytes(make_dataset(PixelSpacing=[0.1, 0.1]))[:300], False, id="truncated"
-    ),
-]
-
-
-@pytest.mark.parametrize(("source", "lean"), _LEAN_CASES)
-def test_lean_header_reader_gives_the_full_reads_info(source, lean, monkeypatch):
-    import vheight.dicom as dicom_module
-
-    film = source()
-    stream = io.BytesIO(film) if isinstance(film, bytes) else open(film, "rb")  # noqa: SIM115
-    with stream:
-        assert (dicom_module._lean_header(stream) is not None) is lean
-
-    def outcome() -> object:
-        try:
-            return read_film_info(film, name="film.dcm")
-        except ImageReadError as exc:
-            return (type(exc), str(exc))
-
-    fast = outcome()
-    monkeypatch.setattr(dicom_module, "_lean_header", lambda stream: None)
-    assert fast == outcome()
-
-
-# -- uncompressed pixel data read straight into the film --------------------------------
+# -- uncompressed pixel data: the first frame, as pydicom decodes it ------------------
 
 
 def _native_variants() -> list:
@@ -996,41 +867,30 @@ def _native_variants() -> list:
     frames = np.stack([smooth_image(bits=12, seed=s) for s in (20, 21)])
     implicit = make_dataset(smooth_image(bits=14, seed=22), bits_stored=14)
     implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    dirty = make_dataset(smooth_image(bits=10, seed=23), bits_stored=10)
-    dirty.PixelData = (smooth_image(bits=10, seed=23) | np.uint16(0x8400)).tobytes()
+    big = make_dataset(smooth_image(bits=12, seed=26), bits_stored=12)
+    big.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
     return [
         pytest.param(make_dataset(bits_stored=12), id="16-bit"),
         pytest.param(make_dataset(odd, bits_stored=8), id="8-bit-odd-length"),
         pytest.param(make_dataset(signed, bits_stored=12), id="signed"),
         pytest.param(make_dataset(frames, bits_stored=12), id="multi-frame"),
         pytest.param(implicit, id="implicit-vr"),
-        pytest.param(dirty, id="high-bits-set"),
+        pytest.param(big, id="big-endian"),
     ]
 
 
 @pytest.mark.parametrize("ds", _native_variants())
-def test_uncompressed_frames_are_read_without_pydicom_decoding(ds, tmp_path, monkeypatch):
-    import vheight.dicom as vdicom
-
-    path = write_dicom(ds, tmp_path / "native.dcm")
-    expected = load_film(path)
-
-    def no_decoding(*args, **kwargs):
-        raise AssertionError("pydicom decoded a plain uncompressed frame")
-
-    monkeypatch.setattr(vdicom, "_decode_first_frame", no_decoding)
-    fast = load_film(path)
-    monkeypatch.undo()
-    monkeypatch.setattr(vdicom, "_read_native_frame", lambda stream, ds: None)
-    decoded = load_film(path)
+def test_uncompressed_first_frame_equals_pydicoms(ds, tmp_path):
+    path = tmp_path / "native.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    film = load_film(path)
     reference = pydicom.dcmread(path).pixel_array
     reference = reference[0] if reference.ndim == 3 else reference
-    for film in (expected, fast, decoded):
-        assert film.stored.dtype == reference.dtype
-        assert np.array_equal(film.stored, reference)
-        assert not film.stored.flags.writeable
-    np.testing.assert_array_equal(fast.pixels, decoded.pixels)
-    assert fast.windows == decoded.windows and fast.warnings == decoded.warnings
+    assert film.stored.dtype == reference.dtype.newbyteorder("=")
+    assert np.array_equal(film.stored, reference)
+    assert not film.stored.flags.writeable
+    from_bytes = load_film(path.read_bytes())
+    np.testing.assert_array_equal(from_bytes.pixels, film.pixels)
 
 
 def _with_pixel_length(data: bytes, delta: int) -> bytes:
@@ -1040,39 +900,45 @@ def _with_pixel_length(data: bytes, delta: int) -> bytes:
     return data[: at + 8] + length.to_bytes(4, "little") + data[at + 12 :] + b"\x00" * delta
 
 
-def test_unusual_uncompressed_pixel_data_is_left_to_pydicom(monkeypatch):
-    import vheight.dicom as vdicom
-
+def test_padded_and_cut_uncompressed_pixel_data():
     pixels = smooth_image(bits=12, seed=24)
     longer = _with_pixel_length(dicom_bytes(make_dataset(pixels, bits_stored=12)), 64)
-    used: list[bool] = []
-    original = vdicom._read_native_frame
-
-    def spy(stream, ds):
-        frame = original(stream, ds)
-        used.append(frame is not None)
-        return frame
-
-    monkeypatch.setattr(vdicom, "_read_native_frame", spy)
     film = load_film(longer, name="padded.dcm")
-    assert used == [False]  # a longer Pixel Data than Rows x Columns: pydicom decides
     assert np.array_equal(film.stored, pixels)
     with pytest.raises(DicomReadError, match=r"cut\.dcm: .*truncated"):
         load_film(dicom_bytes(make_dataset(pixels))[:-100], name="cut.dcm")
-    assert used[-1] is False
+
+
+def test_header_is_read_by_pydicom_only(monkeypatch):
+    """One header reader: what pydicom's dcmread(stop_before_pixels=True) gives."""
+    import vheight.dicom as vdicom
+
+    calls: list[dict] = []
+    real = pydicom.dcmread
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vdicom.pydicom, "dcmread", spy)
+    info = read_film_info(_testdata("RG1_UNCR.dcm"))
+    assert calls == [{"force": False, "stop_before_pixels": True}]
+    ds = real(_testdata("RG1_UNCR.dcm"), stop_before_pixels=True)
+    assert info == vdicom.info_from_dataset(ds, name="RG1_UNCR.dcm", path=info.path)
 
 
 def test_films_loaded_on_several_threads_keep_their_own_warnings():
     from concurrent.futures import ThreadPoolExecutor
 
     pixels = smooth_image(bits=12, seed=25)
-    padded = _with_pixel_length(dicom_bytes(make_dataset(pixels, bits_stored=12)), 64)
-    plain = dicom_bytes(make_dataset(pixels, bits_stored=12))
+    plain = dicom_bytes(make_dataset(pixels, bits_stored=12, PixelSpacing=[0.125, 0.125]))
+    padded = plain.replace(b"0.125\\0.125", b"0.12x\\0.125")  # pydicom warns on it
+    assert padded != plain
     filters, show = list(warnings.filters), warnings.showwarning
 
     def load(i: int) -> tuple[bool, bool]:
         film = load_film(padded if i % 2 else plain, name=f"film{i}.dcm")
-        return bool(i % 2), any("excess padding" in w for w in film.warnings)
+        return bool(i % 2), any("0.12x" in w for w in film.warnings)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(load, range(200)))

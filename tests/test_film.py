@@ -22,11 +22,11 @@ from vheight.film import (
     VOIFunction,
     WindowPreset,
     auto_window,
-    load_film,
-    read_film_info,
+    render_display,
     render_pixels,
-    sniff_format,
+    value_range,
 )
+from vheight.loader import load_film, read_film_info, sniff_format
 
 # -- window math (DICOM PS3.3 C.11.2.1.2) ---------------------------------------------------
 
@@ -105,35 +105,42 @@ def test_folded_single_pass_equals_the_step_by_step_pipeline(
     assert float(fast.min()) >= 0.0 and float(fast.max()) <= 1.0
 
 
-@pytest.mark.parametrize(("center", "width"), [(2048, 4096), (1000, 300), (3900, 100)])
-def test_large_images_are_rendered_in_two_halves_exactly(center, width, monkeypatch):
-    import vheight.film as vfilm
+@given(
+    slope=st.floats(0.01, 10),
+    intercept=st.floats(-2000, 2000),
+    center=st.floats(-3000, 6000),
+    width=st.floats(1, 8000),
+    invert=st.booleans(),
+    function=st.sampled_from(["LINEAR", "LINEAR_EXACT", "SIGMOID"]),
+    dtype=st.sampled_from([np.uint16, np.int16, np.uint8, np.float32]),
+)
+def test_8_bit_display_is_the_float_pipeline_rounded(
+    slope, intercept, center, width, invert, function, dtype
+):
+    stored = (np.arange(0, 4096, 7) % (250 if dtype == np.uint8 else 4096)).astype(dtype)
+    stored = stored.reshape(1, -1)
+    modality = ModalityTransform(slope=slope, intercept=intercept)
+    window = WindowPreset(center=center, width=width, function=function)
+    display = render_display(stored, modality, window, invert=invert)
+    unit = render_pixels(stored, modality, window, invert=invert)
+    assert display.dtype == np.uint8 and not display.flags.writeable
+    expected = np.rint(unit.astype(np.float64) * 255.0)
+    assert np.abs(display.astype(np.float64) - expected).max() <= 1.0
 
-    rng = np.random.default_rng(5)
-    stored = rng.integers(0, 4096, (1601, 1400), dtype=np.uint16)  # odd rows, > SPLIT_MIN_PIXELS
-    assert stored.size >= vfilm.SPLIT_MIN_PIXELS
-    modality = ModalityTransform(slope=1.5, intercept=-20.0)
-    window = WindowPreset(center=center, width=width, function=VOIFunction.LINEAR_EXACT)
-    split = render_pixels(stored, modality, window, invert=True)
-    halves = vfilm.by_row_halves(lambda rows: vfilm.value_range(stored[rows]), 1601, stored.size)
-    assert len(halves) == (2 if vfilm._CPUS > 1 else 1)
-    monkeypatch.setattr(vfilm, "SPLIT_MIN_PIXELS", 1 << 40)
-    whole = render_pixels(stored, modality, window, invert=True)
-    np.testing.assert_array_equal(split, whole)
-    assert vfilm.value_range(stored) == (float(stored.min()), float(stored.max()))
 
-
-def test_row_halves_raise_the_error_of_either_half():
-    import vheight.film as vfilm
-
-    def work(rows):
-        if rows.start == 0:
-            raise ValueError("top half failed")
-        return rows
-
-    with pytest.raises(ValueError, match="top half failed"):
-        vfilm.by_row_halves(work, 3000, 3000 * 3000)
-    assert vfilm.by_row_halves(lambda rows: rows, 10, 100) == [slice(0, 10)]
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        pytest.param(np.array([[3, 9], [1, 4]], np.uint16), (1.0, 9.0), id="uint16"),
+        pytest.param(np.array([[-3, 9]], np.int16), (-3.0, 9.0), id="int16"),
+        pytest.param(np.array([[np.nan, 2.0, -1.5]], np.float32), (-1.5, 2.0), id="nan"),
+        pytest.param(np.array([[np.inf, 2.0]], np.float64), (2.0, 2.0), id="inf"),
+        pytest.param(np.full((2, 2), np.nan, np.float32), (0.0, 0.0), id="all-nan"),
+        pytest.param(np.zeros((0, 3), np.uint8), (0.0, 0.0), id="empty"),
+    ],
+)
+def test_value_range(array, expected):
+    assert value_range(array) == expected
 
 
 def test_modality_lut_transform():
@@ -172,7 +179,8 @@ def film() -> Film:
 def test_film_is_frozen_and_read_only(film):
     with pytest.raises(dataclasses.FrozenInstanceError):
         film.calibration = Calibration.uncalibrated()
-    for array in (film.pixels, film.stored, film.modality_values, film.render(window=1)):
+    arrays = (film.pixels, film.display, film.stored, film.modality_values, film.render(window=1))
+    for array in (*arrays, film.render_display(window=1)):
         assert not array.flags.writeable
         with pytest.raises(ValueError):
             array[0, 0] = 0
@@ -181,6 +189,11 @@ def test_film_is_frozen_and_read_only(film):
 
 def test_render_default_is_the_pixels_and_names_are_case_insensitive(film):
     assert film.render() is film.pixels
+    assert film.render_display() is film.display and film.display.dtype == np.uint8
+    np.testing.assert_allclose(film.display, np.rint(film.pixels * 255.0), atol=1)
+    np.testing.assert_allclose(
+        film.render_display(window=1), np.rint(film.render(window=1) * 255.0), atol=1
+    )
     np.testing.assert_array_equal(film.render(window="narrow"), film.render(window=1))
     np.testing.assert_array_equal(film.render(window=film.windows[1]), film.render(window=1))
     inverted = film.render(invert=True)
@@ -353,18 +366,6 @@ def test_multi_page_tiff_uses_the_first_page(tmp_path):
     assert any("2 frames" in w for w in film.warnings)
 
 
-@given(st.text(alphabet="ab./\\ ", max_size=12))
-def test_a_path_used_as_written_is_what_pathlib_makes_of_it(text):
-    import os
-    from pathlib import Path
-
-    from vheight.film import _as_written
-
-    if os.sep == "/" and _as_written(text):
-        assert str(Path(text)) == text
-        assert Path(text).name == text.rpartition("/")[2]
-
-
 @pytest.mark.parametrize("written", ["film.dcm", "./film.dcm", "sub//film.dcm", "sub/./film.dcm"])
 def test_film_info_names_the_path_as_pathlib_does(tmp_path, monkeypatch, written):
     from pathlib import Path
@@ -380,3 +381,21 @@ def test_film_info_names_the_path_as_pathlib_does(tmp_path, monkeypatch, written
     with pytest.raises(ImageReadError) as raised:
         read_film_info(missing)
     assert str(raised.value) == f"nothing.dcm: no such file ({Path(missing)})"
+
+
+def test_film_module_is_the_model_only():
+    """film.py imports no reader (no cycle film -> dicom -> film) and does no file I/O."""
+    import ast
+    from pathlib import Path
+
+    import vheight.film
+
+    tree = ast.parse(Path(vheight.film.__file__).read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert not {"vheight.dicom", "vheight.loader", "vheight.raster", "pydicom", "PIL"} & imported
+    assert not {"io", "os", "pathlib", "threading", "concurrent.futures"} & imported

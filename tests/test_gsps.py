@@ -12,8 +12,8 @@ from _report_series import COLUMNS, write_series
 from pydicom.data import get_testdata_file
 
 from vheight.annotation import Annotation, ImageRef, load_annotation
-from vheight.film import load_film
 from vheight.gsps import LAYERS, build_gsps, expected_object_counts, gsps_bytes, write_gsps
+from vheight.loader import load_film
 from vheight.sr import SRExportError
 
 

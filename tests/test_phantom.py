@@ -18,7 +18,7 @@ from vheight.annotation import load_annotation, sidecar_path
 from vheight.api import measure_file
 from vheight.calibration import Calibration
 from vheight.cli import main
-from vheight.film import read_film_info
+from vheight.loader import read_film_info
 from vheight.morphometry import measure
 from vheight.phantom import (
     Facing,

@@ -408,7 +408,7 @@ PHANTOM_FILMS = {
 
 @pytest.fixture(scope="module", params=list(PHANTOM_FILMS))
 def phantom(request, tmp_path_factory):
-    from vheight.film import load_film
+    from vheight.loader import load_film
     from vheight.phantom import FilmSpec, write_film
 
     spec = FilmSpec(
@@ -549,7 +549,7 @@ def _box(x0, y0, w, h):
 @pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG1_J2KR.dcm"])
 def test_real_chest_film_points_without_edges_stay(name):
     pydicom_data = pytest.importorskip("pydicom.data")
-    from vheight.film import load_film
+    from vheight.loader import load_film
 
     film = load_film(pydicom_data.get_testdata_file(name))
     # Air above the right shoulder and the homogeneous liver shadow.

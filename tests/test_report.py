@@ -14,7 +14,7 @@ from _report_series import PATIENT_ID, PATIENT_NAME, STUDY_DATES, write_series
 from vheight.annotation import load_annotation
 from vheight.cli import main
 from vheight.errors import VHeightError
-from vheight.film import load_film
+from vheight.loader import load_film
 from vheight.morphometry import measure
 from vheight.report import DISCLAIMER, ReportItem, prepare_films, report_bytes, write_report
 

@@ -421,7 +421,7 @@ def test_every_mandatory_module_has_its_type_1_and_2_attributes(pre_sr):
 def test_a_png_film_has_no_dicom_identity(tmp_path, pre):
     import cv2
 
-    from vheight.film import load_film
+    from vheight.loader import load_film
 
     _path, annotation, _film = pre
     png = tmp_path / "film.png"

@@ -86,8 +86,8 @@ __all__ = [
 # Entry points that pull in pydicom, opencv or pandas are imported on first use,
 # so that ``import vheight`` stays light (PEP 562).
 _LAZY = {
-    "load_film": "vheight.film",
-    "read_film_info": "vheight.film",
+    "load_film": "vheight.loader",
+    "read_film_info": "vheight.loader",
     "run_batch": "vheight.batch",
     "agreement_files": "vheight.agreement",
 }

@@ -59,7 +59,7 @@ from typing import Any
 
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError
-from vheight.files import write_atomic
+from vheight.files import regular_file_problem, write_atomic
 
 __all__ = [
     "FORMAT",
@@ -836,6 +836,8 @@ def load_annotation(path: str | os.PathLike[str]) -> Annotation:
     name = os.fspath(path)
     if not isinstance(name, str):
         raise TypeError(f"expected a str or os.PathLike[str] path, found {type(path).__name__}")
+    if (problem := regular_file_problem(name, what="annotation file")) is not None:  # no FIFO
+        _raise(name, [f"cannot read the annotation file: {problem}"])
     try:
         with open(name, "rb", buffering=0) as handle:  # read whole: no buffer needed
             raw = handle.read()

@@ -111,7 +111,7 @@ def _resolve(
                 f"at {film}: no header calibration"
             )
             return Calibration.uncalibrated(), warnings, None
-    from vheight.film import read_film_info  # reads headers only; imported when needed
+    from vheight.loader import read_film_info  # reads headers only; imported when needed
 
     if annotation.calibration is not None:
         # The annotation's calibration wins; the header only names patient, date and view.

@@ -244,7 +244,7 @@ def _measure_one(root: str, rel: str, reference: str) -> _Measured:
     The film's header is read once, for both the calibration and the
     identifiers.  Every failure becomes an error naming the file.
     """
-    from vheight.film import read_film_info  # imported here: it brings numpy in
+    from vheight.loader import read_film_info  # imported here: it brings numpy in
 
     path = os.path.join(root, rel)
     folder = _folder_of(rel)
@@ -703,6 +703,7 @@ _WORKER_MODULES = (
     "vheight.annotation",
     "vheight.api",
     "vheight.film",
+    "vheight.loader",
     "vheight.dicom",
     "vheight.morphometry",
     "vheight.comparison",

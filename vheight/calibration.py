@@ -22,6 +22,13 @@ Pixel Spacing Calibration Macro):
 
 A spacing that is zero, negative, not finite or has the wrong number of values
 is not usable: it is reported as a warning string, never raised.
+
+A calibrated spacing must also be plausible for a radiograph: between
+:data:`MIN_SPACING_MM` (0.01) and :data:`MAX_SPACING_MM` (10) mm per pixel in
+both axes, after any magnification correction.  A header spacing outside that
+range is ignored with a warning (the film is measured in ``px``); a
+:class:`Calibration` outside it cannot be built (:class:`CalibrationError`), so
+no measurement is ever given in millimetres from such a spacing.
 """
 
 from __future__ import annotations
@@ -35,10 +42,31 @@ from typing import Any
 from vheight.errors import CalibrationError
 
 __all__ = [
+    "MIN_SPACING_MM",
+    "MAX_SPACING_MM",
     "SpacingLabel",
     "Calibration",
     "calibration_from_header",
+    "spacing_problem",
 ]
+
+
+#: Smallest plausible pixel spacing of a radiograph, mm per pixel.
+MIN_SPACING_MM = 0.01
+
+#: Largest plausible pixel spacing of a radiograph, mm per pixel.
+MAX_SPACING_MM = 10.0
+
+
+def spacing_problem(row_spacing_mm: float, col_spacing_mm: float) -> str | None:
+    """Why a (row, column) spacing is not a plausible radiograph's, or None."""
+    for axis, value in (("row", row_spacing_mm), ("column", col_spacing_mm)):
+        if not MIN_SPACING_MM <= value <= MAX_SPACING_MM:
+            return (
+                f"{axis} spacing {value:.6g} mm/px is outside the plausible range "
+                f"{MIN_SPACING_MM:g}-{MAX_SPACING_MM:g} mm/px of a radiograph"
+            )
+    return None
 
 
 class SpacingLabel(enum.StrEnum):
@@ -95,6 +123,10 @@ class Calibration:
                 "an uncalibrated ('px') calibration must have spacing 1.0 in both axes, "
                 f"found {self.row_spacing_mm!r} x {self.col_spacing_mm!r}"
             )
+        if self.label is not SpacingLabel.PX:
+            problem = spacing_problem(self.row_spacing_mm, self.col_spacing_mm)
+            if problem is not None:
+                raise CalibrationError(problem)
 
     # -- constructors --------------------------------------------------------------
 
@@ -304,6 +336,39 @@ def calibration_from_header(
     calibration and a list of human-readable warnings (empty when clean).
     """
     warnings: list[str] = []
+    chosen = _choose(
+        pixel_spacing=pixel_spacing,
+        pixel_spacing_calibration_type=pixel_spacing_calibration_type,
+        imager_pixel_spacing=imager_pixel_spacing,
+        estimated_radiographic_magnification_factor=estimated_radiographic_magnification_factor,
+        distance_source_to_detector_mm=distance_source_to_detector_mm,
+        distance_source_to_patient_mm=distance_source_to_patient_mm,
+        warnings=warnings,
+    )
+    if chosen is not None:
+        problem = spacing_problem(chosen["row_spacing_mm"], chosen["col_spacing_mm"])
+        if problem is None:
+            return Calibration(**chosen), warnings
+        warnings.append(f"{chosen['source']}: {problem}: ignored")
+    # Rule 6: nothing usable.
+    if not warnings:
+        warnings.append("no pixel spacing in the header: measurements are in pixels")
+    else:
+        warnings.append("no usable pixel spacing: measurements are in pixels")
+    return Calibration.uncalibrated(), warnings
+
+
+def _choose(
+    *,
+    pixel_spacing: Any,
+    pixel_spacing_calibration_type: Any,
+    imager_pixel_spacing: Any,
+    estimated_radiographic_magnification_factor: Any,
+    distance_source_to_detector_mm: Any,
+    distance_source_to_patient_mm: Any,
+    warnings: list[str],
+) -> dict[str, Any] | None:
+    """The :class:`Calibration` fields rules 2-5 choose, or None (rule 6)."""
     ps = _pair(pixel_spacing, "PixelSpacing", warnings)
     ips = _pair(imager_pixel_spacing, "ImagerPixelSpacing", warnings)
     cal_type = str(pixel_spacing_calibration_type or "").strip().upper()
@@ -311,84 +376,61 @@ def calibration_from_header(
     # Rule 2: PixelSpacing explicitly calibrated.
     if ps is not None and cal_type in ("GEOMETRY", "FIDUCIAL"):
         label = SpacingLabel.ERMF if cal_type == "GEOMETRY" else SpacingLabel.CALIBRATED
-        return (
-            Calibration(
-                row_spacing_mm=ps[0],
-                col_spacing_mm=ps[1],
-                source=f"PixelSpacing ({cal_type})",
-                label=label,
-            ),
-            warnings,
+        return dict(
+            row_spacing_mm=ps[0],
+            col_spacing_mm=ps[1],
+            source=f"PixelSpacing ({cal_type})",
+            label=label,
         )
 
     if ips is not None:
         # Rule 3: magnification correction.
         ermf = _scalar(estimated_radiographic_magnification_factor)
         if ermf is not None and ermf > 1:
-            return (
-                Calibration(
-                    row_spacing_mm=ips[0] / ermf,
-                    col_spacing_mm=ips[1] / ermf,
-                    source="ImagerPixelSpacing/ERMF",
-                    label=SpacingLabel.ERMF,
-                    description=f"ERMF {ermf:g}",
-                ),
-                warnings,
+            return dict(
+                row_spacing_mm=ips[0] / ermf,
+                col_spacing_mm=ips[1] / ermf,
+                source="ImagerPixelSpacing/ERMF",
+                label=SpacingLabel.ERMF,
+                description=f"ERMF {ermf:g}",
             )
         sid = _scalar(distance_source_to_detector_mm)
         sod = _scalar(distance_source_to_patient_mm)
         if sid is not None and sod is not None and 0 < sod < sid:
             factor = sid / sod
-            return (
-                Calibration(
-                    row_spacing_mm=ips[0] / factor,
-                    col_spacing_mm=ips[1] / factor,
-                    source="ImagerPixelSpacing*SOD/SID",
-                    label=SpacingLabel.ERMF,
-                    description=f"SID {sid:g} mm, SOD {sod:g} mm, ERMF {factor:.4g}",
-                ),
-                warnings,
+            return dict(
+                row_spacing_mm=ips[0] / factor,
+                col_spacing_mm=ips[1] / factor,
+                source="ImagerPixelSpacing*SOD/SID",
+                label=SpacingLabel.ERMF,
+                description=f"SID {sid:g} mm, SOD {sod:g} mm, ERMF {factor:.4g}",
             )
         # Rule 4: detector plane, or a differing PixelSpacing that was calibrated.
         if ps is not None and not (
             math.isclose(ps[0], ips[0], rel_tol=1e-9) and math.isclose(ps[1], ips[1], rel_tol=1e-9)
         ):
-            return (
-                Calibration(
-                    row_spacing_mm=ps[0],
-                    col_spacing_mm=ps[1],
-                    source="PixelSpacing",
-                    label=SpacingLabel.CALIBRATED,
-                    description="PixelSpacing differs from ImagerPixelSpacing",
-                ),
-                warnings,
+            return dict(
+                row_spacing_mm=ps[0],
+                col_spacing_mm=ps[1],
+                source="PixelSpacing",
+                label=SpacingLabel.CALIBRATED,
+                description="PixelSpacing differs from ImagerPixelSpacing",
             )
-        return (
-            Calibration(
-                row_spacing_mm=ips[0],
-                col_spacing_mm=ips[1],
-                source="ImagerPixelSpacing",
-                label=SpacingLabel.PROJ,
-                description="at the detector: includes X-ray magnification",
-            ),
-            warnings,
+        return dict(
+            row_spacing_mm=ips[0],
+            col_spacing_mm=ips[1],
+            source="ImagerPixelSpacing",
+            label=SpacingLabel.PROJ,
+            description="at the detector: includes X-ray magnification",
         )
 
     # Rule 5: PixelSpacing alone, status unknown.
     if ps is not None:
-        return (
-            Calibration(
-                row_spacing_mm=ps[0],
-                col_spacing_mm=ps[1],
-                source="PixelSpacing",
-                label=SpacingLabel.MM,
-            ),
-            warnings,
+        return dict(
+            row_spacing_mm=ps[0],
+            col_spacing_mm=ps[1],
+            source="PixelSpacing",
+            label=SpacingLabel.MM,
         )
 
-    # Rule 6: nothing usable.
-    if not warnings:
-        warnings.append("no pixel spacing in the header: measurements are in pixels")
-    else:
-        warnings.append("no usable pixel spacing: measurements are in pixels")
-    return Calibration.uncalibrated(), warnings
+    return None

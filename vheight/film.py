@@ -1,9 +1,9 @@
-"""Films: display-ready pixels, the header facts and the calibration of one radiograph.
+"""Films: the stored values, the header facts and the calibration of one radiograph.
 
 Coordinates follow ``measurements.md``: a point is ``(x, y)`` in pixels of the
 full-resolution image, ``x`` the column, ``y`` the row, and the centre of the
-top-left pixel is ``(0, 0)``.  :attr:`Film.pixels` is indexed ``[row, column]``
-= ``[y, x]`` on that same grid.
+top-left pixel is ``(0, 0)``.  :attr:`Film.stored`, :attr:`Film.display` and
+:attr:`Film.pixels` are indexed ``[row, column]`` = ``[y, x]`` on that same grid.
 
 The grayscale display pipeline follows DICOM PS3.3 C.11 and PS3.4 N.2:
 
@@ -14,35 +14,35 @@ The grayscale display pipeline follows DICOM PS3.3 C.11 and PS3.4 N.2:
    percentiles when it offers none) ->
 4. MONOCHROME1 films are inverted, so that dense bone is always bright.
 
-The result is a read-only ``float32`` array in ``[0, 1]``.  The stored values
-are kept with the film (read-only), so :meth:`Film.render` re-windows without
-decoding again.  When the whole pipeline is linear (the usual case) it runs as
-one multiply-add and one clip over the image.
+A film keeps its stored values (read-only, as decoded) and computes its
+display images from them when first asked:
 
-:func:`load_film` and :func:`read_film_info` accept a path, ``bytes`` or a
-binary file object (an upload): DICOM is read by :mod:`vheight.dicom`, PNG,
-JPEG and TIFF by Pillow.
+* :attr:`Film.display`: the 8-bit image a viewer shows (``uint8``, 0-255),
+  the display LUT of the film's window applied to the stored values;
+* :attr:`Film.pixels`: the same pipeline as read-only ``float32`` in ``[0, 1]``.
+
+:meth:`Film.render` and :meth:`Film.render_display` re-window without
+decoding again.  When the whole pipeline is linear (the usual case) it runs as
+one multiply-add with saturation over the image.  Image processing
+(:mod:`vheight.refine`) works on :attr:`Film.modality_values`, which do not
+depend on the window.
+
+This module holds the model and the pipeline only (numpy arrays in, numpy
+arrays out; no file is read here): :mod:`vheight.loader` reads films.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import io
 import math
-import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any
 
 import numpy as np
 
-from vheight import buffers
 from vheight.calibration import Calibration
-from vheight.errors import ImageReadError
 
 __all__ = [
     "FilmFormat",
@@ -51,24 +51,15 @@ __all__ = [
     "ModalityTransform",
     "FilmInfo",
     "Film",
-    "FilmSource",
-    "DEFAULT_MAX_BYTES",
-    "load_film",
-    "read_film_info",
-    "sniff_format",
     "render_pixels",
+    "render_display",
     "auto_window",
     "value_range",
+    "luminance",
 ]
-
-#: Largest upload (bytes or file object) :func:`load_film` accepts by default.
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 #: Percentiles of the modality values spanned by the ``auto`` window.
 AUTO_PERCENTILES = (0.5, 99.5)
-
-FilmSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
-_T = TypeVar("_T")
 
 
 class FilmFormat(enum.StrEnum):
@@ -173,7 +164,7 @@ class WindowPreset:
         """Map modality values to ``[0, 1]`` (float32); ``out`` may be ``values``."""
         values = np.asarray(values)
         if out is None:
-            out = buffers.empty(values.shape, np.float32)
+            out = np.empty(values.shape, np.float32)
         if self.is_lut:
             first = int(self.lut_first_mapped or 0)
             index = np.rint(values, out=np.empty(values.shape, np.float64)) - first
@@ -340,9 +331,8 @@ class Film:
         The VOI presets the header offers, in header order (windows, then VOI
         LUTs), or a single ``auto`` preset when it offers none.
     window
-        The preset :attr:`pixels` was rendered with (the first of ``windows``).
-    pixels
-        Read-only float32 ``[row, column]`` array in ``[0, 1]``; bright = dense.
+        The preset :attr:`display` and :attr:`pixels` are rendered with (the
+        first of ``windows``).
     stored
         Read-only stored values of the displayed frame (gray; RGB films hold
         their luminance), kept for re-windowing.
@@ -350,30 +340,36 @@ class Film:
         Stored values -> modality values.
     invert
         True for MONOCHROME1 (inverted after VOI so that bone is bright).
+    stored_range
+        ``(min, max)`` of ``stored`` (computed when not given).
+
+    The display images are computed from ``stored`` on first use and kept:
+    :attr:`display` (8-bit) and :attr:`pixels` (float32 in ``[0, 1]``).
     """
 
     info: FilmInfo
     calibration: Calibration
     windows: tuple[WindowPreset, ...]
     window: WindowPreset
-    pixels: np.ndarray = field(repr=False, compare=False)
     stored: np.ndarray = field(repr=False, compare=False)
     modality: ModalityTransform = field(default_factory=ModalityTransform)
     invert: bool = False
     stored_range: tuple[float, float] | None = field(default=None, repr=False, compare=False)
+    _rendered: dict[str, np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "windows", tuple(self.windows))
+        stored = self.stored
+        if stored.ndim != 2:
+            raise ValueError(f"Film.stored must be 2-D, found shape {stored.shape}")
+        if stored.flags.writeable:
+            stored = stored.view()
+            stored.flags.writeable = False
+            object.__setattr__(self, "stored", stored)
         if self.stored_range is None:
-            object.__setattr__(self, "stored_range", value_range(self.stored))
-        for name in ("pixels", "stored"):
-            array = getattr(self, name)
-            if array.ndim != 2:
-                raise ValueError(f"Film.{name} must be 2-D, found shape {array.shape}")
-            if array.flags.writeable:
-                array = array.view()
-                array.flags.writeable = False
-                object.__setattr__(self, name, array)
+            object.__setattr__(self, "stored_range", value_range(stored))
 
     # -- convenience ----------------------------------------------------------------
 
@@ -383,11 +379,44 @@ class Film:
 
     @property
     def rows(self) -> int:
-        return int(self.pixels.shape[0])
+        return int(self.stored.shape[0])
 
     @property
     def columns(self) -> int:
-        return int(self.pixels.shape[1])
+        return int(self.stored.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` in pixels."""
+        return (self.rows, self.columns)
+
+    @property
+    def display(self) -> np.ndarray:
+        """Read-only ``uint8`` ``[row, column]`` display image (0-255; bright = dense)."""
+        image = self._rendered.get("display")
+        if image is None:
+            image = self._rendered["display"] = render_display(
+                self.stored,
+                self.modality,
+                self.window,
+                invert=self.invert,
+                stored_range=self.stored_range,
+            )
+        return image
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """Read-only float32 ``[row, column]`` display values in ``[0, 1]``; bright = dense."""
+        image = self._rendered.get("pixels")
+        if image is None:
+            image = self._rendered["pixels"] = render_pixels(
+                self.stored,
+                self.modality,
+                self.window,
+                invert=self.invert,
+                stored_range=self.stored_range,
+            )
+        return image
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -399,8 +428,13 @@ class Film:
         return _readonly(self.modality.apply(self.stored))
 
     def with_calibration(self, calibration: Calibration | None) -> Film:
-        """The same film with another calibration (``None``: back to the header's)."""
-        return dataclasses.replace(self, calibration=calibration or self.info.calibration)
+        """The same film with another calibration (``None``: back to the header's).
+
+        The display images are shared: they do not depend on the calibration.
+        """
+        film = dataclasses.replace(self, calibration=calibration or self.info.calibration)
+        object.__setattr__(film, "_rendered", self._rendered)
+        return film
 
     # -- display --------------------------------------------------------------------
 
@@ -467,8 +501,44 @@ class Film:
             stored_range=self.stored_range,
         )
 
+    def render_display(self, *, window: WindowChoice = None, invert: bool = False) -> np.ndarray:
+        """8-bit display image under another window (see :meth:`render`).
+
+        Returns
+        -------
+        Read-only ``uint8`` ``[row, column]`` array, 0-255.
+        """
+        preset = self.resolve_window(window)
+        if preset is self.window and not invert:
+            return self.display
+        return render_display(
+            self.stored,
+            self.modality,
+            preset,
+            invert=self.invert != invert,
+            stored_range=self.stored_range,
+        )
+
 
 # -- the display pipeline ----------------------------------------------------------------
+
+
+def _folded_affine(
+    modality: ModalityTransform, window: WindowPreset, *, invert: bool
+) -> tuple[float, float] | None:
+    """``(scale, offset)`` of the whole pipeline ``stored -> [0, 1]``, when it is linear.
+
+    A linear modality transform followed by a linear window (and an optional
+    inversion) is one multiply-add before the clip to ``[0, 1]``.
+    """
+    affine = window.affine() if modality.lut is None else None
+    if affine is None:
+        return None
+    scale = modality.slope * affine[0]
+    offset = modality.intercept * affine[0] + affine[1]
+    if invert:
+        scale, offset = -scale, 1.0 - offset
+    return scale, offset
 
 
 def render_pixels(
@@ -481,16 +551,11 @@ def render_pixels(
 ) -> np.ndarray:
     """Stored values -> read-only float32 display values in ``[0, 1]``.
 
-    A linear modality transform followed by a linear window (and an optional
-    inversion) is folded into one multiply-add: one pass over the image.
+    A linear pipeline (:func:`_folded_affine`) is one pass over the image.
     """
-    affine = window.affine() if modality.lut is None else None
+    affine = _folded_affine(modality, window, invert=invert)
     if affine is not None:
-        scale = modality.slope * affine[0]
-        offset = modality.intercept * affine[0] + affine[1]
-        if invert:
-            scale, offset = -scale, 1.0 - offset
-        return _readonly(_affine_to_unit(stored, scale, offset, stored_range=stored_range))
+        return _readonly(_affine_to(stored, *affine, np.float32, stored_range=stored_range))
     values = modality.apply(stored)
     out = window.apply(values, out=values if values.dtype == np.float32 else None)
     if invert:
@@ -498,112 +563,90 @@ def render_pixels(
     return _readonly(out)
 
 
-# Images at least this large are processed in two halves of rows, the top half on
-# a helper thread (OpenCV releases the GIL): a 3000 x 3000 film loads about a
-# fifth faster on two cores (benchmarks/bench_load.py).
-SPLIT_MIN_PIXELS = 1 << 21
+def render_display(
+    stored: np.ndarray,
+    modality: ModalityTransform,
+    window: WindowPreset,
+    *,
+    invert: bool,
+    stored_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Stored values -> read-only ``uint8`` display image (0-255): the 8-bit display LUT.
 
-# The cores this process may run on (a scheduler may allow fewer than the machine has).
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-_HELPER_NAME = "vheight-film"
-_helper: ThreadPoolExecutor | None = None
-_helper_lock = threading.Lock()
-
-
-def _forget_helper() -> None:  # a forked child has no helper thread, only its record
-    global _helper
-    _helper = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_helper)
-
-
-def by_row_halves(work: Callable[[slice], _T], rows: int, size: int) -> list[_T]:
-    """``work(rows)`` for the top and bottom halves of an image's rows, in parallel.
-
-    ``work`` must be safe to run on two threads for disjoint row slices.  An
-    image smaller than :data:`SPLIT_MIN_PIXELS` (or a machine with one core)
-    is done in one call, ``work(slice(0, rows))``.  Returns the results, top
-    first; an exception in either half is raised after both have finished.
+    Equal to ``round(255 * render_pixels(...))`` within one grey level (the
+    rounding of a value exactly between two levels may differ).  A linear
+    pipeline is one saturating multiply-add from the stored values straight to
+    8 bits; other pipelines go through :func:`render_pixels`.
     """
-    if (
-        size < SPLIT_MIN_PIXELS
-        or rows < 2
-        or _CPUS < 2
-        or threading.current_thread().name.startswith(_HELPER_NAME)  # no waiting on itself
-    ):
-        return [work(slice(0, rows))]
-    global _helper
-    with _helper_lock:
-        if _helper is None:
-            _helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_HELPER_NAME)
-        helper = _helper
-    half = rows // 2
-    top = helper.submit(work, slice(0, half))
-    try:
-        bottom = work(slice(half, rows))
-    finally:
-        wait([top])
-    return [top.result(), bottom]
+    affine = _folded_affine(modality, window, invert=invert)
+    if affine is not None:
+        scale, offset = affine
+        return _readonly(_affine_to(stored, scale * 255.0, offset * 255.0, np.uint8))
+    unit = render_pixels(stored, modality, window, invert=invert, stored_range=stored_range)
+    out = np.multiply(unit, np.float32(255.0))
+    np.rint(out, out=out)
+    return _readonly(out.astype(np.uint8))
 
 
+# The dtypes OpenCV's arithmetic takes as input.
 _CV_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "int32", "float32", "float64"})
 
 
 def value_range(array: np.ndarray) -> tuple[float, float]:
-    """``(min, max)`` of an array in one pass (OpenCV when it handles the dtype)."""
+    """``(min, max)`` of an array, ignoring NaN (``(0, 0)`` when empty or all NaN)."""
     if array.size == 0:
         return 0.0, 0.0
-    if array.ndim == 2 and array.dtype.isnative and array.dtype.name in _CV_DTYPES:
+    if array.ndim == 2 and array.dtype.kind in "iu" and array.dtype.name in _CV_DTYPES:
         import cv2
 
-        ranges = by_row_halves(
-            lambda rows: cv2.minMaxLoc(array[rows])[:2], array.shape[0], array.size
-        )
-        low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
-        if math.isfinite(low) and math.isfinite(high):
+        if array.dtype.isnative:
+            low, high = cv2.minMaxLoc(array)[:2]  # one pass for both
             return float(low), float(high)
-        finite = array[np.isfinite(array)]
-        return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    return float(np.nanmin(array)), float(np.nanmax(array))
+    if array.dtype.kind == "f":
+        finite = array[np.isfinite(array)] if not np.isfinite(array).all() else array
+        if finite.size == 0:
+            return 0.0, 0.0
+        return float(finite.min()), float(finite.max())
+    return float(array.min()), float(array.max())
 
 
-def _affine_to_unit(
+def _affine_to(
     stored: np.ndarray,
     scale: float,
     offset: float,
+    dtype: type[np.float32] | type[np.uint8],
     *,
     stored_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """``clip(stored * scale + offset, 0, 1)`` as a new float32 array.
+    """``stored * scale + offset`` as a new array of ``dtype``, saturated to its range.
 
-    The extremes of ``stored`` tell which side (if any) needs clipping, so a
-    window that spans the data costs one pass.  OpenCV does the multiply-add
-    with the type conversion in a single pass when it handles the dtype.
+    ``uint8``: rounded and saturated to 0-255.  ``float32``: clipped to
+    ``[0, 1]``; the extremes of ``stored`` tell which side (if any) needs
+    clipping.  OpenCV does the multiply-add with the type conversion in one
+    pass over the image when it takes the dtype.
     """
+    import cv2
+
     native = stored.dtype.isnative and stored.dtype.name in _CV_DTYPES
+    if dtype is np.uint8:
+        if native and stored.size:
+            return cv2.addWeighted(stored, scale, stored, 0.0, offset, dtype=cv2.CV_8U)
+        out = np.multiply(stored, np.float32(scale), dtype=np.float32)
+        out += np.float32(offset)
+        np.clip(out, 0.0, 255.0, out=out)
+        np.rint(out, out=out)
+        return out.astype(np.uint8)
     low_in, high_in = stored_range if stored_range is not None else value_range(stored)
     ends = (low_in * scale + offset, high_in * scale + offset)
     need_low, need_high = min(ends) < 0.0, max(ends) > 1.0
-    if native and stored.ndim == 2 and stored.size:
-        import cv2
-
-        out = buffers.empty(stored.shape, np.float32)
-
-        def convert(rows: slice) -> None:
-            part = out[rows]
-            cv2.addWeighted(
-                stored[rows], scale, stored[rows], 0.0, offset, dst=part, dtype=cv2.CV_32F
-            )
-            if need_high:
-                cv2.threshold(part, 1.0, 1.0, cv2.THRESH_TRUNC, dst=part)
-            if need_low:
-                cv2.threshold(part, 0.0, 0.0, cv2.THRESH_TOZERO, dst=part)
-
-        by_row_halves(convert, stored.shape[0], stored.size)
+    if native and stored.size:
+        out = cv2.addWeighted(stored, scale, stored, 0.0, offset, dtype=cv2.CV_32F)
+        if need_high:
+            cv2.threshold(out, 1.0, 1.0, cv2.THRESH_TRUNC, dst=out)
+        if need_low:
+            cv2.threshold(out, 0.0, 0.0, cv2.THRESH_TOZERO, dst=out)
         return out
-    out = np.multiply(stored, np.float32(scale), out=buffers.empty(stored.shape), dtype=np.float32)
+    out = np.multiply(stored, np.float32(scale), dtype=np.float32)
     out += np.float32(offset)
     if need_low or need_high:
         np.clip(out, 0.0, 1.0, out=out)
@@ -631,314 +674,7 @@ def auto_window(
     )
 
 
-# -- sources -----------------------------------------------------------------------------
-
-_MAGIC: tuple[tuple[bytes, FilmFormat], ...] = (
-    (b"\x89PNG\r\n\x1a\n", FilmFormat.PNG),
-    (b"\xff\xd8\xff", FilmFormat.JPEG),
-    (b"II*\x00", FilmFormat.TIFF),
-    (b"MM\x00*", FilmFormat.TIFF),
-    (b"II+\x00", FilmFormat.TIFF),  # BigTIFF
-    (b"MM\x00+", FilmFormat.TIFF),
-)
-
-
-def sniff_format(head: bytes) -> FilmFormat | None:
-    """Format from a file's first 132 bytes: DICM preamble or PNG/JPEG/TIFF magic."""
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return FilmFormat.DICOM
-    for magic, fmt in _MAGIC:
-        if head.startswith(magic):
-            return fmt
-    return None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Opened:
-    """A film source opened for reading: a seekable binary stream and names."""
-
-    stream: BinaryIO
-    name: str
-    path: str | None
-    head: bytes
-    owned: bool
-
-    def close(self) -> None:
-        if self.owned:
-            self.stream.close()
-
-
-# The buffer a film is opened with: one read brings in the first chunk the lean DICOM
-# header reader asks for (vheight.dicom reads in chunks of this size).
-HEADER_CHUNK = 16384
-
-
-def _as_written(source: object) -> bool:
-    """True when ``source`` is a POSIX path string that :class:`~pathlib.Path` keeps
-    exactly as written: no empty or ``.`` part, no trailing slash."""
-    return (
-        type(source) is str
-        and os.sep == "/"
-        and source not in ("", ".")
-        and "//" not in source
-        and "/./" not in source
-        and not source.startswith("./")
-        and not source.endswith(("/", "/."))
-    )
-
-
-def _open_source(source: FilmSource, *, name: str | None, max_bytes: int | None) -> _Opened:
-    """Open ``source`` (path, bytes, or binary file object) as a seekable stream."""
-    if isinstance(source, (str, os.PathLike)):
-        # A path that Path() would keep as written is used as it is (many films in a
-        # batch); any other is normalised by Path, for the name and the path shown.
-        path: str | Path = source if _as_written(source) else Path(source)  # type: ignore[arg-type]
-        shown = name or (path.rpartition("/")[2] if isinstance(path, str) else path.name)
-        try:
-            # A header of up to 16 KiB comes in with one read, and opening it skips the
-            # terminal check of default buffering.
-            stream: BinaryIO = open(path, "rb", buffering=HEADER_CHUNK)  # noqa: SIM115 - closed by the caller
-        except FileNotFoundError:
-            raise ImageReadError(f"{shown}: no such file ({path})") from None
-        except IsADirectoryError:
-            raise ImageReadError(f"{shown}: is a folder, not a film ({path})") from None
-        except OSError as exc:
-            raise ImageReadError(f"{shown}: cannot open ({exc.strerror or exc})") from None
-        head = stream.read(132)
-        stream.seek(0)
-        return _Opened(stream=stream, name=shown, path=str(path), head=head, owned=True)
-
-    limit = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        shown = name or "<upload>"
-        size = memoryview(source).nbytes
-        if size > limit:
-            raise ImageReadError(_too_big(shown, size, limit))
-        data = bytes(source) if not isinstance(source, bytes) else source
-    elif hasattr(source, "read"):
-        shown = name or os.path.basename(str(getattr(source, "name", "") or "")) or "<upload>"
-        data = source.read(limit + 1)
-        if not isinstance(data, (bytes, bytearray)):
-            raise ImageReadError(f"{shown}: the file object must be opened in binary mode")
-        if len(data) > limit:
-            raise ImageReadError(_too_big(shown, None, limit))
-        data = bytes(data)
-    else:
-        raise TypeError(
-            f"a film source must be a path, bytes or a binary file object, "
-            f"found {type(source).__name__}"
-        )
-    if not data:
-        raise ImageReadError(f"{shown}: the file is empty (0 bytes)")
-    return _Opened(stream=io.BytesIO(data), name=shown, path=None, head=data[:132], owned=True)
-
-
-def _too_big(name: str, size: int | None, limit: int) -> str:
-    found = f"{size / 2**20:.1f} MiB" if size is not None else "more than that"
-    return (
-        f"{name}: upload too large ({found}; the limit is {limit / 2**20:.0f} MiB); "
-        "open it from a path instead, or raise max_bytes"
-    )
-
-
-def _not_a_film(opened: _Opened) -> ImageReadError:
-    from vheight.errors import DicomReadError
-
-    if not opened.head:
-        return DicomReadError(f"{opened.name}: the file is empty (0 bytes)")
-    return DicomReadError(
-        f"{opened.name}: not a DICOM file (no DICM preamble at byte 128) and not a "
-        "PNG, JPEG or TIFF image either"
-    )
-
-
-def _renamed_warning(opened: _Opened, fmt: FilmFormat) -> list[str]:
-    suffix = Path(opened.name).suffix.lower()
-    if suffix in (".dcm", ".dicom", ".dic"):
-        return [f"{opened.name} is a {fmt.value} image, not DICOM: read as {fmt.value}"]
-    return []
-
-
-def load_film(
-    source: FilmSource,
-    *,
-    name: str | None = None,
-    calibration: Calibration | Mapping[str, Any] | None = None,
-    max_bytes: int | None = None,
-) -> Film:
-    """Read a film (DICOM of any transfer syntax, PNG, JPEG, TIFF) for display.
-
-    Parameters
-    ----------
-    source
-        A path, ``bytes``, or a binary file object (e.g. an upload).
-    name
-        Name used in messages and :attr:`FilmInfo.name` (default: the file name,
-        or ``"<upload>"``).
-    calibration
-        A user calibration (rule 1, ``mm User``): it replaces the header's.
-        A mapping is read with :meth:`Calibration.from_dict`.
-    max_bytes
-        Largest ``bytes`` / file object accepted (default 512 MiB); paths are
-        not limited.
-
-    Raises
-    ------
-    ImageReadError, DicomReadError
-        Naming the film and what is wrong with it.
-    """
-    if calibration is not None and not isinstance(calibration, Calibration):
-        calibration = Calibration.from_dict(calibration)
-    opened = _open_source(source, name=name, max_bytes=max_bytes)
-    try:
-        fmt = sniff_format(opened.head)
-        if fmt is FilmFormat.DICOM or (fmt is None and _looks_like_raw_dicom(opened.head)):
-            from vheight import dicom
-
-            film = dicom.load_dicom_stream(
-                opened.stream, name=opened.name, path=opened.path, force=fmt is None
-            )
-        elif fmt is None:
-            raise _not_a_film(opened)
-        else:
-            film = _load_raster(opened, fmt)
-    finally:
-        opened.close()
-    if calibration is not None:
-        film = film.with_calibration(calibration)
-    return film
-
-
-def read_film_info(source: FilmSource, *, name: str | None = None) -> FilmInfo:
-    """Header facts of a film without decoding its pixels.
-
-    DICOM is read with ``stop_before_pixels=True``; PNG/JPEG/TIFF headers with
-    Pillow's lazy open.  Accepts what :func:`load_film` accepts.
-    """
-    opened = _open_source(source, name=name, max_bytes=None)
-    try:
-        fmt = sniff_format(opened.head)
-        if fmt is FilmFormat.DICOM or (fmt is None and _looks_like_raw_dicom(opened.head)):
-            from vheight import dicom
-
-            return dicom.read_dicom_info_stream(
-                opened.stream, name=opened.name, path=opened.path, force=fmt is None
-            )
-        if fmt is None:
-            raise _not_a_film(opened)
-        info, _ = _raster_info(opened, fmt, decode=False)
-        return info
-    finally:
-        opened.close()
-
-
-def _looks_like_raw_dicom(head: bytes) -> bool:
-    """A DICOM data set without the 128-byte preamble (e.g. old ACR-NEMA style)."""
-    # Little endian tag of group 0x0002 or 0x0008 followed by an explicit VR or a length.
-    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00"
-
-
-# -- PNG, JPEG, TIFF ------------------------------------------------------------------
-
-
-def _raster_info(opened: _Opened, fmt: FilmFormat, *, decode: bool) -> tuple[FilmInfo, Any]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(opened.stream)
-        if decode:
-            image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{opened.name}: cannot read the {fmt.value} image ({exc})") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{opened.name}: image too large to read safely ({exc})") from None
-    bits = {"1": 1, "L": 8, "LA": 8, "P": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8}.get(
-        image.mode
-    )
-    if image.mode.startswith("I;16") or image.mode == "I":
-        bits = 16
-    warnings = _renamed_warning(opened, fmt)
-    frames = int(getattr(image, "n_frames", 1) or 1)
-    if frames > 1:
-        warnings.append(f"{opened.name} has {frames} frames: showing the first")
-    warnings.append(
-        f"{opened.name} is a {fmt.value} image: no pixel spacing, measurements are in "
-        "pixels unless a calibration is given"
-    )
-    info = FilmInfo(
-        name=opened.name,
-        path=opened.path,
-        format=fmt,
-        rows=image.height,
-        columns=image.width,
-        photometric_interpretation="MONOCHROME2"
-        if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F", "LA")
-        else "RGB",
-        bits_stored=bits,
-        number_of_frames=frames,
-        warnings=tuple(warnings),
-    )
-    return info, image
-
-
-def _load_raster(opened: _Opened, fmt: FilmFormat) -> Film:
-
-    info, image = _raster_info(opened, fmt, decode=True)
-    try:
-        mode = image.mode
-        if mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LA", "La", "RGBa", "LAB", "HSV"):
-            if mode in ("LA", "La"):
-                gray = np.asarray(image.getchannel(0), dtype=np.uint8)
-            else:
-                rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-                gray = _luminance(rgb)
-            full_scale = 255.0
-        elif mode == "1":
-            gray = np.asarray(image.convert("L"), dtype=np.uint8)
-            full_scale = 255.0
-        elif mode == "L":
-            gray = np.asarray(image, dtype=np.uint8)
-            full_scale = 255.0
-        elif mode.startswith("I;16") or mode == "I":
-            gray = np.asarray(image)
-            if gray.dtype.byteorder not in ("=", "|"):
-                gray = gray.astype(gray.dtype.newbyteorder("="))
-            full_scale = 65535.0
-        elif mode == "F":
-            gray = np.asarray(image, dtype=np.float32)
-            full_scale = None
-        else:
-            raise ImageReadError(f"{opened.name}: unsupported {fmt.value} pixel mode {mode!r}")
-    except (OSError, ValueError) as exc:
-        raise ImageReadError(
-            f"{opened.name}: cannot decode the {fmt.value} image ({exc})"
-        ) from None
-    finally:
-        image.close()
-    modality = ModalityTransform()
-    if full_scale == 255.0:
-        window = WindowPreset(
-            center=127.5, width=255.0, explanation="full range", function="LINEAR_EXACT"
-        )
-    else:
-        window = auto_window(gray, modality)
-    stored = np.ascontiguousarray(gray)
-    stored_range = value_range(stored)
-    pixels = render_pixels(stored, modality, window, invert=False, stored_range=stored_range)
-    return Film(
-        info=info,
-        calibration=info.calibration,
-        windows=(window,),
-        window=window,
-        pixels=pixels,
-        stored=stored,
-        modality=modality,
-        invert=False,
-        stored_range=stored_range,
-    )
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
+def luminance(rgb: np.ndarray) -> np.ndarray:
     """ITU-R BT.601 luma of an ``(..., 3)`` RGB array, float32."""
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.ascontiguousarray(rgb[..., :3] @ weights, dtype=np.float32)
+    return np.ascontiguousarray(np.asarray(rgb[..., :3], dtype=np.float32) @ weights)

@@ -39,6 +39,7 @@ from pydicom.dataset import Dataset
 
 from vheight import __version__
 from vheight.annotation import Annotation
+from vheight.dicom import read_dataset
 from vheight.files import write_atomic
 from vheight.render import GRADE_COLORS, INCOMPLETE_COLOR
 from vheight.sr import (
@@ -349,12 +350,12 @@ def build_gsps(
         if isinstance(film, Dataset):
             ds_full = film
         elif hasattr(film, "pixels") and hasattr(film, "info"):
-            ds_full = pydicom.dcmread(film.info.path)  # read_film_header checked the path
+            ds_full = read_dataset(film.info.path, pixels=True)  # read_film_header checked it
         else:
             fp: Any = io.BytesIO(film) if isinstance(film, bytes) else film
             if hasattr(fp, "seek"):
                 fp.seek(0)
-            ds_full = pydicom.dcmread(fp)
+            ds_full = read_dataset(fp, pixels=True)
     evidence = _evidence(header)
     rows, columns = int(header.Rows), int(header.Columns)
 

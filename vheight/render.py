@@ -33,6 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vheight.errors import AnnotationError
+
 __all__ = ["GRADE_COLORS", "INCOMPLETE_COLOR", "TREATED_COLOR", "render_annotated", "to_rgb8"]
 
 #: Colour (RGB) of a vertebra by its morphometric grade.
@@ -56,6 +58,13 @@ _HEIGHTS = (
 _LABEL_SCALE = 0.95
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+# Drawing coordinates are clamped to this many display pixels from the origin
+# (OpenCV draws with 32-bit fixed-point coordinates); landmarks farther than
+# OUTSIDE_TOLERANCE of the film's size beyond its edges are refused first.
+_FAR_PX = float(1 << 24)
+
+#: How far beyond the film's edges a landmark may lie, as a fraction of its size.
+OUTSIDE_TOLERANCE = 0.10
 
 
 def to_rgb8(pixels: np.ndarray) -> np.ndarray:
@@ -77,8 +86,37 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     return grey_or_rgb.copy()
 
 
+def _check_landmarks_on_film(annotation: Any, rows: int, cols: int, name: str | None) -> None:
+    """Refuse landmarks that are not finite or lie far outside the ``cols`` x ``rows`` film.
+
+    A point may lie up to :data:`OUTSIDE_TOLERANCE` of the film's size beyond
+    an edge (a vertebra cut by the edge of the film); farther, the annotation
+    was not drawn on this film.
+    """
+    margin_x, margin_y = OUTSIDE_TOLERANCE * cols, OUTSIDE_TOLERANCE * rows
+    for level, points in annotation.vertebrae.items():
+        for point, xy in points.items():
+            x, y = float(xy[0]), float(xy[1])
+            inside = (
+                math.isfinite(x)
+                and math.isfinite(y)
+                and -margin_x - 0.5 <= x <= cols - 0.5 + margin_x
+                and -margin_y - 0.5 <= y <= rows - 0.5 + margin_y
+            )
+            if not inside:
+                film = f"{name}: " if name else ""
+                raise AnnotationError(
+                    f"{film}landmark {level} {point} at ({x:.6g}, {y:.6g}) px lies outside the "
+                    f"{cols} x {rows} px film (more than {OUTSIDE_TOLERANCE:.0%} of its size "
+                    "beyond an edge): was the annotation drawn on this film?"
+                )
+
+
 def _film_pixels(film: Any) -> np.ndarray:
-    pixels = getattr(film, "pixels", film)
+    """The film's 8-bit display image (or the grey array given)."""
+    pixels = getattr(film, "display", None)
+    if pixels is None:
+        pixels = getattr(film, "pixels", film)
     array = np.asarray(pixels)
     if array.ndim not in (2, 3) or array.shape[0] < 1 or array.shape[1] < 1:
         raise ValueError(f"the film's pixels must be a 2-D array, found shape {array.shape}")
@@ -132,8 +170,12 @@ class _Canvas:
 
     @staticmethod
     def _fixed(xy: Sequence[float]) -> tuple[int, int]:
+        """OpenCV's fixed-point coordinates, kept within its 32-bit range."""
         f = 1 << _SHIFT
-        return (int(round(xy[0] * f)), int(round(xy[1] * f)))
+        return (
+            int(round(min(max(xy[0], -_FAR_PX), _FAR_PX) * f)),
+            int(round(min(max(xy[1], -_FAR_PX), _FAR_PX) * f)),
+        )
 
     def polyline(
         self,
@@ -402,6 +444,8 @@ def render_annotated(
     """
     pixels = _film_pixels(film)
     rows, cols = pixels.shape[:2]
+    if annotation is not None:
+        _check_landmarks_on_film(annotation, rows, cols, getattr(film, "name", None))
     if scale is not None:
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0 < scale <= 8):
             raise ValueError(f"scale must be a number in (0, 8], found {scale!r}")

@@ -115,12 +115,21 @@ class ReportFilm:
 
 
 def _load_film(source: Any, name: str) -> tuple[Any, list[str]]:
-    from vheight.film import load_film
+    """The film, or None and the reason it could not be read (one warning)."""
+    from vheight.files import regular_file_problem
+    from vheight.loader import load_film
 
+    shown = repr(name) if "\x00" in str(name) else str(name)[:200]
+    if isinstance(source, (str, os.PathLike)):
+        problem = regular_file_problem(source, what="film")
+        if problem == "no such file":
+            return None, [f"film {str(source)[:300]} not found; shown without the image"]
+        if problem is not None:
+            return None, [f"film {shown} could not be read ({problem}); shown without the image"]
     try:
         return load_film(source, name=name), []
     except (ImageReadError, OSError) as exc:
-        return None, [f"film {name} could not be read ({exc}); shown without the image"]
+        return None, [f"film {shown} could not be read ({exc}); shown without the image"]
 
 
 def _film_mismatch(annotation: Annotation, film: Any, name: str) -> list[str]:
@@ -177,11 +186,8 @@ def _prepare_one(item: Any, reference: str) -> ReportFilm:
     if film_source is not None and hasattr(film_source, "pixels"):
         film = film_source
     elif film_source is not None:
-        if isinstance(film_source, (str, os.PathLike)) and not Path(film_source).exists():
-            warnings.append(f"film {film_source} not found; shown without the image")
-        else:
-            film, more = _load_film(film_source, name)
-            warnings.extend(more)
+        film, more = _load_film(film_source, name)
+        warnings.extend(more)
     else:
         warnings.append(
             f"{source_label}: no film given (image.file not set); shown without the image"
@@ -216,7 +222,11 @@ def _identifiers(item: Any, name: Any, film_source: Any, film: Any) -> tuple[str
     for value in (item if isinstance(item, (str, os.PathLike)) else None, film_source):
         if isinstance(value, (str, os.PathLike)):
             path = Path(value)
-            found.update({str(value), str(path), path.name, str(path.resolve())})
+            try:
+                resolved = str(path.resolve())
+            except (OSError, ValueError, RuntimeError):  # NUL byte, symlink loop, too long
+                resolved = str(path.absolute())
+            found.update({str(value), str(path), path.name, resolved})
     if film is not None:
         found.update(str(v) for v in (film.info.name, film.info.path) if v)
     return tuple(sorted((f for f in found if f), key=len, reverse=True))

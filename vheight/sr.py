@@ -65,6 +65,7 @@ from pydicom.uid import ComprehensiveSRStorage
 from vheight import __version__
 from vheight.annotation import LEVELS, POINT_NAMES, Annotation
 from vheight.calibration import Calibration, SpacingLabel
+from vheight.dicom import read_dataset
 from vheight.errors import VHeightError
 from vheight.files import write_atomic
 
@@ -235,7 +236,7 @@ def read_film_header(source: Any) -> Dataset:
         name = str(source) if isinstance(source, (str, os.PathLike)) else "<upload>"
         fp: Any = io.BytesIO(source) if isinstance(source, bytes) else source
         try:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            ds = read_dataset(fp, name=name)
         except FileNotFoundError as exc:
             raise SRExportError(f"{name}: film not found") from exc
         except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:

@@ -1,7 +1,8 @@
 """``vheight info FILM...``: header facts of films, without decoding pixels.
 
 Each FILM is a DICOM, PNG, JPEG or TIFF file, or a folder (searched
-recursively; files in it that are not films are skipped).  One record per
+recursively; files in it that are not films are skipped, and so, with a
+warning, are named pipes, devices and other files that are not regular).  One record per
 film: size, modality, photometric interpretation, transfer syntax, bits
 stored, frames, UIDs, calibration (``row_spacing_mm``, ``col_spacing_mm``,
 ``spacing_source``, ``spacing_label``), patient and view position, warnings.
@@ -55,6 +56,8 @@ class InfoResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     skipped: int = 0
+    #: Files in folders that are not regular files (FIFOs, devices...), with the reason.
+    skipped_special: list[str] = field(default_factory=list)
 
 
 def iter_films(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, bool]]:
@@ -79,10 +82,17 @@ def iter_films(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, bool]
 def collect_info(paths: Sequence[str | os.PathLike]) -> InfoResult:
     """Read the header of every film under ``paths`` (what the command prints)."""
     from vheight.errors import VHeightError
-    from vheight.film import read_film_info, sniff_format
+    from vheight.files import regular_file_problem
+    from vheight.loader import read_film_info, sniff_format
 
     result = InfoResult()
     for path, explicit in iter_films(paths):
+        if not explicit:
+            # Checked before anything opens it: a FIFO would block open().
+            problem = regular_file_problem(path, what="film")
+            if problem is not None:
+                result.skipped_special.append(f"{path}: {problem}")
+                continue
         try:
             info = read_film_info(path)
         except VHeightError as exc:
@@ -134,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         for record in result.records:
             for warning in record["warnings"]:
                 print(f"vheight info: {record['name']}: warning: {warning}", file=sys.stderr)
+    for skipped in result.skipped_special:
+        print(f"vheight info: warning: skipped {skipped}", file=sys.stderr)
     if result.skipped:
         print(f"vheight info: skipped {result.skipped} file(s) that are not films", file=sys.stderr)
     if not result.records and not result.errors:

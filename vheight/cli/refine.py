@@ -80,7 +80,7 @@ def _film_path(args: argparse.Namespace, annotation: Any, annotation_path: Path)
 def run(args: argparse.Namespace) -> int:
     from vheight.annotation import load_annotation, save_annotation
     from vheight.cli._output import emit_csv, emit_json, emit_table
-    from vheight.film import load_film
+    from vheight.loader import load_film
     from vheight.refine import NOTE_FLAGS, propose_level_result, refine_annotation
 
     annotation_path = Path(args.annotation)

@@ -5,11 +5,16 @@ film header's), grouped by patient and ordered pre, post, follow-up; each
 patient gets a summary or pre/post/follow-up comparison page and one page per
 film with the annotated film and its measurement table.  ``--deidentify``
 prints no patient name, ID, study date or file name.
+
+Exit code 1 (one line per film on stderr) when a film that an annotation
+names could not be read; the report is still written, its page for that film
+saying why.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,20 @@ def run(args: argparse.Namespace) -> int:
     groups = prepare_films([Path(a) for a in args.annotations], reference=args.reference)
     data = pdf_bytes(groups, reference=args.reference, deidentify=args.deidentify)
     out = save_pdf(data, args.out)
+    # A film that an annotation names but that could not be read: the report is
+    # written (the page says why), and the command says so and exits 1.
+    unread = [
+        item
+        for group in groups
+        for item in group
+        if item.film is None and item.annotation.image.file
+    ]
+    for item in unread:
+        reason = next(
+            (w for w in item.warnings if "not found" in w or "could not be read" in w),
+            "the film could not be read",
+        )
+        print(f"vheight report: error: {reason}", file=sys.stderr)
     record = {
         "out": str(out),
         "patients": len(groups),
@@ -67,4 +86,4 @@ def run(args: argparse.Namespace) -> int:
         emit_csv([record])
     else:
         emit_table([record])
-    return 0
+    return 1 if unread else 0

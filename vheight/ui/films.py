@@ -28,7 +28,8 @@ from vheight.annotation import (
     sidecar_path,
 )
 from vheight.errors import AnnotationError, ImageReadError
-from vheight.film import Film, WindowChoice, load_film, render_pixels
+from vheight.film import Film, WindowChoice, render_pixels
+from vheight.loader import load_film
 from vheight.ui.store import AnnotationStore, content_key, film_key
 
 __all__ = [

@@ -26,7 +26,7 @@ import streamlit as st
 from vheight.annotation import LEVELS, TIMEPOINTS, Annotation, sidecar_path
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError, VHeightError
-from vheight.film import load_film
+from vheight.loader import load_film
 from vheight.refine import DEFAULT_RADIUS_MM, RefineResult, propose_level_result, refine_annotation
 from vheight.ui.editor import EditorState
 from vheight.ui.films import (
@@ -424,8 +424,8 @@ def on_film_upload() -> None:
         return
     timepoint = state.get(UPLOAD_TARGET, "pre")
     state[UPLOAD_ERROR] = open_upload(uploaded.getvalue(), uploaded.name, timepoint)
-    if state[UPLOAD_ERROR] is None:
-        state[UPLOAD_NONCE] += 1  # a fresh, empty uploader
+    state[UPLOAD_NONCE] += 1  # a fresh, empty uploader: the upload read is released
+    del uploaded, state[key]
 
 
 def open_upload(data: bytes, name: str, timepoint: str) -> str | None:
