@@ -60,10 +60,15 @@ def _slot(at, timepoint="pre"):
 TABS = {"pre": 0, "post": 1, "followup": 2}
 
 
-def _table(at, timepoint="pre") -> pd.DataFrame:
+def _tables(at, timepoint="pre") -> list[pd.DataFrame]:
+    """The film tab's measurement tables: the brief one beside the film, the full one."""
     tab = at.tabs[TABS[timepoint]]
-    found = [t.value for t in tab.table if "Grade" in t.value.columns]
-    assert len(found) == 1, f"{timepoint}: expected one measurement table, found {len(found)}"
+    return [t.value for t in tab.table if "Grade" in t.value.columns]
+
+
+def _table(at, timepoint="pre") -> pd.DataFrame:
+    found = [t for t in _tables(at, timepoint) if "Reference" in t.columns]
+    assert len(found) == 1, f"{timepoint}: expected one full measurement table, found {len(found)}"
     return found[0]
 
 

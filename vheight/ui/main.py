@@ -38,8 +38,15 @@ from vheight.morphometry import measure
 from vheight.refine import DEFAULT_RADIUS_MM
 from vheight.ui import comparison as comparison_view
 from vheight.ui import exports, session
-from vheight.ui.editor import DisplayImage, landmark_editor, make_display_image
-from vheight.ui.films import MAX_UPLOAD_MB, display_pixels
+from vheight.ui.editor import (
+    ValueImage,
+    ValueMapping,
+    landmark_editor,
+    make_value_image,
+    value_mapping,
+    window_spec,
+)
+from vheight.ui.films import MAX_UPLOAD_MB, display_pixels, window_from_key
 from vheight.ui.session import Slot, widget_key
 from vheight.ui.tables import (
     grades_by_level,
@@ -47,14 +54,26 @@ from vheight.ui.tables import (
     style_measurements,
 )
 
+#: Columns of the measurement table beside the film (the full table is below it).
+_BRIEF_COLUMNS = ("Level", "Grade", "Ha", "Hm", "Hp", "Ha/Hp", "Max loss (%)")
+
 __all__ = ["main"]
 
-EDITOR_HEIGHT = 660
+#: Smallest height of the viewer, CSS px (it grows to fill the window).
+EDITOR_MIN_HEIGHT = 420
+#: Longest side of a full-resolution region sent when zoomed in, px.
+MAX_CROP_SIDE = 2048
 COMPARISON = "Comparison"
-# Layout only (a constant of this module, never data): a tighter page top.
+# Layout only (a constant of this module, never data): a tighter page, compact
+# tables beside the film.
 _PAGE_CSS = """<style>
-[data-testid="stMainBlockContainer"] { padding-top: 2.2rem; padding-bottom: 2rem; }
+[data-testid="stMainBlockContainer"] { padding-top: 1.2rem; padding-bottom: 1.5rem;
+  padding-left: 1.5rem; padding-right: 1.5rem; }
 [data-testid="stSidebarHeader"] { height: 1.5rem; }
+[data-testid="stSidebar"][data-collapsed="false"] { width: 244px !important; }
+.st-key-vh-brief [data-testid="stTable"] td, .st-key-vh-brief [data-testid="stTable"] th {
+  padding: 2px 6px; font-size: 0.8rem; }
+[data-testid="stTabs"] [data-baseweb="tab-list"] { gap: 1rem; }
 </style>"""
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
@@ -67,10 +86,18 @@ def md_escape(text: Any) -> str:
 # -- cached renderings ----------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=24, show_spinner=False)
-def _display_image(identity: str, window: tuple, invert: bool, _film: Any) -> DisplayImage:
-    """The display JPEG of a film under a window (keyed by film identity + window)."""
-    return make_display_image(display_pixels(_film, window, invert))
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _film_values(identity: str, _film: Any) -> tuple[ValueImage, ValueMapping]:
+    """A film's display codes (keyed by film identity; any window is drawn from them)."""
+    mapping = value_mapping(_film)
+    return make_value_image(_film, mapping), mapping
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _film_crop(identity: str, region: tuple[int, int, int, int], _film: Any) -> ValueImage:
+    """A region of a film at full resolution (when it fits :data:`MAX_CROP_SIDE`)."""
+    _, mapping = _film_values(identity, _film)
+    return make_value_image(_film, mapping, max_side=MAX_CROP_SIDE, region=region)
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
@@ -225,20 +252,22 @@ def _window_choice(slot: Slot) -> tuple[tuple, bool]:
 
 
 def _display_controls(slot: Slot) -> None:
+    """Window preset, manual window and invert (the mouse window/level is the editor's)."""
     film = slot.opened.film
     state = st.session_state
     options: list[Any] = [*range(len(film.windows)), "manual"]
     labels = {i: w.label() for i, w in enumerate(film.windows)}
-    labels["manual"] = "Manual window"
-    c1, c2, c3 = st.columns([2.2, 1.2, 1], vertical_alignment="bottom")
+    labels["manual"] = "Manual window (mouse: right drag)"
+    c1, c2, c3 = st.columns([2.3, 0.5, 1], vertical_alignment="bottom", gap="small")
     state.setdefault(widget_key(slot, "window"), 0)
     c1.selectbox(
         "Window",
         options=options,
         format_func=lambda o: labels.get(o, str(o)),
         key=widget_key(slot, "window"),
+        help="Right drag in the viewer (or W and drag): left/right = width, up/down = centre.",
     )
-    with c2.popover("Manual window", width="stretch"):
+    with c2.popover("", icon=":material/tune:", width="stretch", help="Manual window"):
         low, high = _value_range(slot.opened.identity, film)
         span = high - low
         default = film.windows[0] if film.windows else None
@@ -277,6 +306,80 @@ def _use_manual(slot: Slot) -> None:
     session.set_widget(slot, "window", "manual")
 
 
+def on_editor_window(timepoint: str) -> None:
+    """Editor callback: a mouse window/level drag ended; it becomes the manual window."""
+    slot = session.get_slot(timepoint)
+    if slot is None:
+        return
+    value = st.session_state.get(widget_key(slot, "editor")) or {}
+    window = value.get("window") if isinstance(value, dict) or hasattr(value, "get") else None
+    if not hasattr(window, "get"):
+        return
+    try:
+        centre, width = float(window.get("center")), float(window.get("width"))
+    except (TypeError, ValueError):
+        return
+    if not (np.isfinite(centre) and np.isfinite(width)):
+        return
+    low, high = _value_range(slot.opened.identity, slot.opened.film)
+    span = high - low
+    session.set_widget(slot, "wc", float(np.clip(centre, low, high)))
+    session.set_widget(slot, "ww", float(np.clip(width, min(1.0, span / 1000.0), 2 * span)))
+    session.set_widget(slot, "window", "manual")
+
+
+def _crop_region(slot: Slot) -> tuple[int, int, int, int] | None:
+    """The full-resolution region the editor asked for (clipped to the film), if any."""
+    value = st.session_state.get(widget_key(slot, "editor"))
+    region = value.get("crop") if hasattr(value, "get") else None
+    if not hasattr(region, "get"):
+        return None
+    film = slot.opened.film
+    try:
+        x0, y0, x1, y1 = (int(region.get(k)) for k in ("x0", "y0", "x1", "y1"))
+    except (TypeError, ValueError):
+        return None
+    x0, x1 = max(0, x0), min(film.columns, x1)
+    y0, y1 = max(0, y0), min(film.rows, y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1, y1)
+
+
+def _badge(slot: Slot, measurement: Any) -> dict[str, Any]:
+    """The calibration badge of the viewer: ``mm ERMF``, ``mm Proj``..., or uncalibrated."""
+    calibration = (
+        measurement.calibration
+        if measurement is not None
+        else (slot.annotation.calibration or slot.opened.film.calibration)
+    )
+    if calibration.is_calibrated:
+        return {
+            "text": str(calibration.label),
+            "calibrated": True,
+            "title": calibration.describe(),
+        }
+    return {
+        "text": "px \u2014 uncalibrated",
+        "calibrated": False,
+        "title": "No pixel spacing: heights are in pixels. Calibrate under Calibration.",
+    }
+
+
+def _heights(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Level -> the heights drawn beside each vertebra in the viewer."""
+    return {
+        str(r["level"]): {
+            "ha": r.get("anterior_height"),
+            "hm": r.get("middle_height"),
+            "hp": r.get("posterior_height"),
+            "unit": r.get("unit") or "px",
+        }
+        for r in records
+        if r.get("complete")
+    }
+
+
 def _film_tab(timepoint: str, measurement: Any) -> None:
     slot = session.get_slot(timepoint)
     # Always drawn, so that a message never shifts the editor's place in the page
@@ -292,31 +395,48 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
     film = slot.opened.film
     records = measurement.records() if measurement is not None else []
 
-    left, right = st.columns([3.3, 1.25], gap="medium")
-    with left:
+    left, right = st.columns([1.75, 1], gap="small")
+    with right:
+        _level_panel(slot)
+        _brief_table(measurement, records)
         _display_controls(slot)
-        window, invert = _window_choice(slot)
-        image = _display_image(slot.opened.identity, window, invert, film)
+    window, invert = _window_choice(slot)
+    with left:
+        values, mapping = _film_values(slot.opened.identity, film)
+        region = _crop_region(slot)
+        crop = None
+        if region is not None and values.width < film.columns:
+            crop = _film_crop(slot.opened.identity, region, film)
+        preset = film.resolve_window(window_from_key(window))
         calibrating = bool(st.session_state.get(widget_key(slot, "cal_mode"), False))
         landmark_editor(
             key=widget_key(slot, "editor"),
             film_id=slot.opened.identity,
-            image=image,
+            values=values,
+            mapping=mapping,
+            window={
+                **window_spec(preset, invert=film.invert != invert, mapping=mapping),
+                "key": list(window) + [bool(invert)],
+            },
             vertebrae=slot.annotation.vertebrae,
             grades=grades_by_level(records),
+            heights=_heights(records),
+            badge=_badge(slot, measurement),
             treated=slot.annotation.treated_levels,
             active_level=st.session_state[widget_key(slot, "level")],
             epoch=slot.epoch,
             ack=slot.ack,
             mode="calibrate" if calibrating else "landmarks",
             calibration_line=slot.calibration_line,
-            height=EDITOR_HEIGHT,
+            crop=crop,
+            height=EDITOR_MIN_HEIGHT,
             on_edit=lambda: session.on_editor_edit(timepoint),
             on_level=lambda: session.on_editor_level(timepoint),
+            on_window=lambda: on_editor_window(timepoint),
         )
     with right:
-        _level_panel(slot)
         _refine_panel(slot)
+        _treated_panel(slot)
         _calibration_panel(slot, measurement)
         _annotation_panel(slot)
         _film_panel(slot)
@@ -324,19 +444,44 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
     _measurement_table(slot, measurement, window, invert)
 
 
+def _brief_table(measurement: Any, records: list[dict[str, Any]]) -> None:
+    """Heights and grades beside the film, and the warnings that change a number."""
+    with st.container(key="vh-brief"):
+        if measurement is None:
+            return
+        if not records:
+            st.caption("No vertebra annotated yet: click the six points of the level above.")
+            return
+        frame = measurement_frame(records)
+        unit = measurement.unit
+        brief = [c if c in frame.columns else f"{c} ({unit})" for c in _BRIEF_COLUMNS]
+        st.table(style_measurements(frame[brief]), hide_index=True)
+        if measurement.warnings:
+            st.warning(
+                "\n".join(f"- {md_escape(w)}" for w in measurement.warnings),
+                icon=":material/warning:",
+            )
+
+
 def _level_panel(slot: Slot) -> None:
-    st.markdown("##### Landmarks")
-    st.selectbox(
+    level_box, progress_box = st.columns([1, 1.6], vertical_alignment="bottom", gap="small")
+    level_box.selectbox(
         "Level to place",
         options=list(LEVELS),
         key=widget_key(slot, "level"),
-        help="Click the film to place this level's next point; N / Shift+N in the viewer "
-        "moves to the next / previous level.",
+        help="Click the film to place this level's next point; after the sixth the viewer "
+        "moves on to the next level. N / Shift+N in the viewer: next / previous level.",
     )
     level = st.session_state[widget_key(slot, "level")]
     placed = len(slot.annotation.points(level))
-    st.progress(placed / 6, text=f"{level}: {placed} of 6 points")
-    st.multiselect(
+    progress_box.progress(placed / 6, text=f"{level}: {placed} of 6 points")
+
+
+def _treated_panel(slot: Slot) -> None:
+    level = st.session_state[widget_key(slot, "level")]
+    placed = len(slot.annotation.points(level))
+    c1, c2 = st.columns([1.6, 1], vertical_alignment="bottom", gap="small")
+    c1.multiselect(
         "Treated levels",
         options=list(LEVELS),
         key=widget_key(slot, "treated"),
@@ -345,13 +490,14 @@ def _level_panel(slot: Slot) -> None:
         placeholder="none",
         help="Levels augmented (kyphoplasty, vertebroplasty); hatched in the viewer.",
     )
-    st.button(
-        f"Delete all points of {level}",
+    c2.button(
+        f"Delete {level}",
         on_click=session.clear_level,
         args=(slot.timepoint,),
         disabled=placed == 0,
         width="stretch",
         key=widget_key(slot, "clear"),
+        help=f"Delete all points of {level} (Ctrl+Z in the viewer restores them)",
     )
 
 
@@ -608,7 +754,7 @@ def _film_panel(slot: Slot) -> None:
 
 
 def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool) -> None:
-    st.markdown("##### Measurements")
+    st.markdown("##### All measurements")
     if measurement is None:
         return
     records = measurement.records()
@@ -622,10 +768,6 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     )
     # A static table: every level visible at once, and redrawn at once after an edit.
     st.table(style_measurements(measurement_frame(records)), hide_index=True)
-    if measurement.warnings:
-        with st.expander(f"Notes ({len(measurement.warnings)})"):
-            for warning in measurement.warnings:
-                st.text(warning)
 
     stem = Path(slot.opened.name).stem or "film"
     film = slot.opened.film
