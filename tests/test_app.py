@@ -176,6 +176,7 @@ def test_png_upload_opens_a_new_film_keyed_by_content(app, tmp_path):
     assert ok
     app.sidebar.selectbox(key="vh.upload.target").set_value("followup").run()
     app.sidebar.file_uploader[0].set_value(("<b>lateral</b>.png", png.tobytes(), "image/png")).run()
+    app.sidebar.button(key="vh.pending.replace").click().run()  # follow-up held the sample
     assert not app.exception
     assert not app.error
     slot = _slot(app, "followup")
@@ -186,6 +187,34 @@ def test_png_upload_opens_a_new_film_keyed_by_content(app, tmp_path):
     # The file name reaches markdown escaped, never as HTML.
     shown = [s.value for s in app.success]
     assert any("\\<b\\>lateral\\</b\\>" in text for text in shown), shown
+
+
+def test_opening_into_a_held_timepoint_asks_first(app):
+    """A film uploaded as "Pre" while a pre film is open waits for an answer."""
+    image = np.zeros((300, 200), np.uint8)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    before = _slot(app, "pre")
+    app.sidebar.selectbox(key="vh.upload.target").set_value("pre").run()
+    app.sidebar.file_uploader[0].set_value(("new.png", png.tobytes(), "image/png")).run()
+    assert not app.exception
+    assert _slot(app, "pre") is before  # nothing replaced yet
+    question = " ".join(w.value.replace("\\", "") for w in app.sidebar.warning)
+    assert "Pre-augmentation already holds pre.dcm" in question and "new.png" in question
+    app.sidebar.button(key="vh.pending.cancel").click().run()
+    assert _slot(app, "pre") is before and not app.sidebar.warning
+
+    # Ask again, then replace.
+    app.sidebar.file_uploader[0].set_value(("new.png", png.tobytes(), "image/png")).run()
+    app.sidebar.button(key="vh.pending.replace").click().run()
+    assert not app.exception
+    assert _slot(app, "pre").opened.name == "new.png"
+    # The sample series asks too, now that films are open.
+    sample = [b for b in app.sidebar.button if b.label == "Open the sample series"]
+    sample[0].click().run()
+    assert _slot(app, "pre").opened.name == "new.png"
+    app.sidebar.button(key="vh.pending.replace").click().run()
+    assert _slot(app, "pre").opened.name == "pre.dcm"
 
 
 def test_an_edit_is_saved_to_the_store_at_once(app, store_dir):
@@ -607,6 +636,7 @@ def test_png_film_offers_no_dicom_export_and_says_why(deferred, app):
     assert ok
     app.sidebar.selectbox(key="vh.upload.target").set_value("followup").run()
     app.sidebar.file_uploader[0].set_value(("lateral.png", png.tobytes(), "image/png")).run()
+    app.sidebar.button(key="vh.pending.replace").click().run()
     coords = [(100, 100), (150, 98), (200, 96), (100, 180), (150, 185), (200, 190)]
     _edit(app, "followup", {"L1": dict(zip(POINT_NAMES, coords, strict=True))}, rev=1)
     slot = _slot(app, "followup")

@@ -407,6 +407,7 @@ def landmark_editor(
     heights: Mapping[str, Mapping[str, Any]] | None = None,
     badge: Mapping[str, Any] | None = None,
     crop: ValueImage | None = None,
+    value_range: tuple[float, float] = (0.0, 65535.0),
     height: int = 640,
     on_edit: Callable[[], None] | None = None,
     on_level: Callable[[], None] | None = None,
@@ -453,6 +454,9 @@ def landmark_editor(
         ``{"text", "calibrated"}``: the calibration shown in the toolbar.
     crop
         Full-resolution codes of the region last asked for, if any.
+    value_range
+        Smallest and largest modality value of the film (sets how fast a
+        window/level drag moves: the range over about 1000 screen px).
     height
         Smallest height of the viewer, CSS pixels (it grows to the window).
     on_edit, on_level, on_window, on_crop
@@ -463,7 +467,11 @@ def landmark_editor(
     data = {
         "film_id": film_id,
         "image": _value_payload(values, coordinates),
-        "mapping": {"scale": mapping.scale, "offset": mapping.offset},
+        "mapping": {
+            "scale": mapping.scale,
+            "offset": mapping.offset,
+            "range": list(value_range),
+        },
         "window": dict(window),
         "crop": None if crop is None else _value_payload(crop, coordinates + "-crop"),
         "rows": int(values.y1 - values.y0),

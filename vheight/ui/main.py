@@ -195,10 +195,11 @@ def _sidebar() -> None:
         error = state.get(session.UPLOAD_ERROR)
         if error:
             st.error(md_escape(error))
+        _replace_prompt()
         if session.samples_folder() is not None:
             st.button(
                 "Open the sample series",
-                on_click=session.open_samples,
+                on_click=session.request_samples,
                 width="stretch",
                 help="Synthetic pre, post and follow-up films with their landmarks",
             )
@@ -229,6 +230,57 @@ def _sidebar() -> None:
         st.caption("Set VHEIGHT_STORE to use another folder.")
 
 
+def _replace_prompt() -> None:
+    """Ask before a film replaces the one open at its timepoint (or open it beside)."""
+    pending = session.pending_open()
+    if pending is None:
+        return
+    labels = session.TIMEPOINT_LABELS
+    with st.container(border=True, key="vh-replace"):
+        if pending.get("samples"):
+            open_now = ", ".join(
+                f"{labels[tp].lower()}: {slot.opened.name}" for tp, slot in session.slots().items()
+            )
+            st.warning(
+                md_escape(f"Opening the sample series replaces the films open ({open_now}).")
+                + " Their landmarks stay saved in the annotation store.",
+                icon=":material/swap_horiz:",
+            )
+            free: list[str] = []
+        else:
+            timepoint = pending["timepoint"]
+            current = session.get_slot(timepoint)
+            levels = len(current.annotation.levels) if current is not None else 0
+            held = current.opened.name if current is not None else "a film"
+            st.warning(
+                md_escape(
+                    f"{labels[timepoint]} already holds {held} ({levels} level(s) annotated). "
+                    f"Replace it with {pending['name']}?"
+                )
+                + " Its landmarks stay saved in the annotation store.",
+                icon=":material/swap_horiz:",
+            )
+            free = [tp for tp in session.TIMEPOINTS if session.get_slot(tp) is None]
+        st.button(
+            "Replace",
+            type="primary",
+            on_click=session.confirm_pending,
+            width="stretch",
+            key="vh.pending.replace",
+        )
+        for tp in free:
+            st.button(
+                f"Open as {labels[tp]} instead",
+                on_click=session.confirm_pending,
+                args=(tp,),
+                width="stretch",
+                key=f"vh.pending.{tp}",
+            )
+        st.button(
+            "Cancel", on_click=session.cancel_pending, width="stretch", key="vh.pending.cancel"
+        )
+
+
 # -- one film -----------------------------------------------------------------------------
 
 
@@ -257,7 +309,12 @@ def _display_controls(slot: Slot) -> None:
     state = st.session_state
     options: list[Any] = [*range(len(film.windows)), "manual"]
     labels = {i: w.label() for i, w in enumerate(film.windows)}
-    labels["manual"] = "Manual window (mouse: right drag)"
+    wc, ww = session.widget_value(slot, "wc"), session.widget_value(slot, "ww")
+    labels["manual"] = (
+        f"Manual (C {float(wc):.0f}, W {float(ww):.0f})"
+        if wc is not None and ww is not None
+        else "Manual window"
+    )
     c1, c2, c3 = st.columns([2.3, 0.5, 1], vertical_alignment="bottom", gap="small")
     state.setdefault(widget_key(slot, "window"), 0)
     c1.selectbox(
@@ -429,6 +486,7 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
             mode="calibrate" if calibrating else "landmarks",
             calibration_line=slot.calibration_line,
             crop=crop,
+            value_range=_value_range(slot.opened.identity, film),
             height=EDITOR_MIN_HEIGHT,
             on_edit=lambda: session.on_editor_edit(timepoint),
             on_level=lambda: session.on_editor_level(timepoint),

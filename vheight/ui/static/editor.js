@@ -126,7 +126,12 @@ class Editor {
     this.resizeObserver.observe(this.viewport);
     this.on(window, "resize", () => this.fitHeight());
     this.on(document, "fullscreenchange", () => {
-      if (!document.fullscreenElement && this.fullscreen) this.setFullscreen(false);
+      if (!document.fullscreenElement && this.fullscreen) {
+        this.setFullscreen(false);
+      } else {
+        this.fitHeight(); // the page's layout is back: fill the window below the top again
+        this.resize();
+      }
     });
   }
 
@@ -538,9 +543,11 @@ class Editor {
     this.fullscreen = on;
     this.root.classList.toggle("vh-fullscreen", on);
     this.root.dataset.fullscreen = String(on);
+    // The browser's full screen too, where it allows it (the element may sit in a
+    // shadow root, so document.fullscreenElement is then its host).
     if (on && this.root.requestFullscreen && !document.fullscreenElement) {
       this.root.requestFullscreen().catch(() => {});
-    } else if (!on && document.fullscreenElement === this.root) {
+    } else if (!on && document.fullscreenElement && document.exitFullscreen) {
       document.exitFullscreen().catch(() => {});
     }
     this.fitHeight();
