@@ -66,6 +66,9 @@ class Editor {
       this.buttons[button.dataset.action] = button;
     }
 
+    // Polled layout: the page above the viewer may move it without any resize.
+    this.heightTimer = setInterval(() => this.fitHeight(), 400);
+
     this.filmId = null;
     this.imageUrl = null;
     this.image = null;
@@ -150,6 +153,7 @@ class Editor {
     clearTimeout(this.nudgeTimer);
     clearTimeout(this.toastTimer);
     clearTimeout(this.cropTimer);
+    clearInterval(this.heightTimer);
   }
 
   // -------------------------------------------------------------- data in
