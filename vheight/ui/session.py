@@ -269,9 +269,16 @@ def _cached_path_film(path: str, mtime_ns: int, size: int) -> Any:
 
 
 def _default_level(annotation: Annotation) -> str:
+    """The level a film opens on: the first incomplete or missing one between the
+    annotated levels (a gap to fill), else the one after the last."""
     for level in annotation.levels:
         if not annotation.is_complete(level):
             return level
+    annotated = [LEVELS.index(level) for level in annotation.levels]
+    if annotated:
+        for index in range(min(annotated), max(annotated)):
+            if not annotation.is_complete(LEVELS[index]):
+                return LEVELS[index]
     if annotation.levels:
         last = LEVELS.index(annotation.levels[-1])
         return LEVELS[min(last + 1, len(LEVELS) - 1)]

@@ -113,7 +113,8 @@ class Editor {
     this.lut = null;
     this.windowSeq = 0;
     this.wlMode = false;
-    this.wlFrames = [];
+    this.wlFrames = []; // {t, cost} of the last window/level frames, ms (read by benchmarks)
+    this.root.vhWindowFrames = this.wlFrames;
     this.overlay = true;
     this.fillDim = false;
     this.fullscreen = false;
