@@ -19,6 +19,8 @@ Times, each inside the browser (``performance.now()``) unless said:
   session imports the app and decodes its film), and a second session.
   Baseline: the same for a one-line Streamlit page, in the same run.
 - **switching film tabs**: a click on the next film's tab to its film drawn.
+- **downloads**: a click on *DICOM SR* / *Presentation state* to the file
+  received, against the CSV download in the same run.
 - **a scripted reader** annotates T11-L3 (5 levels, 30 clicks) on the sample
   pre film (its sidecar holds T10 and L4 only), at the opening zoom of
   a 1920 x 1080 window, clicking each landmark where the sample's own sidecar
@@ -295,7 +297,11 @@ def start_and_tabs(store: Path, rounds: int, baseline: Path | None = None) -> di
         base_cold.append(b[0])
         base_warm.append(b[1])
         if baseline is not None:
-            o = first_paint(baseline / "app.py", ready, {"VHEIGHT_SAMPLES": str(SAMPLES)})
+            o = first_paint(
+                baseline / "app.py",
+                ready,
+                {"VHEIGHT_SAMPLES": str(SAMPLES), "PYTHONPATH": str(baseline)},
+            )
             old_cold.append(o[0])
             old_warm.append(o[1])
     print("app start -> first film drawn (sample series, 1920 x 1080)")
@@ -412,6 +418,49 @@ def scripted_reader(tmp: Path) -> dict[str, float]:
     return {"clicks": clicks, "keys": keys, "seconds": seconds, "misplaced": len(misplaced)}
 
 
+def downloads(store: Path, rounds: int) -> dict[str, float]:
+    """Click -> file saved, for the DICOM SR and presentation state of the sample pre film.
+
+    Baseline in the same run: the CSV download (its text is in the page already).
+    """
+    from playwright.sync_api import sync_playwright
+
+    server = AppServer(REPO / "app.py", store=store, env={"VHEIGHT_SAMPLES": str(SAMPLES)})
+    spans: dict[str, list[float]] = {"CSV": [], "DICOM SR": [], "Presentation state": []}
+    try:
+        with sync_playwright() as playwright:
+            browser = _browser(playwright)
+            context = browser.new_context(
+                viewport={"width": 1600, "height": 1000}, accept_downloads=True
+            )
+            page = context.new_page()
+            page.set_default_timeout(120_000)
+            page.goto(server.url)
+            Editor(page).wait_ready()
+            measurement_table(page)
+            for round_ in range(rounds + 1):  # the first round warms up
+                for label in spans:
+                    button = active_panel(page).get_by_role("button", name=label, exact=True)
+                    button.scroll_into_view_if_needed()
+                    start = time.perf_counter()
+                    with page.expect_download() as download:
+                        button.click()
+                    download.value.path()  # the whole file received
+                    if round_:
+                        spans[label].append((time.perf_counter() - start) * 1000)
+            browser.close()
+    finally:
+        server.stop()
+    print("downloads of the sample pre film (click -> file received)")
+    for label, values in spans.items():
+        print("  " + _summary(label if label != "CSV" else "baseline: CSV", values))
+    base = statistics.median(spans["CSV"])
+    sr = statistics.median(spans["DICOM SR"])
+    gsps = statistics.median(spans["Presentation state"])
+    print(f"  ratio to the CSV: SR {sr / base:.1f}, presentation state {gsps / base:.1f}")
+    return {"sr_ms": sr, "gsps_ms": gsps, "csv_ms": base}
+
+
 def run(
     drags: int, rounds: int, baseline: Path | None = None, only: str | None = None
 ) -> dict[str, float]:
@@ -453,6 +502,13 @@ def run(
                 ("start -> film (s)", started["start_s"], TARGETS["start_s"]),
                 ("tab switch", started["tab_ms"], TARGETS["tab_ms"]),
             ]
+        if only in (None, "downloads"):
+            made = downloads(tmp / "store-downloads", rounds)
+            results.update(made)
+            checks += [
+                ("SR download (ms)", made["sr_ms"], 1000.0),
+                ("presentation state download (ms)", made["gsps_ms"], 1000.0),
+            ]
     print("targets (absolute; on a loaded machine read the ratios above):")
     for name, value, target in checks:
         verdict = "met" if value < target else "NOT met"
@@ -469,7 +525,9 @@ def main() -> None:
         type=Path,
         help="another checkout of vheight whose app start is timed in the same run",
     )
-    parser.add_argument("--only", choices=["reader", "drag", "start"], help="one part only")
+    parser.add_argument(
+        "--only", choices=["reader", "drag", "start", "downloads"], help="one part only"
+    )
     args = parser.parse_args()
     run(args.drags, args.rounds, args.baseline, args.only)
 

@@ -167,7 +167,9 @@ class Editor:
         self.page.mouse.up(button="right")
 
     def wait_ready(self) -> Editor:
+        """The film drawn, and its values loaded (window/level works from then on)."""
         expect(self.root).to_have_attribute("data-ready", "true", timeout=60_000)
+        expect(self.root).to_have_attribute("data-codes", "true", timeout=60_000)
         return self
 
     def view(self) -> dict[str, float]:

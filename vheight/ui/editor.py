@@ -407,6 +407,8 @@ def landmark_editor(
     heights: Mapping[str, Mapping[str, Any]] | None = None,
     badge: Mapping[str, Any] | None = None,
     crop: ValueImage | None = None,
+    preview: DisplayImage | None = None,
+    preview_window: Sequence[Any] | None = None,
     value_range: tuple[float, float] = (0.0, 65535.0),
     height: int = 640,
     on_edit: Callable[[], None] | None = None,
@@ -454,6 +456,9 @@ def landmark_editor(
         ``{"text", "calibrated"}``: the calibration shown in the toolbar.
     crop
         Full-resolution codes of the region last asked for, if any.
+    preview, preview_window
+        A JPEG of the film under one window (its ``window["key"]``), drawn while
+        the codes load when that is the window asked for: a fast first paint.
     value_range
         Smallest and largest modality value of the film (sets how fast a
         window/level drag moves: the range over about 1000 screen px).
@@ -474,6 +479,14 @@ def landmark_editor(
         },
         "window": dict(window),
         "crop": None if crop is None else _value_payload(crop, coordinates + "-crop"),
+        "preview": (
+            None
+            if preview is None
+            else {
+                "url": display_image_url(preview, coordinates=coordinates + "-preview"),
+                "key": list(preview_window or []),
+            }
+        ),
         "rows": int(values.y1 - values.y0),
         "columns": int(values.x1 - values.x0),
         "levels": list(LEVELS),

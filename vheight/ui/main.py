@@ -39,14 +39,16 @@ from vheight.refine import DEFAULT_RADIUS_MM
 from vheight.ui import comparison as comparison_view
 from vheight.ui import exports, session
 from vheight.ui.editor import (
+    DisplayImage,
     ValueImage,
     ValueMapping,
     landmark_editor,
+    make_display_image,
     make_value_image,
     value_mapping,
     window_spec,
 )
-from vheight.ui.films import MAX_UPLOAD_MB, display_pixels, window_from_key
+from vheight.ui.films import DEFAULT_WINDOW_KEY, MAX_UPLOAD_MB, display_pixels, window_from_key
 from vheight.ui.session import Slot, widget_key
 from vheight.ui.tables import (
     grades_by_level,
@@ -91,6 +93,18 @@ def _film_values(identity: str, _film: Any) -> tuple[ValueImage, ValueMapping]:
     """A film's display codes (keyed by film identity; any window is drawn from them)."""
     mapping = value_mapping(_film)
     return make_value_image(_film, mapping), mapping
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _preview(identity: str, _film: Any) -> DisplayImage:
+    """A JPEG of a film under its first preset: drawn while the codes load."""
+    return make_display_image(display_pixels(_film, DEFAULT_WINDOW_KEY, False))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _resolved_window(identity: str, window: tuple, _film: Any) -> Any:
+    """The preset a window key means for a film (``auto`` computes percentiles once)."""
+    return _film.resolve_window(window_from_key(window))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -148,6 +162,7 @@ def _film_fragment(timepoint: str) -> None:
     slot = session.get_slot(timepoint)
     if slot is not None:
         session.restore_widgets(slot)
+        _sync_window(slot)
     else:
         session.drew_other(f"{timepoint}.empty")
     _film_tab(timepoint, None if slot is None else _measure(slot))
@@ -299,6 +314,8 @@ def _window_choice(slot: Slot) -> tuple[tuple, bool]:
         centre = float(session.widget_value(slot, "wc", (low + high) / 2))
         width = float(session.widget_value(slot, "ww", high - low))
         return ("manual", round(centre, 3), round(max(width, 1e-3), 3)), invert
+    if choice == "auto":
+        return ("auto",), invert
     index = int(choice) if isinstance(choice, int) and 0 <= choice < len(film.windows) else 0
     return ("preset", index), invert
 
@@ -307,8 +324,10 @@ def _display_controls(slot: Slot) -> None:
     """Window preset, manual window and invert (the mouse window/level is the editor's)."""
     film = slot.opened.film
     state = st.session_state
-    options: list[Any] = [*range(len(film.windows)), "manual"]
-    labels = {i: w.label() for i, w in enumerate(film.windows)}
+    auto = any(w.explanation == "auto" for w in film.windows)
+    options: list[Any] = [*range(len(film.windows)), *([] if auto else ["auto"]), "manual"]
+    labels: dict[Any, str] = {i: w.label() for i, w in enumerate(film.windows)}
+    labels["auto"] = "Auto (0.5-99.5 % of the film's values)"
     wc, ww = session.widget_value(slot, "wc"), session.widget_value(slot, "ww")
     labels["manual"] = (
         f"Manual (C {float(wc):.0f}, W {float(ww):.0f})"
@@ -363,15 +382,26 @@ def _use_manual(slot: Slot) -> None:
     session.set_widget(slot, "window", "manual")
 
 
+def _sync_window(slot: Slot) -> None:
+    """Apply a window dragged in the viewer that its callback did not apply (by ``seq``)."""
+    value = st.session_state.get(widget_key(slot, "editor"))
+    window = value.get("window") if hasattr(value, "get") else None
+    seq = window.get("seq") if hasattr(window, "get") else None
+    applied = widget_key(slot, "window_seq")
+    if isinstance(seq, int | float) and seq != st.session_state.get(applied):
+        on_editor_window(slot.timepoint)
+
+
 def on_editor_window(timepoint: str) -> None:
     """Editor callback: a mouse window/level drag ended; it becomes the manual window."""
     slot = session.get_slot(timepoint)
     if slot is None:
         return
     value = st.session_state.get(widget_key(slot, "editor")) or {}
-    window = value.get("window") if isinstance(value, dict) or hasattr(value, "get") else None
+    window = value.get("window") if hasattr(value, "get") else None
     if not hasattr(window, "get"):
         return
+    st.session_state[widget_key(slot, "window_seq")] = window.get("seq")
     try:
         centre, width = float(window.get("center")), float(window.get("width"))
     except (TypeError, ValueError):
@@ -464,7 +494,7 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
         crop = None
         if region is not None and values.width < film.columns:
             crop = _film_crop(slot.opened.identity, region, film)
-        preset = film.resolve_window(window_from_key(window))
+        preset = _resolved_window(slot.opened.identity, window, film)
         calibrating = bool(st.session_state.get(widget_key(slot, "cal_mode"), False))
         landmark_editor(
             key=widget_key(slot, "editor"),
@@ -486,6 +516,8 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
             mode="calibrate" if calibrating else "landmarks",
             calibration_line=slot.calibration_line,
             crop=crop,
+            preview=_preview(slot.opened.identity, film),
+            preview_window=[*DEFAULT_WINDOW_KEY, False],
             value_range=_value_range(slot.opened.identity, film),
             height=EDITOR_MIN_HEIGHT,
             on_edit=lambda: session.on_editor_edit(timepoint),

@@ -184,6 +184,9 @@ class Editor {
       this.cropUrl = null;
       this.cropAsked = null;
       this.lastDataWindow = null;
+      this.values = null;
+      this.image = null;
+      delete this.root.dataset.codes;
     }
     // The window Python sends wins only when it changed there (a preset picked);
     // a window dragged here stays until Python has caught up with it.
@@ -225,6 +228,7 @@ class Editor {
 
     if (data.image && data.image.url !== this.imageUrl) {
       this.loadValues(data.image);
+      this.maybePreview(data);
     }
     if (data.crop && data.crop.url !== this.cropUrl) {
       this.loadCrop(data.crop);
@@ -253,6 +257,26 @@ class Editor {
     return { ...spec, codes, canvas, context, imageData, out: new Uint32Array(imageData.data.buffer) };
   }
 
+  // While the codes load: the JPEG preview, when it shows the window asked for.
+  maybePreview(data) {
+    const p = data.preview;
+    if (!p || this.values || !this.window) return;
+    if (JSON.stringify(p.key) !== JSON.stringify(this.window.key)) return;
+    const url = this.imageUrl;
+    const image = new Image();
+    image.decoding = "async";
+    image.onload = () => {
+      if (this.values || this.imageUrl !== url) return;
+      this.image = image;
+      this.loadingEl.hidden = true;
+      this.loadingEl.style.display = "none";
+      if (!this.fitted) this.fit();
+      this.root.dataset.ready = "true";
+      this.requestDraw();
+    };
+    image.src = resolveUrl(p.url);
+  }
+
   loadValues(spec) {
     const url = spec.url;
     this.imageUrl = url;
@@ -261,6 +285,7 @@ class Editor {
       this.values = values;
       this.paintCodes(values);
       this.image = values.canvas;
+      this.root.dataset.codes = "true";
       this.loadingEl.hidden = true;
       this.loadingEl.style.display = "none";
       if (!this.fitted) this.fit();
@@ -400,7 +425,7 @@ class Editor {
   finishWindowDrag(d) {
     this.canvas.classList.remove("vh-windowing");
     if (!d.moved) return;
-    this.windowSeq += 1;
+    this.windowSeq = Math.max(this.windowSeq + 1, Date.now());
     this.setStateValue("window", {
       center: this.window.center, width: this.window.width, seq: this.windowSeq,
     });
@@ -929,7 +954,11 @@ class Editor {
   onPointerDown(e) {
     this.root.focus({ preventScroll: true });
     const [sx, sy] = this.localXY(e);
-    this.canvas.setPointerCapture(e.pointerId);
+    try {
+      this.canvas.setPointerCapture(e.pointerId);
+    } catch (err) {
+      // a pointer the browser does not track (a synthetic event): no capture needed
+    }
     if (e.button === 1 || (e.button === 0 && this.spaceDown)) {
       e.preventDefault();
       this.drag = { kind: "pan", sx, sy, tx: this.view.tx, ty: this.view.ty, moved: true };
