@@ -68,10 +68,15 @@ def _slot(at, timepoint="pre"):
 TABS = {"pre": 0, "post": 1, "followup": 2}
 
 
-def _table(at, timepoint="pre") -> pd.DataFrame:
+def _tables(at, timepoint="pre") -> list[pd.DataFrame]:
+    """The film tab's measurement tables: the brief one beside the film, the full one."""
     tab = at.tabs[TABS[timepoint]]
-    found = [t.value for t in tab.table if "Grade" in t.value.columns]
-    assert len(found) == 1, f"{timepoint}: expected one measurement table, found {len(found)}"
+    return [t.value for t in tab.table if "Grade" in t.value.columns]
+
+
+def _table(at, timepoint="pre") -> pd.DataFrame:
+    found = [t for t in _tables(at, timepoint) if "Reference" in t.columns]
+    assert len(found) == 1, f"{timepoint}: expected one full measurement table, found {len(found)}"
     return found[0]
 
 
@@ -179,6 +184,7 @@ def test_png_upload_opens_a_new_film_keyed_by_content(app, tmp_path):
     assert ok
     app.sidebar.selectbox(key="vh.upload.target").set_value("followup").run()
     app.sidebar.file_uploader[0].set_value(("<b>lateral</b>.png", png.tobytes(), "image/png")).run()
+    app.sidebar.button(key="vh.pending.replace").click().run()  # follow-up held the sample
     assert not app.exception
     assert not app.error
     slot = _slot(app, "followup")
@@ -189,6 +195,34 @@ def test_png_upload_opens_a_new_film_keyed_by_content(app, tmp_path):
     # The file name reaches markdown escaped, never as HTML.
     shown = [s.value for s in app.success]
     assert any("\\<b\\>lateral\\</b\\>" in text for text in shown), shown
+
+
+def test_opening_into_a_held_timepoint_asks_first(app):
+    """A film uploaded as "Pre" while a pre film is open waits for an answer."""
+    image = np.zeros((300, 200), np.uint8)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    before = _slot(app, "pre")
+    app.sidebar.selectbox(key="vh.upload.target").set_value("pre").run()
+    app.sidebar.file_uploader[0].set_value(("new.png", png.tobytes(), "image/png")).run()
+    assert not app.exception
+    assert _slot(app, "pre") is before  # nothing replaced yet
+    question = " ".join(w.value.replace("\\", "") for w in app.sidebar.warning)
+    assert "Pre-augmentation already holds pre.dcm" in question and "new.png" in question
+    app.sidebar.button(key="vh.pending.cancel").click().run()
+    assert _slot(app, "pre") is before and not app.sidebar.warning
+
+    # Ask again, then replace.
+    app.sidebar.file_uploader[0].set_value(("new.png", png.tobytes(), "image/png")).run()
+    app.sidebar.button(key="vh.pending.replace").click().run()
+    assert not app.exception
+    assert _slot(app, "pre").opened.name == "new.png"
+    # The sample series asks too, now that films are open.
+    sample = [b for b in app.sidebar.button if b.label == "Open the sample series"]
+    sample[0].click().run()
+    assert _slot(app, "pre").opened.name == "new.png"
+    app.sidebar.button(key="vh.pending.replace").click().run()
+    assert _slot(app, "pre").opened.name == "pre.dcm"
 
 
 def test_an_edit_is_saved_to_the_store_at_once(app, store_dir):
@@ -371,6 +405,85 @@ def test_display_image_is_bounded_and_scaled(shape, display):
     assert image.scale_y == pytest.approx(shape[0] / display[0])
     decoded = cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_GRAYSCALE)
     assert decoded.shape == display
+
+
+def _browser_lut(spec: dict, mapping) -> np.ndarray:
+    """The grey level of each code as the viewer's script computes it (editor.js buildLut)."""
+    m = np.arange(65536, dtype=np.float64) * mapping.scale + mapping.offset
+    c, w = spec["center"], max(spec["width"], 1e-6)
+    if spec["function"] == "SIGMOID":
+        y = 1 / (1 + np.exp(np.clip(-4 * (m - c) / w, -80, 80)))
+    elif spec["function"] == "LINEAR_EXACT":
+        y = (m - c) / w + 0.5
+    elif w <= 1:
+        y = (m > c - 0.5).astype(float)
+    else:
+        y = (m - (c - 0.5)) / (w - 1) + 0.5
+    y = np.clip(y, 0, 1)
+    if spec["invert"]:
+        y = 1 - y
+    return np.floor(y * 255 + 0.5)
+
+
+@pytest.mark.parametrize("window", [0, 1, "auto", (2200.0, 900.0)])
+@pytest.mark.parametrize("invert", [False, True])
+def test_the_browser_windows_the_codes_as_the_exports_do(window, invert):
+    """Codes + the window spec give the grey levels of Film.render (the PNG export)."""
+    from vheight.ui.editor import make_value_image, value_mapping, window_spec
+
+    film = load_film(SAMPLES / "pre.dcm")
+    mapping = value_mapping(film)
+    assert mapping.exact  # 12-bit stored values, linear rescale: one code per value
+    image = make_value_image(film, mapping)
+    codes = np.frombuffer(image.data, "<u2").reshape(image.height, image.width)
+    assert np.array_equal(codes * mapping.scale + mapping.offset, film.modality_values)
+    preset = film.resolve_window(window)
+    spec = window_spec(preset, invert=film.invert != invert, mapping=mapping)
+    browser = _browser_lut(spec, mapping)[codes]
+    server = np.floor(film.render(window=window, invert=invert) * 255 + 0.5)
+    assert np.abs(browser - server).max() <= 1
+
+
+def test_codes_of_a_region_and_of_a_rescaled_film():
+    from vheight.film import ModalityTransform
+    from vheight.ui.editor import make_value_image, value_mapping
+
+    film = load_film(SAMPLES / "pre.dcm")
+    rescaled = dataclasses.replace(
+        film, modality=ModalityTransform(slope=0.5, intercept=-1024.0), stored_range=None
+    )
+    for item in (film, rescaled):
+        mapping = value_mapping(item)
+        crop = make_value_image(item, mapping, region=(100, 200, 400, 450))
+        assert (crop.width, crop.height) == (300, 250)  # full resolution
+        codes = np.frombuffer(crop.data, "<u2").reshape(crop.height, crop.width)
+        np.testing.assert_allclose(
+            codes * mapping.scale + mapping.offset, item.modality_values[200:450, 100:400]
+        )
+    with pytest.raises(ValueError, match="empty region"):
+        make_value_image(film, value_mapping(film), region=(10, 10, 10, 20))
+
+
+def test_a_window_dragged_in_the_viewer_becomes_the_films_window(app):
+    """The editor's ``window`` report is the manual window: the PNG and comparison use it."""
+    slot = _slot(app, "pre")
+    app.session_state[widget_key(slot, "editor")] = {
+        "window": {"center": 2300.0, "width": 800.0, "seq": 1}
+    }
+    app.run()
+    assert not app.exception
+    assert app.session_state[widget_key(slot, "window")] == "manual"
+    assert app.session_state[widget_key(slot, "wc")] == 2300.0
+    assert app.session_state[widget_key(slot, "ww")] == 800.0
+    # A window beyond the sliders' range is clamped to it (the film's values).
+    app.session_state[widget_key(slot, "editor")] = {
+        "window": {"center": 1e9, "width": 800.0, "seq": 2}
+    }
+    app.run()
+    assert not app.exception
+    assert app.session_state[widget_key(slot, "wc")] == float(
+        np.nanmax(slot.opened.film.modality_values)
+    )
 
 
 @pytest.mark.parametrize(
@@ -615,6 +728,7 @@ def test_png_film_offers_no_dicom_export_and_says_why(deferred, app):
     assert ok
     app.sidebar.selectbox(key="vh.upload.target").set_value("followup").run()
     app.sidebar.file_uploader[0].set_value(("lateral.png", png.tobytes(), "image/png")).run()
+    app.sidebar.button(key="vh.pending.replace").click().run()
     coords = [(100, 100), (150, 98), (200, 96), (100, 180), (150, 185), (200, 190)]
     _edit(app, "followup", {"L1": dict(zip(POINT_NAMES, coords, strict=True))}, rev=1)
     slot = _slot(app, "followup")
@@ -1096,5 +1210,6 @@ def test_display_pixels_of_a_region_under_a_window():
         expected = film.render(window=window_from_key(window), invert=invert)[rows, columns]
         region = display_pixels(film, window, invert, rows=rows, columns=columns)
         np.testing.assert_allclose(region, expected, atol=1e-6)
+    assert window_from_key(("auto",)) == "auto"  # the percentile window
     with pytest.raises(ValueError, match="unknown window key"):
-        window_from_key(("auto",))
+        window_from_key(("best",))

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from playwright.sync_api import Locator, Page, expect
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +34,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+
+#: The large synthetic film of :func:`write_large_film`.
+LARGE_SIZE = 3000
+LARGE_SPACING_MM = 0.15
+LARGE_LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
 
 _TABLE_JS = """
 (el) => {
@@ -121,8 +127,49 @@ class Editor:
         self.root = active_panel(page).locator("[data-testid=vh-editor]")
         self.canvas = self.root.locator("[data-testid=vh-canvas]")
 
+    @property
+    def toast(self) -> Locator:
+        """The transient message of the viewer (level changes, modes)."""
+        return self.root.locator("[data-testid=vh-toast]")
+
+    def window(self) -> dict[str, float]:
+        """The window the viewer draws with: ``{"center", "width"}``, modality units."""
+        return json.loads(self.root.get_attribute("data-window") or "{}")
+
+    def mean_grey(self, x: float, y: float, half: int = 40) -> float:
+        """Mean red value of the canvas in a square of ``2 * half`` CSS px around film (x, y)."""
+        px, py = self.to_page(x, y)
+        box = self.canvas.bounding_box()
+        assert box is not None
+        return float(
+            self.canvas.evaluate(
+                """(c, [x, y, half]) => {
+                  const dpr = window.devicePixelRatio || 1;
+                  const d = c.getContext('2d').getImageData(
+                    Math.round((x - half) * dpr), Math.round((y - half) * dpr),
+                    Math.round(2 * half * dpr), Math.round(2 * half * dpr)).data;
+                  let sum = 0;
+                  for (let i = 0; i < d.length; i += 4) sum += d[i];
+                  return sum / (d.length / 4);
+                }""",
+                [px - box["x"], py - box["y"], half],
+            )
+        )
+
+    def right_drag(self, dx: float, dy: float, *, steps: int = 12) -> None:
+        """Right-button drag by (dx, dy) CSS px from the canvas centre (window/level)."""
+        box = self.canvas.bounding_box()
+        assert box is not None
+        cx, cy = round(box["x"] + box["width"] / 2), round(box["y"] + box["height"] / 2)
+        self.page.mouse.move(cx, cy)
+        self.page.mouse.down(button="right")
+        self.page.mouse.move(cx + dx, cy + dy, steps=steps)
+        self.page.mouse.up(button="right")
+
     def wait_ready(self) -> Editor:
+        """The film drawn, and its values loaded (window/level works from then on)."""
         expect(self.root).to_have_attribute("data-ready", "true", timeout=60_000)
+        expect(self.root).to_have_attribute("data-codes", "true", timeout=60_000)
         return self
 
     def view(self) -> dict[str, float]:
@@ -234,3 +281,72 @@ def number(text: str) -> float | None:
         return float(text)
     except (TypeError, ValueError):
         return None
+
+
+def write_large_film(folder: Path, size: int = LARGE_SIZE) -> None:
+    """A ``size`` x ``size`` CR film ``pre.dcm`` (DICOM) and its sidecar with seven vertebrae.
+
+    Synthetic (smooth waves and noise), 0.15 mm spacing; vertebra ``i`` of
+    :data:`LARGE_LARGE_LEVELS` spans rows ``260 + 370 i`` to ``+250``, columns 1250-1550.
+    """
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ComputedRadiographyImageStorage as CRImageStorage
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    image = 1200 + 600 * np.sin(xx / 140.0) * np.cos(yy / 210.0) + rng.normal(0, 40, (size, size))
+    pixels = np.clip(image, 0, 4095).astype(np.uint16)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(folder / "pre.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CRImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "CR"
+    ds.PatientID = "BENCH"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.ImagerPixelSpacing = [LARGE_SPACING_MM, LARGE_SPACING_MM]
+    ds.WindowCenter = 1200
+    ds.WindowWidth = 2400
+    ds.PixelData = pixels.tobytes()
+    pydicom.dcmwrite(folder / "pre.dcm", ds, enforce_file_format=True)
+
+    vertebrae = {}
+    for i, level in enumerate(LARGE_LEVELS):
+        top = 260 + i * 370
+        vertebrae[level] = {
+            "superior_anterior": [1250.0, top + 6.0],
+            "superior_middle": [1400.0, top + 3.0],
+            "superior_posterior": [1550.0, top],
+            "inferior_anterior": [1250.0, top + 240.0],
+            "inferior_middle": [1400.0, top + 236.0],
+            "inferior_posterior": [1550.0, top + 250.0],
+        }
+    annotation = {
+        "format": "vheight.annotation",
+        "version": 1,
+        "image": {"file": "pre.dcm", "sop_instance_uid": str(ds.SOPInstanceUID),
+                  "rows": size, "columns": size},
+        "timepoint": "pre",
+        "calibration": None,
+        "vertebrae": vertebrae,
+        "treated_levels": [],
+        "patient_position": None,
+        "annotator": "",
+        "created": None,
+        "modified": None,
+        "notes": "",
+    }  # fmt: skip
+    (folder / "pre.vheight.json").write_text(json.dumps(annotation), encoding="utf-8")

@@ -17,13 +17,16 @@ from typing import Any
 
 import pytest
 from driver import (
+    LARGE_SIZE,
     REPO,
+    AppServer,
     Editor,
     active_panel,
     choose_level,
     measurement_table,
     number,
     open_tab,
+    write_large_film,
 )
 from playwright.sync_api import expect
 
@@ -121,6 +124,12 @@ def test_place_zoom_drag_and_reload(app_server, page, shots):
         placed.append(editor.click(*target))
         if index < 6:
             expect(editor.root.locator(".vh-next")).to_contain_text(f"({index + 1}/6)")
+    # After the sixth point the viewer moves on to the next level, and says so.
+    expect(editor.toast).to_contain_text(f"{level} complete")
+    expect(editor.root).not_to_have_attribute("data-active-level", level)
+    box = active_panel(page).get_by_test_id("stSelectbox").filter(has_text="Level to place")
+    expect(box.get_by_role("combobox")).not_to_have_value(level)  # the side panel follows
+    choose_level(page, level)
     expect(editor.root.locator(".vh-next")).to_contain_text("complete (6/6)")
 
     ratio = (placed[3][1] - placed[0][1]) / (placed[5][1] - placed[2][1])
@@ -282,3 +291,262 @@ def test_report_and_dicom_downloads_are_made_on_click(app_server, browser):
             assert data[offset : offset + 4] == magic, label
     finally:
         context.close()
+
+
+# -- the viewer a reader works in: layout, window/level, no stray grabs, flow ----------------
+
+
+def _sample_truth():
+    from vheight.annotation import load_annotation
+
+    return load_annotation(REPO / "sample_images" / "pre.vheight.json")
+
+
+def test_viewer_fills_the_window_refits_and_goes_full_screen(app_server, browser, shots):
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(app_server.url)
+        editor = Editor(page).wait_ready()
+        wait_for(lambda: measurement_table(page), what="the sample's table")
+
+        def fills(height: int) -> bool:
+            box = editor.canvas.bounding_box()
+            return bool(box) and height - 40 <= box["y"] + box["height"] <= height
+
+        wait_for(lambda: fills(768), what="the viewer filling 1366 x 768")
+        # The table beside the film is on screen, whole.
+        brief = active_panel(page).locator(".st-key-vh-brief [data-testid=stTable]")
+        box = brief.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 768, box
+        canvas = editor.canvas.bounding_box()
+        assert canvas is not None and box["x"] >= canvas["x"] + canvas["width"], (box, canvas)
+        page.screenshot(path=str(shots / "10-1366x768.png"))
+        zoom = editor.view()["zoom"]
+
+        page.set_viewport_size({"width": 1920, "height": 1080})
+        wait_for(lambda: fills(1080), what="the viewer filling 1920 x 1080")
+        wait_for(lambda: editor.view()["zoom"] > zoom * 1.2, what="the film refitted")
+        page.screenshot(path=str(shots / "11-1920x1080.png"))
+
+        editor.press("f")
+        expect(editor.root).to_have_attribute("data-fullscreen", "true")
+        wait_for(
+            lambda: (
+                (b := editor.canvas.bounding_box()) and b["width"] >= 1900 and b["height"] > 980
+            ),
+            what="the viewer over the whole screen",
+        )
+        page.screenshot(path=str(shots / "12-full-screen.png"))
+        editor.press("Escape")
+        expect(editor.root).to_have_attribute("data-fullscreen", "false")
+        wait_for(lambda: fills(1080), what="the viewer back in the page")
+    finally:
+        context.close()
+
+
+def test_right_drag_window_level_changes_pixels_and_the_png(app_server, browser, shots):
+    import cv2
+    import numpy as np
+
+    context = browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(app_server.url)
+        editor = Editor(page).wait_ready()
+        wait_for(lambda: measurement_table(page), what="the sample's table")
+        truth = _sample_truth()
+        x, y = truth.vertebrae["L2"]["superior_posterior"]
+        spot = (x - 110.0, y + 60.0)  # behind the body, away from the labels
+        editor.press("h")  # the overlay off: the film's pixels alone
+        expect(editor.root).to_have_attribute("data-overlay", "false")
+        before_window = editor.window()
+        before = editor.mean_grey(*spot)
+
+        def png() -> np.ndarray:
+            with page.expect_download(timeout=60_000) as download:
+                active_panel(page).get_by_role("button", name="Annotated PNG").click()
+            data = np.frombuffer(download.value.path().read_bytes(), np.uint8)
+            return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+
+        png_before = png()
+        page.evaluate("() => window.scrollTo(0, 0)")  # the download button scrolled the page
+        # Right drag: left = narrower, up = lower centre; drawn without the server.
+        editor.right_drag(-150, -120)
+        after_window = editor.window()
+        assert after_window["width"] < before_window["width"]
+        assert after_window["center"] < before_window["center"]
+        wait_for(lambda: abs(editor.mean_grey(*spot) - before) > 15, what="brighter pixels")
+        page.screenshot(path=str(shots / "13-window-dragged.png"))
+        # The window is the film's: the side panel's preset says so, the PNG follows.
+        window_box = active_panel(page).get_by_test_id("stSelectbox").filter(has_text="Window")
+        expect(window_box.get_by_role("combobox")).to_have_value(re.compile(r"^Manual \(C "))
+        png_after = png()
+        ys, xs = int(spot[1]), int(spot[0])
+        patch = (slice(ys - 40, ys + 40), slice(xs - 40, xs + 40))
+        assert abs(float(png_after[patch].mean()) - float(png_before[patch].mean())) > 15
+        # A preset brings the header's window back.
+        window_box.get_by_role("combobox").click()
+        page.get_by_role("option", name=re.compile(r"^SPINE")).click()
+        wait_for(
+            lambda: abs(editor.window().get("width", 0) - before_window["width"]) < 1e-6,
+            what="the preset back",
+        )
+    finally:
+        context.close()
+
+
+def test_click_beside_another_levels_point_places_a_new_point(app_server, page, shots):
+    truth = _sample_truth()
+    page.goto(app_server.url)
+    editor = Editor(page).wait_ready()
+    table = wait_for(lambda: measurement_table(page), what="the sample's table")
+    l4_before = table["L4"]
+    choose_level(page, "L5")  # empty, just below L4
+    # Zoom so that a screen pixel is well under a film pixel... not needed: at the
+    # opening zoom, 8 screen px from L4's inferior anterior corner.
+    corner = truth.vertebrae["L4"]["inferior_anterior"]
+    cx, cy = editor.to_page(*corner)
+    page.mouse.click(round(cx), round(cy) + 8)
+    expect(editor.root.locator(".vh-next")).to_contain_text("L5: superior_middle (2/6)")
+    expect(editor.root).to_have_attribute("data-active-level", "L5")
+    row = wait_for(lambda: measurement_table(page).get("L5"), what="L5 in the table")
+    assert row["Grade"] == "incomplete"
+    assert measurement_table(page)["L4"] == l4_before  # L4 untouched
+    page.screenshot(path=str(shots / "14-click-beside-L4.png"))
+    # Shift+click grabs another level's point (and says so).  The page may have
+    # grown (a table row), refitting the film: find the corner again.
+    cx, cy = editor.to_page(*corner)
+    page.keyboard.down("Shift")
+    page.mouse.click(round(cx), round(cy))
+    page.keyboard.up("Shift")
+    expect(editor.root).to_have_attribute("data-active-level", "L4")
+    expect(editor.toast).to_contain_text("L4")
+    expect(editor.root).to_have_attribute("data-selected", "L4:inferior_anterior")
+
+
+def test_six_points_move_on_to_the_next_level(app_server, page, shots):
+    """T9 above the annotated column: after its sixth point the viewer goes on by itself."""
+    truth = _sample_truth()
+    page.goto(app_server.url)
+    editor = Editor(page).wait_ready()
+    wait_for(lambda: measurement_table(page), what="the sample's table")
+    choose_level(page, "T9")
+    t10 = truth.vertebrae["T10"]
+    lift = t10["inferior_middle"][1] - t10["superior_middle"][1] + 30.0
+    rev = editor.rev()
+    for index, name in enumerate(
+        ("superior_anterior", "superior_middle", "superior_posterior",
+         "inferior_anterior", "inferior_middle", "inferior_posterior"), start=1,
+    ):  # fmt: skip
+        x, y = t10[name]
+        editor.click(x, y - lift)
+        wait_for(lambda i=index: editor.rev() >= rev + i, what=f"point {index} sent")
+    # Down the spine, T10-L4 are complete: L5 is next.
+    expect(editor.root).to_have_attribute("data-active-level", "L5")
+    expect(editor.toast).to_contain_text("T9 complete")
+    box = active_panel(page).get_by_test_id("stSelectbox").filter(has_text="Level to place")
+    expect(box.get_by_role("combobox")).to_have_value("L5")
+    wait_for(_row(page, "T9"), what="T9 measured")
+    page.screenshot(path=str(shots / "15-auto-advance.png"))
+    # The direction is the reader's: up the spine from T9 is T8.
+    editor.root.locator("[data-testid=vh-direction]").click()
+    expect(editor.root).to_have_attribute("data-direction", "up")
+    editor.root.locator("[data-testid=vh-direction]").click()
+    expect(editor.root).to_have_attribute("data-direction", "down")
+
+
+def test_overlay_toggle_and_numbers_on_the_film(app_server, page, shots):
+    truth = _sample_truth()
+    page.goto(app_server.url)
+    editor = Editor(page).wait_ready()
+    wait_for(lambda: measurement_table(page), what="the sample's table")
+    expect(editor.root.locator("[data-testid=vh-cal-badge]")).to_have_text("mm ERMF")
+    point = truth.vertebrae["L2"]["superior_anterior"]
+    shown = editor.mean_grey(*point, half=4)
+    editor.press("h")
+    expect(editor.root).to_have_attribute("data-overlay", "false")
+    wait_for(lambda: abs(editor.mean_grey(*point, half=4) - shown) > 5, what="the overlay gone")
+    page.screenshot(path=str(shots / "16-overlay-hidden.png"))
+    editor.press("h")
+    expect(editor.root).to_have_attribute("data-overlay", "true")
+    wait_for(lambda: abs(editor.mean_grey(*point, half=4) - shown) < 2, what="the overlay back")
+    editor.press("d")
+    expect(editor.root).to_have_attribute("data-fill", "dim")
+
+
+def test_replace_prompt_and_uncalibrated_badge(app_server, page, tmp_path, shots):
+    import cv2
+    import numpy as np
+
+    image = np.full((400, 300), 90, np.uint8)
+    cv2.rectangle(image, (100, 120), (200, 260), 200, -1)
+    path = tmp_path / "lateral.png"
+    cv2.imwrite(str(path), image)
+    page.goto(app_server.url)
+    editor = Editor(page).wait_ready()
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.locator("input[type=file]").set_input_files(str(path))
+    question = sidebar.locator(".st-key-vh-replace")
+    expect(question).to_contain_text("Pre-augmentation already holds pre.dcm")
+    page.screenshot(path=str(shots / "17-replace-prompt.png"))
+    question.get_by_role("button", name="Cancel").click()
+    expect(question).to_have_count(0)
+    expect(editor.root).to_have_attribute("data-ready", "true")
+    expect(editor.root.locator(".vh-hud-right")).to_contain_text("1500 \u00d7 2000")
+
+    sidebar.locator("input[type=file]").set_input_files(str(path))
+    question.get_by_role("button", name="Replace").click()
+    expect(question).to_have_count(0)
+    editor = Editor(page)
+    expect(editor.root.locator(".vh-hud-right")).to_contain_text("300 \u00d7 400")
+    badge = editor.root.locator("[data-testid=vh-cal-badge]")
+    expect(badge).to_have_text("px \u2014 uncalibrated")
+    expect(badge).to_have_class(re.compile("vh-uncalibrated"))
+    page.screenshot(path=str(shots / "18-uncalibrated.png"))
+
+
+@pytest.fixture(scope="module")
+def large_app(tmp_path_factory):
+    """The app opening a 3000 x 3000 film (larger than the 2048 px display copy)."""
+    folder = tmp_path_factory.mktemp("large")
+    films = folder / "films"
+    films.mkdir()
+    write_large_film(films)
+    server = AppServer(REPO / "app.py", store=folder / "store", env={"VHEIGHT_SAMPLES": str(films)})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_zoomed_in_400_percent_the_visible_region_is_full_resolution(large_app, page, shots):
+    import json
+
+    page.goto(large_app.url)
+    editor = Editor(page).wait_ready()
+    expect(editor.root).to_have_attribute("data-display", "2048x2048")
+    expect(editor.root.locator(".vh-hud-right")).to_contain_text(f"{LARGE_SIZE} \u00d7")
+    editor.press("1")
+    for _ in range(7):
+        editor.press("+")
+    wait_for(lambda: editor.view()["zoom"] >= 4.0, what="zoom 400 %")
+
+    def full_resolution() -> dict | None:
+        crop = json.loads(editor.root.get_attribute("data-crop") or "null")
+        if not crop or crop["width"] != crop["x1"] - crop["x0"]:
+            return None
+        box = editor.canvas.bounding_box()
+        view = editor.view()
+        x0, y0 = (-view["tx"]) / view["zoom"], (-view["ty"]) / view["zoom"]
+        x1, y1 = x0 + box["width"] / view["zoom"], y0 + box["height"] / view["zoom"]
+        covers = crop["x0"] <= max(0, x0) and crop["x1"] >= min(LARGE_SIZE, x1)
+        covers = covers and crop["y0"] <= max(0, y0) and crop["y1"] >= min(LARGE_SIZE, y1)
+        return crop if covers else None
+
+    crop = wait_for(full_resolution, timeout=30, what="the visible region at full resolution")
+    assert crop["height"] == crop["y1"] - crop["y0"]
+    expect(editor.root.locator(".vh-hud-right")).to_contain_text("full resolution")
+    page.screenshot(path=str(shots / "19-zoom-400-full-resolution.png"))

@@ -4,11 +4,16 @@ Coordinates
 -----------
 Every point exchanged with the editor is ``(x, y)`` in pixels of the
 full-resolution film (``x`` the column, ``y`` the row, the centre of the
-top-left pixel at ``(0, 0)``), whatever the size of the image shown.  The film
-is sent once, downsampled to at most :data:`MAX_DISPLAY_SIDE` pixels on its
-long side, as a JPEG served by Streamlit's media endpoint (the browser caches
-it); the editor stretches it over the full-resolution extent, so a display
-pixel never becomes a coordinate.
+top-left pixel at ``(0, 0)``), whatever the size of the image shown.  The
+film is sent once as 16-bit codes of its modality values (:class:`ValueImage`,
+:class:`ValueMapping`), downsampled to at most :data:`MAX_DISPLAY_SIDE` pixels on its long side and
+served by Streamlit's media endpoint (the browser caches it); the browser
+windows the codes itself, so a mouse window/level drag needs no server round
+trip, and the window it settles on is sent back (``window`` state) so that the
+exports and the comparison use it.  Zoomed past the display copy, the editor
+asks for the visible region (``crop`` state) and draws it at full resolution.
+The image is stretched over the full-resolution extent, so a display pixel
+never becomes a coordinate.
 
 Protocol
 --------
@@ -52,6 +57,11 @@ __all__ = [
     "DisplayImage",
     "make_display_image",
     "display_image_url",
+    "ValueImage",
+    "ValueMapping",
+    "value_mapping",
+    "make_value_image",
+    "window_spec",
     "EditorState",
     "landmark_editor",
 ]
@@ -142,13 +152,161 @@ def display_image_url(image: DisplayImage, *, coordinates: str) -> str:
     fetches each rendering once); a ``data:`` URL when no server runs.
     ``coordinates`` names the element using the file, for cleanup.
     """
+    return media_url(image.data, image.mimetype, coordinates=coordinates)
+
+
+# -- film values for windowing in the browser ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueMapping:
+    """How a film's modality values travel to the browser as 16-bit codes.
+
+    A code ``q`` (0-65535) stands for the modality value ``q * scale + offset``.
+    For integer stored values spanning at most 65536 codes under a linear
+    rescale this is exact (``q = stored - stored_min``); otherwise the
+    modality values are quantised over their range.
+
+    Parameters
+    ----------
+    scale, offset
+        Modality value of code ``q``: ``q * scale + offset``.
+    exact
+        True when every stored value has its own code.
+    stored_min
+        Smallest stored value (the code origin) when ``exact``.
+    low, high
+        Modality value range quantised when not ``exact``.
+    """
+
+    scale: float
+    offset: float
+    exact: bool
+    stored_min: float = 0.0
+    low: float = 0.0
+    high: float = 1.0
+
+    def codes(
+        self, film: Any, rows: slice = slice(None), columns: slice = slice(None)
+    ) -> np.ndarray:
+        """The 16-bit codes of a region of ``film`` (uint16, full resolution)."""
+        stored = film.stored[rows, columns]
+        if self.exact:
+            codes = np.subtract(stored, np.int32(self.stored_min), dtype=np.int32)
+            return np.clip(codes, 0, 65535).astype(np.uint16)
+        values = film.modality.apply(stored)
+        span = self.high - self.low
+        codes = np.nan_to_num((values - np.float32(self.low)) * np.float32(65535.0 / span), nan=0.0)
+        return np.clip(np.rint(codes), 0, 65535).astype(np.uint16)
+
+
+def value_mapping(film: Any) -> ValueMapping:
+    """The :class:`ValueMapping` of ``film`` (exact whenever the stored values allow it)."""
+    modality = film.modality
+    stored = film.stored
+    low, high = film.stored_range or (float(np.nanmin(stored)), float(np.nanmax(stored)))
+    if modality.lut is None and np.issubdtype(stored.dtype, np.integer) and high - low <= 65535:
+        return ValueMapping(
+            scale=modality.slope,
+            offset=low * modality.slope + modality.intercept,
+            exact=True,
+            stored_min=float(low),
+        )
+    values = film.modality_values
+    vlow, vhigh = float(np.nanmin(values)), float(np.nanmax(values))
+    if not vhigh > vlow:
+        vhigh = vlow + 1.0
+    return ValueMapping(
+        scale=(vhigh - vlow) / 65535.0, offset=vlow, exact=False, low=vlow, high=vhigh
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueImage:
+    """16-bit codes of a film (or of a region of it) for the browser.
+
+    ``data`` is the codes as little-endian uint16, row after row
+    (``width * height`` of them); the browser windows them itself, so a new
+    window needs no new image.  ``x0, y0, x1, y1`` is the region of the
+    full-resolution film covered (pixel edges: ``x1 - x0`` columns).
+    """
+
+    data: bytes
+    width: int
+    height: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    mimetype: str = "application/octet-stream"
+
+
+def make_value_image(
+    film: Any,
+    mapping: ValueMapping,
+    *,
+    max_side: int = MAX_DISPLAY_SIDE,
+    region: tuple[int, int, int, int] | None = None,
+) -> ValueImage:
+    """The codes of ``film`` (or of ``region``, ``(x0, y0, x1, y1)``), downsampled to ``max_side``.
+
+    A region is sent at full resolution when it fits ``max_side``.
+    """
+    rows, columns = film.stored.shape
+    x0, y0, x1, y1 = region if region is not None else (0, 0, columns, rows)
+    x0, x1 = max(0, int(x0)), min(columns, int(x1))
+    y0, y1 = max(0, int(y0)), min(rows, int(y1))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"empty region {region!r} of a {columns} x {rows} film")
+    codes = mapping.codes(film, slice(y0, y1), slice(x0, x1))
+    long_side = max(codes.shape)
+    if long_side > max_side:
+        factor = max_side / long_side
+        size = (max(1, round(codes.shape[1] * factor)), max(1, round(codes.shape[0] * factor)))
+        codes = cv2.resize(codes, size, interpolation=cv2.INTER_AREA)
+    height, width = codes.shape
+    return ValueImage(
+        data=np.ascontiguousarray(codes, dtype="<u2").tobytes(),
+        width=int(width),
+        height=int(height),
+        x0=x0,
+        y0=y0,
+        x1=x1,
+        y1=y1,
+    )
+
+
+def window_spec(preset: Any, *, invert: bool, mapping: ValueMapping) -> dict[str, Any]:
+    """What the browser needs to window the codes as ``preset`` does (and ``invert``).
+
+    Linear and sigmoid windows travel as parameters; a VOI LUT as its output
+    at each of the 65536 codes (base64 bytes), computed by the preset itself.
+    """
+    spec: dict[str, Any] = {
+        "center": float(preset.center),
+        "width": float(preset.width),
+        "function": "LUT" if preset.is_lut else str(preset.function.value),
+        "invert": bool(invert),
+        "label": preset.label(),
+    }
+    if preset.is_lut:
+        values = np.arange(65536, dtype=np.float64) * mapping.scale + mapping.offset
+        out = preset.apply(values.astype(np.float32))
+        if invert:
+            out = 1.0 - out
+        table = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+        spec["lut"] = base64.b64encode(table.tobytes()).decode("ascii")
+    return spec
+
+
+def media_url(data: bytes, mimetype: str, *, coordinates: str) -> str:
+    """A URL the browser can load ``data`` from (Streamlit's media endpoint, or a data URL)."""
     from streamlit import runtime
 
     if runtime.exists():
-        manager = runtime.get_instance().media_file_mgr
-        return manager.add(image.data, image.mimetype, coordinates)
-    encoded = base64.b64encode(image.data).decode("ascii")
-    return f"data:{image.mimetype};base64,{encoded}"
+        return runtime.get_instance().media_file_mgr.add(data, mimetype, coordinates)
+    encoded = base64.b64encode(data).decode("ascii")
+    return f"data:{mimetype};base64,{encoded}"
 
 
 @cache
@@ -235,7 +393,9 @@ def landmark_editor(
     *,
     key: str,
     film_id: str,
-    image: DisplayImage,
+    values: ValueImage,
+    mapping: ValueMapping,
+    window: Mapping[str, Any],
     vertebrae: Mapping[str, Mapping[str, Sequence[float]]],
     grades: Mapping[str, int | None],
     treated: Sequence[str],
@@ -244,9 +404,17 @@ def landmark_editor(
     ack: int,
     mode: str = "landmarks",
     calibration_line: Sequence[Sequence[float]] | None = None,
+    heights: Mapping[str, Mapping[str, Any]] | None = None,
+    badge: Mapping[str, Any] | None = None,
+    crop: ValueImage | None = None,
+    preview: DisplayImage | None = None,
+    preview_window: Sequence[Any] | None = None,
+    value_range: tuple[float, float] = (0.0, 65535.0),
     height: int = 640,
     on_edit: Callable[[], None] | None = None,
     on_level: Callable[[], None] | None = None,
+    on_window: Callable[[], None] | None = None,
+    on_crop: Callable[[], None] | None = None,
 ) -> Any:
     """Mount the editor for one film and return its component result.
 
@@ -255,11 +423,17 @@ def landmark_editor(
     key
         Streamlit widget key; the editor's state is ``st.session_state[key]``
         with the entries ``edit`` (see :class:`EditorState`),
-        ``active_level`` and ``selected``.
+        ``active_level``, ``selected``, ``window`` (``{"center", "width"}``,
+        modality units, after a mouse window/level drag) and ``crop`` (the
+        full-resolution region ``{"x0", "y0", "x1", "y1"}`` wanted when zoomed
+        past the display copy).
     film_id
         Identity of the film shown; a new identity resets the view.
-    image
-        The display rendering of the film.
+    values, mapping
+        The film's codes (at most :data:`MAX_DISPLAY_SIDE` on the long side)
+        and what they stand for.
+    window
+        The window to draw with (:func:`window_spec`).
     vertebrae
         Points to draw, full-resolution pixels.
     grades
@@ -275,24 +449,46 @@ def landmark_editor(
         line of known length).
     calibration_line
         The calibration line's ends to draw, full-resolution pixels.
+    heights
+        Level -> ``{"ha", "hm", "hp", "unit"}`` (None where not measurable),
+        drawn beside each vertebra.
+    badge
+        ``{"text", "calibrated"}``: the calibration shown in the toolbar.
+    crop
+        Full-resolution codes of the region last asked for, if any.
+    preview, preview_window
+        A JPEG of the film under one window (its ``window["key"]``), drawn while
+        the codes load when that is the window asked for: a fast first paint.
+    value_range
+        Smallest and largest modality value of the film (sets how fast a
+        window/level drag moves: the range over about 1000 screen px).
     height
-        Height of the viewer, CSS pixels.
-    on_edit, on_level
-        Called (as Streamlit widget callbacks) when the points or the active
-        level changed in the browser.
+        Smallest height of the viewer, CSS pixels (it grows to the window).
+    on_edit, on_level, on_window, on_crop
+        Called (as Streamlit widget callbacks) when the points, the active
+        level, the window or the wanted region changed in the browser.
     """
-    url = display_image_url(image, coordinates=f"vheight-editor-{key}")
+    coordinates = f"vheight-editor-{key}"
     data = {
         "film_id": film_id,
-        "image": {
-            "url": url,
-            "width": image.width,
-            "height": image.height,
-            "scale_x": image.scale_x,
-            "scale_y": image.scale_y,
+        "image": _value_payload(values, coordinates),
+        "mapping": {
+            "scale": mapping.scale,
+            "offset": mapping.offset,
+            "range": list(value_range),
         },
-        "rows": image.rows,
-        "columns": image.columns,
+        "window": dict(window),
+        "crop": None if crop is None else _value_payload(crop, coordinates + "-crop"),
+        "preview": (
+            None
+            if preview is None
+            else {
+                "url": display_image_url(preview, coordinates=coordinates + "-preview"),
+                "key": list(preview_window or []),
+            }
+        ),
+        "rows": int(values.y1 - values.y0),
+        "columns": int(values.x1 - values.x0),
         "levels": list(LEVELS),
         "point_names": list(POINT_NAMES),
         "vertebrae": {
@@ -300,6 +496,8 @@ def landmark_editor(
             for level, points in vertebrae.items()
         },
         "grades": {level: (None if g is None else int(g)) for level, g in grades.items()},
+        "heights": {level: dict(h) for level, h in (heights or {}).items()},
+        "badge": dict(badge) if badge else None,
         "treated": list(treated),
         "active_level": active_level,
         "mode": mode,
@@ -318,7 +516,21 @@ def landmark_editor(
         on_edit_change=on_edit or _noop,
         on_active_level_change=on_level or _noop,
         on_selected_change=_noop,
+        on_window_change=on_window or _noop,
+        on_crop_change=on_crop or _noop,
     )
+
+
+def _value_payload(image: ValueImage, coordinates: str) -> dict[str, Any]:
+    return {
+        "url": media_url(image.data, image.mimetype, coordinates=coordinates),
+        "width": image.width,
+        "height": image.height,
+        "x0": image.x0,
+        "y0": image.y0,
+        "x1": image.x1,
+        "y1": image.y1,
+    }
 
 
 def _noop() -> None:

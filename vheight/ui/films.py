@@ -363,11 +363,14 @@ DEFAULT_WINDOW_KEY = ("preset", 0)
 def window_from_key(key: tuple) -> WindowChoice:
     """The :meth:`Film.render` window of a window key.
 
-    Keys are hashable (they key cached renderings): ``("preset", index)`` or
+    Keys are hashable (they key cached renderings): ``("preset", index)``,
+    ``("auto",)`` (percentiles 0.5-99.5 of the film's values) or
     ``("manual", centre, width)`` in modality units.
     """
     if key[0] == "preset":
         return int(key[1])
+    if key[0] == "auto":
+        return "auto"
     if key[0] == "manual":
         return (float(key[1]), float(key[2]))
     raise ValueError(f"unknown window key {key!r}")

@@ -37,8 +37,17 @@ from vheight.refine import DEFAULT_RADIUS_MM
 from vheight.ui import agreement as agreement_view
 from vheight.ui import comparison as comparison_view
 from vheight.ui import exports, readers, session
-from vheight.ui.editor import DisplayImage, landmark_editor, make_display_image
-from vheight.ui.films import MAX_UPLOAD_MB, display_pixels
+from vheight.ui.editor import (
+    DisplayImage,
+    ValueImage,
+    ValueMapping,
+    landmark_editor,
+    make_display_image,
+    make_value_image,
+    value_mapping,
+    window_spec,
+)
+from vheight.ui.films import DEFAULT_WINDOW_KEY, MAX_UPLOAD_MB, display_pixels, window_from_key
 from vheight.ui.session import Slot, widget_key
 from vheight.ui.tables import (
     grades_by_level,
@@ -47,25 +56,57 @@ from vheight.ui.tables import (
 )
 from vheight.ui.text import md_escape
 
+#: Columns of the measurement table beside the film (the full table is below it).
+_BRIEF_COLUMNS = ("Level", "Grade", "Ha", "Hm", "Hp", "Ha/Hp", "Max loss (%)")
+
 __all__ = ["main"]
 
-EDITOR_HEIGHT = 660
+#: Smallest height of the viewer, CSS px (it grows to fill the window).
+EDITOR_MIN_HEIGHT = 420
+#: Longest side of a full-resolution region sent when zoomed in, px.
+MAX_CROP_SIDE = 2048
 COMPARISON = "Comparison"
 AGREEMENT = "Agreement"
-# Layout only (a constant of this module, never data): a tighter page top.
+# Layout only (a constant of this module, never data): a tighter page, compact
+# tables beside the film.
 _PAGE_CSS = """<style>
-[data-testid="stMainBlockContainer"] { padding-top: 2.2rem; padding-bottom: 2rem; }
+[data-testid="stMainBlockContainer"] { padding-top: 1.2rem; padding-bottom: 1.5rem;
+  padding-left: 1.5rem; padding-right: 1.5rem; }
 [data-testid="stSidebarHeader"] { height: 1.5rem; }
+[data-testid="stSidebar"][data-collapsed="false"] { width: 244px !important; }
+.st-key-vh-brief [data-testid="stTable"] td, .st-key-vh-brief [data-testid="stTable"] th {
+  padding: 2px 6px; font-size: 0.8rem; }
+[data-testid="stTabs"] [data-baseweb="tab-list"] { gap: 1rem; }
 </style>"""
 
 
 # -- cached renderings ----------------------------------------------------------------------
 
 
-@st.cache_data(max_entries=24, show_spinner=False)
-def _display_image(identity: str, window: tuple, invert: bool, _film: Any) -> DisplayImage:
-    """The display JPEG of a film under a window (keyed by film identity + window)."""
-    return make_display_image(display_pixels(_film, window, invert))
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _film_values(identity: str, _film: Any) -> tuple[ValueImage, ValueMapping]:
+    """A film's display codes (keyed by film identity; any window is drawn from them)."""
+    mapping = value_mapping(_film)
+    return make_value_image(_film, mapping), mapping
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _preview(identity: str, _film: Any) -> DisplayImage:
+    """A JPEG of a film under its first preset: drawn while the codes load."""
+    return make_display_image(display_pixels(_film, DEFAULT_WINDOW_KEY, False))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _resolved_window(identity: str, window: tuple, _film: Any) -> Any:
+    """The preset a window key means for a film (``auto`` computes percentiles once)."""
+    return _film.resolve_window(window_from_key(window))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _film_crop(identity: str, region: tuple[int, int, int, int], _film: Any) -> ValueImage:
+    """A region of a film at full resolution (when it fits :data:`MAX_CROP_SIDE`)."""
+    _, mapping = _film_values(identity, _film)
+    return make_value_image(_film, mapping, max_side=MAX_CROP_SIDE, region=region)
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
@@ -124,6 +165,7 @@ def _film_fragment(timepoint: str) -> None:
     slot = session.get_slot(timepoint)
     if slot is not None:
         session.restore_widgets(slot)
+        _sync_window(slot)
     else:
         session.drew_other(f"{timepoint}.empty")
     _film_tab(timepoint, None if slot is None else _measure(slot))
@@ -171,10 +213,11 @@ def _sidebar() -> None:
         error = state.get(session.UPLOAD_ERROR)
         if error:
             st.error(md_escape(error))
+        _replace_prompt()
         if session.samples_folder() is not None:
             st.button(
                 "Open the sample series",
-                on_click=session.open_samples,
+                on_click=session.request_samples,
                 width="stretch",
                 help="Synthetic pre, post and follow-up films with their landmarks",
             )
@@ -201,6 +244,57 @@ def _sidebar() -> None:
         st.caption("Set VHEIGHT_STORE to use another folder.")
 
 
+def _replace_prompt() -> None:
+    """Ask before a film replaces the one open at its timepoint (or open it beside)."""
+    pending = session.pending_open()
+    if pending is None:
+        return
+    labels = session.TIMEPOINT_LABELS
+    with st.container(border=True, key="vh-replace"):
+        if pending.get("samples"):
+            open_now = ", ".join(
+                f"{labels[tp].lower()}: {slot.opened.name}" for tp, slot in session.slots().items()
+            )
+            st.warning(
+                md_escape(f"Opening the sample series replaces the films open ({open_now}).")
+                + " Their landmarks stay saved in the annotation store.",
+                icon=":material/swap_horiz:",
+            )
+            free: list[str] = []
+        else:
+            timepoint = pending["timepoint"]
+            current = session.get_slot(timepoint)
+            levels = len(current.annotation.levels) if current is not None else 0
+            held = current.opened.name if current is not None else "a film"
+            st.warning(
+                md_escape(
+                    f"{labels[timepoint]} already holds {held} ({levels} level(s) annotated). "
+                    f"Replace it with {pending['name']}?"
+                )
+                + " Its landmarks stay saved in the annotation store.",
+                icon=":material/swap_horiz:",
+            )
+            free = [tp for tp in session.TIMEPOINTS if session.get_slot(tp) is None]
+        st.button(
+            "Replace",
+            type="primary",
+            on_click=session.confirm_pending,
+            width="stretch",
+            key="vh.pending.replace",
+        )
+        for tp in free:
+            st.button(
+                f"Open as {labels[tp]} instead",
+                on_click=session.confirm_pending,
+                args=(tp,),
+                width="stretch",
+                key=f"vh.pending.{tp}",
+            )
+        st.button(
+            "Cancel", on_click=session.cancel_pending, width="stretch", key="vh.pending.cancel"
+        )
+
+
 # -- one film -----------------------------------------------------------------------------
 
 
@@ -219,25 +313,36 @@ def _window_choice(slot: Slot) -> tuple[tuple, bool]:
         centre = float(session.widget_value(slot, "wc", (low + high) / 2))
         width = float(session.widget_value(slot, "ww", high - low))
         return ("manual", round(centre, 3), round(max(width, 1e-3), 3)), invert
+    if choice == "auto":
+        return ("auto",), invert
     index = int(choice) if isinstance(choice, int) and 0 <= choice < len(film.windows) else 0
     return ("preset", index), invert
 
 
 def _display_controls(slot: Slot) -> None:
+    """Window preset, manual window and invert (the mouse window/level is the editor's)."""
     film = slot.opened.film
     state = st.session_state
-    options: list[Any] = [*range(len(film.windows)), "manual"]
-    labels = {i: w.label() for i, w in enumerate(film.windows)}
-    labels["manual"] = "Manual window"
-    c1, c2, c3 = st.columns([2.2, 1.2, 1], vertical_alignment="bottom")
+    auto = any(w.explanation == "auto" for w in film.windows)
+    options: list[Any] = [*range(len(film.windows)), *([] if auto else ["auto"]), "manual"]
+    labels: dict[Any, str] = {i: w.label() for i, w in enumerate(film.windows)}
+    labels["auto"] = "Auto (0.5-99.5 % of the film's values)"
+    wc, ww = session.widget_value(slot, "wc"), session.widget_value(slot, "ww")
+    labels["manual"] = (
+        f"Manual (C {float(wc):.0f}, W {float(ww):.0f})"
+        if wc is not None and ww is not None
+        else "Manual window"
+    )
+    c1, c2, c3 = st.columns([2.3, 0.5, 1], vertical_alignment="bottom", gap="small")
     state.setdefault(widget_key(slot, "window"), 0)
     c1.selectbox(
         "Window",
         options=options,
         format_func=lambda o: labels.get(o, str(o)),
         key=widget_key(slot, "window"),
+        help="Right drag in the viewer (or W and drag): left/right = width, up/down = centre.",
     )
-    with c2.popover("Manual window", width="stretch"):
+    with c2.popover("", icon=":material/tune:", width="stretch", help="Manual window"):
         low, high = _value_range(slot.opened.identity, film)
         span = high - low
         default = film.windows[0] if film.windows else None
@@ -276,6 +381,91 @@ def _use_manual(slot: Slot) -> None:
     session.set_widget(slot, "window", "manual")
 
 
+def _sync_window(slot: Slot) -> None:
+    """Apply a window dragged in the viewer that its callback did not apply (by ``seq``)."""
+    value = st.session_state.get(widget_key(slot, "editor"))
+    window = value.get("window") if hasattr(value, "get") else None
+    seq = window.get("seq") if hasattr(window, "get") else None
+    applied = widget_key(slot, "window_seq")
+    if isinstance(seq, int | float) and seq != st.session_state.get(applied):
+        on_editor_window(slot.timepoint)
+
+
+def on_editor_window(timepoint: str) -> None:
+    """Editor callback: a mouse window/level drag ended; it becomes the manual window."""
+    slot = session.get_slot(timepoint)
+    if slot is None:
+        return
+    value = st.session_state.get(widget_key(slot, "editor")) or {}
+    window = value.get("window") if hasattr(value, "get") else None
+    if not hasattr(window, "get"):
+        return
+    st.session_state[widget_key(slot, "window_seq")] = window.get("seq")
+    try:
+        centre, width = float(window.get("center")), float(window.get("width"))
+    except (TypeError, ValueError):
+        return
+    if not (np.isfinite(centre) and np.isfinite(width)):
+        return
+    low, high = _value_range(slot.opened.identity, slot.opened.film)
+    span = high - low
+    session.set_widget(slot, "wc", float(np.clip(centre, low, high)))
+    session.set_widget(slot, "ww", float(np.clip(width, min(1.0, span / 1000.0), 2 * span)))
+    session.set_widget(slot, "window", "manual")
+
+
+def _crop_region(slot: Slot) -> tuple[int, int, int, int] | None:
+    """The full-resolution region the editor asked for (clipped to the film), if any."""
+    value = st.session_state.get(widget_key(slot, "editor"))
+    region = value.get("crop") if hasattr(value, "get") else None
+    if not hasattr(region, "get"):
+        return None
+    film = slot.opened.film
+    try:
+        x0, y0, x1, y1 = (int(region.get(k)) for k in ("x0", "y0", "x1", "y1"))
+    except (TypeError, ValueError):
+        return None
+    x0, x1 = max(0, x0), min(film.columns, x1)
+    y0, y1 = max(0, y0), min(film.rows, y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1, y1)
+
+
+def _badge(slot: Slot, measurement: Any) -> dict[str, Any]:
+    """The calibration badge of the viewer: ``mm ERMF``, ``mm Proj``..., or uncalibrated."""
+    calibration = (
+        measurement.calibration
+        if measurement is not None
+        else (slot.annotation.calibration or slot.opened.film.calibration)
+    )
+    if calibration.is_calibrated:
+        return {
+            "text": str(calibration.label),
+            "calibrated": True,
+            "title": calibration.describe(),
+        }
+    return {
+        "text": "px \u2014 uncalibrated",
+        "calibrated": False,
+        "title": "No pixel spacing: heights are in pixels. Calibrate under Calibration.",
+    }
+
+
+def _heights(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Level -> the heights drawn beside each vertebra in the viewer."""
+    return {
+        str(r["level"]): {
+            "ha": r.get("anterior_height"),
+            "hm": r.get("middle_height"),
+            "hp": r.get("posterior_height"),
+            "unit": r.get("unit") or "px",
+        }
+        for r in records
+        if r.get("complete")
+    }
+
+
 def _film_tab(timepoint: str, measurement: Any) -> None:
     slot = session.get_slot(timepoint)
     # Always drawn, so that a message never shifts the editor's place in the page
@@ -293,31 +483,51 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
     film = slot.opened.film
     records = measurement.records() if measurement is not None else []
 
-    left, right = st.columns([3.3, 1.25], gap="medium")
-    with left:
+    left, right = st.columns([1.75, 1], gap="small")
+    with right:
+        _level_panel(slot)
+        _brief_table(measurement, records)
         _display_controls(slot)
-        window, invert = _window_choice(slot)
-        image = _display_image(slot.opened.identity, window, invert, film)
+    window, invert = _window_choice(slot)
+    with left:
+        values, mapping = _film_values(slot.opened.identity, film)
+        region = _crop_region(slot)
+        crop = None
+        if region is not None and values.width < film.columns:
+            crop = _film_crop(slot.opened.identity, region, film)
+        preset = _resolved_window(slot.opened.identity, window, film)
         calibrating = bool(st.session_state.get(widget_key(slot, "cal_mode"), False))
         landmark_editor(
             key=widget_key(slot, "editor"),
             film_id=slot.opened.identity,
-            image=image,
+            values=values,
+            mapping=mapping,
+            window={
+                **window_spec(preset, invert=film.invert != invert, mapping=mapping),
+                "key": list(window) + [bool(invert)],
+            },
             vertebrae=slot.annotation.vertebrae,
             grades=grades_by_level(records),
+            heights=_heights(records),
+            badge=_badge(slot, measurement),
             treated=slot.annotation.treated_levels,
             active_level=st.session_state[widget_key(slot, "level")],
             epoch=slot.epoch,
             ack=slot.ack,
             mode="calibrate" if calibrating else "landmarks",
             calibration_line=slot.calibration_line,
-            height=EDITOR_HEIGHT,
+            crop=crop,
+            preview=_preview(slot.opened.identity, film),
+            preview_window=[*DEFAULT_WINDOW_KEY, False],
+            value_range=_value_range(slot.opened.identity, film),
+            height=EDITOR_MIN_HEIGHT,
             on_edit=lambda: session.on_editor_edit(timepoint),
             on_level=lambda: session.on_editor_level(timepoint),
+            on_window=lambda: on_editor_window(timepoint),
         )
     with right:
-        _level_panel(slot)
         _refine_panel(slot)
+        _treated_panel(slot)
         _calibration_panel(slot, measurement)
         _annotation_panel(slot)
         _film_panel(slot)
@@ -325,19 +535,44 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
     _measurement_table(slot, measurement, window, invert)
 
 
+def _brief_table(measurement: Any, records: list[dict[str, Any]]) -> None:
+    """Heights and grades beside the film, and the warnings that change a number."""
+    with st.container(key="vh-brief"):
+        if measurement is None:
+            return
+        if not records:
+            st.caption("No vertebra annotated yet: click the six points of the level above.")
+            return
+        frame = measurement_frame(records)
+        unit = measurement.unit
+        brief = [c if c in frame.columns else f"{c} ({unit})" for c in _BRIEF_COLUMNS]
+        st.table(style_measurements(frame[brief]), hide_index=True)
+        if measurement.warnings:
+            st.warning(
+                "\n".join(f"- {md_escape(w)}" for w in measurement.warnings),
+                icon=":material/warning:",
+            )
+
+
 def _level_panel(slot: Slot) -> None:
-    st.markdown("##### Landmarks")
-    st.selectbox(
+    level_box, progress_box = st.columns([1, 1.6], vertical_alignment="bottom", gap="small")
+    level_box.selectbox(
         "Level to place",
         options=list(LEVELS),
         key=widget_key(slot, "level"),
-        help="Click the film to place this level's next point; N / Shift+N in the viewer "
-        "moves to the next / previous level.",
+        help="Click the film to place this level's next point; after the sixth the viewer "
+        "moves on to the next level. N / Shift+N in the viewer: next / previous level.",
     )
     level = st.session_state[widget_key(slot, "level")]
     placed = len(slot.annotation.points(level))
-    st.progress(placed / 6, text=f"{level}: {placed} of 6 points")
-    st.multiselect(
+    progress_box.progress(placed / 6, text=f"{level}: {placed} of 6 points")
+
+
+def _treated_panel(slot: Slot) -> None:
+    level = st.session_state[widget_key(slot, "level")]
+    placed = len(slot.annotation.points(level))
+    c1, c2 = st.columns([1.6, 1], vertical_alignment="bottom", gap="small")
+    c1.multiselect(
         "Treated levels",
         options=list(LEVELS),
         key=widget_key(slot, "treated"),
@@ -346,13 +581,14 @@ def _level_panel(slot: Slot) -> None:
         placeholder="none",
         help="Levels augmented (kyphoplasty, vertebroplasty); hatched in the viewer.",
     )
-    st.button(
-        f"Delete all points of {level}",
+    c2.button(
+        f"Delete {level}",
         on_click=session.clear_level,
         args=(slot.timepoint,),
         disabled=placed == 0,
         width="stretch",
         key=widget_key(slot, "clear"),
+        help=f"Delete all points of {level} (Ctrl+Z in the viewer restores them)",
     )
 
 
@@ -609,7 +845,7 @@ def _film_panel(slot: Slot) -> None:
 
 
 def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool) -> None:
-    st.markdown("##### Measurements")
+    st.markdown("##### All measurements")
     if measurement is None:
         return
     records = measurement.records()
@@ -623,10 +859,6 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     )
     # A static table: every level visible at once, and redrawn at once after an edit.
     st.table(style_measurements(measurement_frame(records)), hide_index=True)
-    if measurement.warnings:
-        with st.expander(f"Notes ({len(measurement.warnings)})"):
-            for warning in measurement.warnings:
-                st.text(warning)
 
     stem = Path(slot.opened.name).stem or "film"
     film = slot.opened.film

@@ -62,6 +62,10 @@ __all__ = [
     "on_editor_level",
     "sync_editor",
     "on_film_upload",
+    "pending_open",
+    "confirm_pending",
+    "cancel_pending",
+    "request_samples",
     "on_annotation_upload",
     "on_treated_change",
     "apply_calibration",
@@ -89,6 +93,8 @@ _FLASH = "vh.flash"
 UPLOAD_TARGET = "vh.upload.target"
 UPLOAD_NONCE = "vh.upload.nonce"
 UPLOAD_ERROR = "vh.upload.error"
+#: A film waiting for the user's answer: its timepoint already holds a film.
+PENDING = "vh.upload.pending"
 REFERENCE = "vh.reference"
 TAB = "vh.tab"
 ANNOTATOR = "vh.annotator"
@@ -268,9 +274,16 @@ def _cached_path_film(path: str, mtime_ns: int, size: int) -> Any:
 
 
 def _default_level(annotation: Annotation) -> str:
+    """The level a film opens on: the first incomplete or missing one between the
+    annotated levels (a gap to fill), else the one after the last."""
     for level in annotation.levels:
         if not annotation.is_complete(level):
             return level
+    annotated = [LEVELS.index(level) for level in annotation.levels]
+    if annotated:
+        for index in range(min(annotated), max(annotated)):
+            if not annotation.is_complete(LEVELS[index]):
+                return LEVELS[index]
     if annotation.levels:
         last = LEVELS.index(annotation.levels[-1])
         return LEVELS[min(last + 1, len(LEVELS) - 1)]
@@ -423,21 +436,74 @@ def on_film_upload() -> None:
     if uploaded is None:
         return
     timepoint = state.get(UPLOAD_TARGET, "pre")
-    state[UPLOAD_ERROR] = open_upload(uploaded.getvalue(), uploaded.name, timepoint)
+    name = uploaded.name
+    opened = _read_film(uploaded.getvalue(), name, timepoint)
     state[UPLOAD_NONCE] += 1  # a fresh, empty uploader: the upload read is released
     del uploaded, state[key]
+    if isinstance(opened, str):
+        state[UPLOAD_ERROR] = opened
+        return
+    if get_slot(timepoint) is not None:
+        # Never replace a film silently: ask first (the sidebar shows the question).
+        state[PENDING] = {"opened": opened, "name": name, "timepoint": timepoint}
+        return
+    _open_read(opened, timepoint)
+
+
+def pending_open() -> dict[str, Any] | None:
+    """The film waiting for "replace?" (``name``, ``timepoint``; ``samples`` for the series)."""
+    return st.session_state.get(PENDING)
+
+
+def confirm_pending(timepoint: str | None = None) -> None:
+    """Open the waiting film at its timepoint (replacing that film), or at ``timepoint``."""
+    state = st.session_state
+    pending = state.pop(PENDING, None)
+    if pending is None:
+        return
+    if pending.get("samples"):
+        open_samples()
+        return
+    _open_read(pending["opened"], timepoint or pending["timepoint"])
+
+
+def cancel_pending() -> None:
+    """Forget the waiting film; the film open stays."""
+    st.session_state.pop(PENDING, None)
+
+
+def request_samples() -> None:
+    """ "Open the sample series": at once when nothing is open, else after asking."""
+    if slots():
+        st.session_state[PENDING] = {"samples": True, "name": "the sample series"}
+        return
+    open_samples()
 
 
 def open_upload(data: bytes, name: str, timepoint: str) -> str | None:
     """Open uploaded film bytes at ``timepoint``; returns an error sentence, or None."""
+    opened = _read_film(data, name, timepoint)
+    if isinstance(opened, str):
+        return opened
+    _open_read(opened, timepoint)
+    return None
+
+
+def _read_film(data: bytes, name: str, timepoint: str) -> OpenedFilm | str:
+    """The uploaded film, or the sentence saying why it cannot be opened."""
     if timepoint not in TIMEPOINTS:
         return f"Unknown timepoint {timepoint!r}."
     try:
-        opened = read_upload(data, name)
+        return read_upload(data, name)
     except VHeightError as exc:
         return str(exc)
     except Exception as exc:  # a decoder failing in an unexpected way: still one message
         return f"{name}: the film could not be read ({type(exc).__name__}: {exc})"
+
+
+def _open_read(opened: OpenedFilm, timepoint: str) -> None:
+    """Open a film already read at ``timepoint`` and say so."""
+    name = opened.name
     slot = open_into(timepoint, opened)
     st.session_state[TAB] = TIMEPOINT_LABELS[timepoint]  # show the film just opened
     for warning in opened.film.warnings:
@@ -448,7 +514,6 @@ def open_upload(data: bytes, name: str, timepoint: str) -> str | None:
         "new": "no landmarks yet",
     }[slot.origin]
     flash(timepoint, "success", f"Opened {name} as {TIMEPOINT_LABELS[timepoint]}: {origin}.")
-    return None
 
 
 def on_annotation_upload(timepoint: str) -> None:

@@ -27,7 +27,15 @@ const GRADE_COLOURS = {
 };
 const INCOMPLETE_COLOUR = "#a3acb9";
 const CALIBRATION_COLOUR = "#4cc2ff";
-const HIT_RADIUS = 10; // screen px
+const HIT_RADIUS = 10; // screen px, at most
+const MIN_HIT_RADIUS = 3; // screen px, at least
+// A point is grabbed only within this share of the distance (screen px) to the
+// nearest point of another level, so two endplates 10 px apart are never confused.
+const HIT_SHARE = 0.4;
+const MIN_HEIGHT = 420; // CSS px of the viewport, whatever the window
+const BOTTOM_GAP = 14; // CSS px left below the viewer when it fills the window
+const CROP_DELAY_MS = 220; // view settled this long -> ask for the full-resolution region
+const DIRECTION_KEY = "vheight.editor.direction";
 const CLICK_SLOP = 4; // screen px a click may move before it becomes a pan
 const MAX_ZOOM = 32; // screen px per film px
 const NUDGE_COMMIT_DELAY_MS = 450;
@@ -57,6 +65,9 @@ class Editor {
     for (const button of this.root.querySelectorAll("[data-action]")) {
       this.buttons[button.dataset.action] = button;
     }
+
+    // Polled layout: the page above the viewer may move it without any resize.
+    this.heightTimer = setInterval(() => this.fitHeight(), 400);
 
     this.filmId = null;
     this.imageUrl = null;
@@ -90,10 +101,42 @@ class Editor {
     this.height = 640;
     this.setStateValue = () => {};
 
+    // Film codes (16-bit) windowed here: a new window needs no new image.
+    this.values = null; // {codes, width, height, x0, y0, x1, y1, canvas, imageData}
+    this.crop = null; // the full-resolution region last received, same shape
+    this.cropUrl = null;
+    this.cropTimer = null;
+    this.cropAsked = null;
+    this.mapping = { scale: 1, offset: 0 };
+    this.window = null; // {center, width, function, invert, lut?}
+    this.lastDataWindow = null;
+    this.lut = null;
+    this.windowSeq = 0;
+    this.wlMode = false;
+    this.wlFrames = []; // {t, cost} of the last window/level frames, ms (read by benchmarks)
+    this.root.vhWindowFrames = this.wlFrames;
+    this.overlay = true;
+    this.fillDim = false;
+    this.fullscreen = false;
+    this.heights = {};
+    this.badge = null;
+    this.direction = readDirection();
+    this.badgeEl = this.root.querySelector(".vh-cal-badge");
+    this.wlEl = this.root.querySelector(".vh-wl");
+
     this.listeners = [];
     this.bindEvents();
     this.resizeObserver = new ResizeObserver(() => this.resize());
     this.resizeObserver.observe(this.viewport);
+    this.on(window, "resize", () => this.fitHeight());
+    this.on(document, "fullscreenchange", () => {
+      if (!document.fullscreenElement && this.fullscreen) {
+        this.setFullscreen(false);
+      } else {
+        this.fitHeight(); // the page's layout is back: fill the window below the top again
+        this.resize();
+      }
+    });
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -110,6 +153,8 @@ class Editor {
     if (this.frame !== null) cancelAnimationFrame(this.frame);
     clearTimeout(this.nudgeTimer);
     clearTimeout(this.toastTimer);
+    clearTimeout(this.cropTimer);
+    clearInterval(this.heightTimer);
   }
 
   // -------------------------------------------------------------- data in
@@ -121,13 +166,11 @@ class Editor {
     this.rows = data.rows;
     this.columns = data.columns;
     this.grades = data.grades || {};
+    this.heights = data.heights || {};
+    this.badge = data.badge || null;
     this.treated = new Set(data.treated || []);
-    if (data.height && data.height !== this.height) {
-      this.height = data.height;
-      this.viewport.style.height = `${this.height}px`;
-    } else if (!this.viewport.style.height) {
-      this.viewport.style.height = `${this.height}px`;
-    }
+    if (data.height) this.height = data.height;
+    if (data.mapping) this.mapping = data.mapping;
 
     const filmChanged = data.film_id !== this.filmId;
     if (filmChanged) {
@@ -137,6 +180,22 @@ class Editor {
       this.history = [];
       this.historyIndex = -1;
       this.epoch = null;
+      this.crop = null;
+      this.cropUrl = null;
+      this.cropAsked = null;
+      this.lastDataWindow = null;
+      this.values = null;
+      this.image = null;
+      delete this.root.dataset.codes;
+    }
+    // The window Python sends wins only when it changed there (a preset picked);
+    // a window dragged here stays until Python has caught up with it.
+    const dataWindow = JSON.stringify(data.window || null);
+    if (dataWindow !== this.lastDataWindow) {
+      this.lastDataWindow = dataWindow;
+      this.window = clone(data.window);
+      this.lut = null;
+      this.rewindow();
     }
 
     const epochChanged = data.epoch !== this.epoch;
@@ -154,8 +213,12 @@ class Editor {
     }
 
     if (data.active_level !== this.lastDataLevel) {
+      const before = this.activeLevel;
       this.activeLevel = data.active_level;
       this.lastDataLevel = data.active_level;
+      if (before && before !== this.activeLevel && !filmChanged) {
+        this.toast(`Now placing ${this.activeLevel}`);
+      }
     }
     if (data.mode !== this.mode) {
       this.mode = data.mode || "landmarks";
@@ -164,19 +227,46 @@ class Editor {
     }
 
     if (data.image && data.image.url !== this.imageUrl) {
-      this.loadImage(data.image.url);
+      this.loadValues(data.image);
+      this.maybePreview(data);
     }
+    if (data.crop && data.crop.url !== this.cropUrl) {
+      this.loadCrop(data.crop);
+    } else if (!data.crop && this.crop) {
+      this.crop = null;
+      this.cropUrl = null;
+      delete this.root.dataset.crop;
+    }
+    this.fitHeight();
     this.resize();
     this.updateChrome();
     this.requestDraw();
   }
 
-  loadImage(url) {
-    this.imageUrl = url;
+  async fetchCodes(spec) {
+    const reply = await fetch(resolveUrl(spec.url));
+    if (!reply.ok) throw new Error(`HTTP ${reply.status}`);
+    const buffer = await reply.arrayBuffer();
+    const codes = new Uint16Array(buffer);
+    if (codes.length !== spec.width * spec.height) throw new Error("truncated film data");
+    const canvas = document.createElement("canvas");
+    canvas.width = spec.width;
+    canvas.height = spec.height;
+    const context = canvas.getContext("2d");
+    const imageData = context.createImageData(spec.width, spec.height);
+    return { ...spec, codes, canvas, context, imageData, out: new Uint32Array(imageData.data.buffer) };
+  }
+
+  // While the codes load: the JPEG preview, when it shows the window asked for.
+  maybePreview(data) {
+    const p = data.preview;
+    if (!p || this.values || !this.window) return;
+    if (JSON.stringify(p.key) !== JSON.stringify(this.window.key)) return;
+    const url = this.imageUrl;
     const image = new Image();
     image.decoding = "async";
     image.onload = () => {
-      if (this.imageUrl !== url) return;
+      if (this.values || this.imageUrl !== url) return;
       this.image = image;
       this.loadingEl.hidden = true;
       this.loadingEl.style.display = "none";
@@ -184,11 +274,161 @@ class Editor {
       this.root.dataset.ready = "true";
       this.requestDraw();
     };
-    image.onerror = () => {
+    image.src = resolveUrl(p.url);
+  }
+
+  loadValues(spec) {
+    const url = spec.url;
+    this.imageUrl = url;
+    this.fetchCodes(spec).then((values) => {
+      if (this.imageUrl !== url) return;
+      this.values = values;
+      this.paintCodes(values);
+      this.image = values.canvas;
+      this.root.dataset.codes = "true";
+      this.loadingEl.hidden = true;
+      this.loadingEl.style.display = "none";
+      if (!this.fitted) this.fit();
+      this.root.dataset.ready = "true";
+      this.root.dataset.display = `${values.width}x${values.height}`;
+      this.requestDraw();
+    }).catch(() => {
       if (this.imageUrl !== url) return;
       this.loadingEl.textContent = "The film image could not be loaded.";
+    });
+  }
+
+  loadCrop(spec) {
+    const url = spec.url;
+    this.cropUrl = url;
+    this.fetchCodes(spec).then((crop) => {
+      if (this.cropUrl !== url) return;
+      this.crop = crop;
+      this.paintCodes(crop);
+      this.root.dataset.crop = JSON.stringify({
+        x0: crop.x0, y0: crop.y0, x1: crop.x1, y1: crop.y1, width: crop.width, height: crop.height,
+      });
+      this.requestDraw();
+    }).catch(() => {
+      if (this.cropUrl === url) this.cropUrl = null;
+    });
+  }
+
+  // 65536 grey levels (RGBA words) of the current window, one per code.
+  buildLut() {
+    const w = this.window || { center: 32768, width: 65536, function: "LINEAR_EXACT" };
+    const lut = new Uint32Array(65536);
+    const { scale, offset } = this.mapping;
+    const invert = Boolean(w.invert);
+    let table = null;
+    if (w.function === "LUT" && w.lut) {
+      const raw = atob(w.lut);
+      table = new Uint8Array(raw.length);
+      for (let i = 0; i < raw.length; i += 1) table[i] = raw.charCodeAt(i);
+    }
+    const c = Number(w.center);
+    const width = Math.max(Number(w.width), 1e-6);
+    for (let q = 0; q < 65536; q += 1) {
+      let byte;
+      if (table) {
+        byte = table[q];
+      } else {
+        const m = q * scale + offset;
+        let y;
+        if (w.function === "SIGMOID") {
+          y = 1 / (1 + Math.exp(Math.min(Math.max((-4 * (m - c)) / width, -80), 80)));
+        } else if (w.function === "LINEAR_EXACT") {
+          y = (m - c) / width + 0.5;
+        } else if (width <= 1) {
+          y = m > c - 0.5 ? 1 : 0;
+        } else {
+          y = (m - (c - 0.5)) / (width - 1) + 0.5;
+        }
+        y = y < 0 ? 0 : y > 1 ? 1 : y;
+        if (invert) y = 1 - y;
+        byte = Math.round(y * 255);
+      }
+      lut[q] = 0xff000000 | (byte << 16) | (byte << 8) | byte;
+    }
+    this.lut = lut;
+  }
+
+  paintCodes(target) {
+    if (!target) return;
+    if (!this.lut) this.buildLut();
+    const { codes, out } = target;
+    const lut = this.lut;
+    for (let i = 0, n = codes.length; i < n; i += 1) out[i] = lut[codes[i]];
+    target.context.putImageData(target.imageData, 0, 0);
+  }
+
+  // Apply the current window to the film (and the full-resolution region).
+  rewindow() {
+    this.lut = null;
+    if (this.values) this.paintCodes(this.values);
+    if (this.crop) this.paintCodes(this.crop);
+    this.updateWindowText();
+    this.requestDraw();
+  }
+
+  updateWindowText() {
+    const w = this.window;
+    if (!w || !this.wlEl) return;
+    const text = w.function === "LUT"
+      ? (w.label || "VOI LUT")
+      : `W ${formatValue(w.width)}  C ${formatValue(w.center)}`;
+    this.wlEl.textContent = text + (w.invert ? "  inv" : "");
+    this.root.dataset.window = JSON.stringify({ center: w.center, width: w.width });
+  }
+
+  // Mouse window/level: horizontal = width, vertical = centre (as OHIF, Weasis).
+  windowDrag(d, sx, sy) {
+    const started = performance.now();
+    const dx = sx - d.sx;
+    const dy = sy - d.sy;
+    const step = d.sensitivity;
+    const width = Math.max(1, d.width + dx * step);
+    const center = d.center + dy * step;
+    this.window = {
+      center, width, function: "LINEAR_EXACT", invert: d.invert, label: "manual",
     };
-    image.src = resolveUrl(url);
+    this.rewindow();
+    this.draw();
+    if (this.frame !== null) {
+      cancelAnimationFrame(this.frame);
+      this.frame = null;
+    }
+    const now = performance.now();
+    this.wlFrames.push({ t: now, cost: now - started });
+    if (this.wlFrames.length > 400) this.wlFrames.shift();
+    this.root.dataset.wlFrames = String(this.wlFrames.length);
+  }
+
+  startWindowDrag(sx, sy) {
+    const w = this.window || { center: 0, width: 1, invert: false };
+    // The film's value range over ~1000 screen px.
+    const range = this.mapping.range || [0, 65535 * Math.abs(this.mapping.scale)];
+    const span = Math.abs(range[1] - range[0]) || 1;
+    let width = Number(w.width);
+    let center = Number(w.center);
+    if (w.function === "LINEAR") {
+      width = Math.max(1, width - 1); // the same window, written as LINEAR_EXACT
+      center -= 0.5;
+    }
+    this.drag = {
+      kind: "window", sx, sy, width, center, invert: Boolean(w.invert),
+      sensitivity: Math.max(span / 1000, 1e-6), moved: false,
+    };
+    this.canvas.classList.add("vh-windowing");
+  }
+
+  finishWindowDrag(d) {
+    this.canvas.classList.remove("vh-windowing");
+    if (!d.moved) return;
+    this.windowSeq = Math.max(this.windowSeq + 1, Date.now());
+    this.setStateValue("window", {
+      center: this.window.center, width: this.window.width, seq: this.windowSeq,
+    });
   }
 
   // ------------------------------------------------------------ geometry
@@ -225,7 +465,7 @@ class Editor {
       ty: (h - this.rows * zoom) / 2 + 0.5 * zoom,
     };
     this.fitted = true;
-    this.requestDraw();
+    this.viewChanged();
   }
 
   zoomAt(factor, sx, sy) {
@@ -233,7 +473,54 @@ class Editor {
     const zoom = Math.min(Math.max(this.view.zoom * factor, minZoom), MAX_ZOOM);
     const [fx, fy] = this.toFilm(sx, sy);
     this.view = { zoom, tx: sx - fx * zoom, ty: sy - fy * zoom };
+    this.fitted = false;
+    this.viewChanged();
+  }
+
+  // The view moved: draw, and ask for the full-resolution region once it settles.
+  viewChanged() {
     this.requestDraw();
+    clearTimeout(this.cropTimer);
+    this.cropTimer = setTimeout(() => this.askCrop(), CROP_DELAY_MS);
+  }
+
+  // Zoomed past the display copy (one of its pixels wider than a screen pixel):
+  // ask Python for the visible region at full resolution, unless it is here already.
+  // Whether the full-resolution region covers the whole canvas's view.
+  cropCovers() {
+    const c = this.crop;
+    if (!c) return false;
+    const [ax, ay] = this.toFilm(0, 0);
+    const [bx, by] = this.toFilm(this.canvas.clientWidth, this.canvas.clientHeight);
+    return c.x0 <= Math.max(0, Math.floor(ax)) && c.y0 <= Math.max(0, Math.floor(ay))
+      && c.x1 >= Math.min(this.columns, Math.ceil(bx)) && c.y1 >= Math.min(this.rows, Math.ceil(by));
+  }
+
+  askCrop() {
+    const v = this.values;
+    if (!v || v.width >= this.columns) return;
+    const dpr = window.devicePixelRatio || 1;
+    const screenPerDisplay = (this.view.zoom * dpr * this.columns) / v.width;
+    if (screenPerDisplay <= 1.05) return;
+    const w = this.canvas.clientWidth;
+    const h = this.canvas.clientHeight;
+    const [ax, ay] = this.toFilm(0, 0);
+    const [bx, by] = this.toFilm(w, h);
+    const mx = (bx - ax) * 0.15;
+    const my = (by - ay) * 0.15;
+    const region = {
+      x0: Math.max(0, Math.floor(ax - mx)),
+      y0: Math.max(0, Math.floor(ay - my)),
+      x1: Math.min(this.columns, Math.ceil(bx + mx)),
+      y1: Math.min(this.rows, Math.ceil(by + my)),
+    };
+    if (region.x1 <= region.x0 || region.y1 <= region.y0) return;
+    const covers = (c) => c && c.x0 <= Math.max(0, Math.floor(ax)) && c.y0 <= Math.max(0, Math.floor(ay))
+      && c.x1 >= Math.min(this.columns, Math.ceil(bx)) && c.y1 >= Math.min(this.rows, Math.ceil(by))
+      && c.width >= (c.x1 - c.x0) * 0.999;
+    if (covers(this.crop) || covers(this.cropAsked)) return;
+    this.cropAsked = { ...region, width: region.x1 - region.x0 };
+    this.setStateValue("crop", region);
   }
 
   zoomCentre(factor) {
@@ -244,6 +531,20 @@ class Editor {
     this.zoomCentre(1 / this.view.zoom);
   }
 
+  // The viewer fills the window below its top (or the whole screen in full-screen mode).
+  fitHeight() {
+    if (this.fullscreen) {
+      this.viewport.style.height = "";
+      return;
+    }
+    const top = this.viewport.getBoundingClientRect().top + window.scrollY;
+    const wanted = Math.max(MIN_HEIGHT, Math.floor(window.innerHeight - top - BOTTOM_GAP));
+    const height = Number.isFinite(wanted) ? wanted : this.height;
+    if (this.viewport.style.height !== `${height}px`) {
+      this.viewport.style.height = `${height}px`;
+    }
+  }
+
   resize() {
     const dpr = window.devicePixelRatio || 1;
     const w = this.viewport.clientWidth;
@@ -252,11 +553,37 @@ class Editor {
     const pw = Math.round(w * dpr);
     const ph = Math.round(h * dpr);
     if (this.canvas.width !== pw || this.canvas.height !== ph) {
+      const before = this.canvasSize;
       this.canvas.width = pw;
       this.canvas.height = ph;
-      if (!this.fitted && this.image) this.fit();
+      this.canvasSize = [w, h];
+      if (this.image && (this.fitted || !before)) {
+        this.fit(); // refit a fitted view to the new size
+      } else if (this.image && before) {
+        // Keep the film point at the centre where it was.
+        this.view.tx += (w - before[0]) / 2;
+        this.view.ty += (h - before[1]) / 2;
+        this.viewChanged();
+      }
       this.requestDraw();
     }
+  }
+
+  setFullscreen(on) {
+    this.fullscreen = on;
+    this.root.classList.toggle("vh-fullscreen", on);
+    this.root.dataset.fullscreen = String(on);
+    // The browser's full screen too, where it allows it (the element may sit in a
+    // shadow root, so document.fullscreenElement is then its host).
+    if (on && this.root.requestFullscreen && !document.fullscreenElement) {
+      this.root.requestFullscreen().catch(() => {});
+    } else if (!on && document.fullscreenElement && document.exitFullscreen) {
+      document.exitFullscreen().catch(() => {});
+    }
+    this.fitHeight();
+    this.fitted = true;
+    this.resize();
+    this.toast(on ? "Full screen: F or Esc to leave" : "Full screen off");
   }
 
   // ------------------------------------------------------------- queries
@@ -273,7 +600,11 @@ class Editor {
     return Object.keys(this.points[level] || {}).length;
   }
 
-  hitTest(sx, sy) {
+  // The point under (sx, sy): only the current level's points while placing, any
+  // level's with `anyLevel` (Shift held).  Each point's reach shrinks with the
+  // distance to the nearest point of another level, so that neighbouring
+  // endplates a few screen pixels apart are never confused.
+  hitTest(sx, sy, anyLevel = false) {
     let best = null;
     let bestDist = HIT_RADIUS;
     if (this.mode === "calibrate") {
@@ -287,18 +618,45 @@ class Editor {
       });
       return best;
     }
+    if (!this.overlay) return null;
+    const screen = [];
     for (const level of Object.keys(this.points)) {
       for (const [name, p] of Object.entries(this.points[level])) {
-        const [px, py] = this.toScreen(p);
-        // Prefer the active level when points overlap.
-        const d = Math.hypot(px - sx, py - sy) - (level === this.activeLevel ? 0.5 : 0);
-        if (d <= bestDist) {
-          best = { kind: "point", level, name };
-          bestDist = d;
-        }
+        screen.push({ level, name, xy: this.toScreen(p) });
+      }
+    }
+    for (const point of screen) {
+      if (!anyLevel && point.level !== this.activeLevel) continue;
+      const [px, py] = point.xy;
+      const d = Math.hypot(px - sx, py - sy);
+      if (d > bestDist) continue;
+      let nearest = Infinity;
+      for (const other of screen) {
+        if (other.level === point.level) continue;
+        nearest = Math.min(nearest, Math.hypot(other.xy[0] - px, other.xy[1] - py));
+      }
+      const reach = Math.max(MIN_HIT_RADIUS, Math.min(HIT_RADIUS, HIT_SHARE * nearest));
+      if (d <= reach) {
+        best = { kind: "point", level: point.level, name: point.name };
+        bestDist = d;
       }
     }
     return best;
+  }
+
+  isComplete(level) {
+    const pts = this.points[level] || {};
+    return this.pointNames.length > 0 && this.pointNames.every((n) => n in pts);
+  }
+
+  // The next level to work on after `level`: the first incomplete one in the
+  // direction of work, or null at the end of the spine.
+  nextLevelAfter(level) {
+    const step = this.direction === "up" ? -1 : 1;
+    for (let i = this.levels.indexOf(level) + step; i >= 0 && i < this.levels.length; i += step) {
+      if (!this.isComplete(this.levels[i])) return this.levels[i];
+    }
+    return null;
   }
 
   selectedPosition() {
@@ -428,6 +786,14 @@ class Editor {
     this.points[level][name] = p;
     this.selected = { kind: "point", level, name };
     this.commit();
+    if (this.isComplete(level)) {
+      const next = this.nextLevelAfter(level);
+      if (next) {
+        this.setLevel(next, `${level} complete \u2014 now placing ${next}`);
+      } else {
+        this.toast(`${level} complete`);
+      }
+    }
   }
 
   deleteSelected() {
@@ -460,11 +826,56 @@ class Editor {
     if (index < 0) index = step > 0 ? -1 : this.levels.length;
     const next = this.levels[Math.min(Math.max(index + step, 0), this.levels.length - 1)];
     if (next === this.activeLevel) return;
-    this.activeLevel = next;
-    this.selected = null;
-    this.setStateValue("active_level", next);
+    this.setLevel(next, `Now placing ${next}`);
+  }
+
+  // Every change of level is said (status line and a message), never silent.
+  setLevel(level, message, keepSelection = false) {
+    if (level === this.activeLevel) return;
+    this.activeLevel = level;
+    if (!keepSelection) this.selected = null;
+    this.setStateValue("active_level", level);
+    this.toast(message || `Now placing ${level}`);
     this.updateChrome();
     this.requestDraw();
+  }
+
+  toggleDirection() {
+    this.direction = this.direction === "up" ? "down" : "up";
+    try {
+      window.localStorage.setItem(DIRECTION_KEY, this.direction);
+    } catch (err) {
+      // private mode: the choice lasts this page
+    }
+    this.toast(this.direction === "up"
+      ? "After six points: the level above (towards the head)"
+      : "After six points: the level below (towards the sacrum)");
+    this.updateChrome();
+  }
+
+  toggleOverlay() {
+    this.overlay = !this.overlay;
+    if (!this.overlay) this.selected = null;
+    this.root.dataset.overlay = String(this.overlay);
+    this.toast(this.overlay ? "Overlay shown" : "Overlay hidden: H to show it");
+    this.requestDraw();
+  }
+
+  toggleFill() {
+    this.fillDim = !this.fillDim;
+    this.root.dataset.fill = this.fillDim ? "dim" : "normal";
+    this.toast(this.fillDim ? "Fill off: outlines only (D)" : "Fill on (D)");
+    this.requestDraw();
+  }
+
+  toggleWindowMode() {
+    this.wlMode = !this.wlMode;
+    this.root.dataset.wlMode = String(this.wlMode);
+    this.canvas.classList.toggle("vh-wl-mode", this.wlMode);
+    this.toast(this.wlMode
+      ? "Window/level: drag (left/right = width, up/down = centre); W to leave"
+      : "Window/level mode off: clicks place points");
+    this.updateChrome();
   }
 
   cycleSelection(step) {
@@ -527,6 +938,10 @@ class Editor {
       case "help": return this.toggleHelp();
       case "next-level": return this.changeLevel(1);
       case "prev-level": return this.changeLevel(-1);
+      case "direction": return this.toggleDirection();
+      case "overlay": return this.toggleOverlay();
+      case "window-mode": return this.toggleWindowMode();
+      case "fullscreen": return this.setFullscreen(!this.fullscreen);
       default: return undefined;
     }
   }
@@ -539,20 +954,28 @@ class Editor {
   onPointerDown(e) {
     this.root.focus({ preventScroll: true });
     const [sx, sy] = this.localXY(e);
-    this.canvas.setPointerCapture(e.pointerId);
+    try {
+      this.canvas.setPointerCapture(e.pointerId);
+    } catch (err) {
+      // a pointer the browser does not track (a synthetic event): no capture needed
+    }
     if (e.button === 1 || (e.button === 0 && this.spaceDown)) {
       e.preventDefault();
       this.drag = { kind: "pan", sx, sy, tx: this.view.tx, ty: this.view.ty, moved: true };
       this.canvas.classList.add("vh-panning");
       return;
     }
+    if (e.button === 2 || (e.button === 0 && this.wlMode)) {
+      e.preventDefault();
+      this.startWindowDrag(sx, sy);
+      return;
+    }
     if (e.button !== 0) return;
-    const hit = this.hitTest(sx, sy);
+    const hit = this.hitTest(sx, sy, e.shiftKey);
     if (hit) {
       this.selected = hit;
       if (hit.kind === "point" && hit.level !== this.activeLevel && this.mode !== "calibrate") {
-        this.activeLevel = hit.level;
-        this.setStateValue("active_level", hit.level);
+        this.setLevel(hit.level, `Editing ${hit.level} (Shift+click)`, true);
       }
       const pos = this.selectedPosition();
       this.drag = { kind: "point", sx, sy, orig: pos.slice(), moved: false };
@@ -568,12 +991,17 @@ class Editor {
     this.mouse = [sx, sy];
     const d = this.drag;
     if (!d) {
-      const hit = this.hitTest(sx, sy);
+      const hit = this.wlMode ? null : this.hitTest(sx, sy, e.shiftKey);
       this.canvas.classList.toggle("vh-over-point", Boolean(hit));
       this.updateHud();
       return;
     }
     const dist = Math.hypot(sx - d.sx, sy - d.sy);
+    if (d.kind === "window") {
+      if (dist > 0) d.moved = true;
+      this.windowDrag(d, sx, sy);
+      return;
+    }
     if (d.kind === "pending" && dist > CLICK_SLOP) {
       d.kind = "pan";
       d.moved = true;
@@ -582,7 +1010,8 @@ class Editor {
     if (d.kind === "pan") {
       this.view.tx = d.tx + (sx - d.sx);
       this.view.ty = d.ty + (sy - d.sy);
-      this.requestDraw();
+      this.fitted = false;
+      this.viewChanged();
     } else if (d.kind === "point") {
       if (!d.moved && dist <= 2) return;
       d.moved = true;
@@ -602,7 +1031,9 @@ class Editor {
     this.canvas.classList.remove("vh-panning");
     if (this.canvas.hasPointerCapture(e.pointerId)) this.canvas.releasePointerCapture(e.pointerId);
     if (!d) return;
-    if (d.kind === "point" && d.moved) {
+    if (d.kind === "window") {
+      this.finishWindowDrag(d);
+    } else if (d.kind === "point" && d.moved) {
       this.commit();
     } else if (d.kind === "point") {
       this.publishSelection(); // a click on a point selects it
@@ -619,6 +1050,7 @@ class Editor {
     const d = this.drag;
     this.drag = null;
     this.canvas.classList.remove("vh-panning");
+    if (d && d.kind === "window") this.finishWindowDrag(d);
     if (d && d.kind === "point" && d.moved) {
       this.setSelectedPosition(d.orig);
       this.requestDraw();
@@ -662,13 +1094,16 @@ class Editor {
       } else {
         this.view.tx -= dx * 60;
         this.view.ty -= dy * 60;
-        this.requestDraw();
+        this.fitted = false;
+        this.viewChanged();
       }
     } else if (key === "Delete" || key === "Backspace") {
       this.deleteSelected();
     } else if (key === "Escape") {
       if (!this.helpEl.hidden) this.toggleHelp(false);
       else if (this.drag) this.cancelDrag();
+      else if (this.fullscreen) this.setFullscreen(false);
+      else if (this.wlMode) this.toggleWindowMode();
       else {
         this.selected = null;
         this.publishSelection();
@@ -678,8 +1113,16 @@ class Editor {
       this.changeLevel(e.shiftKey ? -1 : 1);
     } else if (key === "Tab") {
       this.cycleSelection(e.shiftKey ? -1 : 1);
-    } else if (key === "?" || key === "h" || key === "H") {
+    } else if (key === "?") {
       this.toggleHelp();
+    } else if (key === "h" || key === "H") {
+      this.toggleOverlay();
+    } else if (key === "d" || key === "D") {
+      this.toggleFill();
+    } else if (key === "f" || key === "F") {
+      this.setFullscreen(!this.fullscreen);
+    } else if (key === "w" || key === "W") {
+      this.toggleWindowMode();
     } else if (key === " ") {
       this.spaceDown = true;
       this.canvas.classList.add("vh-pan-ready");
@@ -730,14 +1173,35 @@ class Editor {
         text = `${this.activeLevel}: complete (${count}/${this.pointNames.length}) \u2014 N for the next level`;
         done = true;
       }
+      if (this.wlMode) text = `Window/level mode (W) \u00b7 ${text}`;
     }
     this.nextEl.textContent = text;
     this.nextEl.classList.toggle("vh-done", done);
     this.buttons.undo.disabled = this.historyIndex <= 0;
     this.buttons.redo.disabled = this.historyIndex >= this.history.length - 1;
     this.buttons.delete.disabled = !this.selected;
+    if (this.buttons.direction) {
+      this.buttons.direction.textContent = this.direction === "up" ? "Then \u2191" : "Then \u2193";
+      this.buttons.direction.title = this.direction === "up"
+        ? "After six points, go to the level above (click for below)"
+        : "After six points, go to the level below (click for above)";
+    }
+    if (this.buttons["window-mode"]) {
+      this.buttons["window-mode"].classList.toggle("vh-on", this.wlMode);
+    }
+    if (this.buttons.overlay) this.buttons.overlay.classList.toggle("vh-on", !this.overlay);
+    if (this.badgeEl) {
+      const badge = this.badge;
+      this.badgeEl.hidden = !badge;
+      if (badge) {
+        this.badgeEl.textContent = badge.text;
+        this.badgeEl.title = badge.title || badge.text;
+        this.badgeEl.classList.toggle("vh-uncalibrated", !badge.calibrated);
+      }
+    }
     this.root.dataset.activeLevel = this.activeLevel || "";
     this.root.dataset.mode = this.mode;
+    this.root.dataset.direction = this.direction;
   }
 
   updateHud() {
@@ -753,7 +1217,9 @@ class Editor {
       parts.push(`${this.selected.level} ${shortName(this.selected.name)} (${sel[0].toFixed(2)}, ${sel[1].toFixed(2)})`);
     }
     this.hudLeft.textContent = parts.join("   \u00b7   ");
-    this.hudRight.textContent = `${this.columns} \u00d7 ${this.rows} px   \u00b7   zoom ${(this.view.zoom * 100).toFixed(this.view.zoom < 0.1 ? 1 : 0)} %`;
+    const sharp = this.crop && this.crop.width >= (this.crop.x1 - this.crop.x0) && this.cropCovers()
+      ? "   \u00b7   full resolution" : "";
+    this.hudRight.textContent = `${this.columns} \u00d7 ${this.rows} px   \u00b7   zoom ${(this.view.zoom * 100).toFixed(this.view.zoom < 0.1 ? 1 : 0)} %${sharp}`;
     this.root.dataset.view = JSON.stringify(this.view);
   }
 
@@ -780,10 +1246,21 @@ class Editor {
       ctx.imageSmoothingQuality = "high";
       // The display image covers the full-resolution extent [-0.5, N - 0.5].
       ctx.drawImage(this.image, tx - 0.5 * zoom, ty - 0.5 * zoom, this.columns * zoom, this.rows * zoom);
+      const c = this.crop;
+      if (c && this.view.zoom * this.columns > this.values.width) {
+        // The full-resolution region over its place on the film.
+        ctx.drawImage(
+          c.canvas, tx + (c.x0 - 0.5) * zoom, ty + (c.y0 - 0.5) * zoom,
+          (c.x1 - c.x0) * zoom, (c.y1 - c.y0) * zoom,
+        );
+      }
       ctx.restore();
     }
-    for (const level of this.levels) {
-      if (this.points[level]) this.drawVertebra(level);
+    if (this.overlay) {
+      this.labelSlots = [];
+      for (const level of this.levels) {
+        if (this.points[level]) this.drawVertebra(level);
+      }
     }
     if (this.mode === "calibrate") this.drawCalibration();
     this.updateHud();
@@ -827,8 +1304,10 @@ class Editor {
       if (im) ctx.lineTo(...im);
       ctx.lineTo(...ia);
       ctx.closePath();
-      ctx.fillStyle = withAlpha(colour, active ? 0.16 : 0.1);
-      ctx.fill();
+      if (!this.fillDim) {
+        ctx.fillStyle = withAlpha(colour, active ? 0.12 : 0.07);
+        ctx.fill();
+      }
       if (this.treated.has(level)) {
         ctx.save();
         ctx.clip();
@@ -903,11 +1382,29 @@ class Editor {
     ctx.restore();
   }
 
+  labelText(level, pts) {
+    const grade = this.grades[level];
+    const complete = this.pointNames.every((n) => n in pts);
+    let title = level;
+    if (complete && grade !== null && grade !== undefined) title += `  G${grade}`;
+    else if (!complete) title += `  ${Object.keys(pts).length}/${this.pointNames.length}`;
+    if (this.treated.has(level)) title += "  \u2022 treated";
+    const h = this.heights[level];
+    let numbers = "";
+    if (h && complete) {
+      const f = (v) => (v === null || v === undefined ? "\u2013" : Number(v).toFixed(1));
+      numbers = `Ha ${f(h.ha)}  Hm ${f(h.hm)}  Hp ${f(h.hp)} ${h.unit || ""}`.trim();
+    }
+    return { title, numbers };
+  }
+
+  // Level, grade and heights beside the vertebra (outside the body, on the
+  // anterior side), at a fixed screen size whatever the zoom; labels are
+  // stacked so that neighbours never overlap.
   drawLabel(level, pts, colour, active) {
     const ctx = this.ctx;
     const screen = Object.values(pts).map((p) => this.toScreen(p));
     if (!screen.length) return;
-    const cx = screen.reduce((s, p) => s + p[0], 0) / screen.length;
     const cy = screen.reduce((s, p) => s + p[1], 0) / screen.length;
     let dirX = -1;
     const ant = [pts.superior_anterior, pts.inferior_anterior].filter(Boolean);
@@ -919,25 +1416,38 @@ class Editor {
     }
     const xs = screen.map((p) => p[0]);
     const edge = dirX > 0 ? Math.max(...xs) : Math.min(...xs);
-    const grade = this.grades[level];
-    const complete = this.pointNames.every((n) => n in pts);
-    let text = level;
-    if (complete && grade !== null && grade !== undefined) text += `  G${grade}`;
-    else if (!complete) text += `  ${Object.keys(pts).length}/${this.pointNames.length}`;
-    if (this.treated.has(level)) text += "  \u2022 treated";
+    const { title, numbers } = this.labelText(level, pts);
+    const lineHeight = 15;
+    const lines = numbers ? [title, numbers] : [title];
     ctx.font = `${active ? 700 : 600} 12.5px Inter, "Source Sans Pro", system-ui, sans-serif`;
-    const tw = ctx.measureText(text).width;
+    const titleWidth = ctx.measureText(title).width;
+    ctx.font = "500 11.5px Inter, \"Source Sans Pro\", system-ui, sans-serif";
+    const numberWidth = numbers ? ctx.measureText(numbers).width : 0;
+    const tw = Math.max(titleWidth, numberWidth);
+    const boxH = lines.length * lineHeight + 6;
     const x = dirX > 0 ? edge + 14 : edge - 14 - tw - 12;
-    const y = cy - 10;
-    ctx.fillStyle = "rgba(10, 12, 15, 0.78)";
-    roundRect(ctx, x, y, tw + 12, 20, 4);
+    let y = cy - boxH / 2;
+    // Stack below any label already drawn on the same side that it would overlap.
+    for (const slot of this.labelSlots || []) {
+      const overlapX = x < slot.x + slot.w && slot.x < x + tw + 12;
+      if (overlapX && y < slot.y + slot.h + 2 && slot.y < y + boxH) y = slot.y + slot.h + 2;
+    }
+    (this.labelSlots || (this.labelSlots = [])).push({ x, y, w: tw + 12, h: boxH });
+    ctx.fillStyle = "rgba(10, 12, 15, 0.8)";
+    roundRect(ctx, x, y, tw + 12, boxH, 4);
     ctx.fill();
     ctx.strokeStyle = colour;
     ctx.lineWidth = active ? 1.5 : 1;
     ctx.stroke();
-    ctx.fillStyle = "#eef2f7";
     ctx.textBaseline = "middle";
-    ctx.fillText(text, x + 6, y + 10.5);
+    ctx.fillStyle = "#eef2f7";
+    ctx.font = `${active ? 700 : 600} 12.5px Inter, "Source Sans Pro", system-ui, sans-serif`;
+    ctx.fillText(title, x + 6, y + 3 + lineHeight / 2 + 0.5);
+    if (numbers) {
+      ctx.fillStyle = "#c9d3df";
+      ctx.font = "500 11.5px Inter, \"Source Sans Pro\", system-ui, sans-serif";
+      ctx.fillText(numbers, x + 6, y + 3 + lineHeight * 1.5 + 0.5);
+    }
   }
 
   drawCalibration() {
@@ -979,6 +1489,20 @@ class Editor {
     });
     ctx.restore();
   }
+}
+
+function readDirection() {
+  try {
+    return window.localStorage.getItem(DIRECTION_KEY) === "up" ? "up" : "down";
+  } catch (err) {
+    return "down";
+  }
+}
+
+function formatValue(value) {
+  const v = Number(value);
+  if (!Number.isFinite(v)) return "\u2013";
+  return Math.abs(v) >= 100 ? String(Math.round(v)) : v.toFixed(Math.abs(v) >= 10 ? 1 : 2);
 }
 
 function withAlpha(hex, alpha) {
