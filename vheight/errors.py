@@ -17,6 +17,8 @@ __all__ = [
     "AnnotationError",
     "CalibrationError",
     "MeasurementError",
+    "SRExportError",
+    "PacsError",
     "VHeightWarning",
     "CalibrationWarning",
     "FilmWarning",
@@ -57,3 +59,16 @@ class CalibrationWarning(VHeightWarning):
 
 class FilmWarning(VHeightWarning):
     """A film was read, but something about it deserves attention."""
+
+
+class SRExportError(VHeightError, ValueError):
+    """A DICOM SR or presentation state cannot be written or read."""
+
+
+class PacsError(VHeightError, OSError):
+    """A DICOM archive (PACS) could not be searched, read or written.
+
+    The message names the server and what failed (connection, login, a
+    study that does not exist, a transfer that stopped, a reply that is not
+    DICOM).
+    """
