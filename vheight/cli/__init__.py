@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "refine",
     "report",
     "sr",
+    "pacs",
     "phantom",
 )
 
