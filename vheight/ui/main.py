@@ -40,6 +40,7 @@ from vheight.ui import comparison as comparison_view
 from vheight.ui import exports, session
 from vheight.ui.editor import DisplayImage, landmark_editor, make_display_image
 from vheight.ui.films import MAX_UPLOAD_MB, display_pixels
+from vheight.ui.pacs import sidebar_section as pacs_section
 from vheight.ui.session import Slot, widget_key
 from vheight.ui.tables import (
     grades_by_level,
@@ -175,6 +176,7 @@ def _sidebar() -> None:
                 width="stretch",
                 help="Synthetic pre, post and follow-up films with their landmarks",
             )
+        pacs_section()
 
         st.markdown("#### Measurement")
         st.selectbox(
