@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import annotation_like_dicts, json_documents, json_values
 
-import vheight.annotation as annotation_module
 from vheight.annotation import (
     LEVELS,
     POINT_NAMES,
@@ -500,56 +499,3 @@ def test_from_dict_builds_what_init_builds_examples(doc):
     a = Annotation.from_dict(doc)
     b = _through_init(a)
     assert a == b and _field_types(a) == _field_types(b) and a.to_dict() == b.to_dict()
-
-
-# --------------------------------------------------------------------------------------
-# The JSON parser: orjson where it vouches for json's result, json otherwise
-# --------------------------------------------------------------------------------------
-
-
-def _json_outcome(parse, text):
-    try:
-        return ("ok", repr(parse(text)))
-    except annotation_module._DuplicateKey as exc:
-        return ("duplicate", str(exc))
-    except (ValueError, RecursionError) as exc:
-        return ("error", type(exc).__name__)
-
-
-_JSON_TEXTS = st.one_of(
-    json_documents.map(lambda d: d if isinstance(d, str) else json.dumps(d)),
-    st.builds(json.dumps, json_values),
-    st.builds(
-        lambda key, a, b, spacing: (
-            f'{{"{key}"{spacing}: {json.dumps(a)}, "{key}": {json.dumps(b)}}}'
-        ),
-        st.sampled_from(["x", "vertebrae", 'a\\":']),
-        json_values,
-        json_values,
-        st.sampled_from(["", " ", "\n"]),
-    ),
-    st.sampled_from(
-        [
-            '{"a": "say \\": here", "a": 1}',
-            '{"a": "say \\": here"}',
-            '{"n": 123456789012345678901234567890}',
-            "-123456789012345678901234567890",
-            '{"n": [1.5, 1e18, -9999999999999999999]}',
-            '{"p": [18446744073709551616.0, 1.5], "q": [2.5, 36893488147419103232]}',
-            '{"p": [36893488147419103232, 1.5]}',
-            '{"v": {"L1": {"a": [1.5, 2.5], "a": [3.5, 4.5]}}}',
-            '{"n": NaN}',
-            '{"s": "\\ud800"}',
-            '[{"a": 1}, {"a": 2, "b": {"a": 3, "a": 4}}]',
-        ]
-    ),
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(_JSON_TEXTS)
-def test_json_parser_gives_what_json_gives(text):
-    reference = _json_outcome(
-        lambda t: json.loads(t, object_pairs_hook=annotation_module._pairs_hook), text
-    )
-    assert _json_outcome(annotation_module._parse_json, text) == reference

@@ -52,12 +52,10 @@ import json
 import math
 import os
 import re
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
-
-import orjson
+from typing import Any
 
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError
@@ -75,6 +73,7 @@ __all__ = [
     "PATIENT_POSITIONS",
     "PatientPosition",
     "OUTSIDE_MARGIN",
+    "FrozenMap",
     "ImageRef",
     "Annotation",
     "load_annotation",
@@ -149,7 +148,6 @@ POINT_NAMES: tuple[str, ...] = tuple(name.value for name in PointName)
 TIMEPOINTS: tuple[str, ...] = tuple(t.value for t in Timepoint)
 PATIENT_POSITIONS: tuple[str, ...] = tuple(p.value for p in PatientPosition)
 
-_T = TypeVar("_T")
 _POINT_NAME_SET = frozenset(POINT_NAMES)
 
 _LEVEL_INDEX = {level: i for i, level in enumerate(LEVELS)}
@@ -159,6 +157,17 @@ _KNOWN_KEYS = (
     "image",
     "timepoint",
     "calibration",
+    "vertebrae",
+    "treated_levels",
+    "patient_position",
+    "annotator",
+    "created",
+    "modified",
+    "notes",
+)
+# The keys of the file that are fields of Annotation as they are (checked by it).
+_MODEL_KEYS = (
+    "timepoint",
     "vertebrae",
     "treated_levels",
     "patient_position",
@@ -185,7 +194,7 @@ def level_index(level: str) -> int:
 # -- read-only containers ------------------------------------------------------------------
 
 
-class _FrozenMap(Mapping[str, Any]):
+class FrozenMap(Mapping[str, Any]):
     """A read-only, picklable, hashable mapping that keeps insertion order."""
 
     __slots__ = ("_data",)
@@ -202,23 +211,6 @@ class _FrozenMap(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
-    # The dict's own methods, instead of Mapping's generic ones written in Python: these
-    # maps are read for every vertebra of every film of a batch.  Its views are read-only.
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
-
-    def keys(self) -> KeysView[str]:
-        return self._data.keys()
-
-    def values(self) -> ValuesView[Any]:
-        return self._data.values()
-
-    def items(self) -> ItemsView[str, Any]:
-        return self._data.items()
-
     def __hash__(self) -> int:
         return hash(frozenset(self._data.items()))
 
@@ -231,13 +223,13 @@ class _FrozenMap(Mapping[str, Any]):
         return repr(self._data)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_FrozenMap, (list(self._data.items()),))
+        return (FrozenMap, (list(self._data.items()),))
 
 
 def _freeze(value: Any) -> Any:
     """Deep read-only copy of a JSON-like value (objects -> mappings, arrays -> tuples)."""
     if isinstance(value, Mapping):
-        return _FrozenMap([(str(k), _freeze(v)) for k, v in value.items()])
+        return FrozenMap([(str(k), _freeze(v)) for k, v in value.items()])
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     return copy.deepcopy(value)
@@ -476,7 +468,7 @@ class ImageRef:
     sop_instance_uid: str | None = None
     rows: int | None = None
     columns: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=_FrozenMap)
+    extra: Mapping[str, Any] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -521,48 +513,31 @@ def _validate_image_fields(image: ImageRef, problems: list[str]) -> None:
             )
     if not isinstance(image.extra, Mapping):
         problems.append(f"image: extra keys must be a mapping, found {_shown(image.extra)}")
+    else:
+        for key, value in image.extra.items():
+            _check_finite(value, f"image.{key}", problems)
 
 
 def _image_from_json(data: Any, problems: list[str]) -> ImageRef:
+    """The file's ``image`` object as an :class:`ImageRef`; problems appended.
+
+    When the object is not valid, an :class:`ImageRef` holding only the valid
+    image size is returned, so that the points can still be checked against it.
+    """
     if data is None:
         return ImageRef()
     if not isinstance(data, Mapping):
         problems.append(f"image: expected an object or null, found {_shown(data)}")
         return ImageRef()
-    before = len(problems)
-    values: dict[str, Any] = {}
-    for key in ("file", "sop_instance_uid"):
-        value = data.get(key)
-        if value is not None and not isinstance(value, str):
-            problems.append(f"image.{key}: expected a string or null, found {_shown(value)}")
-            value = None
-        values[key] = value
-    for key in ("rows", "columns"):
-        value = data.get(key)
-        if value is not None:
-            number = _positive_int(value)
-            if number is None:
-                problems.append(
-                    f"image.{key}: expected a whole number > 0 or null, found {_shown(value)}"
-                )
-            value = number
-        values[key] = value
-    extra = {k: v for k, v in data.items() if k not in _IMAGE_KEYS}
-    for key, value in extra.items():
-        _check_finite(value, f"image.{key}", problems)
-    if len(problems) > before:
-        return ImageRef(rows=values["rows"], columns=values["columns"])
-    return _assembled(ImageRef, **values, extra=_freeze(extra))
-
-
-def _assembled(cls: type[_T], **fields: Any) -> _T:
-    """An instance of the frozen dataclass ``cls`` holding ``fields``, every one of
-    them given and already checked as its ``__post_init__`` would: built without
-    checking them a second time (the costly part of loading many files)."""
-    instance = object.__new__(cls)
-    for name, value in fields.items():
-        object.__setattr__(instance, name, value)
-    return instance
+    try:
+        return ImageRef(
+            **{key: data.get(key) for key in _IMAGE_KEYS},
+            extra={k: v for k, v in data.items() if k not in _IMAGE_KEYS},
+        )
+    except AnnotationError as exc:
+        problems.extend(exc.problems)  # type: ignore[attr-defined]
+    rows, columns = _positive_int(data.get("rows")), _positive_int(data.get("columns"))
+    return ImageRef(rows=rows, columns=columns)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -600,14 +575,14 @@ class Annotation:
     image: ImageRef = field(default_factory=ImageRef)
     timepoint: str | None = None
     calibration: Calibration | None = None
-    vertebrae: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=_FrozenMap)
+    vertebrae: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=FrozenMap)
     treated_levels: tuple[str, ...] = ()
     patient_position: str | None = None
     annotator: str = ""
     created: str | None = None
     modified: str | None = None
     notes: str = ""
-    extra: Mapping[str, Any] = field(default_factory=_FrozenMap)
+    extra: Mapping[str, Any] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -620,17 +595,9 @@ class Annotation:
             problems.append(
                 f"calibration: expected a Calibration or None, found {self.calibration!r}"
             )
-        timepoint = _check_choice(
-            None if self.timepoint is None else str(self.timepoint),
-            "timepoint",
-            TIMEPOINTS,
-            problems,
-        )
+        timepoint = _check_choice(self.timepoint, "timepoint", TIMEPOINTS, problems)
         position = _check_choice(
-            None if self.patient_position is None else str(self.patient_position),
-            "patient_position",
-            PATIENT_POSITIONS,
-            problems,
+            self.patient_position, "patient_position", PATIENT_POSITIONS, problems
         )
         treated_in: Any = self.treated_levels
         if isinstance(treated_in, (list, tuple)):
@@ -643,6 +610,10 @@ class Annotation:
         _check_text(self.modified, "modified", problems, nullable=True)
         if not isinstance(self.extra, Mapping):
             problems.append(f"extra: expected a mapping of unknown keys, found {self.extra!r}")
+        else:
+            for key, value in self.extra.items():
+                if key not in _KNOWN_KEYS:
+                    _check_finite(value, str(key), problems)
         _raise("annotation", problems)
         set_ = object.__setattr__
         set_(self, "timepoint", timepoint)
@@ -651,7 +622,7 @@ class Annotation:
         set_(
             self,
             "vertebrae",
-            _FrozenMap([(lvl, _FrozenMap(pts)) for lvl, pts in vertebrae.items()]),
+            FrozenMap([(lvl, FrozenMap(pts)) for lvl, pts in vertebrae.items()]),
         )
         set_(self, "annotator", annotator)
         set_(self, "notes", notes)
@@ -672,7 +643,7 @@ class Annotation:
     def points(self, level: str) -> Mapping[str, tuple[float, float]]:
         """Point name -> ``(x, y)`` of ``level`` (empty when not annotated)."""
         level_index(level)
-        return self.vertebrae.get(str(level), _FrozenMap())
+        return self.vertebrae.get(str(level), FrozenMap())
 
     def is_complete(self, level: str) -> bool:
         """True when ``level`` holds all six points."""
@@ -803,36 +774,15 @@ class Annotation:
                             problems.append(
                                 f"calibration.{key}: expected a string, found {_shown(value)}"
                             )
-        timepoint = _check_choice(data.get("timepoint"), "timepoint", TIMEPOINTS, problems)
-        position = _check_choice(
-            data.get("patient_position"), "patient_position", PATIENT_POSITIONS, problems
-        )
-        treated = _check_treated(data.get("treated_levels"), problems)
-        vertebrae = _check_vertebrae(data.get("vertebrae"), image.rows, image.columns, problems)
-        annotator = _check_text(data.get("annotator"), "annotator", problems, nullable=False)
-        notes = _check_text(data.get("notes"), "notes", problems, nullable=False)
-        created = _check_text(data.get("created"), "created", problems, nullable=True)
-        modified = _check_text(data.get("modified"), "modified", problems, nullable=True)
-        extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
-        for key, value in extra.items():
-            _check_finite(value, key, problems)
+        fields = {key: data.get(key) for key in _MODEL_KEYS}
+        fields["extra"] = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
+        try:
+            annotation = cls(image=image, calibration=calibration, **fields)
+        except AnnotationError as exc:
+            _raise(source, [*problems, *exc.problems])  # type: ignore[attr-defined]
+            raise  # pragma: no cover - _raise raised
         _raise(source, problems)
-        # Every field is checked above: build the object __post_init__ would give
-        # without checking each landmark a second time (the costly part of loading).
-        return _assembled(
-            cls,
-            image=image,
-            timepoint=timepoint,
-            calibration=calibration,
-            vertebrae=_FrozenMap([(lvl, _FrozenMap(pts)) for lvl, pts in vertebrae.items()]),
-            treated_levels=treated,
-            patient_position=position,
-            annotator=annotator or "",
-            created=created,
-            modified=modified,
-            notes=notes or "",
-            extra=_freeze(extra),
-        )
+        return annotation
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -851,62 +801,8 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
-# Keys written with space before their colon (json.dumps never does): counted by regex.
-_SPACED_KEY_END = re.compile(r'"\s+:')
-
-
-class _Unvouched(Exception):
-    """orjson's result may differ from json's."""
-
-
-def _key_count(value: Any) -> int:
-    """Keys of every object in a value parsed by orjson.
-
-    Raises :class:`_Unvouched` at a float of 1e18 or more in size: it may have
-    been an integer beyond 64 bits in the text, which orjson makes a float and
-    json keeps exact (any smaller integer is an ``int`` in both).
-    """
-    if type(value) is dict:
-        count = len(value)
-        items: Any = value.values()
-    elif type(value) is list:
-        count, items = 0, value
-    else:
-        items, count = (value,), 0  # a lone value: only its size is checked
-    for item in items:
-        kind = type(item)
-        if kind is list and len(item) == 2 and type(item[0]) is type(item[1]) is float:
-            # A landmark [x, y]: most of a file, checked here without a call.
-            if not (-1e18 < item[0] < 1e18 and -1e18 < item[1] < 1e18):
-                raise _Unvouched
-        elif kind is dict or kind is list:
-            count += _key_count(item)
-        elif kind is float and not -1e18 < item < 1e18:
-            raise _Unvouched
-    return count
-
-
-def _key_ends(text: str) -> int:
-    """How many times a quote is followed by a colon (perhaps after spaces): once
-    for every key of every object, and more when a text holds ``\\":``."""
-    return text.count('":') + len(_SPACED_KEY_END.findall(text))
-
-
 def _parse_json(text: str) -> Any:
-    """``json.loads`` refusing duplicate keys (:class:`_DuplicateKey`).
-
-    :func:`orjson.loads` parses it when it can vouch for the same result: it
-    raised nothing, no number is large enough to have been an integer beyond
-    64 bits, and the objects hold as many keys as the text writes (so none was
-    repeated).  Anything else, valid or not, goes to :mod:`json`, whose errors
-    the messages quote.
-    """
-    try:
-        data = orjson.loads(text)
-        if _key_count(data) == _key_ends(text):
-            return data
-    except (orjson.JSONDecodeError, _Unvouched):
-        pass
+    """``json.loads`` refusing duplicate keys (:class:`_DuplicateKey`)."""
     return json.loads(text, object_pairs_hook=_pairs_hook)
 
 

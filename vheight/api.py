@@ -33,6 +33,7 @@ __all__ = [
     "resolve_calibration",
     "film_header_warnings",
     "film_path",
+    "film_location",
     "measure_file",
     "compare_files",
 ]
@@ -42,11 +43,11 @@ PathLike = str | os.PathLike[str]
 
 def film_path(annotation: Annotation, annotation_path: PathLike | None) -> Path | None:
     """The film an annotation names (``image.file``, relative to its folder), or None."""
-    location = _film_location(annotation, annotation_path)
+    location = film_location(annotation, annotation_path)
     return None if location is None else Path(location)
 
 
-def _film_location(annotation: Annotation, annotation_path: PathLike | None) -> str | None:
+def film_location(annotation: Annotation, annotation_path: PathLike | None) -> str | None:
     """:func:`film_path` as a string, without path objects (for a batch of many files)."""
     name = annotation.image.file
     if not name:

@@ -2,18 +2,19 @@
 
 :func:`run_batch` finds every annotation file (``*.vheight.json``) under a
 folder, recursively, measures each one exactly as :func:`vheight.api.measure_file`
-does, pairs the pre/post/follow-up films of the same patient, compares them
-as :func:`vheight.api.compare_files` does, and returns a :class:`BatchResult`
-holding three tidy tables (pandas DataFrames, one row per observation):
+does, pairs the pre/post/follow-up films of the same patient and reader,
+compares them as :func:`vheight.api.compare_files` does, and returns a
+:class:`BatchResult` holding three tidy tables (pandas DataFrames, one row per
+observation; the columns are those of :mod:`vheight.tables`):
 
 ``measurements``
     One row per annotated vertebra: the ``measure`` output record
     (``level``, ``complete``, ``unit``, ..., ``treated``) preceded by the
     film's identifiers (``annotation``, ``image``, ``patient_id``,
-    ``study_instance_uid``, ``sop_instance_uid``, ``timepoint``) and followed
-    by ``warnings`` and ``error``.  A file that could not be measured gives a
-    single row whose ``error`` names the file and says why; its numbers are
-    empty.
+    ``study_instance_uid``, ``sop_instance_uid``, ``timepoint``,
+    ``annotator``) and followed by ``warnings`` and ``error``.  A file that
+    could not be measured gives a single row whose ``error`` names the file and
+    says why; its numbers are empty.
 ``comparisons``
     One row per level and height of each pre/post(/follow-up) pairing: the
     ``compare`` output record preceded by the pairing's identifiers.
@@ -21,76 +22,80 @@ holding three tidy tables (pandas DataFrames, one row per observation):
     The failed inputs only (``stage``, ``subject``, ``annotation``, ``image``,
     ``error``).
 
-Speed
------
-Only a film's header is read (``stop_before_pixels``, through
-:func:`vheight.film.read_film_info`): measuring needs the calibration and the
-identifiers, never the pixels.  The files are spread over a local process
-pool (``workers``, default ``os.cpu_count()``, one per 32 files for a small
-folder), in chunks so that the cost of sending a task stays small beside the
-work it carries; ``workers=1`` runs in this process without a pool.  A
-worker compares the pairings whose files it measured itself and sends back
-plain records (a measurement object costs more to send than to compare);
-pairings whose files fell in different chunks are measured again and compared
-on the pool afterwards.  Any :class:`concurrent.futures.Executor`, or a
-``dask.distributed.Client`` (the optional ``vheight[dask]`` extra), may be
-passed as ``executor`` to run the same chunks elsewhere; the files must then be
-readable at the same paths on every worker.  The CSV files are formatted column
-by column, each column of numbers by :mod:`orjson` in C, with the bytes :mod:`csv`
-would write.
+How the work is shared
+----------------------
+Only a film's header is read: measuring needs the calibration and the
+identifiers, never the pixels.  The sorted files are cut into chunks, run on a
+local process pool (``workers``, default ``os.cpu_count()``, one per 32 files
+for a small folder; ``workers=1`` runs the same chunks in this process).  A
+chunk's task does all the work of its files: it measures them, pairs and
+compares the pairings whose files all fell in it (a patient's films lie side by
+side in a sorted folder), builds its rows into typed columns and formats their
+CSV text.  This process only gathers the chunks: it pairs the films of the
+whole folder from their identifiers, keeps the comparisons that pairing agrees
+with, has the few pairings spanning chunks compared on the pool, and sets the
+CSV parts aside in a temporary file, so that writing the tables copies them.
+Any :class:`concurrent.futures.Executor`, or a ``dask.distributed.Client`` (the
+optional ``vheight[dask]`` extra), may be passed as ``executor`` to run the
+same tasks elsewhere; the files must then be readable at the same paths on
+every worker.
+
+A task that fails as a whole (a worker process killed, a lost machine) is run
+again once, on a fresh pool when the pool is this function's own; if it fails
+again its files become error rows saying why.  Every file gets exactly one row
+(or one per vertebra) either way, and a run whose task was retried gives the
+same tables as an undisturbed run.
 
 Pairing rule
 ------------
 A measured annotation whose ``timepoint`` is ``pre``, ``post`` or
 ``followup`` belongs to a *subject*: its film's ``PatientID`` when the header
 has one, else its ``StudyInstanceUID``, else the folder holding the
-annotation file (column ``paired_by`` says which).  Within a subject holding
-at most one annotation per timepoint, the ``pre`` and ``post`` annotations
-are compared (with the ``followup`` one when present).  When a subject holds
-several annotations of one timepoint (two treatments of one patient), it is
-split by folder and each folder is paired on its own (``paired_by`` gains
-``+folder``); a folder still holding two annotations of one timepoint is not
-paired, and :attr:`BatchResult.warnings` says so.  Annotations without a
+annotation file (column ``paired_by`` says which).  Annotations are paired
+per subject **and reader** (``annotator``): two readers of one patient give
+two comparisons, never a mix of their films.  Within a subject and reader
+holding at most one annotation per timepoint, the ``pre`` and ``post``
+annotations are compared (with the ``followup`` one when present).  When they
+hold several annotations of one timepoint (two treatments of one patient),
+they are split by folder and each folder is paired on its own (``paired_by``
+gains ``+folder``); a folder still holding two annotations of one timepoint is
+not paired, and :attr:`BatchResult.warnings` says so.  Annotations without a
 timepoint are measured, never paired.
 
 Output is idempotent: paths are relative to the folder (POSIX separators),
 rows are sorted by annotation path then anatomical level order, nothing
-depends on the time or on the order in which workers finish, and
-:meth:`BatchResult.write` replaces its file atomically; a rerun on unchanged
-inputs writes byte-identical files.
+depends on the time, the number of workers or the order in which they finish,
+and :meth:`BatchResult.write` replaces its file atomically; a rerun on
+unchanged inputs writes byte-identical files.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import csv
 import enum
 import gc
 import importlib
 import io
-import json
 import math
 import multiprocessing
-import operator
 import os
-import re
 import sys
+import tempfile
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import orjson
-
+from vheight import tables
 from vheight.annotation import load_annotation
-from vheight.api import _film_location, film_header_warnings
-from vheight.comparison import SPEC_COMPARE_RECORD_KEYS
+from vheight.api import film_header_warnings, film_location
 from vheight.errors import ImageReadError, VHeightError
 from vheight.files import write_atomic
-from vheight.morphometry import RECORD_KEYS, Measurement, ReferenceMethod, measure
+from vheight.morphometry import Measurement, ReferenceMethod, measure
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -118,80 +123,17 @@ ANNOTATION_SUFFIX = ".vheight.json"
 REFERENCE_METHODS: tuple[str, ...] = tuple(method.value for method in ReferenceMethod)
 
 #: Keys of the ``measure`` output record (``interfaces.md``), in order.
-MEASURE_COLUMNS: tuple[str, ...] = RECORD_KEYS
-
-_FILM_ID_COLUMNS: tuple[str, ...] = (
-    "annotation",
-    "image",
-    "patient_id",
-    "study_instance_uid",
-    "sop_instance_uid",
-    "timepoint",
-)
-_TRAILING_COLUMNS: tuple[str, ...] = ("warnings", "error")
-
-#: Columns of the batch measurement table, in order (records may add more,
-#: placed before ``warnings``).
-MEASUREMENT_COLUMNS: tuple[str, ...] = _FILM_ID_COLUMNS + MEASURE_COLUMNS + _TRAILING_COLUMNS
-
-#: Keys of the ``compare`` output record (``interfaces.md``), in order.
-COMPARE_COLUMNS: tuple[str, ...] = SPEC_COMPARE_RECORD_KEYS
-
-_PAIR_ID_COLUMNS: tuple[str, ...] = (
-    "subject",
-    "paired_by",
-    "patient_id",
-    "pre_annotation",
-    "post_annotation",
-    "followup_annotation",
-    "pre_sop_instance_uid",
-    "post_sop_instance_uid",
-    "followup_sop_instance_uid",
-    "pre_study_instance_uid",
-    "post_study_instance_uid",
-    "followup_study_instance_uid",
-)
-
+MEASURE_COLUMNS: tuple[str, ...] = tables.MEASURE_RECORD_KEYS
+#: Columns of the batch measurement table, in order.
+MEASUREMENT_COLUMNS: tuple[str, ...] = tables.BATCH_MEASUREMENTS.names
+#: Keys of the ``compare`` output record named by ``interfaces.md``, in order.
+COMPARE_COLUMNS: tuple[str, ...] = tables.COMPARE_SPEC_KEYS
 #: Columns of the batch comparison table, in order.
-COMPARISON_COLUMNS: tuple[str, ...] = _PAIR_ID_COLUMNS + COMPARE_COLUMNS + _TRAILING_COLUMNS
-
+COMPARISON_COLUMNS: tuple[str, ...] = tables.BATCH_COMPARISONS.names
 #: Columns of the error table.
-ERROR_COLUMNS: tuple[str, ...] = ("stage", "subject", "annotation", "image", "error")
+ERROR_COLUMNS: tuple[str, ...] = tables.BATCH_ERRORS.names
 
 _TIMEPOINT_ORDER: tuple[str, ...] = ("pre", "post", "followup")
-
-# Column dtypes of the DataFrames (other columns are inferred by pandas).
-_FLOAT_COLUMNS = frozenset(
-    {
-        "anterior_height",
-        "middle_height",
-        "posterior_height",
-        "wedge_ratio",
-        "mid_ratio",
-        "crush_ratio",
-        "wedge_angle_deg",
-        "segmental_kyphosis_deg",
-        "anterior_loss_pct",
-        "middle_loss_pct",
-        "posterior_loss_pct",
-        "max_loss_pct",
-        "pre",
-        "post",
-        "followup",
-        "delta",
-        "restoration_pct_of_initial",
-        "restoration_pct_of_lost",
-        "restoration_pct_of_reference",
-        "loss_since_post_pct",
-        "reference_pre",
-        "wedge_angle_pre_deg",
-        "wedge_angle_post_deg",
-        "wedge_angle_change_deg",
-        "segmental_kyphosis_change_deg",
-    }
-)
-_INT_COLUMNS = frozenset({"grade", "grade_pre", "grade_post", "grade_followup"})
-_BOOL_COLUMNS = frozenset({"complete", "treated"})
 
 # Chunking: aim for this many chunks per worker (load balance and a lively
 # progress bar) but never more than this many files per chunk.
@@ -199,6 +141,8 @@ _CHUNKS_PER_WORKER = 4
 _MAX_CHUNK = 64
 # With the default worker count, at least this many files per worker process.
 _MIN_FILES_PER_WORKER = 32
+# A task that failed as a whole is run this many times in all.
+_ATTEMPTS = 2
 
 
 class Stage(enum.StrEnum):
@@ -222,13 +166,13 @@ class TableFormat(enum.StrEnum):
 
 
 # --------------------------------------------------------------------------------------
-# One annotation file, in a worker
+# One annotation file
 # --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Outcome:
-    """What a worker sends back for one annotation file (picklable)."""
+class _Film:
+    """What the batch keeps of one annotation file: where it is and whom it shows."""
 
     annotation: str
     folder: str
@@ -237,10 +181,17 @@ class _Outcome:
     study_instance_uid: str | None = None
     sop_instance_uid: str | None = None
     timepoint: str | None = None
-    records: tuple[dict[str, Any], ...] = ()
-    warnings: tuple[str, ...] = ()
-    measurement: Measurement | None = None
+    annotator: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Measured:
+    """One file measured in a worker: its facts, measurement and warnings."""
+
+    film: _Film
+    measurement: Measurement | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def _relative(path: str, root: str) -> str:
@@ -280,11 +231,11 @@ def _text_or_none(value: Any) -> str | None:
     return text or None
 
 
-def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
+def _measure_one(root: str, rel: str, reference: str) -> _Measured:
     """Measure one annotation file as :func:`vheight.api.measure_file` does.
 
     The film's header is read once, for both the calibration and the
-    identifiers.  Every failure becomes an error outcome naming the file.
+    identifiers.  Every failure becomes an error naming the file.
     """
     from vheight.film import read_film_info  # imported here: it brings numpy in
 
@@ -293,11 +244,13 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
     image_rel: str | None = None
     timepoint: str | None = None
     sop_uid: str | None = None
+    annotator: str | None = None
     try:
         annotation = load_annotation(path)
         timepoint = annotation.timepoint
         sop_uid = _text_or_none(annotation.image.sop_instance_uid)
-        film = _film_location(annotation, path)
+        annotator = _text_or_none(annotation.annotator)
+        film = film_location(annotation, path)
         film_name = None
         info = None
         if film is not None:
@@ -326,7 +279,7 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
             source=rel,
         )
         header_uid = _text_or_none(info.sop_instance_uid) if info is not None else None
-        return _Outcome(
+        film_facts = _Film(
             annotation=rel,
             folder=folder,
             image=image_rel,
@@ -336,18 +289,24 @@ def _measure_one(root: str, rel: str, reference: str) -> _Outcome:
             ),
             sop_instance_uid=header_uid or sop_uid,
             timepoint=timepoint,
-            records=tuple(measurement.records()),  # fresh dicts, not shared: no copy
-            warnings=tuple(_strip_root(w, root) for w in (*warnings, *measurement.warnings)),
+            annotator=annotator,
+        )
+        return _Measured(
+            film=film_facts,
             measurement=measurement,
+            warnings=tuple(_strip_root(w, root) for w in (*warnings, *measurement.warnings)),
         )
     except Exception as exc:  # one bad file must not stop the batch
-        return _Outcome(
-            annotation=rel,
-            folder=folder,
-            image=image_rel,
-            timepoint=timepoint,
-            sop_instance_uid=sop_uid,
-            error=_error_message(exc, rel, root),
+        return _Measured(
+            film=_Film(
+                annotation=rel,
+                folder=folder,
+                image=image_rel,
+                timepoint=timepoint,
+                sop_instance_uid=sop_uid,
+                annotator=annotator,
+                error=_error_message(exc, rel, root),
+            )
         )
 
 
@@ -374,69 +333,247 @@ def _error_message(exc: BaseException, rel: str, root: str) -> str:
     return message if rel in message else f"{rel}: {message}"
 
 
-def _measure_chunk(root: str, rels: Sequence[str], reference: str) -> list[_Outcome]:
+def _film_ids(film: _Film) -> dict[str, Any]:
+    return {
+        "annotation": film.annotation,
+        "image": film.image,
+        "patient_id": film.patient_id,
+        "study_instance_uid": film.study_instance_uid,
+        "sop_instance_uid": film.sop_instance_uid,
+        "timepoint": film.timepoint,
+        "annotator": film.annotator,
+    }
+
+
+def _measurement_rows(measured: Iterable[_Measured]) -> list[dict[str, Any]]:
+    """The measurement table's rows of these files, in order."""
+    rows: list[dict[str, Any]] = []
+    for item in measured:
+        ids = _film_ids(item.film)
+        if item.measurement is None:
+            rows.append({**ids, "warnings": None, "error": item.film.error})
+            continue
+        joined = "; ".join(item.warnings) or None
+        rows.extend(
+            {**ids, **record, "warnings": joined, "error": None}
+            for record in item.measurement.records()
+        )
+    return rows
+
+
+def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> bytes:
+    """The CSV lines of ``rows`` (no header), UTF-8."""
+    buffer = io.StringIO()
+    tables.write_records_csv(rows, columns, buffer, header=False)
+    return buffer.getvalue().encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------
+# Pairing and comparison
+# --------------------------------------------------------------------------------------
+
+# A pairing: ``(paired_by, subject, annotator, pre, post, followup)``, the last three
+# being annotation paths (followup None when there is none).
+_GroupKey = tuple[str, str, str | None, str, str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """The films of one pairing, by timepoint."""
+
+    paired_by: str
+    subject: str
+    annotator: str | None
+    films: Mapping[str, _Film]
+
+    @property
+    def key(self) -> _GroupKey:
+        followup = self.films.get("followup")
+        return (
+            self.paired_by,
+            self.subject,
+            self.annotator,
+            self.films["pre"].annotation,
+            self.films["post"].annotation,
+            followup.annotation if followup is not None else None,
+        )
+
+    @property
+    def names(self) -> str:
+        """The pairing's annotations, ``pre + post (+ followup)``."""
+        return " + ".join(self.films[t].annotation for t in _TIMEPOINT_ORDER if t in self.films)
+
+
+def _subject(film: _Film) -> tuple[str, str]:
+    if film.patient_id:
+        return "patient_id", film.patient_id
+    if film.study_instance_uid:
+        return "study_instance_uid", film.study_instance_uid
+    return "folder", film.folder
+
+
+def _pairings(films: Iterable[_Film]) -> tuple[list[_Group], list[str]]:
+    """The pairings to compare, and warnings about the films that cannot be paired."""
+    subjects: dict[tuple[str, str, str], list[_Film]] = defaultdict(list)
+    for film in films:
+        if film.error is None and film.timepoint in _TIMEPOINT_ORDER:
+            subjects[(*_subject(film), film.annotator or "")].append(film)
+
+    groups: list[_Group] = []
+    warnings: list[str] = []
+    for (paired_by, subject, annotator), members in sorted(subjects.items()):
+        if _unique_timepoints(members):
+            sets = [(paired_by, members)]
+        else:
+            by_folder: dict[str, list[_Film]] = defaultdict(list)
+            for member in members:
+                by_folder[member.folder].append(member)
+            sets = []
+            reader = f" read by {annotator}" if annotator else ""
+            for folder, folder_members in sorted(by_folder.items()):
+                if _unique_timepoints(folder_members):
+                    sets.append((f"{paired_by}+folder", folder_members))
+                else:
+                    names = ", ".join(sorted(m.annotation for m in folder_members))
+                    warnings.append(
+                        f"not paired: {paired_by} {subject}{reader} has several annotations "
+                        f"of one timepoint in folder {folder or '.'} ({names}); put each "
+                        "treatment in its own folder or correct the timepoints"
+                    )
+        for label, chosen in sets:
+            by_timepoint = {m.timepoint: m for m in chosen if m.timepoint is not None}
+            if "pre" in by_timepoint and "post" in by_timepoint:
+                groups.append(_Group(label, subject, annotator or None, by_timepoint))
+    return groups, warnings
+
+
+def _unique_timepoints(members: Sequence[_Film]) -> bool:
+    timepoints = [m.timepoint for m in members]
+    return len(timepoints) == len(set(timepoints))
+
+
+def _pair_ids(group: _Group) -> dict[str, Any]:
+    pre, post = group.films["pre"], group.films["post"]
+    ids: dict[str, Any] = {
+        "subject": group.subject,
+        "paired_by": group.paired_by,
+        "patient_id": pre.patient_id or post.patient_id,
+        "annotator": group.annotator,
+    }
+    for name in ("annotation", "sop_instance_uid", "study_instance_uid"):
+        for timepoint in _TIMEPOINT_ORDER:
+            film = group.films.get(timepoint)
+            ids[f"{timepoint}_{name}"] = getattr(film, name) if film is not None else None
+    return ids
+
+
+def _compare_group(
+    group: _Group, measurements: Mapping[str, Measurement], root: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The comparison rows of one pairing, or its one error row and the error."""
+    from vheight.comparison import compare  # looked up per pairing (tests replace it)
+
+    ids = _pair_ids(group)
+    followup = group.films.get("followup")
+    try:
+        comparison = compare(
+            measurements[group.films["pre"].annotation],
+            measurements[group.films["post"].annotation],
+            measurements[followup.annotation] if followup is not None else None,
+        )
+        records = comparison.records()
+        warnings = "; ".join(_strip_root(w, root) for w in comparison.warnings) or None
+    except Exception as exc:  # a refused pairing must not stop the others
+        message = (
+            str(exc)
+            if isinstance(exc, VHeightError)
+            else (f"unexpected {type(exc).__name__}: {exc}")
+        )
+        return _group_error(group, f"cannot compare: {_clean_message(message, root)}")
+    return [{**ids, **r, "warnings": warnings, "error": None} for r in records], None
+
+
+def _group_error(group: _Group, why: str) -> tuple[list[dict[str, Any]], str]:
+    error = f"{group.names}: {why}"
+    return [{**_pair_ids(group), "warnings": None, "error": error}], error
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Compared:
+    """Pairings compared by one task: each one's rows (contiguous, in order), error,
+    and CSV text."""
+
+    keys: tuple[_GroupKey, ...] = ()
+    row_counts: tuple[int, ...] = ()
+    errors: tuple[str | None, ...] = ()
+    table: pd.DataFrame | None = None
+    csv: tuple[bytes, ...] = ()
+
+
+def _compared(results: Sequence[tuple[_Group, list[dict[str, Any]], str | None]]) -> _Compared:
+    rows = [row for _group, group_rows, _error in results for row in group_rows]
+    return _Compared(
+        keys=tuple(group.key for group, _rows, _error in results),
+        row_counts=tuple(len(group_rows) for _group, group_rows, _error in results),
+        errors=tuple(error for _group, _rows, error in results),
+        table=tables.frame(rows, tables.BATCH_COMPARISONS),
+        csv=tuple(_csv_text(group_rows, COMPARISON_COLUMNS) for _g, group_rows, _e in results),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The tasks a worker runs
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Part:
+    """What one chunk's task sends back: small facts per file, its measurement rows
+    as a typed table and as CSV text, and the pairings it could compare."""
+
+    films: tuple[_Film, ...]
+    table: pd.DataFrame
+    csv: bytes
+    compared: _Compared
+
+
+def _measure_chunk(root: str, rels: Sequence[str], reference: str) -> list[_Measured]:
     """Measure a chunk of annotation files (paths relative to root)."""
     return [_measure_one(root, rel, reference) for rel in rels]
 
 
-# The comparison of one pairing, keyed by its annotations (pre, post, followup):
-# ``(records, warnings, error)`` as :func:`_compare_measurements` gives them.
-_GroupKey = tuple[str, str, str | None]
-_Compared = tuple[tuple[dict[str, Any], ...], str | None, str | None]
-
-
-def _group_key(by_timepoint: Mapping[str, _Outcome]) -> _GroupKey:
-    followup = by_timepoint.get("followup")
-    return (
-        by_timepoint["pre"].annotation,
-        by_timepoint["post"].annotation,
-        followup.annotation if followup is not None else None,
+def _chunk_task(root: str, rels: Sequence[str], reference: str) -> _Part:
+    """A chunk's task: measure its files, compare the pairings found among them,
+    and build their rows."""
+    measured = _measure_chunk(root, rels, reference)
+    films = [item.film for item in measured]
+    rows = _measurement_rows(measured)
+    measurements = {i.film.annotation: i.measurement for i in measured if i.measurement}
+    groups, _warnings = _pairings(films)
+    return _Part(
+        films=tuple(films),
+        table=tables.frame(rows, tables.BATCH_MEASUREMENTS),
+        csv=_csv_text(rows, MEASUREMENT_COLUMNS),
+        compared=_compared([(g, *_compare_group(g, measurements, root)) for g in groups]),
     )
 
 
-def _measure_and_compare_chunk(
-    root: str, rels: Sequence[str], reference: str
-) -> tuple[list[_Outcome], dict[_GroupKey, _Compared]]:
-    """Worker entry point of a pool: measure a chunk, compare the pairings found
-    within it, and send back compact outcomes (records, no measurement objects,
-    which cost more to send than to compare).  Pairings that span chunks are
-    compared later by :func:`_compare_chunk`."""
-    outcomes = _measure_chunk(root, rels, reference)
-    groups, _warnings = _pairings(outcomes)
-    compared = {
-        _group_key(by_timepoint): _compare_outcomes(by_timepoint, root)
-        for _paired_by, _subject, by_timepoint in groups
-    }
-    light = [
-        _Outcome(
-            annotation=o.annotation,
-            folder=o.folder,
-            image=o.image,
-            patient_id=o.patient_id,
-            study_instance_uid=o.study_instance_uid,
-            sop_instance_uid=o.sop_instance_uid,
-            timepoint=o.timepoint,
-            records=o.records,
-            warnings=o.warnings,
-            error=o.error,
-        )
-        for o in outcomes
-    ]
-    return light, compared
-
-
-def _compare_chunk(
-    root: str, keys: Sequence[_GroupKey], reference: str
-) -> dict[_GroupKey, _Compared]:
-    """Worker entry point: measure the members of these pairings again and compare them."""
-    compared: dict[_GroupKey, _Compared] = {}
-    for key in keys:
-        members = [_measure_one(root, rel, reference) for rel in key if rel is not None]
-        if any(m.measurement is None for m in members):  # a file changed meanwhile
+def _compare_chunk(root: str, groups: Sequence[_Group], reference: str) -> _Compared:
+    """A task comparing pairings whose files fell in different chunks: their files
+    are measured again here."""
+    results = []
+    for group in groups:
+        names = [film.annotation for film in group.films.values()]
+        measured = [_measure_one(root, rel, reference) for rel in names]
+        if any(item.measurement is None for item in measured):
+            results.append((group, *_group_error(group, _CHANGED)))
             continue
-        by_timepoint = dict(zip(_TIMEPOINT_ORDER, members, strict=False))
-        compared[key] = _compare_outcomes(by_timepoint, root)
-    return compared
+        measurements = {i.film.annotation: i.measurement for i in measured if i.measurement}
+        results.append((group, *_compare_group(group, measurements, root)))
+    return _compared(results)
+
+
+_CHANGED = "cannot compare: a file changed while the batch ran"
 
 
 # --------------------------------------------------------------------------------------
@@ -497,7 +634,10 @@ def _find_relative(root: Path) -> list[str]:
 
 
 def _chunks(items: Sequence[str], workers: int) -> list[tuple[str, ...]]:
-    size = max(1, min(_MAX_CHUNK, math.ceil(len(items) / (workers * _CHUNKS_PER_WORKER))))
+    """``items`` cut into chunks for ``workers`` workers (0: run here, largest chunks)."""
+    size = _MAX_CHUNK
+    if workers:
+        size = max(1, min(size, math.ceil(len(items) / (workers * _CHUNKS_PER_WORKER))))
     return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
 
 
@@ -525,6 +665,9 @@ _WORKER_MODULES = (
     "vheight.film",
     "vheight.dicom",
     "vheight.morphometry",
+    "vheight.comparison",
+    "vheight.tables",
+    "pandas",
 )
 
 
@@ -558,6 +701,108 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], object]
         bar.close()
 
 
+class _Runner:
+    """Runs tasks in this process, on a pool of its own, or on a given executor.
+
+    A task that fails as a whole (its worker died, the executor lost it) is run
+    once more, on a fresh pool when the pool is the runner's own; the result of a
+    task that failed every time is the exception of its last attempt.
+    """
+
+    def __init__(self, executor: Any, workers: int) -> None:
+        self.inline = executor is None and workers <= 1
+        self.workers = workers
+        self.executor: cf.Executor | None = None
+        if executor is None:
+            return
+        if _is_dask_client(executor):
+            # pure=False: files may change between runs, never reuse a cached result.
+            self.executor = executor.get_executor(pure=False)
+        elif isinstance(executor, cf.Executor):
+            self.executor = executor
+        else:
+            raise TypeError(
+                "executor must be a concurrent.futures.Executor or a dask.distributed.Client, "
+                f"found {type(executor).__name__}"
+            )
+        self.workers = _executor_workers(executor)
+
+    def map(
+        self,
+        task: Callable[..., Any],
+        jobs: Sequence[tuple[Any, ...]],
+        done: Callable[[int], object] = lambda i: None,
+    ) -> list[Any]:
+        """``task(*job)`` of every job, in order; ``done(i)`` once job ``i`` is over."""
+        results: list[Any] = [None] * len(jobs)
+        if self.inline:
+            for i, job in enumerate(jobs):
+                results[i] = task(*job)
+                done(i)
+            return results
+        pending = list(range(len(jobs)))
+        for attempt in range(1, _ATTEMPTS + 1):
+            last = attempt == _ATTEMPTS
+            failed = self._attempt(task, jobs, pending, results, done, last=last)
+            pending = [i for i in pending if i in failed]
+            if not pending:
+                break
+        return results
+
+    def _attempt(
+        self,
+        task: Callable[..., Any],
+        jobs: Sequence[tuple[Any, ...]],
+        pending: Sequence[int],
+        results: list[Any],
+        done: Callable[[int], object],
+        *,
+        last: bool,
+    ) -> set[int]:
+        """Run the ``pending`` jobs once; the indices of those that failed (``done``
+        is told of the others, and of every job on the ``last`` attempt)."""
+        owned = None
+        pool = self.executor
+        if pool is None:
+            owned = pool = cf.ProcessPoolExecutor(
+                max_workers=min(self.workers, len(pending)), mp_context=_pool_context()
+            )
+        failed: set[int] = set()
+        try:
+            futures: dict[cf.Future[Any], int] = {}
+            for i in pending:
+                try:
+                    futures[pool.submit(task, *jobs[i])] = i
+                except Exception as exc:  # a broken pool refuses new tasks
+                    results[i] = exc
+                    failed.add(i)
+                    if last:
+                        done(i)
+            try:
+                for future in cf.as_completed(futures):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except Exception as exc:  # the worker died or could not run the task
+                        results[i] = exc
+                        failed.add(i)
+                        if not last:
+                            continue
+                    done(i)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        finally:
+            if owned is not None:
+                owned.shutdown(wait=True, cancel_futures=True)
+        return failed
+
+
+def _failure(exc: BaseException, what: str) -> str:
+    return f"the worker {what} failed: {type(exc).__name__}: {exc}"
+
+
 def _run_chunks(
     root: str,
     rels: Sequence[str],
@@ -566,199 +811,202 @@ def _run_chunks(
     executor: Any,
     workers: int,
     update: Callable[[int], object],
-) -> tuple[list[_Outcome], dict[_GroupKey, _Compared]]:
-    """Outcomes of every file, and the comparisons already made (by pool workers)."""
-    if executor is None and workers <= 1:
-        outcomes = []
-        for rel in rels:
-            outcomes.append(_measure_one(root, rel, reference))
-            update(1)
-        return outcomes, {}
+) -> tuple[list[_Part], list[_Compared], list[_Group], list[str]]:
+    """Every chunk's part, the comparisons of the pairings spanning chunks, the
+    pairings of the whole folder and the pairing warnings."""
+    runner = _Runner(executor, workers)
+    # In this process, chunks only bound the memory a chunk's objects take.
+    chunks = _chunks(rels, runner.workers) if not runner.inline else _chunks(rels, 0)
+    results = runner.map(
+        _chunk_task,
+        [(root, chunk, reference) for chunk in chunks],
+        lambda i: update(len(chunks[i])),
+    )
+    parts = [
+        result if isinstance(result, _Part) else _lost_part(root, chunk, result)
+        for chunk, result in zip(chunks, results, strict=True)
+    ]
+    groups, warnings = _pairings(film for part in parts for film in part.films)
+    compared_keys = {key for part in parts for key in part.compared.keys}
+    missing = [group for group in groups if group.key not in compared_keys]
+    spanning = _compare_across_chunks(runner, root, reference, missing)
+    return parts, spanning, groups, warnings
 
-    owned = None
-    if executor is None:
-        owned = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
-        pool: cf.Executor = owned
-    elif _is_dask_client(executor):
-        # pure=False: files may change between runs, never reuse a cached result.
-        pool = executor.get_executor(pure=False)
-        workers = _executor_workers(executor)
-    elif isinstance(executor, cf.Executor):
-        pool = executor
-        workers = _executor_workers(executor)
-    else:
-        raise TypeError(
-            "executor must be a concurrent.futures.Executor or a dask.distributed.Client, "
-            f"found {type(executor).__name__}"
-        )
 
-    outcomes: list[_Outcome] = []
-    compared: dict[_GroupKey, _Compared] = {}
-    try:
-        futures = {
-            pool.submit(_measure_and_compare_chunk, root, chunk, reference): chunk
-            for chunk in _chunks(rels, workers)
-        }
-        try:
-            for future in cf.as_completed(futures):
-                chunk = futures[future]
-                try:
-                    chunk_outcomes, chunk_compared = future.result()
-                    outcomes.extend(chunk_outcomes)
-                    compared.update(chunk_compared)
-                except Exception as exc:  # a worker died or could not run the task
-                    reason = f"the worker measuring it failed: {type(exc).__name__}: {exc}"
-                    outcomes.extend(
-                        _Outcome(
-                            annotation=rel,
-                            folder=_folder_of(rel),
-                            error=f"{rel}: {_clean_message(reason, root)}",
-                        )
-                        for rel in chunk
-                    )
-                update(len(chunk))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        _compare_across_chunks(pool, root, reference, outcomes, compared, workers)
-    finally:
-        if owned is not None:
-            owned.shutdown(wait=True, cancel_futures=True)
-    return outcomes, compared
+def _lost_part(root: str, chunk: Sequence[str], exc: BaseException) -> _Part:
+    """Error rows for the files of a chunk whose task failed every time."""
+    reason = _clean_message(_failure(exc, "measuring it"), root)
+    films = [
+        _Film(annotation=rel, folder=_folder_of(rel), error=f"{rel}: {reason}") for rel in chunk
+    ]
+    rows = _measurement_rows(_Measured(film=film) for film in films)
+    return _Part(
+        films=tuple(films),
+        table=tables.frame(rows, tables.BATCH_MEASUREMENTS),
+        csv=_csv_text(rows, MEASUREMENT_COLUMNS),
+        compared=_compared([]),
+    )
 
 
 def _compare_across_chunks(
-    pool: cf.Executor,
-    root: str,
-    reference: str,
-    outcomes: Sequence[_Outcome],
-    compared: dict[_GroupKey, _Compared],
-    workers: int,
-) -> None:
+    runner: _Runner, root: str, reference: str, groups: Sequence[_Group]
+) -> list[_Compared]:
     """Compare, on the pool, the pairings whose files were measured in different chunks."""
-    groups, _warnings = _pairings(outcomes)
-    missing = [key for key in (_group_key(g) for _l, _s, g in groups) if key not in compared]
-    if not missing:
-        return
-    size = max(1, math.ceil(len(missing) / workers))
-    futures = [
-        pool.submit(_compare_chunk, root, missing[i : i + size], reference)
-        for i in range(0, len(missing), size)
-    ]
-    for future in futures:
-        try:
-            compared.update(future.result())
-        except Exception:  # pragma: no cover - compared in this process instead
-            pass
-
-
-# --------------------------------------------------------------------------------------
-# Pairing and comparison (in the workers of a pool, else in this process)
-# --------------------------------------------------------------------------------------
-
-
-def _subject(outcome: _Outcome) -> tuple[str, str]:
-    if outcome.patient_id:
-        return "patient_id", outcome.patient_id
-    if outcome.study_instance_uid:
-        return "study_instance_uid", outcome.study_instance_uid
-    return "folder", outcome.folder
-
-
-def _pairings(
-    outcomes: Iterable[_Outcome],
-) -> tuple[list[tuple[str, str, dict[str, _Outcome]]], list[str]]:
-    """Groups to compare as ``(paired_by, subject, {timepoint: outcome})``, and warnings."""
-    subjects: dict[tuple[str, str], list[_Outcome]] = defaultdict(list)
-    for outcome in outcomes:
-        if outcome.error is None and outcome.timepoint in _TIMEPOINT_ORDER:
-            subjects[_subject(outcome)].append(outcome)
-
-    groups: list[tuple[str, str, dict[str, _Outcome]]] = []
-    warnings: list[str] = []
-    for (paired_by, subject), members in sorted(subjects.items()):
-        if _unique_timepoints(members):
-            sets = [(paired_by, members)]
+    if not groups:
+        return []
+    size = max(1, math.ceil(len(groups) / runner.workers))
+    batches = [tuple(groups[i : i + size]) for i in range(0, len(groups), size)]
+    results = runner.map(_compare_chunk, [(root, batch, reference) for batch in batches])
+    out = []
+    for batch, result in zip(batches, results, strict=True):
+        if isinstance(result, _Compared):
+            out.append(result)
         else:
-            by_folder: dict[str, list[_Outcome]] = defaultdict(list)
-            for member in members:
-                by_folder[member.folder].append(member)
-            sets = []
-            for folder, folder_members in sorted(by_folder.items()):
-                if _unique_timepoints(folder_members):
-                    sets.append((f"{paired_by}+folder", folder_members))
-                else:
-                    names = ", ".join(sorted(m.annotation for m in folder_members))
-                    warnings.append(
-                        f"not paired: {paired_by} {subject} has several annotations of one "
-                        f"timepoint in folder {folder or '.'} ({names}); put each treatment "
-                        "in its own folder or correct the timepoints"
-                    )
-        for label, chosen in sets:
-            by_timepoint = {m.timepoint: m for m in chosen}
-            if "pre" in by_timepoint and "post" in by_timepoint:
-                groups.append((label, subject, by_timepoint))
-    return groups, warnings
+            why = _clean_message(_failure(result, "comparing it"), root)
+            out.append(_compared([(group, *_group_error(group, why)) for group in batch]))
+    return out
 
 
-def _unique_timepoints(members: Sequence[_Outcome]) -> bool:
-    timepoints = [m.timepoint for m in members]
-    return len(timepoints) == len(set(timepoints))
+# --------------------------------------------------------------------------------------
+# Gathering the parts
+# --------------------------------------------------------------------------------------
 
 
-def _compare_outcomes(by_timepoint: Mapping[str, _Outcome], root: str) -> _Compared:
-    """compare() of a pairing's measurements: ``(records, warnings, error)``."""
-    from vheight.comparison import compare  # looked up per pairing (tests replace it)
+class _Spool:
+    """The CSV text of the tables' rows, set aside in an anonymous temporary file
+    as the parts arrive, and copied from it into the files written."""
 
-    pre, post = by_timepoint["pre"], by_timepoint["post"]
-    followup = by_timepoint.get("followup")
-    try:
-        comparison = compare(
-            pre.measurement, post.measurement, followup.measurement if followup else None
-        )
-        records = comparison.records()
-        warnings = "; ".join(_strip_root(w, root) for w in comparison.warnings) or None
-    except Exception as exc:  # a refused pairing must not stop the others
-        names = " + ".join(o.annotation for o in (pre, post, followup) if o is not None)
-        message = (
-            str(exc)
-            if isinstance(exc, VHeightError)
-            else (f"unexpected {type(exc).__name__}: {exc}")
-        )
-        return (), None, f"{names}: cannot compare: {_clean_message(message, root)}"
-    return tuple(records), warnings, None
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - kept open
+        self._end = 0
+        # Closed (and so gone from the disk) with the last table that uses it.
+        weakref.finalize(self, self._file.close)
+
+    def add(self, text: bytes) -> tuple[int, int]:
+        self._file.seek(self._end)
+        self._file.write(text)
+        start, self._end = self._end, self._end + len(text)
+        return start, len(text)
+
+    def copy(self, spans: Iterable[tuple[int, int]], handle: IO[bytes]) -> None:
+        self._file.flush()
+        for start, length in spans:
+            self._file.seek(start)
+            handle.write(self._file.read(length))
 
 
-def _compare_group(
-    paired_by: str,
-    subject: str,
-    by_timepoint: Mapping[str, _Outcome],
-    root: str,
-    compared: _Compared | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Comparison rows of one group, or one error row when compare() refuses.
+def _assemble(
+    folder: Path,
+    reference: str,
+    parts: Sequence[_Part],
+    spanning: Sequence[_Compared],
+    groups: Sequence[_Group],
+    pairing_warnings: Sequence[str],
+) -> BatchResult:
+    import numpy as np
 
-    ``compared``: the comparison made elsewhere (a worker); by default it is made here.
-    """
-    pre, post = by_timepoint["pre"], by_timepoint["post"]
-    ids: dict[str, Any] = {
-        "subject": subject,
-        "paired_by": paired_by,
-        "patient_id": pre.patient_id or post.patient_id,
-    }
-    for name in ("annotation", "sop_instance_uid", "study_instance_uid"):
-        for timepoint in _TIMEPOINT_ORDER:
-            outcome = by_timepoint.get(timepoint)
-            ids[f"{timepoint}_{name}"] = getattr(outcome, name) if outcome is not None else None
-    records, warnings, error = (
-        compared if compared is not None else _compare_outcomes(by_timepoint, root)
+    spool = _Spool()
+    films = [film for part in parts for film in part.films]
+    measurement_spans = [spool.add(part.csv) for part in parts]
+    measurements = _concat([part.table for part in parts], tables.BATCH_MEASUREMENTS)
+
+    # The comparison table: the pairings of the whole folder, ordered by subject,
+    # paired_by and pre annotation, each compared in a chunk or across chunks.
+    order = sorted(
+        range(len(groups)),
+        key=lambda g: (groups[g].subject, groups[g].paired_by, groups[g].key[3]),
     )
-    if error is not None:
-        row = {**ids, **dict.fromkeys(COMPARE_COLUMNS), "warnings": None, "error": error}
-        return [row], row
-    rows = [{**ids, **r, "warnings": warnings, "error": None} for r in records]
-    return rows, None
+    rank = {groups[g].key: r for r, g in enumerate(order)}
+    comparison_spans: list[tuple[int, int]] = [(0, 0)] * len(groups)
+    errors_by_group: dict[int, str] = {}
+    frames, row_ranks = [], []
+    for compared in [part.compared for part in parts] + list(spanning):
+        if not compared.keys:
+            continue
+        ranks = np.array([rank.get(key, -1) for key in compared.keys], dtype=np.int64)
+        for key, text, error in zip(compared.keys, compared.csv, compared.errors, strict=True):
+            r = rank.get(key)
+            if r is not None:
+                comparison_spans[r] = spool.add(text)
+                if error is not None:
+                    errors_by_group[r] = error
+        per_row = np.repeat(ranks, compared.row_counts)
+        keep = per_row >= 0
+        if keep.any():
+            assert compared.table is not None
+            frames.append(compared.table[keep] if not keep.all() else compared.table)
+            row_ranks.append(per_row[keep])
+    comparisons = _concat(frames, tables.BATCH_COMPARISONS)
+    if len(comparisons):
+        by_rank = np.argsort(np.concatenate(row_ranks), kind="stable")
+        comparisons = comparisons.take(by_rank).reset_index(drop=True)
+
+    error_rows: list[dict[str, Any]] = [
+        {
+            "stage": Stage.MEASURE.value,
+            "subject": None,
+            "annotation": film.annotation,
+            "image": film.image,
+            "error": film.error,
+        }
+        for film in films
+        if film.error is not None
+    ]
+    for group in groups:  # in pairing order
+        error = errors_by_group.get(rank[group.key])
+        if error is not None:
+            error_rows.append(
+                {
+                    "stage": Stage.COMPARE.value,
+                    "subject": group.subject,
+                    "annotation": group.names,
+                    "image": None,
+                    "error": error,
+                }
+            )
+
+    warnings: list[str] = []
+    # One film read by several readers is expected; by one reader several times, not.
+    by_uid: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for film in films:
+        if film.error is None and film.sop_instance_uid:
+            by_uid[(film.sop_instance_uid, film.annotator or "")].append(film.annotation)
+    for (uid, _reader), names in sorted(by_uid.items()):
+        if len(names) > 1:
+            warnings.append(
+                f"SOP Instance UID {uid} is annotated {len(names)} times ({', '.join(names)}): "
+                "each annotation is measured separately"
+            )
+    warnings.extend(pairing_warnings)
+    return BatchResult(
+        folder=folder,
+        reference=reference,
+        measurement_table=measurements,
+        comparison_table=comparisons,
+        error_rows=tuple(error_rows),
+        warnings=tuple(warnings),
+        n_annotations=len(films),
+        csv_parts=_CsvParts(spool, tuple(measurement_spans), tuple(comparison_spans)),
+    )
+
+
+def _concat(frames: Sequence[pd.DataFrame], schema: tables.Schema) -> pd.DataFrame:
+    import pandas as pd
+
+    if not frames:
+        return tables.frame([], schema)
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _CsvParts:
+    """Where the CSV rows of the measurement and comparison tables lie in the spool."""
+
+    spool: _Spool
+    measurements: tuple[tuple[int, int], ...]
+    comparisons: tuple[tuple[int, int], ...]
 
 
 # --------------------------------------------------------------------------------------
@@ -766,55 +1014,7 @@ def _compare_group(
 # --------------------------------------------------------------------------------------
 
 
-def _ordered_columns(rows: Sequence[Mapping[str, Any]], base: Sequence[str]) -> list[str]:
-    """``base`` columns, with any extra record key inserted before ``warnings``."""
-    known = set(base)
-    extra: dict[str, None] = {}  # in order of first appearance
-    for row in rows:
-        if known.issuperset(row):  # nearly every row: checked in one C call
-            continue
-        for key in row:
-            if key not in known:
-                extra[key] = None
-                known.add(key)
-    head = [c for c in base if c not in _TRAILING_COLUMNS]
-    tail = [c for c in base if c in _TRAILING_COLUMNS]
-    return head + list(extra) + tail
-
-
-def _dtype(column: str, values: Iterable[Any]) -> str | None:
-    """The pandas dtype of a column: the known one, else inferred from its values."""
-    if column in _FLOAT_COLUMNS:
-        return "float64"
-    if column in _INT_COLUMNS:
-        return "Int64"
-    if column in _BOOL_COLUMNS:
-        return "boolean"
-    kinds = {type(v) for v in values if v is not None}
-    if not kinds or kinds <= {str}:
-        return "string"
-    if kinds <= {bool}:
-        return "boolean"
-    if kinds <= {int}:
-        return "Int64"
-    if kinds <= {int, float}:
-        return "float64"
-    return None  # mixed: left to pandas
-
-
-def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    """A DataFrame with stable dtypes: float64, nullable Int64/boolean, string."""
-    import pandas as pd
-
-    data: dict[str, Any] = {}
-    for column in columns:
-        values = [row.get(column) for row in rows]
-        dtype = _dtype(column, values)
-        data[column] = pd.array(values, dtype=dtype) if dtype is not None else values
-    return pd.DataFrame(data, columns=list(columns))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class BatchResult:
     """The outcome of :func:`run_batch`: tidy tables and the problems met.
 
@@ -824,43 +1024,68 @@ class BatchResult:
         The folder measured; every path in the tables is relative to it.
     reference
         Reference method of the height loss used throughout.
-    measurement_rows, comparison_rows, error_rows
-        The rows of :attr:`measurements`, :attr:`comparisons` and
-        :attr:`errors` as plain dicts (``None`` for empty cells), in output
-        order.  Numbers are exactly those of the single-file functions.
+    measurement_table, comparison_table
+        The tables behind :attr:`measurements` and :attr:`comparisons` (the
+        columns and dtypes of :mod:`vheight.tables`), in output order.
+    error_rows
+        The rows of :attr:`errors` as plain dicts.
     warnings
         Batch-level remarks (annotations that could not be paired, films
         annotated twice); per-film warnings are in the ``warnings`` column.
     n_annotations
         Number of annotation files found.
+    csv_parts
+        The tables' CSV rows as the workers formatted them (written by
+        :meth:`write` as they are); None to format them from the tables.
     """
 
     folder: Path
     reference: str = "adjacent"
-    measurement_rows: tuple[Mapping[str, Any], ...] = ()
-    comparison_rows: tuple[Mapping[str, Any], ...] = ()
+    measurement_table: pd.DataFrame = field(
+        default_factory=lambda: tables.frame([], tables.BATCH_MEASUREMENTS)
+    )
+    comparison_table: pd.DataFrame = field(
+        default_factory=lambda: tables.frame([], tables.BATCH_COMPARISONS)
+    )
     error_rows: tuple[Mapping[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
     n_annotations: int = 0
-    measurement_columns: tuple[str, ...] = MEASUREMENT_COLUMNS
-    comparison_columns: tuple[str, ...] = COMPARISON_COLUMNS
+    csv_parts: _CsvParts | None = None
 
     # -- tables ----------------------------------------------------------------------
 
     @property
     def measurements(self) -> pd.DataFrame:
         """One row per annotated vertebra (and one per failed file); a new frame per call."""
-        return _frame(self.measurement_rows, self.measurement_columns)
+        return self.measurement_table.copy()
 
     @property
     def comparisons(self) -> pd.DataFrame:
         """One row per level and height of each pre/post(/follow-up) pairing."""
-        return _frame(self.comparison_rows, self.comparison_columns)
+        return self.comparison_table.copy()
 
     @property
     def errors(self) -> pd.DataFrame:
         """One row per failed input (measurement) or refused pairing (comparison)."""
-        return _frame(self.error_rows, ERROR_COLUMNS)
+        return tables.frame(self.error_rows, tables.BATCH_ERRORS)
+
+    @property
+    def measurement_rows(self) -> tuple[dict[str, Any], ...]:
+        """The rows of :attr:`measurements` as plain dicts (None for empty cells)."""
+        return tuple(tables.records(self.measurement_table))
+
+    @property
+    def comparison_rows(self) -> tuple[dict[str, Any], ...]:
+        """The rows of :attr:`comparisons` as plain dicts (None for empty cells)."""
+        return tuple(tables.records(self.comparison_table))
+
+    @property
+    def measurement_columns(self) -> tuple[str, ...]:
+        return tuple(self.measurement_table.columns)
+
+    @property
+    def comparison_columns(self) -> tuple[str, ...]:
+        return tuple(self.comparison_table.columns)
 
     # -- summary ---------------------------------------------------------------------
 
@@ -877,18 +1102,15 @@ class BatchResult:
     @property
     def n_vertebrae(self) -> int:
         """Number of vertebra rows (failed files excluded)."""
-        return sum(1 for row in self.measurement_rows if row.get("error") is None)
+        return int(self.measurement_table["error"].isna().sum())
 
     @property
     def n_comparisons(self) -> int:
         """Number of pairings compared successfully."""
-        return len(
-            {
-                (row["subject"], row["pre_annotation"], row["post_annotation"])
-                for row in self.comparison_rows
-                if row.get("error") is None
-            }
-        )
+        table = self.comparison_table
+        done = table[table["error"].isna()]
+        keys = done[["subject", "annotator", "pre_annotation", "post_annotation"]]
+        return len(keys.drop_duplicates())
 
     def summary(self) -> dict[str, Any]:
         """Counts for people and logs."""
@@ -922,193 +1144,63 @@ class BatchResult:
         format
             ``"csv"`` or ``"parquet"``; by default Parquet for a ``.parquet``
             or ``.pq`` suffix, CSV otherwise.  CSV cells follow the
-            ``--format csv`` output of the other commands: empty for null,
-            ``true``/``false``, floats in full (shortest round-trip form).
+            ``--format csv`` output of the other commands (:mod:`vheight.tables`):
+            empty for null, ``true``/``false``, floats in full (shortest
+            round-trip form).
         """
         path = Path(path)
         kind = TableFormat(format) if format is not None else TableFormat.for_path(path)
-        rows, columns = self._table(table)
+        self._check_table(table)
         if kind is TableFormat.CSV:
 
             def dump(handle: Any) -> None:
-                _write_csv(handle, rows, columns)
+                self._write_csv(table, handle)
 
         else:
+            frame = self.errors if table == "errors" else self._frame(table)
 
             def dump(handle: Any) -> None:
-                _frame(rows, columns).to_parquet(handle, index=False, engine="pyarrow")
+                tables.write_parquet(frame, handle)
 
-        _atomic_write(path, dump)
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise VHeightError(f"{path}: cannot write, folder {folder} does not exist")
+        write_atomic(path, dump)
         return path
 
-    def _table(self, table: str) -> tuple[Sequence[Mapping[str, Any]], Sequence[str]]:
-        if table == "measurements":
-            return self.measurement_rows, self.measurement_columns
-        if table == "comparisons":
-            return self.comparison_rows, self.comparison_columns
+    def write_csv(self, stream: Any, *, table: str = "measurements") -> None:
+        """Write one table as CSV text to ``stream`` (e.g. ``sys.stdout``)."""
+        self._check_table(table)
+        buffer = io.BytesIO()
+        self._write_csv(table, buffer)
+        stream.write(buffer.getvalue().decode("utf-8"))
+
+    def _check_table(self, table: str) -> None:
+        if table not in ("measurements", "comparisons", "errors"):
+            raise ValueError(
+                f"table must be 'measurements', 'comparisons' or 'errors', found {table!r}"
+            )
+
+    def _frame(self, table: str) -> pd.DataFrame:
+        return self.measurement_table if table == "measurements" else self.comparison_table
+
+    def _write_csv(self, table: str, handle: IO[bytes]) -> None:
         if table == "errors":
-            return self.error_rows, ERROR_COLUMNS
-        raise ValueError(
-            f"table must be 'measurements', 'comparisons' or 'errors', found {table!r}"
-        )
-
-
-def _csv_cell(value: Any) -> Any:
-    """A CSV cell as ``vheight ... --format csv`` writes it (fast path for plain types)."""
-    kind = type(value)
-    if value is None:
-        return ""
-    if kind is str or kind is int:
-        return value
-    if kind is float:
-        return value if math.isfinite(value) else ""
-    if kind is bool:
-        return "true" if value else "false"
-    from vheight.cli._output import to_jsonable
-
-    plain = to_jsonable(value)  # enums, numpy scalars, tuples, non-finite floats
-    if plain is None:
-        return ""
-    if isinstance(plain, bool):
-        return "true" if plain else "false"
-    if isinstance(plain, (list, dict)):
-        return json.dumps(plain)
-    return plain
-
-
-def _csv_text(value: Any) -> str:
-    """A cell's text exactly as :mod:`csv` writes :func:`_csv_cell` of it (unquoted)."""
-    cell = _csv_cell(value)
-    if cell is None:
-        return ""
-    if type(cell) is float:
-        return repr(cell)
-    return str(cell)
-
-
-_NONE = type(None)
-# Values that orjson writes as csv writes _csv_cell() of them: numbers, bools, null.
-_JSON_NUMBER_KINDS = frozenset({float, int, bool, _NONE})
-_CSV_SPECIAL = ('"', ",", "\n", "\r")  # a cell holding one of these may need quotes
-# The spots where orjson's notation of a float may differ from repr(): below 1e-4
-# (orjson ``0.00001``, repr ``1e-05``) and exponents (orjson ``1e-7``, repr ``1e-07``).
-_NOTATION_SPOTS = (re.compile(rb"0\.0000"), re.compile(rb"e[-+]"))
-_JSON_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?")
-
-
-def _number_texts(values: list[Any]) -> list[str] | None:
-    """Cells of a column of numbers and bools (with nulls) formatted in one C pass,
-    or None when the column holds anything else.
-
-    :func:`orjson.dumps` writes a float in its shortest round-trip digits, as
-    ``repr`` does, an int (or int subclass) in its digits, null for None, NaN
-    and infinities (an empty cell, as :func:`_csv_cell` gives) and
-    ``true``/``false`` for bools.  Whatever else it can write comes out quoted
-    or bracketed (text, enums of text, containers, dates), and what it cannot
-    (numpy scalars, float subclasses, ints beyond 64 bits) raises: both send the
-    column back, to be formatted otherwise.  Floats whose notation differs from
-    ``repr`` are redone with ``repr`` (:func:`_repr_notation`).
-    """
-    if not values or type(values[0]) not in _JSON_NUMBER_KINDS:
-        return None  # a column of text, as a rule: not worth a try
-    try:
-        blob = orjson.dumps(values)
-    except orjson.JSONEncodeError:
-        return None
-    if b'"' in blob or b"{" in blob or b"[" in blob[1:]:
-        return None
-    blob = _repr_notation(blob)
-    return blob[1:-1].replace(b"null", b"").decode("ascii").split(",")
-
-
-def _repr_notation(blob: bytes) -> bytes:
-    """orjson's array of numbers with each float that ``repr`` writes otherwise
-    rewritten as repr() of it (its digits give back the float exactly)."""
-    if b"e" not in blob and b"0.0000" not in blob:  # the usual case, found in C
-        return blob
-    spans: dict[int, int] = {}
-    for pattern in _NOTATION_SPOTS:
-        for spot in pattern.finditer(blob):
-            at = spot.start()
-            start = max(blob.rfind(b",", 0, at), blob.rfind(b"[", 0, at)) + 1
-            ends = [end for end in (blob.find(b",", at), blob.find(b"]", at)) if end >= 0]
-            end = min(ends) if ends else len(blob)
-            if _JSON_NUMBER.fullmatch(blob, start, end):
-                spans[start] = end
-    if not spans:
-        return blob
-    pieces, done = [], 0
-    for start in sorted(spans):
-        end = spans[start]
-        pieces += [blob[done:start], repr(float(blob[start:end])).encode("ascii")]
-        done = end
-    pieces.append(blob[done:])
-    return b"".join(pieces)
-
-
-def _csv_column(values: list[Any]) -> list[str]:
-    """One column's cells, as :func:`csv.writer` writes :func:`_csv_cell` of them.
-
-    Numbers go through :func:`_number_texts`, text with nulls through one
-    pass; any other column cell by cell.  A cell holding a quote, comma or
-    line break is quoted by :mod:`csv` itself.
-    """
-    texts = _number_texts(values)
-    if texts is not None:
-        return texts
-    kinds = set(map(type, values))
-    if kinds <= {str, _NONE}:
-        texts = ["" if value is None else value for value in values]
-    else:
-        texts = list(map(_csv_text, values))
-    joined = "\0".join(texts)
-    if any(special in joined for special in _CSV_SPECIAL):
-        # Each distinct text once: the same warning recurs on many rows.
-        cells = {
-            text: _csv_quoted(text) if any(c in text for c in _CSV_SPECIAL) else text
-            for text in set(texts)
-        }
-        texts = list(map(cells.__getitem__, texts))
-    return texts
-
-
-def _csv_quoted(text: str) -> str:
-    """``text`` as one CSV field, quoted if :mod:`csv` quotes it."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([text, ""])
-    return buffer.getvalue()[:-2]  # without the empty second field and the line end
-
-
-def _write_csv(handle: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """CSV of ``rows`` (UTF-8, ``\\n`` line ends, header first) into a binary file.
-
-    The bytes are those of :func:`csv.writer` (excel dialect, minimal quoting)
-    writing :func:`_csv_cell` of every value (tested against it).  The table is
-    formatted column by column (:func:`_csv_column`), numbers by orjson in C,
-    then joined.
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    if rows and len(columns) == 1:  # the writer quotes a lone empty field: let it
-        writer.writerows([_csv_cell(row.get(columns[0]))] for row in rows)
-    lines = [buffer.getvalue()[:-1]]
-    if rows and len(columns) > 1:
-        try:
-            table = list(map(operator.itemgetter(*columns), rows))
-        except KeyError:  # some row lacks a column: null there
-            table = [tuple(map(row.get, columns)) for row in rows]
-        cells = [_csv_column(list(values)) for values in zip(*table, strict=True)]
-        lines.extend(map(",".join, zip(*cells, strict=True)))
-    lines.append("")
-    handle.write("\n".join(lines).encode("utf-8"))
-
-
-def _atomic_write(path: Path, dump: Callable[[Any], None]) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise VHeightError(f"{path}: cannot write, folder {folder} does not exist")
-    write_atomic(path, dump)
+            text = io.StringIO()
+            tables.write_records_csv(self.error_rows, ERROR_COLUMNS, text)
+            handle.write(text.getvalue().encode("utf-8"))
+            return
+        frame = self._frame(table)
+        header = io.StringIO()
+        tables.write_records_csv([], list(frame.columns), header)
+        handle.write(header.getvalue().encode("utf-8"))
+        parts = self.csv_parts
+        if parts is not None:
+            spans = parts.measurements if table == "measurements" else parts.comparisons
+            parts.spool.copy(spans, handle)
+        else:
+            rows = tables.records(frame)
+            handle.write(_csv_text(rows, list(frame.columns)))
 
 
 # --------------------------------------------------------------------------------------
@@ -1184,142 +1276,11 @@ def run_batch(
     else:
         n_workers = min(workers, len(rels))
     n_workers = max(1, n_workers)
-    with _gc_quiet(), _progress_bar(len(rels), progress) as update:
-        outcomes, compared = _run_chunks(
+    with _progress_bar(len(rels), progress) as update:
+        parts, spanning, groups, warnings = _run_chunks(
             root, rels, reference, executor=executor, workers=n_workers, update=update
         )
-        outcomes.sort(key=lambda o: o.annotation)
-        return _assemble(folder_path, reference, outcomes, root, compared)
-
-
-# While a batch runs, the youngest generation of the cyclic garbage collector is
-# collected after this many new objects instead of Python's 700.
-_GC_YOUNG_THRESHOLD = 50_000
-
-
-@contextmanager
-def _gc_quiet() -> Iterator[None]:
-    """The cyclic garbage collector kept from re-reading what a batch keeps.
-
-    A batch allocates mostly objects that live until its end (rows, records), which
-    the collector would traverse again at each older-generation collection, a few
-    per cent of the batch's time:
-
-    - the objects that exist before the batch (modules, the caller's data) are
-      frozen out of its sight, unless the application has frozen objects itself
-      (forked workers also leave their memory pages shared instead of copying them
-      to update the collector's records);
-    - the youngest generation is collected after :data:`_GC_YOUNG_THRESHOLD` new
-      objects, so that fewer of them reach the older generations (cycles, such as
-      those of failed files, are still freed while the batch runs).
-
-    Both are restored afterwards.  ``vheight batch`` keeps this over the writing of
-    the tables too.
-    """
-    thresholds = gc.get_threshold()
-    frozen = not gc.get_freeze_count()
-    if frozen:
-        gc.freeze()
-    gc.set_threshold(max(thresholds[0], _GC_YOUNG_THRESHOLD), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        if frozen:
-            gc.unfreeze()
-
-
-def _assemble(
-    folder: Path,
-    reference: str,
-    outcomes: Sequence[_Outcome],
-    root: str,
-    compared: Mapping[_GroupKey, _Compared],
-) -> BatchResult:
-    measurement_rows: list[dict[str, Any]] = []
-    error_rows: list[dict[str, Any]] = []
-    warnings: list[str] = []
-    by_uid: dict[str, list[str]] = defaultdict(list)
-    for outcome in outcomes:
-        ids = {
-            "annotation": outcome.annotation,
-            "image": outcome.image,
-            "patient_id": outcome.patient_id,
-            "study_instance_uid": outcome.study_instance_uid,
-            "sop_instance_uid": outcome.sop_instance_uid,
-            "timepoint": outcome.timepoint,
-        }
-        if outcome.error is not None:
-            measurement_rows.append(
-                {**ids, **dict.fromkeys(MEASURE_COLUMNS), "warnings": None, "error": outcome.error}
-            )
-            error_rows.append(
-                {
-                    "stage": Stage.MEASURE.value,
-                    "subject": None,
-                    "annotation": outcome.annotation,
-                    "image": outcome.image,
-                    "error": outcome.error,
-                }
-            )
-            continue
-        if outcome.sop_instance_uid:
-            by_uid[outcome.sop_instance_uid].append(outcome.annotation)
-        joined = "; ".join(outcome.warnings) or None
-        measurement_rows.extend(
-            {**ids, **record, "warnings": joined, "error": None} for record in outcome.records
-        )
-    for uid, names in sorted(by_uid.items()):
-        if len(names) > 1:
-            warnings.append(
-                f"SOP Instance UID {uid} is annotated {len(names)} times ({', '.join(names)}): "
-                "each annotation is measured separately"
-            )
-
-    groups, pairing_warnings = _pairings(outcomes)
-    warnings.extend(pairing_warnings)
-    # Each group's rows, keyed by what orders the table: subject, paired_by and pre
-    # annotation, the same on every row of a group (so groups are sorted, not rows).
-    group_rows: list[tuple[tuple[str, str, str], list[dict[str, Any]]]] = []
-    for paired_by, subject, by_timepoint in groups:
-        key = _group_key(by_timepoint)
-        done = compared.get(key)
-        if done is None and any(o.measurement is None for o in by_timepoint.values()):
-            # Measured by a worker that could not compare it: measure again here.
-            done = _compare_chunk(root, [key], reference).get(key) or (
-                (),
-                None,
-                f"{' + '.join(n for n in key if n)}: cannot compare: a file changed "
-                "while the batch ran",
-            )
-        rows, error_row = _compare_group(paired_by, subject, by_timepoint, root, done)
-        group_rows.append(((subject, paired_by, by_timepoint["pre"].annotation or ""), rows))
-        if error_row is not None:
-            error_rows.append(
-                {
-                    "stage": Stage.COMPARE.value,
-                    "subject": subject,
-                    "annotation": " + ".join(
-                        by_timepoint[t].annotation for t in _TIMEPOINT_ORDER if t in by_timepoint
-                    ),
-                    "image": None,
-                    "error": error_row["error"],
-                }
-            )
-    group_rows.sort(key=operator.itemgetter(0))
-    comparison_rows = [row for _key, rows in group_rows for row in rows]
-
-    return BatchResult(
-        folder=folder,
-        reference=reference,
-        measurement_rows=tuple(measurement_rows),
-        comparison_rows=tuple(comparison_rows),
-        error_rows=tuple(error_rows),
-        warnings=tuple(warnings),
-        n_annotations=len(outcomes),
-        measurement_columns=tuple(_ordered_columns(measurement_rows, MEASUREMENT_COLUMNS)),
-        comparison_columns=tuple(_ordered_columns(comparison_rows, COMPARISON_COLUMNS)),
-    )
+    return _assemble(folder_path, reference, parts, spanning, groups, warnings)
 
 
 @contextmanager

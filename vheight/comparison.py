@@ -48,9 +48,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vheight.annotation import LEVELS, _FrozenMap
+from vheight.annotation import LEVELS, FrozenMap
 from vheight.errors import MeasurementError
 from vheight.morphometry import HEIGHTS, Measurement, VertebraMeasurement, _mean_heights
+from vheight.tables import COMPARE_RECORD_KEYS, COMPARE_SPEC_KEYS
 
 # A vertebra's three heights and their reference heights, in HEIGHTS order.
 _heights_of = operator.attrgetter("anterior_height", "middle_height", "posterior_height")
@@ -73,39 +74,9 @@ __all__ = [
 REFERENCE_TOLERANCE = 0.05
 
 #: Keys of one ``compare`` output record named by ``interfaces.md``, in order.
-SPEC_COMPARE_RECORD_KEYS: tuple[str, ...] = (
-    "level",
-    "height",
-    "unit",
-    "pre",
-    "post",
-    "followup",
-    "delta",
-    "restoration_pct_of_initial",
-    "restoration_pct_of_lost",
-    "restoration_pct_of_reference",
-    "loss_since_post_pct",
-    "reference_method",
-    "reference_pre",
-    "wedge_angle_pre_deg",
-    "wedge_angle_post_deg",
-    "wedge_angle_change_deg",
-    "segmental_kyphosis_change_deg",
-    "grade_pre",
-    "grade_post",
-)
-
-#: Keys of one ``compare`` output record, in order: the specified ones, then added fields.
-COMPARE_RECORD_KEYS: tuple[str, ...] = SPEC_COMPARE_RECORD_KEYS + (
-    "treated",
-    "wedge_angle_followup_deg",
-    "segmental_kyphosis_pre_deg",
-    "segmental_kyphosis_post_deg",
-    "wedge_ratio_pre",
-    "wedge_ratio_post",
-    "wedge_ratio_change",
-    "grade_followup",
-)
+SPEC_COMPARE_RECORD_KEYS: tuple[str, ...] = COMPARE_SPEC_KEYS
+# COMPARE_RECORD_KEYS (imported above): the keys of one record, in order, the
+# specified ones then added fields; the columns are defined in vheight.tables.
 
 
 def _pct(numerator: float, denominator: float | None) -> float | None:
@@ -186,7 +157,7 @@ class Comparison:
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "levels", _FrozenMap(self.levels))
+        object.__setattr__(self, "levels", FrozenMap(self.levels))
 
     def records(self) -> list[dict[str, Any]]:
         """One record per level and height (keys :data:`COMPARE_RECORD_KEYS`)."""
@@ -391,7 +362,7 @@ def compare(pre: Measurement, post: Measurement, followup: Measurement | None = 
         levels[level] = LevelComparison(
             level=level,
             treated=level in treated,
-            heights=_FrozenMap(heights),
+            heights=FrozenMap(heights),
             wedge_angle_pre_deg=_required(vp.wedge_angle_deg),
             wedge_angle_post_deg=_required(vq.wedge_angle_deg),
             wedge_angle_followup_deg=None if vf is None else vf.wedge_angle_deg,

@@ -49,10 +49,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vheight.annotation import LEVELS, POINT_NAMES, Annotation, _FrozenMap, level_index
+from vheight.annotation import LEVELS, POINT_NAMES, Annotation, FrozenMap, level_index
 from vheight.calibration import Calibration
 from vheight.errors import MeasurementError
 from vheight.geometry import distance_mm, kyphotic_angle_deg
+from vheight.tables import MEASURE_RECORD_KEYS
 
 __all__ = [
     "HEIGHTS",
@@ -72,28 +73,7 @@ __all__ = [
 HEIGHTS: tuple[str, ...] = ("anterior", "middle", "posterior")
 
 #: Keys of one ``measure`` output record, in order (``interfaces.md``).
-RECORD_KEYS: tuple[str, ...] = (
-    "level",
-    "complete",
-    "unit",
-    "spacing_label",
-    "anterior_height",
-    "middle_height",
-    "posterior_height",
-    "wedge_ratio",
-    "mid_ratio",
-    "crush_ratio",
-    "wedge_angle_deg",
-    "segmental_kyphosis_deg",
-    "reference_method",
-    "anterior_loss_pct",
-    "middle_loss_pct",
-    "posterior_loss_pct",
-    "max_loss_pct",
-    "grade",
-    "deformity_type",
-    "treated",
-)
+RECORD_KEYS: tuple[str, ...] = MEASURE_RECORD_KEYS
 
 
 class ReferenceMethod(enum.StrEnum):
@@ -300,7 +280,7 @@ class Measurement:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "vertebrae", _FrozenMap(self.vertebrae))
+        object.__setattr__(self, "vertebrae", FrozenMap(self.vertebrae))
 
     @property
     def unit(self) -> str:

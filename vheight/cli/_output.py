@@ -3,19 +3,19 @@
 ``json`` prints one JSON document on stdout and nothing else there; ``csv``
 prints a header and one row per record; ``table`` aligns columns for people.
 Floats are printed in full in JSON and CSV (no rounding: those are for
-machines), and to 4 significant digits in tables.
+machines), and to 4 significant digits in tables.  The cells of JSON and CSV
+follow :mod:`vheight.tables`, as every table vheight writes.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import enum
 import json
-import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
+
+from vheight.tables import to_jsonable, write_json, write_records_csv
 
 __all__ = ["add_format_argument", "emit_json", "emit_csv", "emit_table", "to_jsonable"]
 
@@ -31,25 +31,8 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def to_jsonable(value: Any) -> Any:
-    """Convert numpy scalars, enums, tuples and non-finite floats for ``json.dumps``."""
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value)
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def emit_json(document: Any, *, stream: TextIO | None = None) -> None:
-    stream = stream or sys.stdout
-    json.dump(to_jsonable(document), stream, indent=2, allow_nan=False)
-    stream.write("\n")
+    write_json(document, stream or sys.stdout)
 
 
 def _columns(records: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -> list[str]:
@@ -62,17 +45,6 @@ def _columns(records: Sequence[Mapping[str, Any]], columns: Sequence[str] | None
     return list(seen)
 
 
-def _csv_cell(value: Any) -> Any:
-    value = to_jsonable(value)
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return value
-
-
 def emit_csv(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -80,12 +52,7 @@ def emit_csv(
     stream: TextIO | None = None,
 ) -> None:
     records = list(records)
-    stream = stream or sys.stdout
-    cols = _columns(records, columns)
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(cols)
-    for record in records:
-        writer.writerow([_csv_cell(record.get(c)) for c in cols])
+    write_records_csv(records, _columns(records, columns), stream or sys.stdout)
 
 
 def _table_cell(value: Any) -> str:

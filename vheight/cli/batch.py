@@ -121,13 +121,6 @@ def _comparisons_path(out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vheight.batch import _gc_quiet
-
-    with _gc_quiet():  # over the batch and the writing of its tables
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from vheight.batch import dask_client, run_batch
 
     targets = [Path(p) for p in (args.out, args.comparisons) if p]
@@ -179,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
             }
         )
     elif args.format == "csv":
-        emit_csv(result.measurement_rows, columns=result.measurement_columns)
+        result.write_csv(sys.stdout)
     else:
         _emit_tables(result.measurement_rows, result.comparison_rows)
 

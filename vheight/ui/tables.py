@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from vheight.tables import COMPARE_RECORD, MEASURE_RECORD, Dtype
+
 __all__ = [
     "GRADE_NAMES",
     "GRADE_LABELS",
@@ -53,44 +55,44 @@ def grades_by_level(records: Sequence[Mapping[str, Any]]) -> dict[str, int | Non
     }
 
 
+#: The measurement table's columns (record keys), in display order.
+_MEASUREMENT_KEYS = (
+    "level", "grade", "deformity_type", "treated",
+    "anterior_height", "middle_height", "posterior_height",
+    "wedge_ratio", "mid_ratio", "crush_ratio", "wedge_angle_deg", "segmental_kyphosis_deg",
+    "anterior_loss_pct", "middle_loss_pct", "posterior_loss_pct", "max_loss_pct",
+    "reference_method",
+)  # fmt: skip
+
+
 def measurement_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The measurement table: one row per annotated level, labelled columns.
 
-    Heights carry the unit in their header (``Ha (mm)`` or ``Ha (px)``).
+    Headers are the schema's labels (:mod:`vheight.tables`); heights carry the
+    unit in their header (``Ha (mm)`` or ``Ha (px)``).
     """
     unit = next((str(r.get("unit")) for r in records if r.get("unit")), "px")
-    rows = []
-    for r in records:
-        rows.append(
-            {
-                "Level": r["level"],
-                "Grade": grade_badge(r),
-                "Type": r.get("deformity_type") or "",
-                "Treated": bool(r.get("treated")),
-                f"Ha ({unit})": r.get("anterior_height"),
-                f"Hm ({unit})": r.get("middle_height"),
-                f"Hp ({unit})": r.get("posterior_height"),
-                "Ha/Hp": r.get("wedge_ratio"),
-                "Hm/Hp": r.get("mid_ratio"),
-                "Crush": r.get("crush_ratio"),
-                "Wedge (deg)": r.get("wedge_angle_deg"),
-                "Segmental (deg)": r.get("segmental_kyphosis_deg"),
-                "Loss A (%)": r.get("anterior_loss_pct"),
-                "Loss M (%)": r.get("middle_loss_pct"),
-                "Loss P (%)": r.get("posterior_loss_pct"),
-                "Max loss (%)": r.get("max_loss_pct"),
-                "Reference": r.get("reference_method") or "",
-            }
-        )
-    columns = [
-        "Level", "Grade", "Type", "Treated",
-        f"Ha ({unit})", f"Hm ({unit})", f"Hp ({unit})",
-        "Ha/Hp", "Hm/Hp", "Crush", "Wedge (deg)", "Segmental (deg)",
-        "Loss A (%)", "Loss M (%)", "Loss P (%)", "Max loss (%)", "Reference",
-    ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=columns)
-    for column in columns[4:-1]:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    columns = {key: MEASURE_RECORD[key] for key in _MEASUREMENT_KEYS}
+    text = {
+        "level": lambda r: r["level"],
+        "grade": grade_badge,
+        "deformity_type": lambda r: r.get("deformity_type") or "",
+        "treated": lambda r: bool(r.get("treated")),
+        "reference_method": lambda r: r.get("reference_method") or "",
+    }
+    rows = [
+        {
+            column.header(unit): text[key](r) if key in text else r.get(key)
+            for key, column in columns.items()
+        }
+        for r in records
+    ]
+    headers = [column.header(unit) for column in columns.values()]
+    frame = pd.DataFrame(rows, columns=headers)
+    for column in columns.values():
+        if column.dtype is Dtype.FLOAT:
+            header = column.header(unit)
+            frame[header] = pd.to_numeric(frame[header], errors="coerce").astype("float64")
     return frame
 
 
@@ -176,30 +178,30 @@ def style_plain(frame: pd.DataFrame) -> Any:
     return frame.style.format(formats, na_rep=MISSING)
 
 
-#: Comparison columns: record key -> header (``{unit}`` filled in), in display order.
-_COMPARISON_COLUMNS = {
-    "level": "Level",
-    "height": "Height",
-    "treated": "Treated",
-    "pre": "Pre ({unit})",
-    "post": "Post ({unit})",
-    "followup": "Follow-up ({unit})",
-    "delta": "Change post \u2212 pre ({unit})",
-    "restoration_pct_of_lost": "Restored (% of lost)",
-    "restoration_pct_of_initial": "Restored (% of initial)",
-    "restoration_pct_of_reference": "Restored (% of reference)",
-    "loss_since_post_pct": "Loss since post (%)",
-    "reference_pre": "Reference pre ({unit})",
-    "reference_method": "Reference",
-    "wedge_angle_pre_deg": "Wedge pre (deg)",
-    "wedge_angle_post_deg": "Wedge post (deg)",
-    "wedge_angle_followup_deg": "Wedge follow-up (deg)",
-    "wedge_angle_change_deg": "Wedge change (deg)",
-    "segmental_kyphosis_change_deg": "Segmental change (deg)",
-    "grade_pre": "Grade pre",
-    "grade_post": "Grade post",
-    "grade_followup": "Grade follow-up",
-}
+#: Comparison columns (record keys), in display order; headers from the schema.
+_COMPARISON_KEYS = (
+    "level",
+    "height",
+    "treated",
+    "pre",
+    "post",
+    "followup",
+    "delta",
+    "restoration_pct_of_lost",
+    "restoration_pct_of_initial",
+    "restoration_pct_of_reference",
+    "loss_since_post_pct",
+    "reference_pre",
+    "reference_method",
+    "wedge_angle_pre_deg",
+    "wedge_angle_post_deg",
+    "wedge_angle_followup_deg",
+    "wedge_angle_change_deg",
+    "segmental_kyphosis_change_deg",
+    "grade_pre",
+    "grade_post",
+    "grade_followup",
+)
 _FOLLOWUP_KEYS = ("followup", "loss_since_post_pct", "wedge_angle_followup_deg", "grade_followup")
 _TEXT_KEYS = ("level", "height", "treated", "reference_method")
 
@@ -213,7 +215,7 @@ def comparison_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     grades are text (``"2 moderate"``), missing ones None.
     """
     unit = next((str(r.get("unit")) for r in records if r.get("unit")), "px")
-    names = {key: header.format(unit=unit) for key, header in _COMPARISON_COLUMNS.items()}
+    names = {key: COMPARE_RECORD[key].header(unit) for key in _COMPARISON_KEYS}
     if not records:
         return pd.DataFrame(columns=list(names.values()))
     frame = pd.DataFrame(list(records))
