@@ -487,3 +487,23 @@ def test_pull_does_not_hold_the_study_in_memory(orthanc, tmp_path):
         tracemalloc.stop()
     assert whole_study < one_film + 2 * max(sizes) + 8 * 2**20, (whole_study, one_film, sizes)
     assert len(list((tmp_path / "mem").glob("*.dcm"))) == 3
+
+
+def test_search_by_accession_and_the_patients_prior_in_another_study(orthanc, tmp_path):
+    """A follow-up study with an accession number: found by it, and by patient with the first."""
+    ds = pydicom.dcmread(SAMPLES / "followup.dcm")
+    ds.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["vheight test", "later study"])
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["vheight test", "later series"])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["vheight test", "later film"])
+    ds.StudyDate = ds.SeriesDate = "20260301"
+    ds.AccessionNumber = "ACC-0301"
+    path = tmp_path / "later.dcm"
+    ds.save_as(path)
+    orthanc.upload(path)
+    archive = Archive(orthanc.dicomweb)
+    (study,) = archive.search(accession="ACC-0301")
+    assert study.study_instance_uid == ds.StudyInstanceUID
+    assert (study.accession_number, study.study_date) == ("ACC-0301", "20260301")
+    assert [f.sop_instance_uid for f in study.films] == [ds.SOPInstanceUID]
+    both = archive.search(patient_id=PATIENT_ID)
+    assert {s.study_date for s in both} == {"20260105", "20260301"}
