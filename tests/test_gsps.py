@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from _dicom_validators import dciodvfy_errors, dcmpschk
 from _report_series import COLUMNS, write_series
 from pydicom.data import get_testdata_file
 
 from vheight.annotation import Annotation, ImageRef, load_annotation
+from vheight.errors import SRExportError
 from vheight.gsps import LAYERS, build_gsps, expected_object_counts, gsps_bytes, write_gsps
 from vheight.loader import load_film
-from vheight.sr import SRExportError
 
 
 @pytest.fixture(scope="module", params=["MONOCHROME2", "MONOCHROME1"])
@@ -213,3 +215,60 @@ def test_film_objects_from_files_and_uploads(tmp_path):
     assert pydicom.dcmread(io.BytesIO(from_bytes)).Modality == "PR"
     with pytest.raises(SRExportError, match="not read from a file; pass the DICOM file's bytes"):
         build_gsps(annotation, load_film(film_path.read_bytes()))
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+
+
+@pytest.mark.parametrize(
+    ("body_part", "laterality"),
+    [
+        pytest.param("LSPINE", None, id="spine-unpaired"),
+        pytest.param("EXTREMITY", "R", id="paired-right"),
+        pytest.param(None, None, id="no-body-part"),
+    ],
+)
+def test_series_copies_body_part_and_laterality_as_dciodvfy_requires(
+    tmp_path, body_part, laterality
+):
+    paths = write_series(tmp_path, ("pre",))
+    film = tmp_path / "pre.dcm"
+    ds = pydicom.dcmread(film)
+    if body_part is None:
+        del ds.BodyPartExamined
+    else:
+        ds.BodyPartExamined = body_part
+    if laterality is not None:
+        ds.Laterality = laterality
+    ds.save_as(film)
+    out = write_gsps(load_annotation(paths["pre"]), film, tmp_path / "pr.dcm")
+    pr = pydicom.dcmread(out)
+    assert pr.SeriesDescription == "vheight landmarks and heights"
+    assert pr.get("BodyPartExamined") == body_part
+    if laterality is not None:
+        assert pr.Laterality == laterality
+    elif body_part is None:
+        assert "Laterality" in pr and not pr.Laterality  # Type 2C, unknown
+    else:
+        assert "Laterality" not in pr
+    assert dciodvfy_errors(out) == []
+    dcmpschk(out)
+
+
+def test_sample_film_presentation_state_passes_dciodvfy_and_dcmpschk(tmp_path):
+    annotation = load_annotation(SAMPLES / "pre.vheight.json")
+    out = write_gsps(annotation, SAMPLES / "pre.dcm", tmp_path / "pr.dcm")
+    assert dciodvfy_errors(out) == []
+    dcmpschk(out)
+
+
+def test_one_series_per_film_and_reader_and_replacing_counts_up(tmp_path):
+    paths = write_series(tmp_path, ("pre",))
+    annotation = load_annotation(paths["pre"])
+    film = tmp_path / "pre.dcm"
+    first = build_gsps(replace(annotation, annotator="A"), film)
+    again = build_gsps(replace(annotation, annotator="A"), film, replaces=first)
+    other = build_gsps(replace(annotation, annotator="B"), film)
+    assert first.SeriesInstanceUID == again.SeriesInstanceUID != other.SeriesInstanceUID
+    assert (first.InstanceNumber, again.InstanceNumber) == (1, 2)
+    assert first.SOPInstanceUID != again.SOPInstanceUID

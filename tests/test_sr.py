@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from _dicom_validators import dciodvfy_errors, dsrdump
 from _report_series import COLUMNS, ROWS, write_series
 from pydicom.data import get_testdata_file
 
@@ -23,7 +25,10 @@ from vheight.sr import (
     SRExportError,
     annotation_from_sr,
     build_sr,
+    newest_results,
+    result_series_uid,
     sr_bytes,
+    sr_facts,
     write_sr,
 )
 
@@ -191,10 +196,33 @@ def test_vertebra_groups_hold_coded_heights_ratios_angles_grade(pre, pre_sr):
     l1 = by_level["L1"]
     assert l1.tracking_uid is not None
     assert l1.finding_sites[0].value.value == "66794005"  # SCT L1 vertebra
-    measurements = {m.name.meaning: m for m in l1.get_measurements()}
-    ha = measurements["Anterior vertebral body height"]
+    measurements = l1.get_measurements()
+
+    def one(name: tuple[str, str], method: str | None = None) -> hd.sr.Measurement:
+        found = [
+            m
+            for m in measurements
+            if (m.name.scheme_designator, m.name.value) == name
+            and (method is None or (m.method is not None and m.method.value == method))
+        ]
+        assert len(found) == 1, (name, method)
+        return found[0]
+
+    heights = [
+        m for m in measurements if (m.name.scheme_designator, m.name.value) == ("DCM", "121207")
+    ]
+    modifiers = {}
+    for m in heights:
+        (site,) = m.finding_sites
+        assert site.value.value == "66794005"
+        modifier = site.topographical_modifier
+        modifiers[(modifier.scheme_designator, modifier.value)] = m
+    assert set(modifiers) == {("SCT", "255549009"), ("NCIt", "C25569"), ("SCT", "255551008")}
+    ha = modifiers[("SCT", "255549009")]
     assert ha.unit.value == "mm"
     assert ha.value == pytest.approx(records["L1"]["anterior_height"], rel=1e-12)
+    hp = modifiers[("SCT", "255551008")]
+    assert hp.value == pytest.approx(records["L1"]["posterior_height"], rel=1e-12)
     (coords,) = ha.referenced_coordinates
     assert coords.graphic_type.value == "POLYLINE"
     expected = (
@@ -209,19 +237,21 @@ def test_vertebra_groups_hold_coded_heights_ratios_angles_grade(pre, pre_sr):
     np.testing.assert_allclose(np.asarray(coords.value).reshape(-1, 2), expected, atol=1e-3)
     source = coords.ContentSequence[0].ReferencedSOPSequence[0]
     assert source.ReferencedSOPInstanceUID == annotation.image.sop_instance_uid
-    wedge = measurements["Vertebral wedge ratio (anterior / posterior height)"]
+    wedge = one(("SCT", "118586006"), "VH-WR")
     assert wedge.unit.value == "1"
     assert wedge.value == pytest.approx(records["L1"]["wedge_ratio"], rel=1e-12)
-    angle = measurements["Vertebral wedge angle (positive = kyphotic)"]
+    assert one(("SCT", "118586006"), "VH-MR").value == pytest.approx(records["L1"]["mid_ratio"])
+    angle = one(("SCT", "1483009"), "VH-WA")
     assert angle.unit.value == "deg"
-    loss = measurements["Maximum vertebral height loss"]
+    assert angle.value == pytest.approx(records["L1"]["wedge_angle_deg"], rel=1e-12)
+    loss = one((SCHEME, "VH-LX"))
     assert loss.unit.value == "%"
     assert loss.method.meaning.startswith("Reference height: mean of adjacent")
     grades = [e for e in l1.get_qualitative_evaluations() if e.name.value == "VH-GRADE"]
     assert [g.value.value for g in grades] == [f"VH-G{int(records['L1']['grade'])}"]
-    landmarks = [m for m in l1.get_measurements() if "landmark" in m.name.meaning]
-    assert len(landmarks) == 12
-    assert all(m.unit.value == "{pixel}" for m in landmarks)
+    # No private concept name where a standard one exists.
+    private = {m.name.value for m in measurements if m.name.scheme_designator == SCHEME}
+    assert private == {"VH-LA", "VH-LM", "VH-LP", "VH-LX"}
 
 
 def test_uncalibrated_real_cr_film_uses_pixel_units():
@@ -233,7 +263,7 @@ def test_uncalibrated_real_cr_film_uses_pixel_units():
         item
         for level in annotation.vertebrae
         for name, items in groups[level].items()
-        if name.endswith("vertebral body height")
+        if name == "Height"
         for item in items
     ]
     assert len(heights) == 12
@@ -296,8 +326,7 @@ def test_incomplete_vertebra_keeps_its_points_and_is_not_measured():
     assert len(back.vertebrae["L3"]) == 3
     assert back.treated_levels == ("L1",)
     names = set(_raw_groups(ds)["L3"])
-    assert not any(n.endswith("height") for n in names)
-    assert "Superior anterior landmark, column" in names
+    assert not any(n.endswith("height") or n == "Height" for n in names)
 
 
 def test_tracking_uid_is_stable_for_a_level_within_a_study(series):
@@ -448,23 +477,60 @@ def test_image_library_describes_the_film(pre_sr, pre):
     assert int(descriptors["Pixel Data Columns"].MeasuredValueSequence[0].NumericValue) == COLUMNS
 
 
+def _without_exact_landmarks(data: bytes) -> pydicom.Dataset:
+    """The SR with the landmarks taken out of its facts (as software other than vheight writes)."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+
+    def walk(items):
+        for item in items:
+            if item.get("ValueType") == "TEXT" and '"vheight.annotation.facts"' in item.TextValue:
+                facts = json.loads(item.TextValue)
+                facts.pop("landmarks")
+                item.TextValue = json.dumps(facts)
+            walk(item.get("ContentSequence", []))
+
+    walk(ds.ContentSequence)
+    return ds
+
+
 def test_without_landmark_values_points_come_from_the_height_polylines(pre, pre_sr):
     _path, annotation, _film = pre
-    ds = pydicom.dcmread(io.BytesIO(pre_sr))
-    (imaging,) = [
-        i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"
-    ]
-    for group in imaging.ContentSequence:
-        group.ContentSequence = [
-            c
-            for c in group.ContentSequence
-            if "landmark" not in c.ConceptNameCodeSequence[0].CodeMeaning
-        ]
-    back = annotation_from_sr(ds)
+    back = annotation_from_sr(_without_exact_landmarks(pre_sr))
     for level, points in annotation.vertebrae.items():
         assert set(back.vertebrae[level]) == set(points)
         for name, xy in points.items():
             np.testing.assert_allclose(back.vertebrae[level][name], xy, atol=1e-3)  # 32-bit SCOORD
+
+
+OLD_SR = Path(__file__).parent / "data" / "sr" / "pre_private_codes_v0.dcm"
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+
+
+def test_reads_a_document_written_with_the_old_private_codes():
+    """``pre_private_codes_v0.dcm``: vheight 0.x's SR of the sample pre film (99VHEIGHT heights,
+    ratios and angles, landmarks as numeric items, no landmarks in the facts)."""
+    old = pydicom.dcmread(OLD_SR)
+    assert "VH-HA" in str(old.ContentSequence) and "121207" not in str(old.ContentSequence)
+    expected = load_annotation(SAMPLES / "pre.vheight.json")
+    back = annotation_from_sr(OLD_SR)
+    assert list(back.vertebrae) == list(expected.vertebrae)
+    for level, points in expected.vertebrae.items():
+        for name, xy in points.items():
+            np.testing.assert_allclose(back.vertebrae[level][name], xy, rtol=0, atol=1e-9)
+    assert back.timepoint == expected.timepoint
+    assert back.image.sop_instance_uid == expected.image.sop_instance_uid
+    # Its polylines are read too when the landmark items are missing.
+    for group in old.ContentSequence[-1].ContentSequence:
+        group.ContentSequence = [
+            c for c in group.ContentSequence
+            if "landmark" not in c.ConceptNameCodeSequence[0].CodeMeaning
+        ]  # fmt: skip
+    from_lines = annotation_from_sr(old)
+    for level, points in expected.vertebrae.items():
+        for name, xy in points.items():
+            np.testing.assert_allclose(from_lines.vertebrae[level][name], xy, atol=1e-3)
+    facts = sr_facts(pydicom.dcmread(OLD_SR))
+    assert facts.is_vheight and facts.film == expected.image.sop_instance_uid
 
 
 def test_local_codes_fit_their_value_representations(pre_sr):
@@ -484,5 +550,143 @@ def test_local_codes_fit_their_value_representations(pre_sr):
                     walk(item)
 
     walk(ds)
-    assert len(local) >= 20
+    assert len(local) >= 15  # methods, losses, grades, deformity, treated, spacing
     assert len(set(local.values())) == len(local)
+
+
+# -- independent validators, character set, versions ---------------------------------------
+
+
+@pytest.mark.parametrize("source", ["series", "sample"])
+def test_dsrdump_and_dciodvfy_accept_the_sr(tmp_path, pre, source):
+    if source == "series":
+        _path, annotation, film = pre
+    else:
+        annotation = load_annotation(SAMPLES / "pre.vheight.json")
+        film = SAMPLES / "pre.dcm"
+    path = write_sr(annotation, film, tmp_path / "sr.dcm")
+    dump = dsrdump(path)
+    assert dump.count("Measurement Group") >= len(annotation.vertebrae) + 1
+    assert '(121207,DCM,"Height")' in dump
+    assert dciodvfy_errors(path) == []
+
+
+READER = "Łukasz Żółć 李"
+
+
+def test_a_reader_name_outside_the_film_character_set_is_written_in_utf8(tmp_path, pre):
+    _path, annotation, film = pre
+    film_ds = pydicom.dcmread(film, stop_before_pixels=True)
+    film_ds.SpecificCharacterSet = "ISO_IR 100"
+    film_ds.PatientName = "Müller^Jürgen"
+    path = write_sr(replace(annotation, annotator=READER), film_ds, tmp_path / "sr.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert str(ds.PatientName) == "Müller^Jürgen"
+    names = [
+        str(item.PersonName) for item in ds.ContentSequence if item.get("ValueType") == "PNAME"
+    ]
+    assert names == [f"{READER}^"]
+    assert sr_facts(ds).reader == READER
+    assert annotation_from_sr(path).annotator == READER
+    dump = dsrdump(path)
+    assert READER in dump and "Müller^Jürgen" in dump
+    assert dciodvfy_errors(path) == []
+
+
+def test_a_reader_name_the_film_character_set_holds_keeps_it(pre):
+    _path, annotation, film = pre
+    film_ds = pydicom.dcmread(film, stop_before_pixels=True)
+    film_ds.SpecificCharacterSet = "ISO_IR 100"
+    ds = build_sr(replace(annotation, annotator="Jürgen Groß"), film_ds)
+    assert ds.SpecificCharacterSet == "ISO_IR 100"
+    assert build_sr(replace(annotation, annotator="J Doe"), film_ds).SpecificCharacterSet == (
+        "ISO_IR 100"
+    )
+
+
+def test_reexport_names_its_predecessor_in_the_same_series(tmp_path, pre):
+    _path, annotation, film = pre
+    first = build_sr(replace(annotation, annotator="reader A"), film)
+    assert first.SeriesInstanceUID == result_series_uid(
+        annotation.image.sop_instance_uid, "reader A"
+    )
+    assert "PredecessorDocumentsSequence" not in first
+    edited = annotation.with_point("L1", "superior_anterior", (201.25, 150.5))
+    second = build_sr(replace(edited, annotator="reader A"), film, predecessor=first)
+    assert second.SeriesInstanceUID == first.SeriesInstanceUID
+    assert second.SOPInstanceUID != first.SOPInstanceUID
+    assert second.InstanceNumber == first.InstanceNumber + 1
+    (study,) = second.PredecessorDocumentsSequence
+    assert study.StudyInstanceUID == first.StudyInstanceUID
+    (series,) = study.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == first.SeriesInstanceUID
+    assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
+    other = build_sr(replace(annotation, annotator="reader B"), film)
+    assert other.SeriesInstanceUID != first.SeriesInstanceUID
+    facts = [sr_facts(d) for d in (second, first, other)]
+    assert facts[0].predecessors == (first.SOPInstanceUID,)
+    current = newest_results(facts)
+    film_uid = annotation.image.sop_instance_uid
+    assert {k: v.sop_instance_uid for k, v in current.items()} == {
+        (film_uid, "reader A"): second.SOPInstanceUID,
+        (film_uid, "reader B"): other.SOPInstanceUID,
+    }
+    path = tmp_path / "second.dcm"
+    second.save_as(path, enforce_file_format=True)
+    dsrdump(path)
+    assert dciodvfy_errors(path) == []
+
+
+def test_a_predecessor_of_another_reader_or_film_is_refused(pre, series):
+    _path, annotation, film = pre
+    first = build_sr(replace(annotation, annotator="reader A"), film)
+    with pytest.raises(SRExportError, match="reader 'reader A'.*reader 'reader B'"):
+        build_sr(replace(annotation, annotator="reader B"), film, predecessor=first)
+    post = load_annotation(series["post"])
+    with pytest.raises(SRExportError, match="reports another film"):
+        build_sr(
+            replace(post, annotator="reader A"), series["post"].parent / "post.dcm",
+            predecessor=first,
+        )  # fmt: skip
+
+
+def test_newest_results_without_predecessors_takes_the_latest_content():
+    def doc(uid: str, when: str, number: int = 1, reader: str = "A") -> object:
+        ds = pydicom.Dataset()
+        ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.StudyInstanceUID = uid, "1.2", "1.1"
+        ds.ContentDate, ds.ContentTime, ds.InstanceNumber = when[:8], when[8:], number
+        ds.Manufacturer = "vheight"
+        ref = pydicom.Dataset()
+        ref.ReferencedSOPInstanceUID = "9.9"
+        series = pydicom.Dataset()
+        series.ReferencedSOPSequence = [ref]
+        study = pydicom.Dataset()
+        study.ReferencedSeriesSequence = [series]
+        ds.CurrentRequestedProcedureEvidenceSequence = [study]
+        return replace(sr_facts(ds), reader=reader)
+
+    docs = [doc("1", "20260101100000"), doc("2", "20260102090000"), doc("3", "20260102090000", 2)]
+    assert newest_results(docs)[("9.9", "A")].sop_instance_uid == "3"
+    assert newest_results([*docs, doc("4", "20250101000000", reader="B")])[("9.9", "B")]
+
+
+def test_sr_export_error_lives_in_errors_and_stays_importable_from_sr():
+    import vheight.errors
+    import vheight.sr
+
+    assert vheight.sr.SRExportError is vheight.errors.SRExportError
+    assert issubclass(SRExportError, vheight.errors.VHeightError)
+    assert issubclass(SRExportError, ValueError)
+
+
+def test_cli_export_over_an_earlier_sr_of_the_same_film_replaces_it(tmp_path, pre):
+    path, annotation, film = pre
+    out = tmp_path / "sr.dcm"
+    assert main(["sr", str(path), "--image", str(film), "--out", str(out), "--format", "json"]) == 0
+    first = pydicom.dcmread(out)
+    assert main(["sr", str(path), "--image", str(film), "--out", str(out), "--format", "json"]) == 0
+    second = pydicom.dcmread(out)
+    assert second.SeriesInstanceUID == first.SeriesInstanceUID
+    assert sr_facts(second).predecessors == (first.SOPInstanceUID,)
+    assert second.InstanceNumber == first.InstanceNumber + 1

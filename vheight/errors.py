@@ -18,6 +18,8 @@ __all__ = [
     "CalibrationError",
     "MeasurementError",
     "ComparisonError",
+    "SRExportError",
+    "PacsError",
     "VHeightWarning",
     "CalibrationWarning",
     "FilmWarning",
@@ -62,3 +64,14 @@ class FilmWarning(VHeightWarning):
 
 class ComparisonError(VHeightError, ValueError):
     """Films that must not be compared (e.g. of different patients); see the message."""
+class SRExportError(VHeightError, ValueError):
+    """A DICOM SR or presentation state cannot be written or read."""
+
+
+class PacsError(VHeightError, OSError):
+    """A DICOM archive (PACS) could not be searched, read or written.
+
+    The message names the server and what failed (connection, login, a
+    study that does not exist, a transfer that stopped, a reply that is not
+    DICOM).
+    """

@@ -22,6 +22,13 @@ presentation LUT.  Within a presentation state the film's Photometric
 Interpretation is not applied (PS3.3 C.11.6), so a ``MONOCHROME1`` film gets
 the ``INVERSE`` presentation LUT shape and shows bone bright, as without the
 presentation state; ``MONOCHROME2`` gets ``IDENTITY``.
+
+Series: the film's Body Part Examined and Laterality are copied into the
+presentation state's General Series module (Laterality is Type 2C there:
+empty when the film names neither), with a Series Description; every
+presentation state of one film by one reader is in one series
+(:func:`vheight.sr.result_series_uid`), instance numbers counting up from the
+one it replaces when ``replaces`` is given.
 """
 
 from __future__ import annotations
@@ -40,15 +47,17 @@ from pydicom.dataset import Dataset
 from vheight import __version__
 from vheight.annotation import Annotation
 from vheight.dicom import read_dataset
+from vheight.errors import SRExportError
 from vheight.files import write_atomic
 from vheight.render import GRADE_COLORS, INCOMPLETE_COLOR
 from vheight.sr import (
-    SRExportError,
     _calibration_for,
     _check_same_film,
     _evidence,
+    _reader,
     pixel_to_dicom,
     read_film_header,
+    result_series_uid,
 )
 
 __all__ = ["build_gsps", "gsps_bytes", "write_gsps", "expected_object_counts", "LAYERS"]
@@ -312,6 +321,7 @@ def build_gsps(
     reference: str = "adjacent",
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    replaces: Dataset | None = None,
 ) -> hd.pr.GrayscaleSoftcopyPresentationState:
     """A presentation state showing the annotation over ``film`` (module docstring).
 
@@ -326,6 +336,14 @@ def build_gsps(
         Heights and grades to show; measured here when None.
     reference
         Reference method when measuring here.
+    sop_instance_uid
+        UID of the new presentation state; a fresh one by default.
+    series_instance_uid
+        Its series; by default :func:`vheight.sr.result_series_uid` of the
+        film and the annotation's reader.
+    replaces
+        An earlier presentation state of the same film and reader (header
+        enough): the new one joins its series with the next instance number.
 
     Raises
     ------
@@ -393,13 +411,21 @@ def build_gsps(
         if photometric == "MONOCHROME1"
         else hd.PresentationLUTShapeValues.IDENTITY
     )
+    instance_number = 1
+    if replaces is not None:
+        series_instance_uid = series_instance_uid or str(replaces.SeriesInstanceUID)
+        instance_number = int(replaces.get("InstanceNumber") or 0) + 1
+    if series_instance_uid is None:
+        series_instance_uid = result_series_uid(
+            str(header.SOPInstanceUID), _reader(annotation.annotator), "gsps"
+        )
     try:
-        return hd.pr.GrayscaleSoftcopyPresentationState(
+        pr = hd.pr.GrayscaleSoftcopyPresentationState(
             referenced_images=[evidence],
-            series_instance_uid=series_instance_uid or hd.UID(),
+            series_instance_uid=series_instance_uid,
             series_number=9302,
             sop_instance_uid=sop_instance_uid or hd.UID(),
-            instance_number=1,
+            instance_number=instance_number,
             manufacturer="vheight",
             manufacturer_model_name="vheight",
             software_versions=__version__,
@@ -416,6 +442,17 @@ def build_gsps(
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise SRExportError(f"{name}: cannot build the presentation state: {exc}") from exc
+    pr.SeriesDescription = "vheight landmarks and heights"
+    # General Series Laterality is Type 2C (paired body parts): the film's
+    # when it has one; absent for a named body part without one (the spine
+    # is not paired); empty (unknown) when the film names neither.
+    if header.get("BodyPartExamined"):
+        pr.BodyPartExamined = header.BodyPartExamined
+    if header.get("Laterality"):
+        pr.Laterality = header.Laterality
+    elif not header.get("BodyPartExamined"):
+        pr.Laterality = None
+    return pr
 
 
 def gsps_bytes(annotation: Annotation, film: Any, **kwargs: Any) -> bytes:

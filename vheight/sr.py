@@ -8,26 +8,41 @@ study from the film's header, and holds:
   identifier = the level (``"L1"``) and a tracking UID, the finding site = the
   vertebra (SNOMED CT, e.g. ``66794005`` "L1 vertebra") and the time point
   context (``pre``, ``post``, ``followup``);
-- in it, the anterior, middle and posterior heights (TID 300 measurements in
-  ``mm`` when calibrated, else in UCUM ``{pixel}``), each inferred from a
-  SCOORD ``POLYLINE`` through its two landmarks on the film; the wedge, mid
-  and crush ratios (unit ``1``); the wedge angle and segmental kyphosis
-  (``deg``); the height losses (``%``, measurement method = the reference
-  method actually used); the Genant grade and the deformity type as coded
-  qualitative evaluations, and whether the level was treated (SCT Yes/No);
-- the six landmarks, exactly: for each landmark its column and row as two
-  numeric measurements in ``{pixel}`` (the value is also stored as a 64-bit
-  float, so the round trip is exact; SCOORD graphic data is only 32-bit),
-  each inferred from a SCOORD ``POINT`` on the film;
+- in it, the anterior, middle and posterior heights (TID 300 measurements
+  ``(121207, DCM, "Height")`` in ``mm`` when calibrated, else in UCUM
+  ``{pixel}``; the finding site is the vertebra with the topographical
+  modifier ``(255549009, SCT, "Anterior")``, ``(C25569, NCIt, "Middle")`` or
+  ``(255551008, SCT, "Posterior")``, all three of CID 212), each inferred from
+  a SCOORD ``POLYLINE`` through its two landmarks on the film; the wedge, mid
+  and crush ratios ``(118586006, SCT, "Ratio")``, unit ``1``, and the wedge
+  angle and segmental kyphosis ``(1483009, SCT, "Angle")``, ``deg``, each told
+  apart by its measurement method; the height losses (``%``, measurement
+  method = the reference method actually used); the Genant grade and the
+  deformity type as coded qualitative evaluations, and whether the level was
+  treated (SCT Yes/No);
 - one further group, tracking identifier ``"vheight annotation"``, holding
   the pixel spacing used (DCM ``Vertical/Horizontal Pixel Spacing``, mm), its
   label (``mm ERMF``, ``mm Proj``, ``px`` ...) and, as the parameters of its
-  algorithm identification, the non-geometric facts of the annotation
-  (timepoint, patient position, annotator, notes, time stamps, calibration
-  stored with it) as one JSON text.
+  algorithm identification, the facts of the annotation as one JSON text:
+  timepoint, patient position, annotator, notes, time stamps, the
+  calibration stored with it, and every landmark exactly (64-bit floats;
+  SCOORD graphic data is only 32-bit, so the polylines alone would round).
 
-Concepts without a standard code use the private coding scheme ``99VHEIGHT``,
-declared in the Coding Scheme Identification Sequence.
+Concepts without a standard code (the ratio and angle methods, height loss,
+grade, deformity type, treated level, spacing label) use the private coding
+scheme ``99VHEIGHT``, declared in the Coding Scheme Identification Sequence.
+Documents written by vheight 0.x, where heights, ratios and angles had
+private codes and each landmark was two numeric items, are read as well.
+
+Character set: the document keeps the film's Specific Character Set when all
+its text fits it, and is written in UTF-8 (``ISO_IR 192``) otherwise (a
+reader named "Łukasz Żółć 李" on an ``ISO_IR 100`` film).
+
+Versions: a document re-exported for the same film and reader names the one
+it replaces in its Predecessor Documents Sequence and joins its series; the
+series of a film and reader is the same UID everywhere
+(:func:`result_series_uid`), so an archive groups every version of one
+result in one series, and :func:`newest_results` picks the current ones.
 
 Coordinates
 -----------
@@ -66,11 +81,15 @@ from vheight import __version__
 from vheight.annotation import LEVELS, POINT_NAMES, Annotation
 from vheight.calibration import Calibration, SpacingLabel
 from vheight.dicom import read_dataset
-from vheight.errors import VHeightError
+from vheight.errors import SRExportError
 from vheight.files import write_atomic
 
 __all__ = [
     "SCHEME",
+    "result_series_uid",
+    "sr_facts",
+    "SRFacts",
+    "newest_results",
     "ANNOTATION_GROUP_ID",
     "SRExportError",
     "build_sr",
@@ -91,10 +110,6 @@ _SERIES_NUMBER = 9301
 _MANUFACTURER = "vheight"
 
 
-class SRExportError(VHeightError, ValueError):
-    """A DICOM SR or presentation state cannot be written or read."""
-
-
 def _local(value: str, meaning: str) -> Code:
     return Code(value, SCHEME, meaning)
 
@@ -102,24 +117,36 @@ def _local(value: str, meaning: str) -> Code:
 # -- concepts ---------------------------------------------------------------------------
 
 _PROCEDURE = codes.SCT.PlainRadiography
-_HEIGHT_CODES = {
-    "anterior": _local("VH-HA", "Anterior vertebral body height"),
-    "middle": _local("VH-HM", "Middle vertebral body height"),
-    "posterior": _local("VH-HP", "Posterior vertebral body height"),
+_HEIGHT = codes.DCM.Height  # (121207, DCM, "Height")
+_RATIO = Code("118586006", "SCT", "Ratio")
+_ANGLE = Code("1483009", "SCT", "Angle")
+#: Topographical modifier of the vertebra (finding site) per height, CID 212.
+_HEIGHT_MODIFIERS = {
+    "anterior": Code("255549009", "SCT", "Anterior"),
+    "middle": Code("C25569", "NCIt", "Middle"),
+    "posterior": Code("255551008", "SCT", "Posterior"),
 }
 _HEIGHT_POINTS = {
     "anterior": ("superior_anterior", "inferior_anterior"),
     "middle": ("superior_middle", "inferior_middle"),
     "posterior": ("superior_posterior", "inferior_posterior"),
 }
-_RATIO_CODES = {
+#: Measurement methods telling the ratios apart (no standard code exists).
+_RATIO_METHODS = {
     "wedge_ratio": _local("VH-WR", "Vertebral wedge ratio (anterior / posterior height)"),
     "mid_ratio": _local("VH-MR", "Vertebral mid ratio (middle / posterior height)"),
     "crush_ratio": _local("VH-CR", "Vertebral crush ratio (posterior / adjacent posterior height)"),
 }
-_ANGLE_CODES = {
+#: Measurement methods telling the angles apart (no standard code exists).
+_ANGLE_METHODS = {
     "wedge_angle_deg": _local("VH-WA", "Vertebral wedge angle (positive = kyphotic)"),
     "segmental_kyphosis_deg": _local("VH-SK", "Segmental kyphosis angle (positive = kyphosis)"),
+}
+#: Concept names of vheight 0.x documents, still read.
+_OLD_HEIGHT_CODES = {
+    "anterior": _local("VH-HA", "Anterior vertebral body height"),
+    "middle": _local("VH-HM", "Middle vertebral body height"),
+    "posterior": _local("VH-HP", "Posterior vertebral body height"),
 }
 _LOSS_CODES = {
     "anterior_loss_pct": _local("VH-LA", "Anterior vertebral height loss"),
@@ -159,7 +186,8 @@ _ABBR = {
     "inferior_middle": "IM",
     "inferior_posterior": "IP",
 }
-_LANDMARK_CODES = {
+#: Landmark coordinates as numeric items (vheight 0.x documents, still read).
+_OLD_LANDMARK_CODES = {
     (name, axis): _local(
         f"VH-{_ABBR[name]}-{axis.upper()}",
         f"{name.replace('_', ' ').capitalize()} landmark, {'column' if axis == 'x' else 'row'}",
@@ -371,27 +399,34 @@ def _vertebra_group(
     if complete:
         assert record is not None
         length_unit = _UNIT_MM if record.get("unit") == "mm" else _UNIT_PIXEL
-        for height, code in _HEIGHT_CODES.items():
+        for height, modifier in _HEIGHT_MODIFIERS.items():
             value = _num(record.get(f"{height}_height"))
             if value is None:
                 continue
             top, bottom = _HEIGHT_POINTS[height]
             measurements.append(
                 hd.sr.Measurement(
-                    name=code,
+                    name=_HEIGHT,
                     value=value,
                     unit=length_unit,
+                    finding_sites=[
+                        hd.sr.FindingSite(_VERTEBRA_CODES[level], topographical_modifier=modifier)
+                    ],
                     referenced_coordinates=[film.scoord("POLYLINE", [points[top], points[bottom]])],
                 )
             )
-        for key, code in _RATIO_CODES.items():
+        for key, method in _RATIO_METHODS.items():
             value = _num(record.get(key))
             if value is not None:
-                measurements.append(hd.sr.Measurement(name=code, value=value, unit=_UNIT_ONE))
-        for key, code in _ANGLE_CODES.items():
+                measurements.append(
+                    hd.sr.Measurement(name=_RATIO, value=value, unit=_UNIT_ONE, method=method)
+                )
+        for key, method in _ANGLE_METHODS.items():
             value = _num(record.get(key))
             if value is not None:
-                measurements.append(hd.sr.Measurement(name=code, value=value, unit=_UNIT_DEG))
+                measurements.append(
+                    hd.sr.Measurement(name=_ANGLE, value=value, unit=_UNIT_DEG, method=method)
+                )
         method = _REFERENCE_CODES.get(str(record.get("reference_method") or ""))
         for key, code in _LOSS_CODES.items():
             value = _num(record.get(key))
@@ -410,19 +445,6 @@ def _vertebra_group(
     evaluations.append(
         hd.sr.QualitativeEvaluation(_TREATED_NAME, codes.SCT.Yes if treated else codes.SCT.No)
     )
-    for name in POINT_NAMES:
-        if name not in points:
-            continue
-        column, row = pixel_to_dicom(points[name])
-        for axis, value in (("x", column), ("y", row)):
-            measurements.append(
-                hd.sr.Measurement(
-                    name=_LANDMARK_CODES[(name, axis)],
-                    value=float(value),
-                    unit=_UNIT_PIXEL,
-                    referenced_coordinates=[film.scoord("POINT", [points[name]])],
-                )
-            )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=level),
         time_point_context=time_point,
@@ -437,7 +459,7 @@ def _annotation_facts(annotation: Annotation, ds: Dataset) -> dict[str, Any]:
     data = annotation.to_dict()  # unknown keys as plain JSON values
     return {
         "format": "vheight.annotation.facts",
-        "version": 1,
+        "version": 2,
         "image": annotation.image.to_dict()
         | {
             "sop_instance_uid": str(ds.SOPInstanceUID),
@@ -453,6 +475,8 @@ def _annotation_facts(annotation: Annotation, ds: Dataset) -> dict[str, Any]:
         "modified": annotation.modified,
         "notes": annotation.notes,
         "extra": {key: data[key] for key in annotation.extra},
+        # vheight coordinates (pixel-centre origin), exact 64-bit values.
+        "landmarks": data["vertebrae"],
     }
 
 
@@ -496,6 +520,72 @@ def _annotation_group(
     )
 
 
+def result_series_uid(film_sop_instance_uid: str, reader: str | None, kind: str = "sr") -> str:
+    """The Series Instance UID of vheight's results of one film by one reader.
+
+    The same everywhere for the same ``(film, reader, kind)``: every version
+    of a result lands in one series, whichever computer exported it.
+    ``kind`` is ``"sr"`` (measurement reports) or ``"gsps"`` (presentation
+    states).
+    """
+    return str(
+        pydicom.uid.generate_uid(
+            entropy_srcs=["vheight result series", kind, film_sop_instance_uid, _reader(reader)]
+        )
+    )
+
+
+def _reader(annotator: str | None) -> str:
+    return " ".join((annotator or "").split())
+
+
+def _fits(text: str, charset: Any) -> bool:
+    """True when ``text`` can be written in the Specific Character Set ``charset``."""
+    values = [charset] if isinstance(charset, str) else list(charset or [])
+    terms = [v for v in values if v] or ["ISO_IR 6"]
+    if len(terms) > 1 or "2022" in terms[0]:
+        return text.isascii()  # ISO 2022 code extensions: only what every one holds
+    try:
+        codec = pydicom.charset.convert_encodings(terms)[0]
+        text.encode(codec)
+    except (LookupError, UnicodeEncodeError, ValueError):
+        return False
+    return True
+
+
+def _predecessor_of(
+    predecessor: Dataset, ds: Dataset, annotation: Annotation, name: str
+) -> tuple[Dataset, int]:
+    """The reference to the replaced document, and the next instance number in its series."""
+    missing = [
+        k
+        for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+        if k not in predecessor
+    ]
+    if missing:
+        raise SRExportError(f"{name}: the replaced SR lacks {', '.join(missing)}")
+    if str(predecessor.StudyInstanceUID) != str(ds.StudyInstanceUID):
+        raise SRExportError(
+            f"{name}: the replaced SR {predecessor.SOPInstanceUID} belongs to study "
+            f"{predecessor.StudyInstanceUID}, the film to {ds.StudyInstanceUID}"
+        )
+    facts = sr_facts(predecessor)
+    if facts.film_sop_instance_uids and str(ds.SOPInstanceUID) not in facts.film_sop_instance_uids:
+        raise SRExportError(
+            f"{name}: the replaced SR {predecessor.SOPInstanceUID} reports another film"
+        )
+    if facts.reader is not None and facts.reader != _reader(annotation.annotator):
+        raise SRExportError(
+            f"{name}: the replaced SR {predecessor.SOPInstanceUID} is reader "
+            f"'{facts.reader}', the annotation is reader '{_reader(annotation.annotator)}'"
+        )
+    reference = Dataset()
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(reference, keyword, str(getattr(predecessor, keyword)))
+    number = int(predecessor.get("InstanceNumber") or 0) + 1
+    return reference, number
+
+
 def build_sr(
     annotation: Annotation,
     film: str | os.PathLike[str] | bytes | BinaryIO | Dataset,
@@ -504,6 +594,7 @@ def build_sr(
     reference: str = "adjacent",
     sop_instance_uid: str | None = None,
     series_instance_uid: str | None = None,
+    predecessor: Dataset | None = None,
 ) -> hd.sr.ComprehensiveSR:
     """The TID 1500 Measurement Report of one annotated film (module docstring).
 
@@ -520,19 +611,32 @@ def build_sr(
         (calibration: the annotation's own, else the film header's) when None.
     reference
         Reference method when measuring here: ``adjacent``, ``posterior`` or ``max``.
-    sop_instance_uid, series_instance_uid
-        UIDs of the new document; fresh ones by default.
+    sop_instance_uid
+        UID of the new document; a fresh one by default.
+    series_instance_uid
+        Its series; by default :func:`result_series_uid` of the film and the
+        annotation's reader (or the replaced document's series).
+    predecessor
+        The document this one replaces (a dataset with at least its SOP
+        class, SOP instance, study and series UIDs; the header of an earlier
+        vheight SR of the same film and reader): it is named in the
+        Predecessor Documents Sequence and the new one joins its series.
 
     Raises
     ------
     SRExportError
-        The film is not DICOM, or is not the one the annotation refers to.
+        The film is not DICOM, is not the one the annotation refers to, or
+        ``predecessor`` reports another film, reader or study.
     """
     ds = read_film_header(film)
     name = str(film) if isinstance(film, (str, os.PathLike)) else "film"
     _check_same_film(annotation, ds, name)
     if len(annotation.vertebrae) == 0:
         raise SRExportError("the annotation has no landmark: nothing to report")
+    previous = None
+    instance_number = 1
+    if predecessor is not None:
+        previous, instance_number = _predecessor_of(predecessor, ds, annotation, name)
     calibration = _calibration_for(annotation, ds)
     if measurement is None:
         from vheight.morphometry import measure
@@ -574,7 +678,7 @@ def build_sr(
         ),
     )
     observer_person = None
-    annotator = (annotation.annotator or "").strip()
+    annotator = _reader(annotation.annotator)
     if annotator:
         person_name = annotator if "^" in annotator else f"{annotator}^"
         try:
@@ -595,23 +699,36 @@ def build_sr(
         title=codes.cid7021.ImagingMeasurementReport,
         referenced_images=_image_library(ds),
     )
+    if series_instance_uid is None:
+        series_instance_uid = (
+            str(previous.SeriesInstanceUID)
+            if previous is not None
+            else result_series_uid(str(ds.SOPInstanceUID), annotator, "sr")
+        )
+    evidence = _evidence(ds)
     try:
-        return hd.sr.ComprehensiveSR(
-            evidence=[_evidence(ds)],
+        sr = hd.sr.ComprehensiveSR(
+            evidence=[evidence],
             content=report[0],
-            series_instance_uid=series_instance_uid or hd.UID(),
+            series_instance_uid=series_instance_uid,
             series_number=_SERIES_NUMBER,
             sop_instance_uid=sop_instance_uid or hd.UID(),
-            instance_number=1,
+            instance_number=instance_number,
             manufacturer=_MANUFACTURER,
             is_complete=all(annotation.is_complete(lv) for lv in annotation.vertebrae),
             coding_schemes=_coding_schemes(),
             series_description="vheight vertebral height measurements",
             software_versions=__version__,
             manufacturer_model_name="vheight",
+            previous_versions=None if previous is None else [previous],
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise SRExportError(f"{name}: cannot build the DICOM SR: {exc}") from exc
+    if not _fits(annotator, ds.get("SpecificCharacterSet")):
+        # The film's character set cannot hold the reader's name: UTF-8 holds
+        # every text, and the film's own values (decoded on reading) too.
+        sr.SpecificCharacterSet = "ISO_IR 192"
+    return sr
 
 
 def sr_bytes(annotation: Annotation, film: Any, **kwargs: Any) -> bytes:
@@ -673,7 +790,8 @@ class _Group:
 
     tracking_identifier: str | None
     finding_sites: tuple[tuple[str, str], ...]
-    numbers: Mapping[tuple[str, str], Any]  # concept -> NUM content item
+    numbers: Mapping[tuple[str, str], Any]  # concept -> first NUM content item
+    all_numbers: tuple[Any, ...]
     codes: Mapping[tuple[str, str], tuple[str, str]]  # concept -> coded value
     texts: Mapping[tuple[str, str], tuple[str, ...]]
     source_sop_instance_uids: tuple[str, ...]
@@ -687,6 +805,7 @@ def _read_group(item: Any) -> _Group:
     tracking = None
     sites: list[tuple[str, str]] = []
     numbers: dict[tuple[str, str], Any] = {}
+    all_numbers: list[Any] = []
     coded: dict[tuple[str, str], tuple[str, str]] = {}
     texts: dict[tuple[str, str], list[str]] = {}
     sources: list[str] = []
@@ -701,6 +820,7 @@ def _read_group(item: Any) -> _Group:
                 tracking = str(child.value)
         elif kind == "NUM":
             numbers.setdefault(key, child)
+            all_numbers.append(child)
         elif kind == "CODE":
             value = _code_key(child.value)
             if key == _code_key(codes.SCT.FindingSite):
@@ -713,6 +833,7 @@ def _read_group(item: Any) -> _Group:
         tracking_identifier=tracking,
         finding_sites=tuple(sites),
         numbers=numbers,
+        all_numbers=tuple(all_numbers),
         codes=coded,
         texts={k: tuple(v) for k, v in texts.items()},
         source_sop_instance_uids=tuple(sources),
@@ -721,13 +842,20 @@ def _read_group(item: Any) -> _Group:
 
 def _facts(group: _Group, name: str) -> dict[str, Any]:
     for text in group.texts.get(_code_key(codes.DCM.AlgorithmParameters), ()):
-        try:
-            facts = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(facts, dict) and facts.get("format") == "vheight.annotation.facts":
+        facts = _facts_json(text)
+        if facts is not None:
             return facts
     raise SRExportError(f"{name}: the '{ANNOTATION_GROUP_ID}' group lacks its parameters")
+
+
+def _facts_json(text: str) -> dict[str, Any] | None:
+    try:
+        facts = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(facts, dict) and facts.get("format") == "vheight.annotation.facts":
+        return facts
+    return None
 
 
 def _group_level(group: _Group) -> str | None:
@@ -739,19 +867,40 @@ def _group_level(group: _Group) -> str | None:
     return identifier if identifier in LEVELS else None
 
 
+_MODIFIER_KEY = ("SCT", "106233006")  # Topographical modifier
+_HEIGHT_BY_MODIFIER = {_code_key(code): height for height, code in _HEIGHT_MODIFIERS.items()}
+_HEIGHT_BY_OLD_CODE = {_code_key(code): height for height, code in _OLD_HEIGHT_CODES.items()}
+
+
+def _height_of(item: Any) -> str | None:
+    """``anterior``, ``middle`` or ``posterior`` for a height NUM item (new or 0.x codes)."""
+    key = _code_key(item.name)
+    if key in _HEIGHT_BY_OLD_CODE:
+        return _HEIGHT_BY_OLD_CODE[key]
+    if key != _code_key(_HEIGHT):
+        return None
+    for site in _children(item):
+        if _code_key(site.name) != _code_key(codes.SCT.FindingSite):
+            continue
+        for modifier in _children(site):
+            if _code_key(modifier.name) == _MODIFIER_KEY:
+                return _HEIGHT_BY_MODIFIER.get(_code_key(modifier.value))
+    return None
+
+
 def _points_of(group: _Group) -> dict[str, tuple[float, float]]:
+    """Landmarks from vheight 0.x numeric items, else from the height polylines (32-bit)."""
     points: dict[str, tuple[float, float]] = {}
     for name in POINT_NAMES:
-        mx = group.numbers.get(_code_key(_LANDMARK_CODES[(name, "x")]))
-        my = group.numbers.get(_code_key(_LANDMARK_CODES[(name, "y")]))
+        mx = group.numbers.get(_code_key(_OLD_LANDMARK_CODES[(name, "x")]))
+        my = group.numbers.get(_code_key(_OLD_LANDMARK_CODES[(name, "y")]))
         if mx is not None and my is not None:
             points[name] = dicom_to_pixel((float(mx.value), float(my.value)))
     if points:
         return points
-    # Without exact landmark values: the end points of the height polylines.
-    for height, code in _HEIGHT_CODES.items():
-        item = group.numbers.get(_code_key(code))
-        if item is None:
+    for item in group.all_numbers:
+        height = _height_of(item)
+        if height is None:
             continue
         for child in _children(item):
             kind = getattr(child, "GraphicType", None)
@@ -762,6 +911,21 @@ def _points_of(group: _Group) -> dict[str, tuple[float, float]]:
                 points[bottom] = dicom_to_pixel(data[1])
                 break
     return points
+
+
+def _exact_landmarks(facts: Mapping[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    landmarks = facts.get("landmarks")
+    if not isinstance(landmarks, dict):
+        return {}
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for level, points in landmarks.items():
+        if isinstance(points, dict):
+            out[str(level)] = {
+                str(p): (float(xy[0]), float(xy[1]))
+                for p, xy in points.items()
+                if isinstance(xy, (list, tuple)) and len(xy) == 2
+            }
+    return out
 
 
 def annotation_from_sr(
@@ -834,6 +998,9 @@ def annotation_from_sr(
             sop_instance_uid = group.source_sop_instance_uids[0]
         if time_point is None and group.texts.get(_code_key(_TIME_POINT)):
             time_point = group.texts[_code_key(_TIME_POINT)][0]
+    exact = _exact_landmarks(facts)
+    if exact:
+        vertebrae = exact  # the annotation's own landmarks, exactly, in its order
     if not vertebrae:
         raise SRExportError(f"{name}: the SR holds no vertebra landmarks")
 
@@ -862,3 +1029,134 @@ def annotation_from_sr(
         for key, value in extra.items():
             data.setdefault(key, value)
     return Annotation.from_dict(data, source=name)
+
+
+# -- versions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SRFacts:
+    """What identifies one vheight SR document among the versions in an archive.
+
+    Parameters
+    ----------
+    sop_instance_uid, series_instance_uid, study_instance_uid
+        The document's UIDs.
+    film_sop_instance_uids
+        The films it reports (SOP Instance UIDs).
+    reader
+        The annotator whose landmarks it holds (blanks collapsed), ``""`` for
+        none, or None when the document does not say (a header without its
+        content tree).
+    timepoint
+        ``pre``, ``post``, ``followup`` or None.
+    predecessors
+        SOP Instance UIDs of the documents it replaces.
+    content_datetime
+        ``YYYYMMDDHHMMSS[.ffffff]`` of its content (DICOM Content Date/Time).
+    instance_number
+        Its Instance Number (0 when absent).
+    is_vheight
+        True for a document written by vheight.
+    """
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    film_sop_instance_uids: tuple[str, ...]
+    reader: str | None
+    timepoint: str | None
+    predecessors: tuple[str, ...]
+    content_datetime: str
+    instance_number: int
+    is_vheight: bool
+
+    @property
+    def film(self) -> str | None:
+        """The (first) film it reports."""
+        return self.film_sop_instance_uids[0] if self.film_sop_instance_uids else None
+
+
+def _walk_texts(items: Any, depth: int = 0) -> Any:
+    for item in items or []:
+        if str(item.get("ValueType", "")) == "TEXT":
+            concept = item.get("ConceptNameCodeSequence")
+            if (
+                concept
+                and str(concept[0].get("CodeValue", "")) == codes.DCM.AlgorithmParameters.value
+            ):
+                yield str(item.get("TextValue", ""))
+        if depth < 4 and "ContentSequence" in item:
+            yield from _walk_texts(item.ContentSequence, depth + 1)
+
+
+def _referenced_instances(sequence: Any) -> list[str]:
+    uids = []
+    for study in sequence or []:
+        for series in study.get("ReferencedSeriesSequence", []) or []:
+            for sop in series.get("ReferencedSOPSequence", []) or []:
+                if "ReferencedSOPInstanceUID" in sop:
+                    uids.append(str(sop.ReferencedSOPInstanceUID))
+    return uids
+
+
+def sr_facts(ds: Dataset) -> SRFacts:
+    """The identity of an SR document (module docstring, "Versions"), read with pydicom alone.
+
+    ``ds`` is the document (or its header: then ``reader`` is None unless
+    the document names it elsewhere).  Fast: no content validation.
+    """
+    facts = None
+    if "ContentSequence" in ds:
+        for text in _walk_texts(ds.ContentSequence):
+            facts = _facts_json(text)
+            if facts is not None:
+                break
+    films: list[str] = []
+    reader: str | None = None
+    timepoint: str | None = None
+    if facts is not None:
+        uid = (facts.get("image") or {}).get("sop_instance_uid")
+        if uid:
+            films.append(str(uid))
+        reader = _reader(facts.get("annotator"))
+        timepoint = facts.get("timepoint")
+    for uid in _referenced_instances(ds.get("CurrentRequestedProcedureEvidenceSequence")):
+        if uid not in films:
+            films.append(uid)
+    date = str(ds.get("ContentDate") or ds.get("SeriesDate") or "")
+    time = str(ds.get("ContentTime") or "")
+    return SRFacts(
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        film_sop_instance_uids=tuple(films),
+        reader=reader,
+        timepoint=timepoint if timepoint in ("pre", "post", "followup") else None,
+        predecessors=tuple(_referenced_instances(ds.get("PredecessorDocumentsSequence"))),
+        content_datetime=date + time,
+        instance_number=int(ds.get("InstanceNumber") or 0),
+        is_vheight=facts is not None or str(ds.get("Manufacturer", "")) == _MANUFACTURER,
+    )
+
+
+def newest_results(documents: Sequence[SRFacts]) -> dict[tuple[str, str], SRFacts]:
+    """The current vheight result per ``(film SOP Instance UID, reader)``.
+
+    A document named as a predecessor by another is replaced; of the rest,
+    the latest content date/time (then the highest instance number) wins.
+    Documents that are not vheight's, or name no film, are left out.
+    """
+    replaced = {uid for doc in documents for uid in doc.predecessors}
+    current: dict[tuple[str, str], SRFacts] = {}
+    for doc in documents:
+        if not doc.is_vheight or doc.film is None or doc.sop_instance_uid in replaced:
+            continue
+        key = (doc.film, doc.reader or "")
+        best = current.get(key)
+        if best is None or (doc.content_datetime, doc.instance_number) > (
+            best.content_datetime,
+            best.instance_number,
+        ):
+            current[key] = doc
+    return current

@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "refine",
     "report",
     "sr",
+    "pacs",
     "phantom",
 )
 

@@ -4,7 +4,9 @@ Export::
 
     vheight sr ANNOTATION [--image FILM] [--out SR.dcm] [--gsps GSPS.dcm] [--reference METHOD]
 
-writes the measurement report of the annotated film (``--out``) and/or a
+writes the measurement report of the annotated film (``--out``; over an
+earlier vheight SR of the same film and reader, the new one names it as its
+predecessor and joins its series) and/or a
 grayscale softcopy presentation state showing the landmarks and heights over
 the film in any DICOM viewer (``--gsps``).  The film is ``--image`` or the
 annotation's ``image.file`` (relative to the annotation's folder); it must be
@@ -106,11 +108,42 @@ def run(args: argparse.Namespace) -> int:
         "gsps": None,
     }
     if args.out:
-        record["sr"] = str(write_sr(annotation, film, args.out, reference=args.reference))
+        record["sr"] = str(
+            write_sr(
+                annotation,
+                film,
+                args.out,
+                reference=args.reference,
+                predecessor=_replaced(Path(args.out), annotation),
+            )
+        )
     if args.gsps:
         record["gsps"] = str(write_gsps(annotation, film, args.gsps, reference=args.reference))
     _emit(record, args.format)
     return 0
+
+
+def _replaced(out: Path, annotation: Any) -> Any:
+    """The vheight SR of the same film and reader that ``out`` holds, or None."""
+    import pydicom
+
+    from vheight.sr import _reader, sr_facts
+
+    if not out.is_file():
+        return None
+    try:
+        ds = pydicom.dcmread(out)
+    except (pydicom.errors.InvalidDicomError, OSError, ValueError):
+        return None  # not a DICOM file: simply replaced
+    if str(ds.get("SOPClassUID", "")) != pydicom.uid.ComprehensiveSRStorage:
+        return None
+    facts = sr_facts(ds)
+    same = (
+        facts.is_vheight
+        and facts.film == annotation.image.sop_instance_uid
+        and facts.reader == _reader(annotation.annotator)
+    )
+    return ds if same else None
 
 
 def _read(args: argparse.Namespace) -> int:

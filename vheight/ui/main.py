@@ -48,6 +48,7 @@ from vheight.ui.editor import (
     window_spec,
 )
 from vheight.ui.films import DEFAULT_WINDOW_KEY, MAX_UPLOAD_MB, display_pixels, window_from_key
+from vheight.ui.pacs import sidebar_section as pacs_section
 from vheight.ui.session import Slot, widget_key
 from vheight.ui.tables import (
     grades_by_level,
@@ -221,6 +222,7 @@ def _sidebar() -> None:
                 width="stretch",
                 help="Synthetic pre, post and follow-up films with their landmarks",
             )
+        pacs_section()
 
         st.markdown("#### Measurement")
         st.selectbox(
