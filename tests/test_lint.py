@@ -30,3 +30,25 @@ def test_ruff_check_passes_on_the_whole_tree():
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ruff_format_check_passes_on_the_whole_tree():
+    done = subprocess.run(
+        [*_ruff(), "format", "--check", "--no-cache", "app.py", "vheight", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_is_strict_and_clean_on_the_pure_core():
+    pytest.importorskip("mypy", reason="mypy comes with the 'test' extra")
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--config-file", "pyproject.toml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success" in done.stdout

@@ -1,4 +1,4 @@
-"""Exceptions and warnings raised by vheight.
+"""Exceptions raised by vheight.
 
 Every error derives from :class:`VHeightError` and from the built-in it
 refines, so callers may catch either.  Messages name the file, the level and
@@ -20,9 +20,6 @@ __all__ = [
     "ComparisonError",
     "SRExportError",
     "PacsError",
-    "VHeightWarning",
-    "CalibrationWarning",
-    "FilmWarning",
 ]
 
 
@@ -50,20 +47,10 @@ class MeasurementError(VHeightError, ValueError):
     """Measurements cannot be computed from the given inputs."""
 
 
-class VHeightWarning(UserWarning):
-    """Base class of vheight's warnings."""
-
-
-class CalibrationWarning(VHeightWarning):
-    """The header's spacing was unusable or ambiguous; see the message."""
-
-
-class FilmWarning(VHeightWarning):
-    """A film was read, but something about it deserves attention."""
-
-
 class ComparisonError(VHeightError, ValueError):
     """Films that must not be compared (e.g. of different patients); see the message."""
+
+
 class SRExportError(VHeightError, ValueError):
     """A DICOM SR or presentation state cannot be written or read."""
 

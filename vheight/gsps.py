@@ -51,12 +51,12 @@ from vheight.errors import SRExportError
 from vheight.files import write_atomic
 from vheight.render import GRADE_COLORS, INCOMPLETE_COLOR
 from vheight.sr import (
-    _calibration_for,
-    _check_same_film,
-    _evidence,
-    _reader,
+    calibration_for,
+    check_same_film,
+    evidence_header,
     pixel_to_dicom,
     read_film_header,
+    reader_name,
     result_series_uid,
 )
 
@@ -352,7 +352,7 @@ def build_gsps(
     """
     name = str(film) if isinstance(film, (str, os.PathLike)) else "film"
     header = read_film_header(film)
-    _check_same_film(annotation, header, name)
+    check_same_film(annotation, header, name)
     if int(header.get("SamplesPerPixel", 1)) != 1:
         raise SRExportError(f"{name}: a grayscale presentation state needs a grayscale film")
     if len(annotation.vertebrae) == 0:
@@ -360,7 +360,7 @@ def build_gsps(
     if measurement is None:
         from vheight.morphometry import measure
 
-        measurement = measure(annotation, _calibration_for(annotation, header), reference=reference)
+        measurement = measure(annotation, calibration_for(annotation, header), reference=reference)
     records = {str(r["level"]): r for r in measurement.records()}
 
     ds_full = None
@@ -374,7 +374,7 @@ def build_gsps(
             if hasattr(fp, "seek"):
                 fp.seek(0)
             ds_full = read_dataset(fp, pixels=True)
-    evidence = _evidence(header)
+    evidence = evidence_header(header)
     rows, columns = int(header.Rows), int(header.Columns)
 
     layers = [
@@ -417,7 +417,7 @@ def build_gsps(
         instance_number = int(replaces.get("InstanceNumber") or 0) + 1
     if series_instance_uid is None:
         series_instance_uid = result_series_uid(
-            str(header.SOPInstanceUID), _reader(annotation.annotator), "gsps"
+            str(header.SOPInstanceUID), reader_name(annotation.annotator), "gsps"
         )
     try:
         pr = hd.pr.GrayscaleSoftcopyPresentationState(

@@ -52,11 +52,11 @@ from vheight.annotation import Annotation, load_annotation, save_annotation
 from vheight.errors import PacsError, VHeightError
 from vheight.sr import (
     SRFacts,
-    _reader,
     annotation_from_sr,
     build_sr,
     newest_results,
     read_film_header,
+    reader_name,
     result_series_uid,
     sr_facts,
 )
@@ -672,7 +672,7 @@ class Archive:
         header = read_film_header(film)
         study_uid = str(header.StudyInstanceUID)
         film_uid = str(header.SOPInstanceUID)
-        reader = _reader(annotation.annotator)
+        reader = reader_name(annotation.annotator)
         previous, previous_gsps = self._versions(study_uid, film_uid, reader)
         sr = build_sr(annotation, film, reference=reference, predecessor=previous)
         datasets = [sr]

@@ -289,7 +289,7 @@ def read_film_header(source: Any) -> Dataset:
     return ds
 
 
-def _evidence(ds: Dataset) -> Dataset:
+def evidence_header(ds: Dataset) -> Dataset:
     """A copy of the film header with the type 2 attributes highdicom reads set."""
     copy = Dataset()
     for element in ds:
@@ -315,7 +315,7 @@ def _evidence(ds: Dataset) -> Dataset:
     return copy
 
 
-def _check_same_film(annotation: Annotation, ds: Dataset, name: str) -> None:
+def check_same_film(annotation: Annotation, ds: Dataset, name: str) -> None:
     uid = annotation.image.sop_instance_uid
     if uid and uid != str(ds.SOPInstanceUID):
         raise SRExportError(
@@ -333,7 +333,7 @@ def _check_same_film(annotation: Annotation, ds: Dataset, name: str) -> None:
 
 def _image_library(ds: Dataset) -> list[Dataset] | None:
     """The film for the TID 1600 image library (modality, size, orientation), when describable."""
-    evidence = _evidence(ds)
+    evidence = evidence_header(ds)
     try:
         hd.sr.ImageLibraryEntryDescriptors(evidence)
     except (AttributeError, ValueError, TypeError):
@@ -341,7 +341,7 @@ def _image_library(ds: Dataset) -> list[Dataset] | None:
     return [evidence]
 
 
-def _calibration_for(annotation: Annotation, ds: Dataset) -> Calibration:
+def calibration_for(annotation: Annotation, ds: Dataset) -> Calibration:
     if annotation.calibration is not None:
         return annotation.calibration
     calibration, _warnings = Calibration.from_dataset(ds)
@@ -530,12 +530,12 @@ def result_series_uid(film_sop_instance_uid: str, reader: str | None, kind: str 
     """
     return str(
         pydicom.uid.generate_uid(
-            entropy_srcs=["vheight result series", kind, film_sop_instance_uid, _reader(reader)]
+            entropy_srcs=["vheight result series", kind, film_sop_instance_uid, reader_name(reader)]
         )
     )
 
 
-def _reader(annotator: str | None) -> str:
+def reader_name(annotator: str | None) -> str:
     return " ".join((annotator or "").split())
 
 
@@ -574,10 +574,10 @@ def _predecessor_of(
         raise SRExportError(
             f"{name}: the replaced SR {predecessor.SOPInstanceUID} reports another film"
         )
-    if facts.reader is not None and facts.reader != _reader(annotation.annotator):
+    if facts.reader is not None and facts.reader != reader_name(annotation.annotator):
         raise SRExportError(
             f"{name}: the replaced SR {predecessor.SOPInstanceUID} is reader "
-            f"'{facts.reader}', the annotation is reader '{_reader(annotation.annotator)}'"
+            f"'{facts.reader}', the annotation is reader '{reader_name(annotation.annotator)}'"
         )
     reference = Dataset()
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
@@ -630,14 +630,14 @@ def build_sr(
     """
     ds = read_film_header(film)
     name = str(film) if isinstance(film, (str, os.PathLike)) else "film"
-    _check_same_film(annotation, ds, name)
+    check_same_film(annotation, ds, name)
     if len(annotation.vertebrae) == 0:
         raise SRExportError("the annotation has no landmark: nothing to report")
     previous = None
     instance_number = 1
     if predecessor is not None:
         previous, instance_number = _predecessor_of(predecessor, ds, annotation, name)
-    calibration = _calibration_for(annotation, ds)
+    calibration = calibration_for(annotation, ds)
     if measurement is None:
         from vheight.morphometry import measure
 
@@ -678,7 +678,7 @@ def build_sr(
         ),
     )
     observer_person = None
-    annotator = _reader(annotation.annotator)
+    annotator = reader_name(annotation.annotator)
     if annotator:
         person_name = annotator if "^" in annotator else f"{annotator}^"
         try:
@@ -705,7 +705,7 @@ def build_sr(
             if previous is not None
             else result_series_uid(str(ds.SOPInstanceUID), annotator, "sr")
         )
-    evidence = _evidence(ds)
+    evidence = evidence_header(ds)
     try:
         sr = hd.sr.ComprehensiveSR(
             evidence=[evidence],
@@ -1119,7 +1119,7 @@ def sr_facts(ds: Dataset) -> SRFacts:
         uid = (facts.get("image") or {}).get("sop_instance_uid")
         if uid:
             films.append(str(uid))
-        reader = _reader(facts.get("annotator"))
+        reader = reader_name(facts.get("annotator"))
         timepoint = facts.get("timepoint")
     for uid in _referenced_instances(ds.get("CurrentRequestedProcedureEvidenceSequence")):
         if uid not in films:

@@ -127,7 +127,7 @@ def _replaced(out: Path, annotation: Any) -> Any:
     """The vheight SR of the same film and reader that ``out`` holds, or None."""
     import pydicom
 
-    from vheight.sr import _reader, sr_facts
+    from vheight.sr import reader_name, sr_facts
 
     if not out.is_file():
         return None
@@ -141,7 +141,7 @@ def _replaced(out: Path, annotation: Any) -> Any:
     same = (
         facts.is_vheight
         and facts.film == annotation.image.sop_instance_uid
-        and facts.reader == _reader(annotation.annotator)
+        and facts.reader == reader_name(annotation.annotator)
     )
     return ds if same else None
 
