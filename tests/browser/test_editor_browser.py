@@ -372,7 +372,9 @@ def test_right_drag_window_level_changes_pixels_and_the_png(app_server, browser,
             return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
 
         png_before = png()
-        page.evaluate("() => window.scrollTo(0, 0)")  # the download button scrolled the page
+        # The download button scrolled the page: bring the viewer back, drawn and ready.
+        editor.root.scroll_into_view_if_needed()
+        editor.wait_ready()
         # Right drag: left = narrower, up = lower centre; drawn without the server.
         editor.right_drag(-150, -120)
         after_window = editor.window()
@@ -388,7 +390,9 @@ def test_right_drag_window_level_changes_pixels_and_the_png(app_server, browser,
         patch = (slice(ys - 40, ys + 40), slice(xs - 40, xs + 40))
         assert abs(float(png_after[patch].mean()) - float(png_before[patch].mean())) > 15
         # A preset brings the header's window back.
-        window_box.get_by_role("combobox").click()
+        combo = window_box.get_by_role("combobox")
+        combo.scroll_into_view_if_needed()
+        combo.click()
         page.get_by_role("option", name=re.compile(r"^SPINE")).click()
         wait_for(
             lambda: abs(editor.window().get("width", 0) - before_window["width"]) < 1e-6,
