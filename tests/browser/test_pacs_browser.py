@@ -64,6 +64,7 @@ def pacs_app(archive, tmp_path_factory):
             "VHEIGHT_PACS_URL": archive.dicomweb,
             "VHEIGHT_PACS_CACHE": str(folder / "cache"),
             "VHEIGHT_SAMPLES": str(folder / "no-samples"),
+            "VHEIGHT_READER": READER,
         },
     )
     try:

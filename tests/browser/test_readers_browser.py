@@ -69,7 +69,10 @@ def _place_l1(page, targets) -> Editor:
             expect(editor.root.locator(".vh-next")).to_contain_text(
                 f"({index + 1}/6)", timeout=SLOW
             )
-    expect(editor.root.locator(".vh-next")).to_contain_text("complete (6/6)", timeout=SLOW)
+    # L1 is complete: the editor moves on to the next level down.
+    expect(editor.root.locator(".vh-next")).to_contain_text(
+        "L2: superior_anterior (1/6)", timeout=SLOW
+    )
     return editor
 
 
@@ -116,7 +119,8 @@ def test_two_readers_one_after_the_other(reader_server, browser, shots):
     expect(panel.get_by_text("alice also annotated this film", exact=False)).to_be_visible(
         timeout=SLOW
     )
-    expect(panel.get_by_text("No vertebra annotated yet", exact=False)).to_be_visible()
+    # Both the brief table beside the film and the full table say so.
+    expect(panel.get_by_text("No vertebra annotated yet", exact=False).first).to_be_visible()
     bob.screenshot(path=str(shots / "readers-02-bob-empty.png"))
     _place_l1(bob, longer)
     ha_bob = _ha(_l1_row(bob))
