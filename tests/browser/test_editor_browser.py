@@ -519,7 +519,11 @@ def large_app(tmp_path_factory):
     films = folder / "films"
     films.mkdir()
     write_large_film(films)
-    server = AppServer(REPO / "app.py", store=folder / "store", env={"VHEIGHT_SAMPLES": str(films)})
+    server = AppServer(
+        REPO / "app.py",
+        store=folder / "store",
+        env={"VHEIGHT_SAMPLES": str(films), "VHEIGHT_READER": "Browser Test"},
+    )
     try:
         yield server
     finally:
