@@ -286,8 +286,31 @@ def _draw_vertebra(
     complete = len(points) == 6
     color = _color_for(record, complete)
     pts = {name: np.asarray(xy, dtype=float) for name, xy in points.items()}
+    # The level's measurement, when it was measured (complete in both).
+    measured = record if complete and record is not None and record.get("complete") else None
+    unit = (record or {}).get("unit") or "px"
+    _draw_lines(canvas, pts, color, halo=treated and complete)
+    direction = _anterior_direction(pts)
+    if measured is not None:
+        _draw_heights(canvas, pts, measured, unit, direction)
+    lines = _level_caption(level, pts, measured, color)
+    if treated:
+        lines.append(("treated", TREATED_COLOR))
+    _draw_caption(canvas, pts, lines, unit, direction)
 
-    # Endplates: whatever part of each is annotated.
+
+def _draw_lines(
+    canvas: _Canvas,
+    pts: Mapping[str, np.ndarray],
+    color: tuple[int, int, int],
+    *,
+    halo: bool,
+) -> None:
+    """Endplates (whatever part of each is annotated), height lines and points.
+
+    ``halo`` adds the treated level's cyan outline around the body, drawn under
+    the height lines.
+    """
     for side in ("superior", "inferior"):
         chain = [
             pts[f"{side}_{where}"]
@@ -296,78 +319,100 @@ def _draw_vertebra(
         ]
         if len(chain) >= 2:
             canvas.polyline(chain, color, canvas.line)
-
-    if treated and complete:
+    if halo:
         outline = [
-            pts["superior_anterior"],
-            pts["superior_middle"],
-            pts["superior_posterior"],
-            pts["inferior_posterior"],
-            pts["inferior_middle"],
-            pts["inferior_anterior"],
+            pts[name]
+            for name in (
+                "superior_anterior",
+                "superior_middle",
+                "superior_posterior",
+                "inferior_posterior",
+                "inferior_middle",
+                "inferior_anterior",
+            )
         ]
-        # A cyan halo around the body, drawn under the height lines.
         centre = np.mean(outline, axis=0)
         grow = [centre + (p - centre) * 1.12 for p in outline]
         canvas.polyline(grow, TREATED_COLOR, canvas.line, closed=True)
-
-    # Height lines.
     for _name, top, bottom, _abbr in _HEIGHTS:
         if top in pts and bottom in pts:
             canvas.segment(pts[top], pts[bottom], color, canvas.thin)
-
     for xy in pts.values():
         canvas.dot(xy, color)
 
-    # Orientation: the anterior direction (from the posterior wall to the
-    # anterior wall); the patient may face either way on the film.
-    centre_film = np.mean(list(pts.values()), axis=0)
+
+def _anterior_direction(pts: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Unit vector from the posterior wall to the anterior wall on the film.
+
+    The patient may face either way; without points on both walls the film's
+    left is taken as anterior.
+    """
     anterior = [pts[n] for n in ("superior_anterior", "inferior_anterior") if n in pts]
     posterior = [pts[n] for n in ("superior_posterior", "inferior_posterior") if n in pts]
     if anterior and posterior:
-        direction = _unit_vector(np.mean(anterior, axis=0) - np.mean(posterior, axis=0))
-    else:
-        direction = np.array([-1.0, 0.0])
-    span = [canvas.to_display(p) for p in pts.values()]
-    xs = [p[0] for p in span]
+        return _unit_vector(np.mean(anterior, axis=0) - np.mean(posterior, axis=0))
+    return np.array([-1.0, 0.0])
+
+
+def _draw_heights(
+    canvas: _Canvas,
+    pts: Mapping[str, np.ndarray],
+    record: Mapping[str, Any],
+    unit: str,
+    direction: np.ndarray,
+) -> None:
+    """Ha, Hm and Hp: the middle one on its line, the others outside the walls."""
     offset = 6 * canvas.unit
+    for name, top, bottom, abbr in _HEIGHTS:
+        value = record.get(f"{name}_height")
+        mid = canvas.to_display((pts[top] + pts[bottom]) / 2)
+        text = [(f"{abbr} {_fmt(value)} {unit}", (255, 255, 255))]
+        if name == "middle":
+            canvas.text(mid, text, align="center", scale=0.85)
+        else:
+            outward = direction if name == "anterior" else -direction
+            anchor = (mid[0] + outward[0] * offset, mid[1] + outward[1] * offset)
+            align = "left" if outward[0] >= 0 else "right"
+            canvas.text(anchor, text, align=align, scale=0.85)
 
-    unit = (record or {}).get("unit") or "px"
-    if record is not None and complete and record.get("complete"):
-        for name, top, bottom, abbr in _HEIGHTS:
-            value = record.get(f"{name}_height")
-            mid = canvas.to_display((pts[top] + pts[bottom]) / 2)
-            text = f"{abbr} {_fmt(value)} {unit}"
-            if name == "middle":
-                canvas.text(mid, [(text, (255, 255, 255))], align="center", scale=0.85)
-            else:
-                outward = direction if name == "anterior" else -direction
-                anchor = (mid[0] + outward[0] * offset, mid[1] + outward[1] * offset)
-                align = "left" if outward[0] >= 0 else "right"
-                canvas.text(anchor, [(text, (255, 255, 255))], align=align, scale=0.85)
 
-    # Level label, beyond the anterior height value.
-    if (
-        record is not None
-        and complete
-        and record.get("complete")
-        and record.get("grade") is not None
-    ):
+def _level_caption(
+    level: str,
+    pts: Mapping[str, np.ndarray],
+    record: Mapping[str, Any] | None,
+    color: tuple[int, int, int],
+) -> list[tuple[str, tuple[int, int, int]]]:
+    """The level's name and grade (or why it has none), as coloured lines.
+
+    ``record`` is the level's measurement when it was measured, else None.
+    """
+    if record is not None and record.get("grade") is not None:
         grade = int(record["grade"])
         label = f"{level}  grade {grade}"
         loss = record.get("max_loss_pct")
         detail = _GRADE_NAMES.get(grade, "") if loss is None else f"loss {_fmt(loss)} %"
-    elif complete:
+    elif len(pts) == 6:
         label, detail = level, "not measured"
     else:
         label, detail = level, f"incomplete {len(pts)}/6"
-    lines = [(label, color), (detail, (235, 235, 235))]
-    if treated:
-        lines.append(("treated", TREATED_COLOR))
-    # Beside the anterior height value (its width at the size drawn above);
-    # on the posterior side when the film edge leaves no room anteriorly.
+    return [(label, color), (detail, (235, 235, 235))]
+
+
+def _draw_caption(
+    canvas: _Canvas,
+    pts: Mapping[str, np.ndarray],
+    lines: list[tuple[str, tuple[int, int, int]]],
+    unit: str,
+    direction: np.ndarray,
+) -> None:
+    """The caption beside the anterior height value, at the body's mid-height.
+
+    On the posterior side when the film edge leaves no room anteriorly (the
+    clearance is the anterior value's width at the size it is drawn).
+    """
+    xs = [canvas.to_display(p)[0] for p in pts.values()]
     value_w = canvas.text_width([(f"Ha 00.0 {unit}", (0, 0, 0))], 0.85)
-    clearance = offset + value_w + 8 * canvas.unit
+    clearance = 6 * canvas.unit + value_w + 8 * canvas.unit
     label_w = canvas.text_width(lines, _LABEL_SCALE)
     cols = canvas.image.shape[1]
     left_x, right_x = min(xs) - clearance, max(xs) + clearance
@@ -383,7 +428,7 @@ def _draw_vertebra(
         anchor_x, align = left_x, "right"
     else:
         anchor_x, align = right_x, "left"
-    anchor_y = canvas.to_display(centre_film)[1]
+    anchor_y = canvas.to_display(np.mean(list(pts.values()), axis=0))[1]
     canvas.text((anchor_x, anchor_y), lines, align=align, scale=_LABEL_SCALE)
 
 
