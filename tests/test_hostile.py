@@ -262,6 +262,39 @@ def test_png_bomb_is_refused_from_its_header(tmp_path):
     assert "big.png: image too large to decode" in done.stdout and "12000 x 12000" in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("suffix", "options"),
+    [
+        pytest.param(".tif", {"compression": "tiff_deflate"}, id="tiff"),
+        pytest.param(".jpg", {"quality": 10}, id="jpeg"),
+    ],
+)
+def test_tiff_and_jpeg_bombs_are_one_line(tmp_path, suffix, options):
+    from PIL import Image
+
+    path = tmp_path / f"big{suffix}"
+    Image.new("L", (15000, 15000)).save(path, **options)  # 225 MP in a few hundred KB
+    assert path.stat().st_size < 3_000_000
+    for command in ("info", "measure"):
+        args = [command, str(path)]
+        if command == "measure":
+            annotation = _annotation(tmp_path, file=path.name, rows=None, columns=None)
+            args = [command, str(annotation)]
+        done = run_vheight(*args, cwd=tmp_path, timeout=120)
+        assert_one_line_error(done, f"big{suffix}: image too large to decode")
+
+
+def test_a_large_film_within_the_budget_gives_no_stray_warning(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "large.png"
+    Image.new("L", (10000, 9500)).save(path, optimize=True)  # 95 MP: over Pillow's warning
+    done = run_vheight("info", str(path), cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "DecompressionBombWarning" not in done.stderr
+    assert "9500" in done.stdout
+
+
 def test_the_budget_is_a_setting(monkeypatch):
     data = dicom_bytes(make_dataset())  # 96 x 80
     assert DEFAULT_MAX_PIXELS == 100_000_000

@@ -10,6 +10,8 @@ colour images become their luminance (ITU-R BT.601).
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,9 +39,14 @@ def _open(stream: BinaryIO, *, name: str, fmt: FilmFormat) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(stream)
+        # vheight's own pixel budget decides what is decoded (load_raster);
+        # Pillow's warning about a large image would be a second, stray line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(stream)
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{name}: image too large to read safely ({exc})") from None
+        # Pillow refuses twice its own limit outright, whatever the budget.
+        raise ImageReadError(f"{name}: image too large to decode ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{name}: cannot read the {fmt.value} image ({exc})") from None
 
@@ -143,7 +150,7 @@ def _gray(image: Any, *, name: str, fmt: FilmFormat) -> tuple[np.ndarray, float 
         if mode == "F":
             return np.asarray(image, dtype=np.float32), None
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{name}: image too large to read safely ({exc})") from None
+        raise ImageReadError(f"{name}: image too large to decode ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"{name}: cannot decode the {fmt.value} image ({exc})") from None
     raise ImageReadError(f"{name}: unsupported {fmt.value} pixel mode {mode!r}")
