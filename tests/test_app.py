@@ -10,6 +10,7 @@ the wiring of the app, the core's own tests check the formulas.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from pathlib import Path
@@ -164,9 +165,16 @@ def test_reference_method_changes_the_table(app, reference):
         ),
         pytest.param("empty.dcm", b"", "empty", id="empty"),
         pytest.param("cut.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "cut.png", id="truncated-png"),
+        pytest.param("bomb.png", None, "bomb.png: image too large to decode", id="png-bomb"),
     ],
 )
 def test_corrupt_upload_shows_one_clear_error(app, name, data, fragment):
+    if data is None:  # 144 megapixels in a few KB, refused from its header
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("L", (12000, 12000)).save(buffer, format="PNG", optimize=True)
+        data = buffer.getvalue()
     before = _slot(app, "pre")
     app.sidebar.file_uploader[0].set_value((name, data, "application/octet-stream")).run()
     assert not app.exception, app.exception
