@@ -90,6 +90,9 @@ def test_search_lists_the_sample_study_with_its_three_films(orthanc, capsys):
         header = pydicom.dcmread(SAMPLES / f"{name}.dcm", stop_before_pixels=True)
         (film,) = [f for f in study["films"] if f["sop_instance_uid"] == header.SOPInstanceUID]
         assert (film["modality"], film["rows"], film["columns"]) == ("DX", 2000, 1500)
+        # Each film's own date (the follow-up sits in the pre-op study, 3 months on).
+        assert film["date"] == header.ContentDate
+    assert [f["date"] for f in study["films"]] == ["20260105", "20260107", "20260407"]
     code, out, _err = run(["pacs", "search", orthanc.dicomweb, "--patient-id", "nobody"], capsys)
     assert code == 0 and out == ""
 

@@ -377,7 +377,7 @@ class Archive:
     def _instances(self, study_uid: str) -> list[tuple[Dataset, Dataset]]:
         """(series record, instance record) of every instance of a study."""
         with self._calling(f"listing study {study_uid}"):
-            series = self._json(self._client.search_for_series(study_uid))
+            series = self._json(self._client.search_for_series(study_uid, fields=["SeriesDate"]))
             out = []
             for record in series:
                 series_uid = _text(record, "SeriesInstanceUID")
@@ -385,7 +385,13 @@ class Archive:
                     self._client.search_for_instances(
                         study_uid,
                         series_uid,
-                        fields=["Rows", "Columns", "InstanceNumber", "SOPClassUID"],
+                        fields=[
+                            "Rows",
+                            "Columns",
+                            "InstanceNumber",
+                            "SOPClassUID",
+                            "ContentDate",
+                        ],
                     )
                 ):
                     out.append((record, instance))
@@ -414,7 +420,10 @@ class Archive:
                         series_number=_int(series, "SeriesNumber"),
                         instance_number=_int(instance, "InstanceNumber"),
                         series_description=_text(series, "SeriesDescription"),
-                        date=_text(series, "SeriesDate") or _text(record, "StudyDate"),
+                        # The film's own date: a follow-up may sit in the pre-op study.
+                        date=_text(instance, "ContentDate")
+                        or _text(series, "SeriesDate")
+                        or _text(record, "StudyDate"),
                         rows=_int(instance, "Rows"),
                         columns=_int(instance, "Columns"),
                     )
