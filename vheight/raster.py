@@ -11,7 +11,6 @@ colour images become their luminance (ITU-R BT.601).
 from __future__ import annotations
 
 import warnings
-
 from pathlib import Path
 from typing import Any, BinaryIO
 
