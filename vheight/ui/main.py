@@ -903,9 +903,10 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     )
     problem = exports.dicom_export_problem(slot.opened, annotation)
     opened = slot.opened
+    exports.prepare_dicom_exports(opened, annotation, reference=reference)
     c4.download_button(
         "DICOM SR",
-        data=lambda: exports.film_sr(opened, annotation, reference=reference),
+        data=lambda: exports.prepared_sr(opened, annotation, reference=reference),
         file_name=f"{stem}.sr.dcm",
         mime="application/dicom",
         on_click="ignore",
@@ -917,7 +918,7 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     )
     c5.download_button(
         "Presentation state",
-        data=lambda: exports.film_gsps(opened, annotation, reference=reference),
+        data=lambda: exports.prepared_gsps(opened, annotation, reference=reference),
         file_name=f"{stem}.pr.dcm",
         mime="application/dicom",
         on_click="ignore",

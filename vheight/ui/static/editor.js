@@ -537,12 +537,25 @@ class Editor {
       this.viewport.style.height = "";
       return;
     }
-    const top = this.viewport.getBoundingClientRect().top + window.scrollY;
+    const top = this.pageTop();
     const wanted = Math.max(MIN_HEIGHT, Math.floor(window.innerHeight - top - BOTTOM_GAP));
     const height = Number.isFinite(wanted) ? wanted : this.height;
     if (this.viewport.style.height !== `${height}px`) {
       this.viewport.style.height = `${height}px`;
     }
+  }
+
+  // The viewport's top in the page, however far the page is scrolled: Streamlit
+  // scrolls its main block, not the window, so every scrolled ancestor counts
+  // (across the shadow root); the viewer keeps its height while the page scrolls.
+  pageTop() {
+    let top = this.viewport.getBoundingClientRect().top;
+    let el = this.viewport;
+    while (el) {
+      el = el.parentElement || (el.parentNode && el.parentNode.host) || null;
+      if (el) top += el.scrollTop;
+    }
+    return top;
   }
 
   resize() {
