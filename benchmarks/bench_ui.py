@@ -387,6 +387,7 @@ def start_and_tabs(store: Path, rounds: int, baseline: Path | None = None) -> di
 
 def scripted_reader(tmp: Path) -> dict[str, float]:
     """T12-L3 on the sample pre film by clicks alone; every point checked."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     from vheight.annotation import POINT_NAMES, load_annotation
@@ -428,10 +429,21 @@ def scripted_reader(tmp: Path) -> dict[str, float]:
                     rev = editor.rev()
                     placed_at[(level, name)] = editor.click(*truth.vertebrae[level][name])
                     clicks += 1
-                    page.wait_for_function(
-                        "([el, rev]) => Number(el.dataset.rev || 0) > rev",
-                        arg=[editor.root.element_handle(), rev],
-                    )
+                    try:
+                        page.wait_for_function(
+                            "([el, rev]) => Number(el.dataset.rev || 0) > rev",
+                            arg=[editor.root.element_handle(), rev],
+                            timeout=20_000,
+                        )
+                    except PlaywrightTimeout:
+                        shot = Path(tempfile.gettempdir()) / "vheight-reader-stuck.png"
+                        page.screenshot(path=str(shot))
+                        active = editor.root.get_attribute("data-active-level")
+                        raise SystemExit(
+                            f"click {clicks} ({level} {name}) placed nothing in 20 s: viewer "
+                            f"says {editor.status()!r}, level {active}, toast "
+                            f"{editor.toast.inner_text()!r}, rev {editor.rev()} (was {rev}); {shot}"
+                        ) from None
             # Every level measured in the table.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -446,7 +458,7 @@ def scripted_reader(tmp: Path) -> dict[str, float]:
             browser.close()
     finally:
         server.stop()
-    saved = next(store.glob("*.json"))
+    saved = next(store.rglob("*.json"))
     result = load_annotation(saved)
     tolerance = 1.0 / zoom  # one screen pixel, film px
     misplaced = []

@@ -39,6 +39,9 @@ const DIRECTION_KEY = "vheight.editor.direction";
 const CLICK_SLOP = 4; // screen px a click may move before it becomes a pan
 const MAX_ZOOM = 32; // screen px per film px
 const NUDGE_COMMIT_DELAY_MS = 450;
+// How long a level chosen in the viewer outranks the level of Python's runs
+// that have not seen it yet (their echo normally comes within a few hundred ms).
+const LEVEL_ECHO_MS = 3000;
 
 const clone = (value) => JSON.parse(JSON.stringify(value ?? null));
 
@@ -82,6 +85,8 @@ class Editor {
     this.treated = new Set();
     this.activeLevel = null;
     this.lastDataLevel = null;
+    this.pendingLevel = null; // {from, until}: a level chosen here, not yet seen by Python
+    this.previousLevel = null; // the level the last one chosen here replaced
     this.mode = "landmarks";
     this.epoch = null;
     this.rev = 0;
@@ -212,7 +217,19 @@ class Editor {
       this.dropStaleSelection();
     }
 
-    if (data.active_level !== this.lastDataLevel) {
+    // A level chosen here (auto-advance, N) stays until Python has seen it: a run
+    // that started before it, or before the last edit, still carries the level
+    // it replaced and must not take it back under the mouse.  Any other level
+    // from Python (the level box) is adopted at once.
+    const pending = this.pendingLevel;
+    if (pending && (filmChanged || data.active_level !== pending.from
+                    || performance.now() > pending.until)) {
+      this.pendingLevel = null;
+    }
+    const stale = !filmChanged && data.active_level === (this.pendingLevel || {}).from;
+    const behind = !filmChanged && ack < this.rev && data.active_level !== this.activeLevel
+      && data.active_level === this.previousLevel;
+    if (!stale && !behind && data.active_level !== this.lastDataLevel) {
       const before = this.activeLevel;
       this.activeLevel = data.active_level;
       this.lastDataLevel = data.active_level;
@@ -845,6 +862,8 @@ class Editor {
   // Every change of level is said (status line and a message), never silent.
   setLevel(level, message, keepSelection = false) {
     if (level === this.activeLevel) return;
+    this.previousLevel = this.activeLevel;
+    this.pendingLevel = { from: this.activeLevel, until: performance.now() + LEVEL_ECHO_MS };
     this.activeLevel = level;
     if (!keepSelection) this.selected = null;
     this.setStateValue("active_level", level);
