@@ -42,6 +42,7 @@ const NUDGE_COMMIT_DELAY_MS = 450;
 // How long a level chosen in the viewer outranks the level of Python's runs
 // that have not seen it yet (their echo normally comes within a few hundred ms).
 const LEVEL_ECHO_MS = 3000;
+const LABEL_MARGIN_Y = 30; // CSS px kept clear for the corner read-outs (window, zoom)
 
 const clone = (value) => JSON.parse(JSON.stringify(value ?? null));
 
@@ -1457,16 +1458,31 @@ class Editor {
     const numberWidth = numbers ? ctx.measureText(numbers).width : 0;
     const tw = Math.max(titleWidth, numberWidth);
     const boxH = lines.length * lineHeight + 6;
-    const x = dirX > 0 ? edge + 14 : edge - 14 - tw - 12;
-    let y = cy - boxH / 2;
+    const boxW = tw + 12;
+    // Beside the body, on the other side when that one is off the canvas, and
+    // inside the canvas when the body fills it (zoomed in): always readable.
+    const [cw, ch] = this.canvasSize || [Infinity, Infinity];
+    const ys = screen.map((p) => p[1]);
+    if (Math.max(...ys) < 0 || Math.min(...ys) > ch || Math.max(...xs) < 0 || Math.min(...xs) > cw) {
+      return; // the body is off the canvas: no label pinned to its edge
+    }
+    const otherEdge = dirX > 0 ? Math.min(...xs) : Math.max(...xs);
+    const beside = (side, from) => (side > 0 ? from + 14 : from - 14 - boxW);
+    let x = beside(dirX, edge);
+    if (x < 4 || x + boxW > cw - 4) {
+      const flipped = beside(-dirX, otherEdge);
+      x = flipped >= 4 && flipped + boxW <= cw - 4 ? flipped : x;
+    }
+    x = Math.max(4, Math.min(x, cw - boxW - 4));
+    let y = Math.max(LABEL_MARGIN_Y, Math.min(cy - boxH / 2, ch - boxH - LABEL_MARGIN_Y));
     // Stack below any label already drawn on the same side that it would overlap.
     for (const slot of this.labelSlots || []) {
-      const overlapX = x < slot.x + slot.w && slot.x < x + tw + 12;
+      const overlapX = x < slot.x + slot.w && slot.x < x + boxW;
       if (overlapX && y < slot.y + slot.h + 2 && slot.y < y + boxH) y = slot.y + slot.h + 2;
     }
-    (this.labelSlots || (this.labelSlots = [])).push({ x, y, w: tw + 12, h: boxH });
+    (this.labelSlots || (this.labelSlots = [])).push({ x, y, w: boxW, h: boxH });
     ctx.fillStyle = "rgba(10, 12, 15, 0.8)";
-    roundRect(ctx, x, y, tw + 12, boxH, 4);
+    roundRect(ctx, x, y, boxW, boxH, 4);
     ctx.fill();
     ctx.strokeStyle = colour;
     ctx.lineWidth = active ? 1.5 : 1;
