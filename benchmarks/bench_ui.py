@@ -13,7 +13,7 @@ Times, each inside the browser (``performance.now()``) unless said:
   per animation frame (dispatched in the page); the viewer records each frame
   it draws (re-windowing the 16-bit codes and drawing the canvas): the median
   interval between frames and the median work of one frame (client side, no
-  server).
+  server).  Baseline in the same page: bare animation frames, frame to frame.
 - **app start -> first film drawn** on the sample series: a fresh server, then
   the first page load until the viewer has drawn the pre film (the first
   session imports the app and decodes its film), and a second session.
@@ -160,6 +160,20 @@ _WL_DRAG_JS = """
 })
 """
 
+# Baseline of the window/level drag: the intervals of `steps` bare animation
+# frames in the same page (what the browser gives any page on this machine now).
+_RAF_JS = """
+(steps) => new Promise((resolve) => {
+  const times = [];
+  const tick = (t) => {
+    times.push(t);
+    if (times.length <= steps) { requestAnimationFrame(tick); return; }
+    resolve(times.slice(1).map((v, i) => v - times[i]));
+  };
+  requestAnimationFrame(tick);
+})
+"""
+
 # Click on a tab -> the viewer of that tab has drawn its film (ms).
 _TAB_JS = """
 (label) => new Promise((resolve) => {
@@ -275,11 +289,14 @@ def drag_and_window(folder: Path, store: Path, level: str, point, drags: int, la
 
             intervals: list[float] = []
             costs: list[float] = []
+            bare: list[float] = []
             for _ in range(5):
                 frames = editor.canvas.evaluate(_WL_DRAG_JS, 60)
                 times = [f["t"] for f in frames]
                 intervals += [b - a for a, b in zip(times, times[1:], strict=False)]
                 costs += [f["cost"] for f in frames]
+                page.wait_for_timeout(300)
+                bare += page.evaluate(_RAF_JS, 60)
                 page.wait_for_timeout(300)
             display = editor.root.get_attribute("data-display")
             browser.close()
@@ -292,11 +309,15 @@ def drag_and_window(folder: Path, store: Path, level: str, point, drags: int, la
         f"  ratio drag / baseline: {statistics.median(drag_ms) / statistics.median(rerun_ms):.2f}"
     )
     print("  " + _summary("window/level drag, frame to frame", intervals))
+    print("  " + _summary("baseline: bare animation frames, frame to frame", bare))
+    ratio = statistics.median(intervals) / statistics.median(bare)
+    print(f"  ratio W/L frame / bare frame: {ratio:.2f}")
     print("  " + _summary("window/level drag, one frame's work", costs))
     return {
         "drag_ms": statistics.median(drag_ms),
         "rerun_ms": statistics.median(rerun_ms),
         "wl_interval_ms": statistics.median(intervals),
+        "raf_interval_ms": statistics.median(bare),
         "wl_frame_ms": statistics.median(costs),
     }
 
