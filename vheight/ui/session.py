@@ -269,10 +269,22 @@ def take_flashes(timepoint: str) -> list[tuple[str, str]]:
 # -- opening films -----------------------------------------------------------------------
 
 
+#: Films this process has decoded (``_cached_path_film``'s keys), so that a
+#: session opening the sample series defers only films not decoded yet.
+_DECODED: set[tuple[str, int, int]] = set()
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _cached_path_film(path: str, mtime_ns: int, size: int) -> Any:
     """A film decoded from disk, shared by sessions (films are immutable)."""
-    return load_film(path)
+    film = load_film(path)
+    _DECODED.add((path, mtime_ns, size))
+    return film
+
+
+def _film_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 def _default_level(annotation: Annotation) -> str:
@@ -324,6 +336,8 @@ def open_samples(*, first_only: bool = False) -> None:
         return
     items = list(found.items())
     now, later = (items[:1], items[1:]) if first_only else (items, [])
+    if later and all(_decoded(path) for _, path in later):
+        now, later = items, []  # decoded by an earlier session: nothing to wait for
     st.session_state[_DEFERRED] = later
     for timepoint, path in now:
         _open_sample(timepoint, path)
@@ -340,10 +354,16 @@ def open_deferred_samples() -> bool:
     return bool(deferred)
 
 
+def _decoded(path: Path) -> bool:
+    try:
+        return _film_key(path) in _DECODED
+    except OSError:
+        return False
+
+
 def _open_sample(timepoint: str, path: Path) -> None:
     try:
-        stat = path.stat()
-        film = _cached_path_film(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        film = _cached_path_film(*_film_key(path))
         open_into(timepoint, open_path(path, film=film))
     except (VHeightError, OSError) as exc:
         flash(timepoint, "error", f"The sample film {path.name} could not be opened: {exc}")
