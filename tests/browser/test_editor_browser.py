@@ -504,6 +504,9 @@ def test_replace_prompt_and_uncalibrated_badge(app_server, page, tmp_path, shots
     sidebar.locator("input[type=file]").set_input_files(str(path))
     question.get_by_role("button", name="Replace").click()
     expect(question).to_have_count(0)
+    # The old film's viewer stays, faded, until the run that opened the new one has
+    # ended (seconds on a loaded machine): then one viewer, the new film's.
+    expect(active_panel(page).locator("[data-testid=vh-editor]")).to_have_count(1, timeout=60_000)
     editor = Editor(page)
     expect(editor.root.locator(".vh-hud-right")).to_contain_text("300 \u00d7 400")
     badge = editor.root.locator("[data-testid=vh-cal-badge]")

@@ -29,6 +29,7 @@ from vheight.agreement import (
     read_readings,
 )
 from vheight.ui import session
+from vheight.ui.text import md_path
 
 __all__ = ["page", "compute", "SOURCE", "FOLDER", "BY"]
 
@@ -125,7 +126,7 @@ def page() -> None:
         )
     else:
         c2.caption("Every reader's annotations saved by this app, in")
-        c2.code(str(session.store().folder), language=None)
+        c2.caption(md_path(session.store().folder))
     c3.radio(
         "Readers told apart by",
         options=["annotator", "folder"],

@@ -7,13 +7,22 @@ a file saved from the app is the file ``vheight measure --format csv`` or
 drawn by :func:`vheight.render.render_annotated`; the PDF report, the SR and
 the presentation state are those of ``vheight report`` and ``vheight sr``
 (:mod:`vheight.report`, :mod:`vheight.sr`, :mod:`vheight.gsps`).  The app
-builds the larger files only when their download button is pressed.
+builds the larger files only when their download button is pressed, except
+the DICOM SR and presentation state: building an SR takes about a second
+(highdicom copies and re-reads the whole content tree), so
+:func:`prepare_dicom_exports` starts both in a background thread once a film's
+annotation has stayed unchanged for :data:`PREPARE_DELAY_S`, keyed on the
+annotation's content; the download then only waits for what is left, and
+the same annotation is never built twice.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -31,7 +40,16 @@ __all__ = [
     "dicom_export_problem",
     "film_sr",
     "film_gsps",
+    "PREPARE_DELAY_S",
+    "prepare_dicom_exports",
+    "prepared_sr",
+    "prepared_gsps",
 ]
+
+#: Seconds an annotation stays unchanged before its DICOM exports are built.
+PREPARE_DELAY_S = 0.3
+#: Prepared exports kept (each a few tens of kB).
+_KEPT = 16
 
 
 def measurement_csv(measurement: Any) -> str:
@@ -146,3 +164,103 @@ def film_gsps(opened: Any, annotation: Any, *, reference: str = "adjacent") -> b
 
     source = opened.dicom_source
     return gsps_bytes(annotation, opened.film if source is None else source, reference=reference)
+
+
+# -- DICOM exports prepared in the background -------------------------------------------
+
+
+class _Prepared:
+    """Export bytes keyed on (kind, film identity, annotation, reference), built once.
+
+    One worker thread; a build asked with a delay is skipped when its film
+    has asked for another annotation meanwhile (the reader kept editing).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: OrderedDict[Hashable, Future[bytes]] = OrderedDict()
+        self._latest: dict[Hashable, Hashable] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vheight-exports")
+
+    def get(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
+        """The bytes of ``key``: prepared, being prepared (waited for), or built here."""
+        with self._lock:
+            future = self._done.get(key)
+            if future is None or (future.done() and future.exception() is not None):
+                future = Future()
+                self._keep(key, future)
+                owner = True
+            else:
+                owner = False
+        if owner:
+            self._run(future, build)
+        return future.result()
+
+    def ahead(self, film: Hashable, key: Hashable, build: Callable[[], bytes]) -> None:
+        """Build ``key`` in the background after :data:`PREPARE_DELAY_S` unless superseded."""
+        with self._lock:
+            self._latest[film] = key
+            if key in self._done:
+                return
+        timer = threading.Timer(PREPARE_DELAY_S, self._start, args=(film, key, build))
+        timer.daemon = True
+        timer.start()
+
+    def _start(self, film: Hashable, key: Hashable, build: Callable[[], bytes]) -> None:
+        with self._lock:
+            if self._latest.get(film) != key or key in self._done:
+                return  # edited again meanwhile, or already asked for
+            future: Future[bytes] = Future()
+            self._keep(key, future)
+        self._pool.submit(self._run, future, build)
+
+    def _keep(self, key: Hashable, future: Future[bytes]) -> None:
+        self._done[key] = future
+        while len(self._done) > _KEPT:
+            self._done.popitem(last=False)
+
+    @staticmethod
+    def _run(future: Future[bytes], build: Callable[[], bytes]) -> None:
+        try:
+            future.set_result(build())
+        except BaseException as exc:  # handed to whoever waits for the bytes
+            future.set_exception(exc)
+
+
+_PREPARED = _Prepared()
+
+
+def _export_key(kind: str, opened: Any, annotation: Any, reference: str) -> Hashable:
+    return (kind, opened.identity, annotation, reference)
+
+
+def prepare_dicom_exports(opened: Any, annotation: Any, *, reference: str = "adjacent") -> None:
+    """Start building the SR and presentation state of ``annotation`` in the background.
+
+    Call on every page run that shows the download buttons; nothing is built
+    while the annotation keeps changing, nor twice for the same content.
+    """
+    if dicom_export_problem(opened, annotation) is not None:
+        return
+    for kind, build in (("sr", film_sr), ("gsps", film_gsps)):
+        _PREPARED.ahead(
+            (kind, opened.identity),
+            _export_key(kind, opened, annotation, reference),
+            lambda build=build: build(opened, annotation, reference=reference),
+        )
+
+
+def prepared_sr(opened: Any, annotation: Any, *, reference: str = "adjacent") -> bytes:
+    """:func:`film_sr`, from the background build when there is one."""
+    return _PREPARED.get(
+        _export_key("sr", opened, annotation, reference),
+        lambda: film_sr(opened, annotation, reference=reference),
+    )
+
+
+def prepared_gsps(opened: Any, annotation: Any, *, reference: str = "adjacent") -> bytes:
+    """:func:`film_gsps`, from the background build when there is one."""
+    return _PREPARED.get(
+        _export_key("gsps", opened, annotation, reference),
+        lambda: film_gsps(opened, annotation, reference=reference),
+    )

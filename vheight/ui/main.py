@@ -55,7 +55,7 @@ from vheight.ui.tables import (
     measurement_frame,
     style_measurements,
 )
-from vheight.ui.text import md_escape
+from vheight.ui.text import md_escape, md_path
 
 #: Columns of the measurement table beside the film (the full table is below it).
 _BRIEF_COLUMNS = ("Level", "Grade", "Ha", "Hm", "Hp", "Ha/Hp", "Max loss (%)")
@@ -131,6 +131,16 @@ def main(*, samples: Path | None = None) -> None:
     st.html(_PAGE_CSS)
     readers.init()
     session.init_session(samples=samples)
+    try:
+        _page()
+    finally:
+        # The first film is on its way to the browser; the others are decoded now.
+        opened_later = session.open_deferred_samples()
+    if opened_later:
+        st.rerun()  # the sidebar, the report and the comparison see every film
+
+
+def _page() -> None:
     _sidebar()
     if not readers.gate():
         return
@@ -242,7 +252,7 @@ def _sidebar() -> None:
 
         st.markdown("#### Annotation store")
         st.caption("Every change is saved at once to")
-        st.code(str(session.store().folder), language=None)
+        st.caption(md_path(session.store().folder))
         st.caption("Set VHEIGHT_STORE to use another folder.")
 
 
@@ -789,7 +799,7 @@ def _annotation_panel(slot: Slot) -> None:
         st.caption(origin)
         if slot.saved_to is not None:
             st.caption("Saved to")
-            st.code(str(slot.saved_to), language=None)
+            st.caption(md_path(slot.saved_to))
         stem = Path(slot.opened.name).stem or "film"
         st.download_button(
             "Download annotation (JSON)",
@@ -903,9 +913,10 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     )
     problem = exports.dicom_export_problem(slot.opened, annotation)
     opened = slot.opened
+    exports.prepare_dicom_exports(opened, annotation, reference=reference)
     c4.download_button(
         "DICOM SR",
-        data=lambda: exports.film_sr(opened, annotation, reference=reference),
+        data=lambda: exports.prepared_sr(opened, annotation, reference=reference),
         file_name=f"{stem}.sr.dcm",
         mime="application/dicom",
         on_click="ignore",
@@ -917,7 +928,7 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     )
     c5.download_button(
         "Presentation state",
-        data=lambda: exports.film_gsps(opened, annotation, reference=reference),
+        data=lambda: exports.prepared_gsps(opened, annotation, reference=reference),
         file_name=f"{stem}.pr.dcm",
         mime="application/dicom",
         on_click="ignore",

@@ -24,13 +24,15 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from vheight.errors import VHeightError
-from vheight.pacs import Archive, Film, Study
 from vheight.ui import session
+
+if TYPE_CHECKING:  # vheight.pacs (requests, DICOMweb, highdicom) is imported when first used
+    from vheight.pacs import Archive, Film, Study
 
 __all__ = ["sidebar_section", "cache_folder", "URL_ENV"]
 
@@ -59,6 +61,8 @@ def cache_folder() -> Path:
 
 
 def _archive() -> Archive:
+    from vheight.pacs import Archive
+
     state = st.session_state
     return Archive(
         str(state.get(URL) or ""),

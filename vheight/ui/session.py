@@ -55,6 +55,7 @@ __all__ = [
     "drew_other",
     "open_into",
     "open_samples",
+    "open_deferred_samples",
     "commit",
     "flash",
     "take_flashes",
@@ -89,6 +90,7 @@ REFERENCES = ("adjacent", "posterior", "max", "nearest_normal")
 _SLOTS = "vh.slots"
 _STORE = "vh.store"
 _SAMPLES = "vh.samples"
+_DEFERRED = "vh.samples.deferred"
 _FLASH = "vh.flash"
 UPLOAD_TARGET = "vh.upload.target"
 UPLOAD_NONCE = "vh.upload.nonce"
@@ -158,7 +160,7 @@ def init_session(*, samples: Path | None, store: AnnotationStore | None = None) 
     state.setdefault(UPLOAD_NONCE, 0)
     state.setdefault(ANNOTATOR, "")
     if samples is not None:
-        open_samples()
+        open_samples(first_only=True)
 
 
 def store() -> AnnotationStore:
@@ -267,10 +269,22 @@ def take_flashes(timepoint: str) -> list[tuple[str, str]]:
 # -- opening films -----------------------------------------------------------------------
 
 
+#: Films this process has decoded (``_cached_path_film``'s keys), so that a
+#: session opening the sample series defers only films not decoded yet.
+_DECODED: set[tuple[str, int, int]] = set()
+
+
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _cached_path_film(path: str, mtime_ns: int, size: int) -> Any:
     """A film decoded from disk, shared by sessions (films are immutable)."""
-    return load_film(path)
+    film = load_film(path)
+    _DECODED.add((path, mtime_ns, size))
+    return film
+
+
+def _film_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 def _default_level(annotation: Annotation) -> str:
@@ -308,20 +322,51 @@ def open_into(timepoint: str, opened: OpenedFilm) -> Slot:
     return slot
 
 
-def open_samples() -> None:
-    """Open the sample series (``pre``, ``post``, ``followup`` when present)."""
+def open_samples(*, first_only: bool = False) -> None:
+    """Open the sample series (``pre``, ``post``, ``followup`` when present).
+
+    ``first_only`` opens the first film now and leaves the others to
+    :func:`open_deferred_samples` at the end of the page run: the first film
+    is drawn while the others are decoded (the app's first session).
+    """
     folder = samples_folder()
     found = sample_paths(folder) if folder is not None else {}
     if not found:
         flash("pre", "info", "No sample films were found; upload a film in the sidebar.")
         return
-    for timepoint, path in found.items():
-        try:
-            stat = path.stat()
-            film = _cached_path_film(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-            open_into(timepoint, open_path(path, film=film))
-        except (VHeightError, OSError) as exc:
-            flash(timepoint, "error", f"The sample film {path.name} could not be opened: {exc}")
+    items = list(found.items())
+    now, later = (items[:1], items[1:]) if first_only else (items, [])
+    if later and all(_decoded(path) for _, path in later):
+        now, later = items, []  # decoded by an earlier session: nothing to wait for
+    st.session_state[_DEFERRED] = later
+    for timepoint, path in now:
+        _open_sample(timepoint, path)
+
+
+def open_deferred_samples() -> bool:
+    """Open the sample films :func:`open_samples` left for the end of the page run.
+
+    Returns whether there were any (the page then runs again to show them).
+    """
+    deferred = st.session_state.pop(_DEFERRED, None) or ()
+    for timepoint, path in deferred:
+        _open_sample(timepoint, path)
+    return bool(deferred)
+
+
+def _decoded(path: Path) -> bool:
+    try:
+        return _film_key(path) in _DECODED
+    except OSError:
+        return False
+
+
+def _open_sample(timepoint: str, path: Path) -> None:
+    try:
+        film = _cached_path_film(*_film_key(path))
+        open_into(timepoint, open_path(path, film=film))
+    except (VHeightError, OSError) as exc:
+        flash(timepoint, "error", f"The sample film {path.name} could not be opened: {exc}")
 
 
 # -- changing the annotation -------------------------------------------------------------

@@ -39,6 +39,10 @@ const DIRECTION_KEY = "vheight.editor.direction";
 const CLICK_SLOP = 4; // screen px a click may move before it becomes a pan
 const MAX_ZOOM = 32; // screen px per film px
 const NUDGE_COMMIT_DELAY_MS = 450;
+// How long a level chosen in the viewer outranks the level of Python's runs
+// that have not seen it yet (their echo normally comes within a few hundred ms).
+const LEVEL_ECHO_MS = 3000;
+const LABEL_MARGIN_Y = 30; // CSS px kept clear for the corner read-outs (window, zoom)
 
 const clone = (value) => JSON.parse(JSON.stringify(value ?? null));
 
@@ -82,6 +86,8 @@ class Editor {
     this.treated = new Set();
     this.activeLevel = null;
     this.lastDataLevel = null;
+    this.pendingLevel = null; // {from, until}: a level chosen here, not yet seen by Python
+    this.previousLevel = null; // the level the last one chosen here replaced
     this.mode = "landmarks";
     this.epoch = null;
     this.rev = 0;
@@ -212,7 +218,19 @@ class Editor {
       this.dropStaleSelection();
     }
 
-    if (data.active_level !== this.lastDataLevel) {
+    // A level chosen here (auto-advance, N) stays until Python has seen it: a run
+    // that started before it, or before the last edit, still carries the level
+    // it replaced and must not take it back under the mouse.  Any other level
+    // from Python (the level box) is adopted at once.
+    const pending = this.pendingLevel;
+    if (pending && (filmChanged || data.active_level !== pending.from
+                    || performance.now() > pending.until)) {
+      this.pendingLevel = null;
+    }
+    const stale = !filmChanged && data.active_level === (this.pendingLevel || {}).from;
+    const behind = !filmChanged && ack < this.rev && data.active_level !== this.activeLevel
+      && data.active_level === this.previousLevel;
+    if (!stale && !behind && data.active_level !== this.lastDataLevel) {
       const before = this.activeLevel;
       this.activeLevel = data.active_level;
       this.lastDataLevel = data.active_level;
@@ -537,12 +555,25 @@ class Editor {
       this.viewport.style.height = "";
       return;
     }
-    const top = this.viewport.getBoundingClientRect().top + window.scrollY;
+    const top = this.pageTop();
     const wanted = Math.max(MIN_HEIGHT, Math.floor(window.innerHeight - top - BOTTOM_GAP));
     const height = Number.isFinite(wanted) ? wanted : this.height;
     if (this.viewport.style.height !== `${height}px`) {
       this.viewport.style.height = `${height}px`;
     }
+  }
+
+  // The viewport's top in the page, however far the page is scrolled: Streamlit
+  // scrolls its main block, not the window, so every scrolled ancestor counts
+  // (across the shadow root); the viewer keeps its height while the page scrolls.
+  pageTop() {
+    let top = this.viewport.getBoundingClientRect().top;
+    let el = this.viewport;
+    while (el) {
+      el = el.parentElement || (el.parentNode && el.parentNode.host) || null;
+      if (el) top += el.scrollTop;
+    }
+    return top;
   }
 
   resize() {
@@ -832,6 +863,8 @@ class Editor {
   // Every change of level is said (status line and a message), never silent.
   setLevel(level, message, keepSelection = false) {
     if (level === this.activeLevel) return;
+    this.previousLevel = this.activeLevel;
+    this.pendingLevel = { from: this.activeLevel, until: performance.now() + LEVEL_ECHO_MS };
     this.activeLevel = level;
     if (!keepSelection) this.selected = null;
     this.setStateValue("active_level", level);
@@ -1425,16 +1458,31 @@ class Editor {
     const numberWidth = numbers ? ctx.measureText(numbers).width : 0;
     const tw = Math.max(titleWidth, numberWidth);
     const boxH = lines.length * lineHeight + 6;
-    const x = dirX > 0 ? edge + 14 : edge - 14 - tw - 12;
-    let y = cy - boxH / 2;
+    const boxW = tw + 12;
+    // Beside the body, on the other side when that one is off the canvas, and
+    // inside the canvas when the body fills it (zoomed in): always readable.
+    const [cw, ch] = this.canvasSize || [Infinity, Infinity];
+    const ys = screen.map((p) => p[1]);
+    if (Math.max(...ys) < 0 || Math.min(...ys) > ch || Math.max(...xs) < 0 || Math.min(...xs) > cw) {
+      return; // the body is off the canvas: no label pinned to its edge
+    }
+    const otherEdge = dirX > 0 ? Math.min(...xs) : Math.max(...xs);
+    const beside = (side, from) => (side > 0 ? from + 14 : from - 14 - boxW);
+    let x = beside(dirX, edge);
+    if (x < 4 || x + boxW > cw - 4) {
+      const flipped = beside(-dirX, otherEdge);
+      x = flipped >= 4 && flipped + boxW <= cw - 4 ? flipped : x;
+    }
+    x = Math.max(4, Math.min(x, cw - boxW - 4));
+    let y = Math.max(LABEL_MARGIN_Y, Math.min(cy - boxH / 2, ch - boxH - LABEL_MARGIN_Y));
     // Stack below any label already drawn on the same side that it would overlap.
     for (const slot of this.labelSlots || []) {
-      const overlapX = x < slot.x + slot.w && slot.x < x + tw + 12;
+      const overlapX = x < slot.x + slot.w && slot.x < x + boxW;
       if (overlapX && y < slot.y + slot.h + 2 && slot.y < y + boxH) y = slot.y + slot.h + 2;
     }
-    (this.labelSlots || (this.labelSlots = [])).push({ x, y, w: tw + 12, h: boxH });
+    (this.labelSlots || (this.labelSlots = [])).push({ x, y, w: boxW, h: boxH });
     ctx.fillStyle = "rgba(10, 12, 15, 0.8)";
-    roundRect(ctx, x, y, tw + 12, boxH, 4);
+    roundRect(ctx, x, y, boxW, boxH, 4);
     ctx.fill();
     ctx.strokeStyle = colour;
     ctx.lineWidth = active ? 1.5 : 1;
