@@ -307,6 +307,30 @@ def _span(lo: float, hi: float, pad: int, size: int) -> tuple[int, int]:
     return a, b
 
 
+_NOISE_SAMPLE_MM = 0.5
+
+
+def _noise_samples(lo: float, hi: float, pad: int, a: int, b: int, spacing_mm: float) -> np.ndarray:
+    """Rows (or columns) of the searched grid where the noise is sampled:
+    ``[lo - pad, hi + pad]`` inside the patch ``[a, b)``, every
+    :data:`_NOISE_SAMPLE_MM` or so, on multiples of the step.
+
+    Unlike the patch, whose bounds jump by a grid cell of 128 pixels, the
+    sampled window follows the points continuously, and the samples sit on
+    the image's own grid: points moved a fraction of a millimetre change a
+    row or two of samples, not a sixth of them, so a refined point sees the
+    threshold its refinement saw (a refine of a refined annotation is a
+    fixed point)."""
+    first = max(a, int(math.ceil(lo - pad)))
+    last = min(b - 1, int(math.floor(hi + pad)))
+    if last < first:
+        first, last = a, b - 1
+    step = max(1, min(int(round(_NOISE_SAMPLE_MM / spacing_mm)), (last - first + 1) // 64))
+    start = -(-first // step) * step
+    samples = np.arange(start, last + 1, step)
+    return samples if samples.size else np.array([first])
+
+
 def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Field | None:
     """Smooth and differentiate the patch covering ``pts_mm`` plus ``margin_mm``.
 
@@ -365,8 +389,10 @@ def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Fi
     fine_gx = central_difference(fine_band, axis=1) / col_mm
     fine_gy = central_difference(fine_band, axis=0) / row_mm
     # Robust noise of one gradient component (MAD), from a subsample.
-    step = max(1, int(math.sqrt(gx.size / 10_000)))
-    comps = np.concatenate([gx[::step, ::step].ravel(), gy[::step, ::step].ravel()])
+    rows = _noise_samples(float(np.min(ys)), float(np.max(ys)), pad_r, r0, r1, row_mm)
+    cols = _noise_samples(float(np.min(xs)), float(np.max(xs)), pad_c, c0, c1, col_mm)
+    window = np.ix_(rows - r0, cols - c0)
+    comps = np.concatenate([gx[window].ravel(), gy[window].ravel()])
     noise = 1.4826 * float(np.median(np.abs(comps - np.median(comps))))
     # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
     floor = image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)

@@ -64,8 +64,18 @@ _NEAR_CORNER_MAX_MM = 0.5
 FIXED_POINT_MM = 0.08
 """A refinement pass that moves no point further than this (mm) is final."""
 
+KEEP_MM = 0.25
+"""A vertebra whose first pass moves no point further than this (mm) is kept as
+placed.  Below it, the edge search cannot tell positions apart: one profile
+more or less accepted, or a threshold a percent higher (the noise of a patch
+a few pixels larger), moves an endplate line by up to 0.2 mm."""
+
 MAX_PASSES = 5
 """Passes of a vertebra's refinement before a still-moving point is ``unstable``."""
+
+MAX_ROUNDS = 3
+"""Rounds of passes (:func:`refine_vertebra`): each restarts from the previous
+round's vertebra with its still-moving points put back where they were placed."""
 
 # A cortex ending this far (mm) beyond the wall line is a spur, not the corner;
 # the wall line is then taken from profiles this far from the corner, mm.
@@ -630,6 +640,13 @@ def _one_pass(
     return v.out
 
 
+def _moved_beyond(
+    out: Mapping[str, Outcome], pts: Mapping[str, np.ndarray], tolerance_mm: float
+) -> set[str]:
+    """Points of ``out`` further than ``tolerance_mm`` from ``pts``."""
+    return {n for n, o in out.items() if float(np.hypot(*(o.position - pts[n]))) > tolerance_mm}
+
+
 def _converge(
     fld: Field,
     image: PreparedImage,
@@ -638,15 +655,24 @@ def _converge(
     radius_mm: float,
 ) -> tuple[dict[str, Outcome], set[str]]:
     """Passes from ``pts`` until one moves no point more than :data:`FIXED_POINT_MM`
-    (at most :data:`MAX_PASSES`); the outcomes and the points still moving."""
+    (at most :data:`MAX_PASSES`); the outcomes and the points still moving.
+
+    The result is the position a pass started from and did not leave: a
+    fixed point.  When the first pass moves no point further than
+    :data:`KEEP_MM`, the points already lie where the edges put them, to
+    the precision of the search, and every point keeps exactly its place:
+    refining a refined vertebra moves nothing at all.
+    """
     out = _one_pass(fld, image, pts, names, radius_mm)
+    if not _moved_beyond(out, pts, KEEP_MM):
+        for n in names:
+            out[n].position = pts[n].copy()
+        return out, set()
     moving = set(names)
     for _ in range(MAX_PASSES - 1):
         current = {**pts, **{n: out[n].position for n in names}}
         again = _one_pass(fld, image, current, names, radius_mm)
-        moving = {
-            n for n in names if float(np.hypot(*(again[n].position - current[n]))) > FIXED_POINT_MM
-        }
+        moving = _moved_beyond(again, current, FIXED_POINT_MM)
         if not moving:
             # ``current`` is a fixed point (the pass from it moved nothing):
             # it is the result, so that refining it again leaves it there.
@@ -678,10 +704,14 @@ def refine_vertebra(
 
     Stable by construction: the pass is repeated from its own result until
     no point moves more than :data:`FIXED_POINT_MM` (at most
-    :data:`MAX_PASSES` passes), so refining a refined vertebra leaves it
-    where it is.  A point still moving then has no single position the edge
-    evidence supports: it is left where it was placed and flagged
-    ``unstable``.
+    :data:`MAX_PASSES` passes), and a vertebra whose first pass moves no
+    point more than :data:`KEEP_MM` is kept as it is, so refining a refined
+    vertebra leaves it where it is.  A point still moving has no single
+    position the edge evidence supports: it is put back where it was placed
+    and the passes are repeated from there with the others settled (at most
+    :data:`MAX_ROUNDS` rounds), so that the vertebra returned is itself a
+    fixed point; a point that never settles is left where it was placed and
+    flagged ``unstable``.
     """
     pts = {k: image.to_mm(xy) for k, xy in pts_px.items()}
     wanted = set(names)
@@ -692,7 +722,17 @@ def refine_vertebra(
     fld = make_field(image, np.array(list(pts.values())), span)
     if fld is None:
         return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
-    out, moving = _converge(fld, image, pts, names, radius_mm)
+    # A point still moving after the passes is left where it was placed; but
+    # the points of its vertebra that settled give it other directions than
+    # the clicks did, so that vertebra would not be a fixed point (a second
+    # refine would move it).  The passes are therefore repeated from the
+    # vertebra as it would be returned, until they end on a fixed point.
+    start = pts
+    for _ in range(MAX_ROUNDS):
+        out, moving = _converge(fld, image, start, names, radius_mm)
+        if not moving:
+            break
+        start = {**start, **{n: out[n].position for n in names if n not in moving}}
     for n in moving:
         out[n] = Outcome(pts[n], False, RefineFlag.UNSTABLE, out[n].score)
     return out
