@@ -186,6 +186,34 @@ def test_a_fall_without_an_intensity_drop_is_not_an_edge():
     assert real.flag is None and real.offset == pytest.approx(0.0, abs=0.01)
 
 
+def _rims(t, rims, sigma):
+    """Intensity and outward fall of steps ``(offset, height)`` blurred by ``sigma``."""
+    level = sum(h * 0.5 * (1 - np.tanh((t - c) / (sigma * 1.702 / 2))) for c, h in rims)
+    fall = sum(h * gaussian(t, c, sigma) / (sigma * math.sqrt(2 * math.pi)) for c, h in rims)
+    return level, fall
+
+
+@pytest.mark.parametrize("gap_mm", [pytest.param(1.0, id="1.0mm"), pytest.param(1.3, id="1.3mm")])
+def test_a_close_doubled_contour_is_taken_midway(gap_mm):
+    # Two rims closer than the search scale resolves (the outer one
+    # stronger, the disc darkest beyond it): the fine scale sees both, and
+    # the edge lies midway (measurements.md), not on the stronger rim.
+    rims = [(-gap_mm / 2, 0.4), (gap_mm / 2, 0.6)]
+    level, fall = _rims(T, rims, 0.5)
+    _, fine = _rims(T, rims, 0.25)
+    (edge,) = find_edges(fall[None, :], T, 0.2, fine[None, :], level[None, :], resolve_double=True)
+    assert edge.flag is None and edge.doubled
+    assert edge.offset == pytest.approx(0.0, abs=0.1)
+
+
+def test_a_single_sharp_edge_is_not_doubled():
+    level, fall = _rims(T, [(0.3, 1.0)], 0.5)
+    _, fine = _rims(T, [(0.3, 1.0)], 0.25)
+    (edge,) = find_edges(fall[None, :], T, 0.2, fine[None, :], level[None, :], resolve_double=True)
+    assert edge.flag is None and not edge.doubled
+    assert edge.offset == pytest.approx(0.3, abs=0.02)
+
+
 # -- snapping a whole film ----------------------------------------------------------------------
 
 

@@ -436,36 +436,47 @@ def parabola_shift(values: np.ndarray, i: np.ndarray) -> np.ndarray:
     return clamp(shift, -0.5, 0.5)
 
 
-def _doubled_contours(
+def _local_maxima(f: np.ndarray) -> np.ndarray:
+    """``f`` (K, S) where it is a local maximum along each row, -inf elsewhere."""
+    inner = f[:, 1:-1]
+    is_peak = (inner > f[:, :-2]) & (inner >= f[:, 2:])
+    peaks = np.full_like(f, -np.inf)
+    peaks[:, 1:-1] = np.where(is_peak, inner, -np.inf)
+    return peaks
+
+
+def _rim_pairs(
     f: np.ndarray,
     t: np.ndarray,
     level: np.ndarray,
-    best: np.ndarray,
+    first: np.ndarray,
     peaks: np.ndarray,
-    threshold: float,
+    gap_mm: tuple[float, float],
+    floor: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``f`` (K, S) whose strongest fall ``best`` has a second fall of a
+    """Rows of ``f`` (K, S) whose fall at ``first`` has a second fall of a
     doubled contour, and the offset midway between the two (mm).
 
-    The second fall is a peak within :data:`DOUBLED_MAX_MM` (beyond
-    ``AMBIGUITY_SEPARATION_MM``), above the threshold and at least
-    :data:`DOUBLED_RATIO` of the first, and beyond the outer one (1 mm
-    outside) the film is darker than anywhere between the two: two rims (or
-    a rim and a half-dense body), then the disc.
+    The second fall is the largest of ``peaks`` (the local maxima of ``f``)
+    ``gap_mm`` from the first (beyond the lower bound), above ``floor`` and
+    at least :data:`DOUBLED_RATIO` of the first, and beyond the outer one
+    (1 mm outside) the film is darker than anywhere between the two: two
+    rims (or a rim and a half-dense body), then the disc.
     """
     k, n = f.shape
     h = float(t[1] - t[0])
     rows = np.arange(k)
-    peak = peaks[rows, best]
-    gap = np.abs(t[None, :] - t[best][:, None])
-    window = (gap > AMBIGUITY_SEPARATION_MM) & (gap <= DOUBLED_MAX_MM)
+    peak = peaks[rows, first]
+    gap = np.abs(t[None, :] - t[first][:, None])
+    window = (gap > gap_mm[0]) & (gap <= gap_mm[1])
     second = np.where(window, peaks, -np.inf)
     j = np.argmax(second, axis=1)
     strength = second[rows, j]
     candidate = (
         np.isfinite(peak)
+        & (peak > 0)
         & np.isfinite(strength)
-        & (strength >= threshold)
+        & (strength >= floor)
         & (strength >= DOUBLED_RATIO * peak)
     )
     doubled = np.zeros(k, dtype=bool)
@@ -473,21 +484,45 @@ def _doubled_contours(
     if not candidate.any():
         return doubled, offset
     safe = np.where(np.isfinite(f), f, 0.0)
+    beyond = max(1, int(round(1.0 / h)))
     for r in np.nonzero(candidate)[0]:
-        a, b = sorted((int(best[r]), int(j[r])))
+        a, b = sorted((int(first[r]), int(j[r])))
         between = level[r, a : b + 1]
         if not np.all(np.isfinite(between)):
             continue
         # The outer rim of a doubled contour faces the disc: beyond the outer
         # fall the film is darker than between the two falls.
-        outer = min(b + max(1, int(round(1.0 / h))), n - 1)
-        if not level[r, outer] < float(np.min(between)):
+        if not level[r, min(b + beyond, n - 1)] < float(np.min(between)):
             continue
-        ends = np.array([a, b])
-        shifts = parabola_shift(np.repeat(safe[r][None, :], 2, axis=0), clamp(ends, 1, n - 2))
+        ends = clamp(np.array([a, b]), 1, n - 2)
+        shifts = parabola_shift(np.repeat(safe[r][None, :], 2, axis=0), ends)
         doubled[r] = True
         offset[r] = float(np.mean(t[ends] + shifts * h))
     return doubled, offset
+
+
+CLOSE_DOUBLED_MM = (0.6, 1.6)
+"""Two maxima of the fine-scale fall this far apart (mm) at the edge found on
+the search scale are the two rims of a doubled contour too close for that
+scale to tell apart (it sees the stronger rim with the weaker as a shoulder)."""
+
+
+def _close_doubled(
+    fine: np.ndarray, t: np.ndarray, level: np.ndarray, chosen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the fine-scale fall ``fine`` (K, S; -inf where not sampled) whose
+    edge at ``chosen`` is a close doubled contour, and the offset midway (mm).
+
+    The largest maximum of ``fine`` within ``SMOOTHING_MM`` of the
+    search-scale edge (the one the fine scale relocates it to) and the
+    largest one ``CLOSE_DOUBLED_MM`` from it make the pair
+    (:func:`_rim_pairs`): the two rims of a doubled contour, which the
+    search-scale smoothing merges into one fall.
+    """
+    peaks = _local_maxima(fine)
+    near = np.abs(t[None, :] - t[chosen][:, None]) <= SMOOTHING_MM
+    first = np.argmax(np.where(near, peaks, -np.inf), axis=1)
+    return _rim_pairs(fine, t, level, first, peaks, CLOSE_DOUBLED_MM, 0.0)
 
 
 def find_edges(
@@ -520,10 +555,7 @@ def find_edges(
         return [Edge(None, None, RefineFlag.OUTSIDE_IMAGE)] * k
     finite = np.all(np.isfinite(fall), axis=1)
     f = np.where(np.isfinite(fall), fall, -np.inf)
-    inner = f[:, 1:-1]
-    is_peak = (inner > f[:, :-2]) & (inner >= f[:, 2:])
-    peaks = np.full_like(f, -np.inf)
-    peaks[:, 1:-1] = np.where(is_peak, inner, -np.inf)
+    peaks = _local_maxima(f)
     i = np.argmax(peaks, axis=1)
     rows = np.arange(k)
     peak = peaks[rows, i]
@@ -543,7 +575,9 @@ def find_edges(
     doubled = np.zeros(k, dtype=bool)
     mid_offset = np.zeros(k)
     if level is not None and resolve_double:
-        doubled, mid_offset = _doubled_contours(f, t, level, i, peaks, threshold)
+        doubled, mid_offset = _rim_pairs(
+            f, t, level, i, peaks, (AMBIGUITY_SEPARATION_MM, DOUBLED_MAX_MM), threshold
+        )
         rival = np.where(doubled, -np.inf, rival)
     if level is not None and resolve_double:
         # Double edges: keep the one whose outside (1 mm beyond) is darker.
@@ -573,6 +607,11 @@ def find_edges(
         )
         fine_offset = t[safe_j] + parabola_shift(np.where(np.isfinite(fine), fine, 0.0), safe_j) * h
         offset = np.where(inside, fine_offset, offset)
+        if level is not None and resolve_double:
+            close, close_offset = _close_doubled(whole, t, level, chosen)
+            close &= ~doubled
+            doubled |= close
+            mid_offset = np.where(close, close_offset, mid_offset)
     score = np.max(f, axis=1) / threshold
     stepless = np.zeros(k, dtype=bool)
     if level is not None:
