@@ -310,6 +310,18 @@ def test_refine_point_alone_on_its_level():
     assert math.hypot(move.x - x, move.y - y) * 0.15 <= 0.3
 
 
+def test_a_corner_alone_on_its_level_moves_across_its_edge_and_says_so():
+    # Nothing says where along the endplate the corner lies: it is moved onto
+    # the edge (across it) only, and flagged so, like a corner whose wall
+    # edge was not found.
+    image, truth, cal = body_film(seed=3)
+    x, y = truth.vertebrae["L1"]["superior_anterior"]
+    lonely = truth.without_level("L1").with_point("L1", "superior_anterior", (x, y - 10))
+    move = refine_point(lonely, image, cal, "L1", "superior_anterior")
+    assert move.moved and move.flag == RefineFlag.WEAK_WALL_EDGE
+    assert abs(move.y - y) * 0.15 <= 0.3
+
+
 def test_refine_point_needs_the_point():
     image, truth, cal = body_film(levels=("L1",))
     with pytest.raises(AnnotationError, match="L1 superior_middle: the point is not placed"):

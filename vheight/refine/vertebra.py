@@ -358,6 +358,18 @@ def _refine_lone(fld: Field, start: np.ndarray, t: np.ndarray) -> Outcome:
     return Outcome(start + edge.offset * outward, True, None, edge.score)
 
 
+def _lone_corner(fld: Field, start: np.ndarray, t: np.ndarray) -> Outcome:
+    """A corner with no neighbours to give its endplate: moved across the one
+    edge it sits on (:func:`_refine_lone`), which says nothing of where
+    along that edge the corner lies; so it is flagged ``weak_wall_edge``
+    (from 20 clicks around it, it ends on the edge but wherever along it
+    each click was)."""
+    outcome = _refine_lone(fld, start, t)
+    if outcome.moved and outcome.flag is None:
+        outcome.flag = RefineFlag.WEAK_WALL_EDGE
+    return outcome
+
+
 def _corner_outcome(
     fld: Field,
     geometry: Mapping[str, np.ndarray],
@@ -370,11 +382,9 @@ def _corner_outcome(
     """Refine corner ``name`` from ``start``, directions taken from ``geometry``."""
     endplate, side = name.split("_")
     tangent = endplate_tangent(geometry, endplate, side)
-    if tangent is None:
-        return _refine_lone(fld, start, t)
-    normal = outward_of(perp(tangent), start, centre, fld)
-    if normal is None:
-        return _refine_lone(fld, start, t)
+    normal = None if tangent is None else outward_of(perp(tangent), start, centre, fld)
+    if tangent is None or normal is None:
+        return _lone_corner(fld, start, t)
     if centre is not None:
         # The tangent points out of the body along the endplate.
         flipped = outward_of(tangent, start, centre, None)
