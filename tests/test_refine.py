@@ -689,10 +689,14 @@ def test_mirrored_film_gives_mirrored_landmarks():
     )
     direct = refine_annotation(start, image, cal)
     mirrored = refine_annotation(mirror, np.ascontiguousarray(image[:, ::-1]), cal)
+    # The background is reduced and the noise sampled on the image's own grid
+    # (counted from its left edge), so that a refined point sees the same
+    # field whatever patch holds it: mirrored, that grid shifts by the
+    # width's remainder, which moves points by up to 0.2 px (0.03 mm here).
     for a, b in zip(direct.moves, mirrored.moves, strict=True):
         assert (a.level, a.point, a.flag, a.moved) == (b.level, b.point, b.flag, b.moved)
-        assert (width - 1 - b.x) == pytest.approx(a.x, abs=1e-3)
-        assert b.y == pytest.approx(a.y, abs=1e-3)
+        assert (width - 1 - b.x) == pytest.approx(a.x, abs=0.2)
+        assert b.y == pytest.approx(a.y, abs=0.2)
 
 
 def test_point_beyond_the_radius_is_reseeded_from_its_vertebra():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -24,6 +24,7 @@ from vheight.refine.model import (
 )
 
 __all__ = [
+    "edge_threshold",
     "image_array",
     "PreparedImage",
     "prepare_image",
@@ -260,12 +261,18 @@ def blur_wide(patch: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
 
     A kernel wider than twice the patch is taken as twice the patch (the blur
     is then nearly flat either way), and the kernel applied is at most
-    :data:`MAX_SIGMA_PX`, so the work is bounded by the patch.
+    :data:`MAX_SIGMA_PX`, so the work is bounded by the patch.  The copy is
+    reduced by a power of two, the patch first extended (mirrored) to a
+    multiple of it: the reduced pixels then sit on the image's own grid
+    whatever the patch's size (patches start on a grid of 128 pixels), so
+    two patches give the same values where they overlap, away from their
+    borders.
     """
     h, w = patch.shape
     sigma_x = float(min(sigma_x, 2 * w))
     sigma_y = float(min(sigma_y, 2 * h))
-    factor = int(max(1, min(min(sigma_x, sigma_y) // 3, max(1, min(h, w) // 4))))
+    wanted = max(1.0, min(min(sigma_x, sigma_y) // 3, max(1, min(h, w) // 4)))
+    factor = 2 ** int(math.floor(math.log2(wanted)))
     if factor == 1 or h < 4 * factor or w < 4 * factor:
         return cv2.GaussianBlur(
             patch,
@@ -274,7 +281,10 @@ def blur_wide(patch: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
             sigmaY=min(sigma_y, MAX_SIGMA_PX),
             borderType=cv2.BORDER_REFLECT,
         )
-    small = cv2.resize(patch, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    full_h, full_w = -(-h // factor) * factor, -(-w // factor) * factor
+    if (full_h, full_w) != (h, w):
+        patch = cv2.copyMakeBorder(patch, 0, full_h - h, 0, full_w - w, cv2.BORDER_REFLECT)
+    small = cv2.resize(patch, (full_w // factor, full_h // factor), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(
         small,
         ksize=(0, 0),
@@ -282,7 +292,7 @@ def blur_wide(patch: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
         sigmaY=min(sigma_y / factor, MAX_SIGMA_PX),
         borderType=cv2.BORDER_REFLECT,
     )
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(small, (full_w, full_h), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
 
 def _sigma_px(sigma_mm: float, spacing_mm: float, *, floor: float = 0.0) -> float:
@@ -312,15 +322,9 @@ _NOISE_SAMPLE_MM = 0.5
 
 def _noise_samples(lo: float, hi: float, pad: int, a: int, b: int, spacing_mm: float) -> np.ndarray:
     """Rows (or columns) of the searched grid where the noise is sampled:
-    ``[lo - pad, hi + pad]`` inside the patch ``[a, b)``, every
-    :data:`_NOISE_SAMPLE_MM` or so, on multiples of the step.
-
-    Unlike the patch, whose bounds jump by a grid cell of 128 pixels, the
-    sampled window follows the points continuously, and the samples sit on
-    the image's own grid: points moved a fraction of a millimetre change a
-    row or two of samples, not a sixth of them, so a refined point sees the
-    threshold its refinement saw (a refine of a refined annotation is a
-    fixed point)."""
+    ``[lo - pad, hi + pad]`` inside the patch ``[a, b)``, about every
+    :data:`_NOISE_SAMPLE_MM`, on multiples of the step (the image's own
+    grid, not the patch's)."""
     first = max(a, int(math.ceil(lo - pad)))
     last = min(b - 1, int(math.floor(hi + pad)))
     if last < first:
@@ -329,6 +333,30 @@ def _noise_samples(lo: float, hi: float, pad: int, a: int, b: int, spacing_mm: f
     start = -(-first // step) * step
     samples = np.arange(start, last + 1, step)
     return samples if samples.size else np.array([first])
+
+
+def edge_threshold(fld: Field, pts_mm: np.ndarray, pad_mm: float) -> float:
+    """The accepted peak fall (intensity per mm) around ``pts_mm`` (N, 2):
+    :data:`EDGE_NOISE_FACTOR` times the robust (MAD) noise of one gradient
+    component over the points plus ``pad_mm``, sampled on the image's grid
+    (within the patch), and at least the film's contrast floor.
+
+    A function of the points and the image only, not of the patch: the same
+    points give the same threshold, whatever patch holds them.
+    """
+    ys, xs = fld.image.to_grid(pts_mm)
+    h, w, _ = fld.layers.shape
+    row_mm, col_mm = fld.image.work_row_mm, fld.image.work_col_mm
+    pad_r, pad_c = int(math.ceil(pad_mm / row_mm)), int(math.ceil(pad_mm / col_mm))
+    r0, c0 = fld.row0, fld.col0
+    rows = _noise_samples(float(np.min(ys)), float(np.max(ys)), pad_r, r0, r0 + h, row_mm)
+    cols = _noise_samples(float(np.min(xs)), float(np.max(xs)), pad_c, c0, c0 + w, col_mm)
+    window = np.ix_(rows - r0, cols - c0)
+    comps = np.concatenate([fld.layers[..., 0][window].ravel(), fld.layers[..., 1][window].ravel()])
+    noise = 1.4826 * float(np.median(np.abs(comps - np.median(comps))))
+    # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
+    floor = fld.image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)
+    return max(EDGE_NOISE_FACTOR * noise, floor)
 
 
 def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Field | None:
@@ -388,17 +416,9 @@ def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Fi
     fine_band = fine - background
     fine_gx = central_difference(fine_band, axis=1) / col_mm
     fine_gy = central_difference(fine_band, axis=0) / row_mm
-    # Robust noise of one gradient component (MAD), from a subsample.
-    rows = _noise_samples(float(np.min(ys)), float(np.max(ys)), pad_r, r0, r1, row_mm)
-    cols = _noise_samples(float(np.min(xs)), float(np.max(xs)), pad_c, c0, c1, col_mm)
-    window = np.ix_(rows - r0, cols - c0)
-    comps = np.concatenate([gx[window].ravel(), gy[window].ravel()])
-    noise = 1.4826 * float(np.median(np.abs(comps - np.median(comps))))
-    # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
-    floor = image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)
-    threshold = max(EDGE_NOISE_FACTOR * noise, floor)
     layers = np.stack([gx, gy, fine_gx, fine_gy, smooth], axis=-1)
-    return Field(image=image, row0=r0, col0=c0, layers=layers, threshold=threshold)
+    fld = Field(image=image, row0=r0, col0=c0, layers=layers, threshold=0.0)
+    return replace(fld, threshold=edge_threshold(fld, pts_mm, reach_mm))
 
 
 def central_difference(array: np.ndarray, *, axis: int) -> np.ndarray:

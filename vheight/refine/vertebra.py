@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from vheight.refine.edges import (
     PreparedImage,
     best_score,
     edge_on_average,
+    edge_threshold,
     edges_on_strip,
     fit_offsets,
     majority_flag,
@@ -34,6 +35,7 @@ from vheight.refine.edges import (
     profile_offsets,
 )
 from vheight.refine.model import (
+    BACKGROUND_MM,
     CORNERS,
     MIDDLES,
     SIDES,
@@ -81,6 +83,21 @@ round's vertebra with its still-moving points put back where they were placed.""
 # the wall line is then taken from profiles this far from the corner, mm.
 _SPUR_MM = 1.0
 _SPUR_WALL_MM = (3.0, 12.0)
+
+
+def _reach_mm(radius_mm: float) -> float:
+    """How far from a landmark its search reads the film, mm: the strips, the
+    profiles on either side, and a millimetre for the corner check."""
+    return _STRIP_END_MM + 2 * radius_mm + 1.0
+
+
+def _noise_pad_mm(radius_mm: float) -> float:
+    """The noise setting a pass's edge threshold is sampled this far (mm)
+    around the points the pass starts from: what the search reads, and the
+    reach of the background removed."""
+    return _reach_mm(radius_mm) + 1.5 * BACKGROUND_MM
+
+
 # A corner search is repeated from the corner found when it moved further, mm.
 _REPEAT_MM = 0.5
 
@@ -631,7 +648,15 @@ def _one_pass(
     radius_mm: float,
 ) -> dict[str, Outcome]:
     """One refinement of the points ``names`` from ``pts`` (mm): corners, middle
-    points, second chance, corner check, middle points again."""
+    points, second chance, corner check, middle points again.
+
+    The edge threshold is the noise around ``pts`` (:func:`edge_threshold`,
+    :func:`_noise_pad_mm`), whatever patch ``fld`` covers: a pass is a
+    function of its start and the image alone, so the pass that verified a
+    fixed point is repeated exactly by a second refine from it.
+    """
+    at = np.array(list(pts.values()))
+    fld = replace(fld, threshold=edge_threshold(fld, at, _noise_pad_mm(radius_mm)))
     v = _Vertebra(
         fld=fld,
         pts=pts,
@@ -728,7 +753,9 @@ def refine_vertebra(
     names = [n for n in POINT_NAMES if n in wanted and n in pts]
     if not names:
         return {}
-    span = _STRIP_END_MM + 2 * radius_mm + 1.0
+    # The patch holds the noise window of every pass: a pass starts at most
+    # about twice the radius (and a millimetre) from where a point was placed.
+    span = _reach_mm(radius_mm) + 2 * radius_mm + 1.0
     fld = make_field(image, np.array(list(pts.values())), span)
     if fld is None:
         return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
