@@ -95,8 +95,8 @@ precision of the search) keeps its points exactly where they are.  So
 refining a refined annotation leaves it where it is.  A point that keeps
 moving has no single position the edges support: it is put back where it
 was placed and the passes are repeated with the other points settled (the
-vertebra as it would be returned must itself be a fixed point), at most
-three rounds; one that never settles is left where it was placed and flagged
+vertebra as it would be returned must itself be a fixed point), a second
+round; one that never settles is left where it was placed and flagged
 ``unstable``.  A pass is a function of the points it starts from and of the
 image alone, not of the patch searched: the patch lies on a grid of 128
 pixels and its slow background is reduced by a power of two on the image's

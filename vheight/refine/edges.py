@@ -503,21 +503,27 @@ def _rim_pairs(
     offset = np.zeros(k)
     if not candidate.any():
         return doubled, offset
-    safe = np.where(np.isfinite(f), f, 0.0)
+    r = np.nonzero(candidate)[0]
+    a = np.minimum(first[r], j[r])
+    b = np.maximum(first[r], j[r])
+    cols = np.arange(n)[None, :]
+    span = (cols >= a[:, None]) & (cols <= b[:, None])
+    lev = level[r]
+    between_ok = np.all(np.isfinite(lev) | ~span, axis=1)
+    lowest = np.min(np.where(span, lev, np.inf), axis=1)
+    # The outer rim of a doubled contour faces the disc: beyond the outer
+    # fall the film is darker than between the two falls.
     beyond = max(1, int(round(1.0 / h)))
-    for r in np.nonzero(candidate)[0]:
-        a, b = sorted((int(first[r]), int(j[r])))
-        between = level[r, a : b + 1]
-        if not np.all(np.isfinite(between)):
-            continue
-        # The outer rim of a doubled contour faces the disc: beyond the outer
-        # fall the film is darker than between the two falls.
-        if not level[r, min(b + beyond, n - 1)] < float(np.min(between)):
-            continue
-        ends = clamp(np.array([a, b]), 1, n - 2)
-        shifts = parabola_shift(np.repeat(safe[r][None, :], 2, axis=0), ends)
+    outside = lev[np.arange(r.size), np.minimum(b + beyond, n - 1)]
+    ok = between_ok & (outside < lowest)
+    r, a, b = r[ok], a[ok], b[ok]
+    if r.size:
+        safe = np.where(np.isfinite(f[r]), f[r], 0.0)
+        ends_a, ends_b = clamp(a, 1, n - 2), clamp(b, 1, n - 2)
+        shift_a = parabola_shift(safe, ends_a)
+        shift_b = parabola_shift(safe, ends_b)
         doubled[r] = True
-        offset[r] = float(np.mean(t[ends] + shifts * h))
+        offset[r] = 0.5 * (t[ends_a] + shift_a * h + t[ends_b] + shift_b * h)
     return doubled, offset
 
 
@@ -627,11 +633,12 @@ def find_edges(
         )
         fine_offset = t[safe_j] + parabola_shift(np.where(np.isfinite(fine), fine, 0.0), safe_j) * h
         offset = np.where(inside, fine_offset, offset)
-        if level is not None and resolve_double:
-            close, close_offset = _close_doubled(whole, t, level, chosen)
-            close &= ~doubled
-            doubled |= close
-            mid_offset = np.where(close, close_offset, mid_offset)
+        # Only where an edge is accepted and not yet doubled does it matter.
+        todo = np.nonzero(~doubled & (peak >= threshold))[0]
+        if level is not None and resolve_double and todo.size:
+            close, close_offset = _close_doubled(whole[todo], t, level[todo], chosen[todo])
+            doubled[todo] = close
+            mid_offset[todo] = np.where(close, close_offset, mid_offset[todo])
     score = np.max(f, axis=1) / threshold
     stepless = np.zeros(k, dtype=bool)
     if level is not None:

@@ -75,9 +75,10 @@ a few pixels larger), moves an endplate line by up to 0.2 mm."""
 MAX_PASSES = 5
 """Passes of a vertebra's refinement before a still-moving point is ``unstable``."""
 
-MAX_ROUNDS = 3
-"""Rounds of passes (:func:`refine_vertebra`): each restarts from the previous
-round's vertebra with its still-moving points put back where they were placed."""
+MAX_ROUNDS = 2
+"""Rounds of passes (:func:`refine_vertebra`): the second restarts from the
+first round's vertebra with its still-moving points put back where they were
+placed, which is where a second refine would start."""
 
 # A cortex ending this far (mm) beyond the wall line is a spur, not the corner;
 # the wall line is then taken from profiles this far from the corner, mm.
@@ -743,10 +744,10 @@ def refine_vertebra(
     point more than :data:`KEEP_MM` is kept as it is, so refining a refined
     vertebra leaves it where it is.  A point still moving has no single
     position the edge evidence supports: it is put back where it was placed
-    and the passes are repeated from there with the others settled (at most
-    :data:`MAX_ROUNDS` rounds), so that the vertebra returned is itself a
-    fixed point; a point that never settles is left where it was placed and
-    flagged ``unstable``.
+    and the passes are repeated from there with the others settled
+    (:data:`MAX_ROUNDS`), so that the vertebra returned is itself a fixed
+    point, or is what a second refine would return again; a point that
+    never settles is left where it was placed and flagged ``unstable``.
     """
     pts = {k: image.to_mm(xy) for k, xy in pts_px.items()}
     wanted = set(names)
