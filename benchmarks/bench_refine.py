@@ -27,6 +27,7 @@ Run::
 
     .venv/bin/python benchmarks/bench_refine.py            # full (a few minutes)
     .venv/bin/python benchmarks/bench_refine.py --quick    # two films, fewer draws
+    .venv/bin/python benchmarks/bench_refine.py --seed 99 --film-seed-offset 100  # other films
 """
 
 from __future__ import annotations
@@ -253,12 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=20, help="starts of the convergence test")
     parser.add_argument("--radius-mm", type=float, default=DEFAULT_RADIUS_MM)
     parser.add_argument("--quick", action="store_true", help="two films, two draws, 10 starts")
+    parser.add_argument("--seed", type=int, default=2026, help="seed of the clicks")
+    parser.add_argument(
+        "--film-seed-offset",
+        type=int,
+        default=0,
+        help="added to every film's seed: other films of the same kinds (a check on other data)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.draws, args.starts = 2, 10
     films = FILMS[:2] + FILMS[2:3] if args.quick else FILMS
+    films = [{**f, "seed": f["seed"] + args.film_seed_offset} for f in films]
     radius = args.radius_mm
-    rng = np.random.default_rng(2026)
+    rng = np.random.default_rng(args.seed)
 
     err_before, err_after = defaultdict(list), defaultdict(list)
     worse = defaultdict(int)

@@ -186,6 +186,34 @@ def test_a_fall_without_an_intensity_drop_is_not_an_edge():
     assert real.flag is None and real.offset == pytest.approx(0.0, abs=0.01)
 
 
+def _rims(t, rims, sigma):
+    """Intensity and outward fall of steps ``(offset, height)`` blurred by ``sigma``."""
+    level = sum(h * 0.5 * (1 - np.tanh((t - c) / (sigma * 1.702 / 2))) for c, h in rims)
+    fall = sum(h * gaussian(t, c, sigma) / (sigma * math.sqrt(2 * math.pi)) for c, h in rims)
+    return level, fall
+
+
+@pytest.mark.parametrize("gap_mm", [pytest.param(1.0, id="1.0mm"), pytest.param(1.3, id="1.3mm")])
+def test_a_close_doubled_contour_is_taken_midway(gap_mm):
+    # Two rims closer than the search scale resolves (the outer one
+    # stronger, the disc darkest beyond it): the fine scale sees both, and
+    # the edge lies midway (measurements.md), not on the stronger rim.
+    rims = [(-gap_mm / 2, 0.4), (gap_mm / 2, 0.6)]
+    level, fall = _rims(T, rims, 0.5)
+    _, fine = _rims(T, rims, 0.25)
+    (edge,) = find_edges(fall[None, :], T, 0.2, fine[None, :], level[None, :], resolve_double=True)
+    assert edge.flag is None and edge.doubled
+    assert edge.offset == pytest.approx(0.0, abs=0.1)
+
+
+def test_a_single_sharp_edge_is_not_doubled():
+    level, fall = _rims(T, [(0.3, 1.0)], 0.5)
+    _, fine = _rims(T, [(0.3, 1.0)], 0.25)
+    (edge,) = find_edges(fall[None, :], T, 0.2, fine[None, :], level[None, :], resolve_double=True)
+    assert edge.flag is None and not edge.doubled
+    assert edge.offset == pytest.approx(0.3, abs=0.02)
+
+
 # -- snapping a whole film ----------------------------------------------------------------------
 
 
@@ -280,6 +308,18 @@ def test_refine_point_alone_on_its_level():
     move = refine_point(lonely, image, cal, "L1", "superior_middle")
     assert move.moved
     assert math.hypot(move.x - x, move.y - y) * 0.15 <= 0.3
+
+
+def test_a_corner_alone_on_its_level_moves_across_its_edge_and_says_so():
+    # Nothing says where along the endplate the corner lies: it is moved onto
+    # the edge (across it) only, and flagged so, like a corner whose wall
+    # edge was not found.
+    image, truth, cal = body_film(seed=3)
+    x, y = truth.vertebrae["L1"]["superior_anterior"]
+    lonely = truth.without_level("L1").with_point("L1", "superior_anterior", (x, y - 10))
+    move = refine_point(lonely, image, cal, "L1", "superior_anterior")
+    assert move.moved and move.flag == RefineFlag.WEAK_WALL_EDGE
+    assert abs(move.y - y) * 0.15 <= 0.3
 
 
 def test_refine_point_needs_the_point():
@@ -649,10 +689,14 @@ def test_mirrored_film_gives_mirrored_landmarks():
     )
     direct = refine_annotation(start, image, cal)
     mirrored = refine_annotation(mirror, np.ascontiguousarray(image[:, ::-1]), cal)
+    # The background is reduced and the noise sampled on the image's own grid
+    # (counted from its left edge), so that a refined point sees the same
+    # field whatever patch holds it: mirrored, that grid shifts by the
+    # width's remainder, which moves points by up to 0.2 px (0.03 mm here).
     for a, b in zip(direct.moves, mirrored.moves, strict=True):
         assert (a.level, a.point, a.flag, a.moved) == (b.level, b.point, b.flag, b.moved)
-        assert (width - 1 - b.x) == pytest.approx(a.x, abs=1e-3)
-        assert b.y == pytest.approx(a.y, abs=1e-3)
+        assert (width - 1 - b.x) == pytest.approx(a.x, abs=0.2)
+        assert b.y == pytest.approx(a.y, abs=0.2)
 
 
 def test_point_beyond_the_radius_is_reseeded_from_its_vertebra():

@@ -18,7 +18,7 @@ import pytest
 from vheight.annotation import Annotation, ImageRef
 from vheight.calibration import Calibration
 from vheight.morphometry import measure
-from vheight.phantom import FilmSpec, Realism, render_film
+from vheight.phantom import FilmSpec, Fracture, Realism, render_film
 from vheight.refine import propose_level_result, refine_annotation
 
 LEVELS = ("L1", "L2", "L3")
@@ -150,3 +150,40 @@ def test_refining_a_refined_annotation_moves_nothing(spur_film, doubled_film):
             once = refine_annotation(_clicks(truth, 1.5, seed), pixels, cal)
             twice = refine_annotation(once.annotation, pixels, cal)
             assert max(m.distance_mm for m in twice.moves) <= 0.1
+
+
+def test_a_vertebra_left_unstable_once_is_a_fixed_point_the_second_time():
+    """A spur corner of an osteoporotic level (weak wall) that flips between
+    "corner found" and "endplate only" from pass to pass: the first refine
+    used to leave it (and the points it steers) unstable at the clicks, and
+    the second refine, from the other points refined, moved them 1.85 mm."""
+    levels = ("T11", "T12", "L1", "L2", "L3", "L4")
+    spec = FilmSpec(
+        seed=305,
+        rows=2300,
+        columns=1500,
+        levels=levels,
+        facing="right",
+        dose=2.0,
+        fractures=(Fracture(level="T12", kind="crush", loss_pct=28.0),),
+        realism=Realism.typical(305, levels),
+    )
+    film = render_film(spec)
+    cal = Calibration.user(row_spacing_mm=film.row_spacing_mm, col_spacing_mm=film.col_spacing_mm)
+    clicks = {
+        "superior_anterior": (1009.1117774341323, 1103.7379118885337),
+        "superior_middle": (893.3268963609967, 1095.3362166684083),
+        "superior_posterior": (808.9232680415732, 1070.7106226450762),
+        "inferior_anterior": (988.0522545961828, 1239.141422389028),
+        "inferior_middle": (897.225756269863, 1220.2147415279187),
+        "inferior_posterior": (782.5535174837544, 1238.436810832346),
+    }
+    start = Annotation(
+        image=ImageRef(rows=spec.rows, columns=spec.columns), vertebrae={"L2": clicks}
+    )
+    pixels = film.pixels.astype(np.float32)
+    once = refine_annotation(start, pixels, cal)
+    twice = refine_annotation(once.annotation, pixels, cal)
+    assert max(m.distance_mm for m in twice.moves) <= 0.1, [
+        (m.point, round(m.distance_mm, 3), m.flag) for m in twice.moves
+    ]

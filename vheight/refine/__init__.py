@@ -90,11 +90,22 @@ Stability
 Stable by construction: a vertebra's refinement is repeated from its own
 result until a pass moves no point more than 0.08 mm (at most five passes),
 and the position that pass started from, a verified fixed point, is the
-result; so refining a refined annotation leaves it where it is.  A point
-that keeps moving has no single position the edges support: it is left
-where it was placed and flagged ``unstable``.  The patch searched lies on a
-grid of 128 pixels, so that a point moved a little sees the same noise
-estimate and the same decisions.  A broad fall (a dense ramp of cement or sclerosis
+result; a vertebra whose first pass moves no point more than 0.25 mm (the
+precision of the search) keeps its points exactly where they are.  So
+refining a refined annotation leaves it where it is.  A point that keeps
+moving has no single position the edges support: it is put back where it
+was placed and the passes are repeated with the other points settled (the
+vertebra as it would be returned must itself be a fixed point), a second
+round; one that never settles is left where it was placed and flagged
+``unstable``.  A pass is a function of the points it starts from and of the
+image alone, not of the patch searched: the patch lies on a grid of 128
+pixels and its slow background is reduced by a power of two on the image's
+own grid (so two patches agree where they overlap), and each pass takes its
+edge threshold from the noise around its own starting points, sampled on
+the image's grid.  So the pass that found a fixed point is repeated exactly
+by a second refine from it (which then keeps every point), and a vertebra
+left with unstable points is refined again exactly as its last round was.
+A broad fall (a dense ramp of cement or sclerosis
 under the endplate) is located on the fine scale's own maximum, even at the
 border of its window, so it does not flip between the coarse and the fine
 peak with the start.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -24,6 +24,7 @@ from vheight.refine.model import (
 )
 
 __all__ = [
+    "edge_threshold",
     "image_array",
     "PreparedImage",
     "prepare_image",
@@ -260,12 +261,18 @@ def blur_wide(patch: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
 
     A kernel wider than twice the patch is taken as twice the patch (the blur
     is then nearly flat either way), and the kernel applied is at most
-    :data:`MAX_SIGMA_PX`, so the work is bounded by the patch.
+    :data:`MAX_SIGMA_PX`, so the work is bounded by the patch.  The copy is
+    reduced by a power of two, the patch first extended (mirrored) to a
+    multiple of it: the reduced pixels then sit on the image's own grid
+    whatever the patch's size (patches start on a grid of 128 pixels), so
+    two patches give the same values where they overlap, away from their
+    borders.
     """
     h, w = patch.shape
     sigma_x = float(min(sigma_x, 2 * w))
     sigma_y = float(min(sigma_y, 2 * h))
-    factor = int(max(1, min(min(sigma_x, sigma_y) // 3, max(1, min(h, w) // 4))))
+    wanted = max(1.0, min(min(sigma_x, sigma_y) // 3, max(1, min(h, w) // 4)))
+    factor = 2 ** int(math.floor(math.log2(wanted)))
     if factor == 1 or h < 4 * factor or w < 4 * factor:
         return cv2.GaussianBlur(
             patch,
@@ -274,7 +281,10 @@ def blur_wide(patch: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
             sigmaY=min(sigma_y, MAX_SIGMA_PX),
             borderType=cv2.BORDER_REFLECT,
         )
-    small = cv2.resize(patch, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    full_h, full_w = -(-h // factor) * factor, -(-w // factor) * factor
+    if (full_h, full_w) != (h, w):
+        patch = cv2.copyMakeBorder(patch, 0, full_h - h, 0, full_w - w, cv2.BORDER_REFLECT)
+    small = cv2.resize(patch, (full_w // factor, full_h // factor), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(
         small,
         ksize=(0, 0),
@@ -282,7 +292,7 @@ def blur_wide(patch: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
         sigmaY=min(sigma_y / factor, MAX_SIGMA_PX),
         borderType=cv2.BORDER_REFLECT,
     )
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(small, (full_w, full_h), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
 
 def _sigma_px(sigma_mm: float, spacing_mm: float, *, floor: float = 0.0) -> float:
@@ -305,6 +315,48 @@ def _span(lo: float, hi: float, pad: int, size: int) -> tuple[int, int]:
         a = max(0, min(mid - MAX_PATCH_PX // 2, size - MAX_PATCH_PX))
         b = min(size, a + MAX_PATCH_PX)
     return a, b
+
+
+_NOISE_SAMPLE_MM = 0.5
+
+
+def _noise_samples(lo: float, hi: float, pad: int, a: int, b: int, spacing_mm: float) -> np.ndarray:
+    """Rows (or columns) of the searched grid where the noise is sampled:
+    ``[lo - pad, hi + pad]`` inside the patch ``[a, b)``, about every
+    :data:`_NOISE_SAMPLE_MM`, on multiples of the step (the image's own
+    grid, not the patch's)."""
+    first = max(a, int(math.ceil(lo - pad)))
+    last = min(b - 1, int(math.floor(hi + pad)))
+    if last < first:
+        first, last = a, b - 1
+    step = max(1, min(int(round(_NOISE_SAMPLE_MM / spacing_mm)), (last - first + 1) // 64))
+    start = -(-first // step) * step
+    samples = np.arange(start, last + 1, step)
+    return samples if samples.size else np.array([first])
+
+
+def edge_threshold(fld: Field, pts_mm: np.ndarray, pad_mm: float) -> float:
+    """The accepted peak fall (intensity per mm) around ``pts_mm`` (N, 2):
+    :data:`EDGE_NOISE_FACTOR` times the robust (MAD) noise of one gradient
+    component over the points plus ``pad_mm``, sampled on the image's grid
+    (within the patch), and at least the film's contrast floor.
+
+    A function of the points and the image only, not of the patch: the same
+    points give the same threshold, whatever patch holds them.
+    """
+    ys, xs = fld.image.to_grid(pts_mm)
+    h, w, _ = fld.layers.shape
+    row_mm, col_mm = fld.image.work_row_mm, fld.image.work_col_mm
+    pad_r, pad_c = int(math.ceil(pad_mm / row_mm)), int(math.ceil(pad_mm / col_mm))
+    r0, c0 = fld.row0, fld.col0
+    rows = _noise_samples(float(np.min(ys)), float(np.max(ys)), pad_r, r0, r0 + h, row_mm)
+    cols = _noise_samples(float(np.min(xs)), float(np.max(xs)), pad_c, c0, c0 + w, col_mm)
+    window = np.ix_(rows - r0, cols - c0)
+    comps = np.concatenate([fld.layers[..., 0][window].ravel(), fld.layers[..., 1][window].ravel()])
+    noise = 1.4826 * float(np.median(np.abs(comps - np.median(comps))))
+    # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
+    floor = fld.image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)
+    return max(EDGE_NOISE_FACTOR * noise, floor)
 
 
 def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Field | None:
@@ -364,15 +416,9 @@ def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Fi
     fine_band = fine - background
     fine_gx = central_difference(fine_band, axis=1) / col_mm
     fine_gy = central_difference(fine_band, axis=0) / row_mm
-    # Robust noise of one gradient component (MAD), from a subsample.
-    step = max(1, int(math.sqrt(gx.size / 10_000)))
-    comps = np.concatenate([gx[::step, ::step].ravel(), gy[::step, ::step].ravel()])
-    noise = 1.4826 * float(np.median(np.abs(comps - np.median(comps))))
-    # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
-    floor = image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)
-    threshold = max(EDGE_NOISE_FACTOR * noise, floor)
     layers = np.stack([gx, gy, fine_gx, fine_gy, smooth], axis=-1)
-    return Field(image=image, row0=r0, col0=c0, layers=layers, threshold=threshold)
+    fld = Field(image=image, row0=r0, col0=c0, layers=layers, threshold=0.0)
+    return replace(fld, threshold=edge_threshold(fld, pts_mm, reach_mm))
 
 
 def central_difference(array: np.ndarray, *, axis: int) -> np.ndarray:
@@ -410,58 +456,99 @@ def parabola_shift(values: np.ndarray, i: np.ndarray) -> np.ndarray:
     return clamp(shift, -0.5, 0.5)
 
 
-def _doubled_contours(
+def _local_maxima(f: np.ndarray) -> np.ndarray:
+    """``f`` (K, S) where it is a local maximum along each row, -inf elsewhere."""
+    inner = f[:, 1:-1]
+    is_peak = (inner > f[:, :-2]) & (inner >= f[:, 2:])
+    peaks = np.full_like(f, -np.inf)
+    peaks[:, 1:-1] = np.where(is_peak, inner, -np.inf)
+    return peaks
+
+
+def _rim_pairs(
     f: np.ndarray,
     t: np.ndarray,
     level: np.ndarray,
-    best: np.ndarray,
+    first: np.ndarray,
     peaks: np.ndarray,
-    threshold: float,
+    gap_mm: tuple[float, float],
+    floor: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``f`` (K, S) whose strongest fall ``best`` has a second fall of a
+    """Rows of ``f`` (K, S) whose fall at ``first`` has a second fall of a
     doubled contour, and the offset midway between the two (mm).
 
-    The second fall is a peak within :data:`DOUBLED_MAX_MM` (beyond
-    ``AMBIGUITY_SEPARATION_MM``), above the threshold and at least
-    :data:`DOUBLED_RATIO` of the first, and beyond the outer one (1 mm
-    outside) the film is darker than anywhere between the two: two rims (or
-    a rim and a half-dense body), then the disc.
+    The second fall is the largest of ``peaks`` (the local maxima of ``f``)
+    ``gap_mm`` from the first (beyond the lower bound), above ``floor`` and
+    at least :data:`DOUBLED_RATIO` of the first, and beyond the outer one
+    (1 mm outside) the film is darker than anywhere between the two: two
+    rims (or a rim and a half-dense body), then the disc.
     """
     k, n = f.shape
     h = float(t[1] - t[0])
     rows = np.arange(k)
-    peak = peaks[rows, best]
-    gap = np.abs(t[None, :] - t[best][:, None])
-    window = (gap > AMBIGUITY_SEPARATION_MM) & (gap <= DOUBLED_MAX_MM)
+    peak = peaks[rows, first]
+    gap = np.abs(t[None, :] - t[first][:, None])
+    window = (gap > gap_mm[0]) & (gap <= gap_mm[1])
     second = np.where(window, peaks, -np.inf)
     j = np.argmax(second, axis=1)
     strength = second[rows, j]
     candidate = (
         np.isfinite(peak)
+        & (peak > 0)
         & np.isfinite(strength)
-        & (strength >= threshold)
+        & (strength >= floor)
         & (strength >= DOUBLED_RATIO * peak)
     )
     doubled = np.zeros(k, dtype=bool)
     offset = np.zeros(k)
     if not candidate.any():
         return doubled, offset
-    safe = np.where(np.isfinite(f), f, 0.0)
-    for r in np.nonzero(candidate)[0]:
-        a, b = sorted((int(best[r]), int(j[r])))
-        between = level[r, a : b + 1]
-        if not np.all(np.isfinite(between)):
-            continue
-        # The outer rim of a doubled contour faces the disc: beyond the outer
-        # fall the film is darker than between the two falls.
-        outer = min(b + max(1, int(round(1.0 / h))), n - 1)
-        if not level[r, outer] < float(np.min(between)):
-            continue
-        ends = np.array([a, b])
-        shifts = parabola_shift(np.repeat(safe[r][None, :], 2, axis=0), clamp(ends, 1, n - 2))
+    r = np.nonzero(candidate)[0]
+    a = np.minimum(first[r], j[r])
+    b = np.maximum(first[r], j[r])
+    cols = np.arange(n)[None, :]
+    span = (cols >= a[:, None]) & (cols <= b[:, None])
+    lev = level[r]
+    between_ok = np.all(np.isfinite(lev) | ~span, axis=1)
+    lowest = np.min(np.where(span, lev, np.inf), axis=1)
+    # The outer rim of a doubled contour faces the disc: beyond the outer
+    # fall the film is darker than between the two falls.
+    beyond = max(1, int(round(1.0 / h)))
+    outside = lev[np.arange(r.size), np.minimum(b + beyond, n - 1)]
+    ok = between_ok & (outside < lowest)
+    r, a, b = r[ok], a[ok], b[ok]
+    if r.size:
+        safe = np.where(np.isfinite(f[r]), f[r], 0.0)
+        ends_a, ends_b = clamp(a, 1, n - 2), clamp(b, 1, n - 2)
+        shift_a = parabola_shift(safe, ends_a)
+        shift_b = parabola_shift(safe, ends_b)
         doubled[r] = True
-        offset[r] = float(np.mean(t[ends] + shifts * h))
+        offset[r] = 0.5 * (t[ends_a] + shift_a * h + t[ends_b] + shift_b * h)
     return doubled, offset
+
+
+CLOSE_DOUBLED_MM = (0.6, 1.6)
+"""Two maxima of the fine-scale fall this far apart (mm) at the edge found on
+the search scale are the two rims of a doubled contour too close for that
+scale to tell apart (it sees the stronger rim with the weaker as a shoulder)."""
+
+
+def _close_doubled(
+    fine: np.ndarray, t: np.ndarray, level: np.ndarray, chosen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the fine-scale fall ``fine`` (K, S; -inf where not sampled) whose
+    edge at ``chosen`` is a close doubled contour, and the offset midway (mm).
+
+    The largest maximum of ``fine`` within ``SMOOTHING_MM`` of the
+    search-scale edge (the one the fine scale relocates it to) and the
+    largest one ``CLOSE_DOUBLED_MM`` from it make the pair
+    (:func:`_rim_pairs`): the two rims of a doubled contour, which the
+    search-scale smoothing merges into one fall.
+    """
+    peaks = _local_maxima(fine)
+    near = np.abs(t[None, :] - t[chosen][:, None]) <= SMOOTHING_MM
+    first = np.argmax(np.where(near, peaks, -np.inf), axis=1)
+    return _rim_pairs(fine, t, level, first, peaks, CLOSE_DOUBLED_MM, 0.0)
 
 
 def find_edges(
@@ -494,10 +581,7 @@ def find_edges(
         return [Edge(None, None, RefineFlag.OUTSIDE_IMAGE)] * k
     finite = np.all(np.isfinite(fall), axis=1)
     f = np.where(np.isfinite(fall), fall, -np.inf)
-    inner = f[:, 1:-1]
-    is_peak = (inner > f[:, :-2]) & (inner >= f[:, 2:])
-    peaks = np.full_like(f, -np.inf)
-    peaks[:, 1:-1] = np.where(is_peak, inner, -np.inf)
+    peaks = _local_maxima(f)
     i = np.argmax(peaks, axis=1)
     rows = np.arange(k)
     peak = peaks[rows, i]
@@ -517,7 +601,9 @@ def find_edges(
     doubled = np.zeros(k, dtype=bool)
     mid_offset = np.zeros(k)
     if level is not None and resolve_double:
-        doubled, mid_offset = _doubled_contours(f, t, level, i, peaks, threshold)
+        doubled, mid_offset = _rim_pairs(
+            f, t, level, i, peaks, (AMBIGUITY_SEPARATION_MM, DOUBLED_MAX_MM), threshold
+        )
         rival = np.where(doubled, -np.inf, rival)
     if level is not None and resolve_double:
         # Double edges: keep the one whose outside (1 mm beyond) is darker.
@@ -547,6 +633,12 @@ def find_edges(
         )
         fine_offset = t[safe_j] + parabola_shift(np.where(np.isfinite(fine), fine, 0.0), safe_j) * h
         offset = np.where(inside, fine_offset, offset)
+        # Only where an edge is accepted and not yet doubled does it matter.
+        todo = np.nonzero(~doubled & (peak >= threshold))[0]
+        if level is not None and resolve_double and todo.size:
+            close, close_offset = _close_doubled(whole[todo], t, level[todo], chosen[todo])
+            doubled[todo] = close
+            mid_offset[todo] = np.where(close, close_offset, mid_offset[todo])
     score = np.max(f, axis=1) / threshold
     stepless = np.zeros(k, dtype=bool)
     if level is not None:

@@ -84,7 +84,8 @@ class RefineFlag(enum.StrEnum):
     AMBIGUOUS_EDGE = "ambiguous_edge"
     """Two distinct edges of similar strength (double contour): point left alone."""
     WEAK_WALL_EDGE = "weak_wall_edge"
-    """Corner: endplate edge found, wall edge not; moved along the endplate normal only."""
+    """Corner: endplate edge found, wall edge not; moved along the endplate normal only
+    (a corner alone on its level: moved across the one edge it sits on only)."""
     OUTSIDE_IMAGE = "outside_image"
     """The search region leaves the image: point left alone."""
     EXTRAPOLATED = "extrapolated"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from vheight.refine.edges import (
     PreparedImage,
     best_score,
     edge_on_average,
+    edge_threshold,
     edges_on_strip,
     fit_offsets,
     majority_flag,
@@ -34,6 +35,7 @@ from vheight.refine.edges import (
     profile_offsets,
 )
 from vheight.refine.model import (
+    BACKGROUND_MM,
     CORNERS,
     MIDDLES,
     SIDES,
@@ -64,13 +66,39 @@ _NEAR_CORNER_MAX_MM = 0.5
 FIXED_POINT_MM = 0.08
 """A refinement pass that moves no point further than this (mm) is final."""
 
+KEEP_MM = 0.25
+"""A vertebra whose first pass moves no point further than this (mm) is kept as
+placed.  Below it, the edge search cannot tell positions apart: one profile
+more or less accepted, or a threshold a percent higher (the noise of a patch
+a few pixels larger), moves an endplate line by up to 0.2 mm."""
+
 MAX_PASSES = 5
 """Passes of a vertebra's refinement before a still-moving point is ``unstable``."""
+
+MAX_ROUNDS = 2
+"""Rounds of passes (:func:`refine_vertebra`): the second restarts from the
+first round's vertebra with its still-moving points put back where they were
+placed, which is where a second refine would start."""
 
 # A cortex ending this far (mm) beyond the wall line is a spur, not the corner;
 # the wall line is then taken from profiles this far from the corner, mm.
 _SPUR_MM = 1.0
 _SPUR_WALL_MM = (3.0, 12.0)
+
+
+def _reach_mm(radius_mm: float) -> float:
+    """How far from a landmark its search reads the film, mm: the strips, the
+    profiles on either side, and a millimetre for the corner check."""
+    return _STRIP_END_MM + 2 * radius_mm + 1.0
+
+
+def _noise_pad_mm(radius_mm: float) -> float:
+    """The noise setting a pass's edge threshold is sampled this far (mm)
+    around the points the pass starts from: what the search reads, and the
+    reach of the background removed."""
+    return _reach_mm(radius_mm) + 1.5 * BACKGROUND_MM
+
+
 # A corner search is repeated from the corner found when it moved further, mm.
 _REPEAT_MM = 0.5
 
@@ -348,6 +376,18 @@ def _refine_lone(fld: Field, start: np.ndarray, t: np.ndarray) -> Outcome:
     return Outcome(start + edge.offset * outward, True, None, edge.score)
 
 
+def _lone_corner(fld: Field, start: np.ndarray, t: np.ndarray) -> Outcome:
+    """A corner with no neighbours to give its endplate: moved across the one
+    edge it sits on (:func:`_refine_lone`), which says nothing of where
+    along that edge the corner lies; so it is flagged ``weak_wall_edge``
+    (from 20 clicks around it, it ends on the edge but wherever along it
+    each click was)."""
+    outcome = _refine_lone(fld, start, t)
+    if outcome.moved and outcome.flag is None:
+        outcome.flag = RefineFlag.WEAK_WALL_EDGE
+    return outcome
+
+
 def _corner_outcome(
     fld: Field,
     geometry: Mapping[str, np.ndarray],
@@ -360,11 +400,9 @@ def _corner_outcome(
     """Refine corner ``name`` from ``start``, directions taken from ``geometry``."""
     endplate, side = name.split("_")
     tangent = endplate_tangent(geometry, endplate, side)
-    if tangent is None:
-        return _refine_lone(fld, start, t)
-    normal = outward_of(perp(tangent), start, centre, fld)
-    if normal is None:
-        return _refine_lone(fld, start, t)
+    normal = None if tangent is None else outward_of(perp(tangent), start, centre, fld)
+    if tangent is None or normal is None:
+        return _lone_corner(fld, start, t)
     if centre is not None:
         # The tangent points out of the body along the endplate.
         flipped = outward_of(tangent, start, centre, None)
@@ -611,7 +649,15 @@ def _one_pass(
     radius_mm: float,
 ) -> dict[str, Outcome]:
     """One refinement of the points ``names`` from ``pts`` (mm): corners, middle
-    points, second chance, corner check, middle points again."""
+    points, second chance, corner check, middle points again.
+
+    The edge threshold is the noise around ``pts`` (:func:`edge_threshold`,
+    :func:`_noise_pad_mm`), whatever patch ``fld`` covers: a pass is a
+    function of its start and the image alone, so the pass that verified a
+    fixed point is repeated exactly by a second refine from it.
+    """
+    at = np.array(list(pts.values()))
+    fld = replace(fld, threshold=edge_threshold(fld, at, _noise_pad_mm(radius_mm)))
     v = _Vertebra(
         fld=fld,
         pts=pts,
@@ -630,6 +676,13 @@ def _one_pass(
     return v.out
 
 
+def _moved_beyond(
+    out: Mapping[str, Outcome], pts: Mapping[str, np.ndarray], tolerance_mm: float
+) -> set[str]:
+    """Points of ``out`` further than ``tolerance_mm`` from ``pts``."""
+    return {n for n, o in out.items() if float(np.hypot(*(o.position - pts[n]))) > tolerance_mm}
+
+
 def _converge(
     fld: Field,
     image: PreparedImage,
@@ -638,15 +691,24 @@ def _converge(
     radius_mm: float,
 ) -> tuple[dict[str, Outcome], set[str]]:
     """Passes from ``pts`` until one moves no point more than :data:`FIXED_POINT_MM`
-    (at most :data:`MAX_PASSES`); the outcomes and the points still moving."""
+    (at most :data:`MAX_PASSES`); the outcomes and the points still moving.
+
+    The result is the position a pass started from and did not leave: a
+    fixed point.  When the first pass moves no point further than
+    :data:`KEEP_MM`, the points already lie where the edges put them, to
+    the precision of the search, and every point keeps exactly its place:
+    refining a refined vertebra moves nothing at all.
+    """
     out = _one_pass(fld, image, pts, names, radius_mm)
+    if not _moved_beyond(out, pts, KEEP_MM):
+        for n in names:
+            out[n].position = pts[n].copy()
+        return out, set()
     moving = set(names)
     for _ in range(MAX_PASSES - 1):
         current = {**pts, **{n: out[n].position for n in names}}
         again = _one_pass(fld, image, current, names, radius_mm)
-        moving = {
-            n for n in names if float(np.hypot(*(again[n].position - current[n]))) > FIXED_POINT_MM
-        }
+        moving = _moved_beyond(again, current, FIXED_POINT_MM)
         if not moving:
             # ``current`` is a fixed point (the pass from it moved nothing):
             # it is the result, so that refining it again leaves it there.
@@ -678,21 +740,37 @@ def refine_vertebra(
 
     Stable by construction: the pass is repeated from its own result until
     no point moves more than :data:`FIXED_POINT_MM` (at most
-    :data:`MAX_PASSES` passes), so refining a refined vertebra leaves it
-    where it is.  A point still moving then has no single position the edge
-    evidence supports: it is left where it was placed and flagged
-    ``unstable``.
+    :data:`MAX_PASSES` passes), and a vertebra whose first pass moves no
+    point more than :data:`KEEP_MM` is kept as it is, so refining a refined
+    vertebra leaves it where it is.  A point still moving has no single
+    position the edge evidence supports: it is put back where it was placed
+    and the passes are repeated from there with the others settled
+    (:data:`MAX_ROUNDS`), so that the vertebra returned is itself a fixed
+    point, or is what a second refine would return again; a point that
+    never settles is left where it was placed and flagged ``unstable``.
     """
     pts = {k: image.to_mm(xy) for k, xy in pts_px.items()}
     wanted = set(names)
     names = [n for n in POINT_NAMES if n in wanted and n in pts]
     if not names:
         return {}
-    span = _STRIP_END_MM + 2 * radius_mm + 1.0
+    # The patch holds the noise window of every pass: a pass starts at most
+    # about twice the radius (and a millimetre) from where a point was placed.
+    span = _reach_mm(radius_mm) + 2 * radius_mm + 1.0
     fld = make_field(image, np.array(list(pts.values())), span)
     if fld is None:
         return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
-    out, moving = _converge(fld, image, pts, names, radius_mm)
+    # A point still moving after the passes is left where it was placed; but
+    # the points of its vertebra that settled give it other directions than
+    # the clicks did, so that vertebra would not be a fixed point (a second
+    # refine would move it).  The passes are therefore repeated from the
+    # vertebra as it would be returned, until they end on a fixed point.
+    start = pts
+    for _ in range(MAX_ROUNDS):
+        out, moving = _converge(fld, image, start, names, radius_mm)
+        if not moving:
+            break
+        start = {**start, **{n: out[n].position for n in names if n not in moving}}
     for n in moving:
         out[n] = Outcome(pts[n], False, RefineFlag.UNSTABLE, out[n].score)
     return out
