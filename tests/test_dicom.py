@@ -721,6 +721,19 @@ def test_dicom_that_is_not_an_image(tmp_path):
         read_film_info(path)
 
 
+def test_dicom_holding_none_of_the_header_facts_is_not_an_image(tmp_path):
+    """Nothing of INFO_KEYWORDS in the data set: not mistaken for an empty (corrupt) one."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = DX_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.ImageComments = "no identifiers, no size"
+    path = write_dicom(ds, tmp_path / "bare.dcm")
+    with pytest.raises(DicomReadError, match=r"bare\.dcm: not an image: no Rows/Columns"):
+        read_film_info(path)
+
+
 def test_unsupported_photometric_interpretation(tmp_path):
     ds = make_dataset()
     ds.PhotometricInterpretation = "HSV"
@@ -910,7 +923,10 @@ def test_padded_and_cut_uncompressed_pixel_data():
 
 
 def test_header_is_read_by_pydicom_only(monkeypatch):
-    """One header reader: what pydicom's dcmread(stop_before_pixels=True) gives."""
+    """One header reader: what pydicom's dcmread(stop_before_pixels=True) gives, of the
+    elements a FilmInfo is made of (specific_tags)."""
+    from pydicom.tag import Tag
+
     import vheight.dicom as vdicom
 
     calls: list[dict] = []
@@ -922,9 +938,97 @@ def test_header_is_read_by_pydicom_only(monkeypatch):
 
     monkeypatch.setattr(vdicom.pydicom, "dcmread", spy)
     info = read_film_info(_testdata("RG1_UNCR.dcm"))
-    assert calls == [{"force": False, "stop_before_pixels": True}]
+    tags = sorted(Tag(keyword) for keyword in vdicom.INFO_KEYWORDS)
+    assert calls == [{"force": False, "stop_before_pixels": True, "specific_tags": tags}]
     ds = real(_testdata("RG1_UNCR.dcm"), stop_before_pixels=True)
     assert info == vdicom.info_from_dataset(ds, name="RG1_UNCR.dcm", path=info.path)
+
+
+def test_header_facts_read_only_the_elements_info_keywords_names():
+    """info_from_dataset looks at no element INFO_KEYWORDS leaves out (it would be
+    missing from a header read with specific_tags), calibration included."""
+    from pydicom.datadict import keyword_for_tag
+
+    import vheight.dicom as vdicom
+    from vheight.calibration import HEADER_KEYWORDS
+
+    looked_at: set[str] = set()
+
+    class Spy(pydicom.FileDataset):
+        def __contains__(self, name):
+            looked_at.add(keyword_for_tag(name) if not isinstance(name, str) else name)
+            return super().__contains__(name)
+
+        def __getattr__(self, name):
+            if name[:1].isupper():
+                looked_at.add(name)
+            return super().__getattr__(name)
+
+    ds = pydicom.dcmread(_testdata("RG1_UNCR.dcm"), stop_before_pixels=True)
+    spy = Spy(ds.filename, ds, file_meta=ds.file_meta)
+    vdicom.info_from_dataset(spy, name="RG1_UNCR.dcm")
+    assert looked_at - {"SpecificCharacterSet"} <= set(vdicom.INFO_KEYWORDS)
+    assert set(HEADER_KEYWORDS) <= set(vdicom.INFO_KEYWORDS)
+
+
+def _info_or_error(path: str) -> object:
+    try:
+        return read_film_info(path)
+    except (ImageReadError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _testdata_films() -> list[str]:
+    from pydicom.data import get_testdata_files
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = sorted(get_testdata_files("*"))
+    films = [n for n in names if Path(n).suffix.lower() in (".dcm", "") and Path(n).is_file()]
+    return films + [str(p) for p in sorted(Path(__file__).parents[1].glob("sample_images/*.dcm"))]
+
+
+def test_header_facts_read_with_specific_tags_equal_those_of_the_whole_header(monkeypatch):
+    """Reading only INFO_KEYWORDS' elements changes no fact, calibration, warning or
+    error of any film of pydicom's and pydicom-data's test files or the samples."""
+    import vheight.dicom as vdicom
+
+    real = pydicom.dcmread
+
+    def whole(*args, specific_tags=None, **kwargs):
+        return real(*args, **kwargs)
+
+    films = _testdata_films()
+    assert any(Path(f).name == "RG1_UNCR.dcm" for f in films)
+    differences = []
+    for film in films:
+        narrow = _info_or_error(film)
+        with monkeypatch.context() as patched:
+            patched.setattr(vdicom.pydicom, "dcmread", whole)
+            broad = _info_or_error(film)
+        if narrow != broad:
+            differences.append((Path(film).name, narrow, broad))
+    assert differences == []
+
+
+@pytest.mark.parametrize("name", RG_FILMS)
+def test_real_cr_films_header_calibration_and_warnings(name):
+    """read_film_info (specific_tags) gives the real CR films the calibration and
+    warnings of their whole header: PixelSpacing 0\\0 (RG1), no spacing (RG3)."""
+    info = read_film_info(_testdata(name))
+    film = real_film(name)
+    assert info.calibration == film.calibration == film.info.calibration
+    assert info.calibration.label is SpacingLabel.PX
+    assert info.warnings == film.info.warnings
+    if name.startswith("RG1"):
+        assert any("PixelSpacing = 0.000\\0.000 is not usable" in w for w in info.warnings)
+    else:
+        assert any("no pixel spacing in the header" in w for w in info.warnings)
+    assert (info.patient_id, info.modality, info.bits_stored) == (
+        film.info.patient_id,
+        "CR",
+        15 if name.startswith("RG1") else 10,
+    )
 
 
 def test_films_loaded_on_several_threads_keep_their_own_warnings():

@@ -30,11 +30,12 @@ local process pool (``workers``, default ``os.cpu_count()``, one per 32 files
 for a small folder; ``workers=1`` runs the same chunks in this process).  A
 chunk's task does all the work of its files: it measures them, pairs and
 compares the pairings whose files all fell in it (a patient's films lie side by
-side in a sorted folder), builds its rows into typed columns and formats their
+side in a sorted folder), builds its rows into columns and formats their
 CSV text.  This process only gathers the chunks: it pairs the films of the
 whole folder from their identifiers, keeps the comparisons that pairing agrees
 with, has the few pairings spanning chunks compared on the pool, and sets the
-CSV parts aside in a temporary file, so that writing the tables copies them.
+CSV parts aside in a temporary file, so that writing the tables copies them,
+with the columns, made typed tables (pandas) only when a table is asked for.
 Any :class:`concurrent.futures.Executor`, or a ``dask.distributed.Client`` (the
 optional ``vheight[dask]`` extra), may be passed as ``executor`` to run the
 same tasks elsewhere; the files must then be readable at the same paths on
@@ -373,14 +374,16 @@ def _measurement_rows(measured: Iterable[_Measured]) -> list[dict[str, Any]]:
     return rows
 
 
-def _typed(rows: Sequence[Mapping[str, Any]], schema: tables.Schema) -> tuple[bytes, bytes]:
-    """``rows`` as a typed table (pickled: the main process stores it as it comes and
-    unpickles it only when the table is asked for) and as CSV lines (no header, UTF-8)."""
+def _packed(rows: Sequence[Mapping[str, Any]], schema: tables.Schema) -> tuple[bytes, bytes]:
+    """``rows`` column by column (pickled: the main process stores them as they come
+    and makes them a typed table only when the table is asked for, see
+    :meth:`_Stored.table`) and as CSV lines (no header, UTF-8)."""
     columns = tables.columns_of(rows, schema)
     buffer = io.StringIO()
     tables.write_columns_csv(columns, schema, buffer, header=False)
-    frame = tables.frame_of_columns(columns, schema)
-    return pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL), buffer.getvalue().encode("utf-8")
+    return pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL), buffer.getvalue().encode(
+        "utf-8"
+    )
 
 
 def _csv_text(rows: Sequence[Mapping[str, Any]], schema: tables.Schema) -> bytes:
@@ -530,13 +533,13 @@ class _Compared:
     keys: tuple[_GroupKey, ...] = ()
     row_counts: tuple[int, ...] = ()
     errors: tuple[str | None, ...] = ()
-    table: bytes = b""  # the rows' typed table, pickled
+    table: bytes = b""  # the rows' columns, pickled
     csv: tuple[bytes, ...] = ()
 
 
 def _compared(results: Sequence[tuple[_Group, list[dict[str, Any]], str | None]]) -> _Compared:
     rows = [row for _group, group_rows, _error in results for row in group_rows]
-    table, text = _typed(rows, tables.BATCH_COMPARISONS)
+    table, text = _packed(rows, tables.BATCH_COMPARISONS)
     # Each pairing's CSV lines: a row is one line (no cell holds a line break) unless
     # quoted; then the pairing's rows are formatted on their own.
     lines = text.split(b"\n")[:-1] if text else []
@@ -566,10 +569,10 @@ def _compared(results: Sequence[tuple[_Group, list[dict[str, Any]], str | None]]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Part:
     """What one chunk's task sends back: small facts per file, its measurement rows
-    as a typed table and as CSV text, and the pairings it could compare."""
+    column by column and as CSV text, and the pairings it could compare."""
 
     films: tuple[_Film, ...]
-    table: bytes  # the measurement rows' typed table, pickled
+    table: bytes  # the measurement rows' columns, pickled
     csv: bytes
     n_vertebrae: int
     compared: _Compared
@@ -588,7 +591,7 @@ def _chunk_task(root: str, rels: Sequence[str], reference: str) -> _Part:
     rows = _measurement_rows(measured)
     measurements = {i.film.annotation: i.measurement for i in measured if i.measurement}
     groups, _warnings = _pairings(films)
-    table, text = _typed(rows, tables.BATCH_MEASUREMENTS)
+    table, text = _packed(rows, tables.BATCH_MEASUREMENTS)
     return _Part(
         films=tuple(films),
         table=table,
@@ -917,7 +920,7 @@ def _lost_part(root: str, chunk: Sequence[str], exc: BaseException) -> _Part:
     films = [
         _Film(annotation=rel, folder=_folder_of(rel), error=f"{rel}: {reason}") for rel in chunk
     ]
-    table, text = _typed(
+    table, text = _packed(
         _measurement_rows(_Measured(film=film) for film in films), tables.BATCH_MEASUREMENTS
     )
     return _Part(films=tuple(films), table=table, csv=text, n_vertebrae=0, compared=_compared([]))
@@ -955,7 +958,7 @@ def _compare_across_chunks(
 class _Spool:
     """Bytes set aside in an anonymous temporary file as the parts arrive: the CSV
     text of the tables' rows, copied from it into the files written, and their
-    typed tables, read back when a table is asked for."""
+    columns, read back when a table is asked for."""
 
     def __init__(self) -> None:
         self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - kept open
@@ -1007,8 +1010,8 @@ class _Kept:
 class _Stored:
     """The batch tables, kept in a spool until asked for (then built once).
 
-    ``measurements``: the spans of the chunks' pickled tables, in row order.
-    ``comparisons``: per compared part, the span of its pickled table and the
+    ``measurements``: the spans of the chunks' pickled columns, in row order.
+    ``comparisons``: per compared part, the span of its pickled columns and the
     output position (rank) of each of its rows, -1 for a row of a pairing the
     whole folder's pairing does not keep.  ``*_csv``: the spans of the CSV lines.
     """
@@ -1048,6 +1051,7 @@ class _Stored:
         )
 
     def table(self, name: str) -> pd.DataFrame:
+        """The typed table ``name``, built from the parts' columns the first time."""
         with self._lock:
             if name not in self._built:
                 self._built[name] = (
@@ -1055,12 +1059,13 @@ class _Stored:
                 )
             return self._built[name]
 
-    def _load(self, span: tuple[int, int]) -> pd.DataFrame:
-        frame: pd.DataFrame = pickle.loads(self.spool.read(span))
-        return frame
+    def _load(self, span: tuple[int, int], schema: tables.Schema) -> pd.DataFrame:
+        """The typed table of one part's columns (one part's objects alive at a time)."""
+        return tables.frame_of_columns(pickle.loads(self.spool.read(span)), schema)
 
     def _measurements(self) -> pd.DataFrame:
-        return _concat([self._load(span) for span in self.measurements], tables.BATCH_MEASUREMENTS)
+        schema = tables.BATCH_MEASUREMENTS
+        return _concat([self._load(span, schema) for span in self.measurements], schema)
 
     def _comparisons(self) -> pd.DataFrame:
         import numpy as np
@@ -1068,7 +1073,7 @@ class _Stored:
         frames, ranks = [], []
         for span, per_row in self.comparisons:
             keep = per_row >= 0
-            frame = self._load(span)
+            frame = self._load(span, tables.BATCH_COMPARISONS)
             frames.append(frame if keep.all() else frame[keep])
             ranks.append(per_row[keep])
         table = _concat(frames, tables.BATCH_COMPARISONS)

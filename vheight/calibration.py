@@ -46,6 +46,7 @@ __all__ = [
     "MAX_SPACING_MM",
     "SpacingLabel",
     "Calibration",
+    "HEADER_KEYWORDS",
     "calibration_from_header",
     "spacing_problem",
 ]
@@ -56,6 +57,18 @@ MIN_SPACING_MM = 0.01
 
 #: Largest plausible pixel spacing of a radiograph, mm per pixel.
 MAX_SPACING_MM = 10.0
+
+#: The header attributes :meth:`Calibration.from_dataset` reads, by DICOM keyword, in
+#: the order it reads them, each with the :func:`calibration_from_header` parameter it
+#: fills.  A reader that reads only some of a header's elements reads at least these.
+HEADER_KEYWORDS: Mapping[str, str] = {
+    "PixelSpacing": "pixel_spacing",
+    "PixelSpacingCalibrationType": "pixel_spacing_calibration_type",
+    "ImagerPixelSpacing": "imager_pixel_spacing",
+    "EstimatedRadiographicMagnificationFactor": "estimated_radiographic_magnification_factor",
+    "DistanceSourceToDetector": "distance_source_to_detector_mm",
+    "DistanceSourceToPatient": "distance_source_to_patient_mm",
+}
 
 
 def spacing_problem(row_spacing_mm: float, col_spacing_mm: float) -> str | None:
@@ -209,7 +222,8 @@ class Calibration:
         """Calibration from a DICOM dataset's header, and the warnings met.
 
         ``ds`` is anything with DICOM keyword attributes (a pydicom
-        ``Dataset``); pixel data is never touched.  An attribute whose value
+        ``Dataset``) holding at least the attributes :data:`HEADER_KEYWORDS`
+        names; pixel data is never touched.  An attribute whose value
         cannot be read (e.g. ``PixelSpacing = "abc"``) counts as absent, with
         a warning.
         """
@@ -223,14 +237,7 @@ class Calibration:
                 return None
 
         calibration, warnings = calibration_from_header(
-            pixel_spacing=attribute("PixelSpacing"),
-            pixel_spacing_calibration_type=attribute("PixelSpacingCalibrationType"),
-            imager_pixel_spacing=attribute("ImagerPixelSpacing"),
-            estimated_radiographic_magnification_factor=attribute(
-                "EstimatedRadiographicMagnificationFactor"
-            ),
-            distance_source_to_detector_mm=attribute("DistanceSourceToDetector"),
-            distance_source_to_patient_mm=attribute("DistanceSourceToPatient"),
+            **{parameter: attribute(keyword) for keyword, parameter in HEADER_KEYWORDS.items()}
         )
         return calibration, read_warnings + warnings
 

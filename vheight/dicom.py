@@ -1,7 +1,9 @@
 """DICOM films in, :class:`~vheight.film.Film` out: the only module that imports pydicom.
 
 Headers are read by :func:`pydicom.dcmread` with ``stop_before_pixels=True``;
-the first frame's pixel data is decoded by pydicom 3's decoder plugins
+header facts alone (:func:`read_dicom_info_stream`) with ``specific_tags`` too,
+listing the elements :data:`INFO_KEYWORDS` names (the rest are skipped, never
+read); the first frame's pixel data is decoded by pydicom 3's decoder plugins
 (:func:`pydicom.pixels.pixel_array`).  The plugin used:
 
 ==========================================  =====================================
@@ -55,6 +57,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
@@ -65,7 +68,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from vheight.calibration import Calibration
+from vheight.calibration import HEADER_KEYWORDS, Calibration
 from vheight.errors import DicomReadError
 from vheight.files import regular_file_problem
 from vheight.film import (
@@ -82,6 +85,7 @@ from vheight.film import (
 
 __all__ = [
     "SUPPORTED_PHOTOMETRIC",
+    "INFO_KEYWORDS",
     "read_dataset",
     "load_dicom_stream",
     "read_dicom_info_stream",
@@ -106,6 +110,38 @@ SUPPORTED_PHOTOMETRIC = frozenset(
 )
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+#: The header elements a :class:`~vheight.film.FilmInfo` is made of
+#: (:func:`info_from_dataset`), calibration included: all that
+#: :func:`read_dicom_info_stream` reads of a header.
+INFO_KEYWORDS: tuple[str, ...] = (
+    "Rows",
+    "Columns",
+    "SOPClassUID",
+    *HEADER_KEYWORDS,
+    "NumberOfFrames",
+    "Modality",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "PatientPosition",
+    "ViewPosition",
+    "IssuerOfPatientID",
+    "StudyTime",
+    "ContentDate",
+    "ContentTime",
+    "AcquisitionDateTime",
+    "PatientOrientation",
+)
+# dcmread's specific_tags for them (Specific Character Set is always read).
+_INFO_TAGS: list[int] = sorted(
+    tag for tag in map(tag_for_keyword, INFO_KEYWORDS) if tag is not None
+)
 
 # Everything pydicom (and the codecs under it) raise on bad input.
 _READ_ERRORS = (
@@ -198,17 +234,26 @@ class _Header:
     has_pixels: bool
 
 
-def _read_header(stream: BinaryIO, *, name: str, force: bool) -> _Header:
+def _read_header(
+    stream: BinaryIO, *, name: str, force: bool, tags: list[int] | None = None
+) -> _Header:
     """``dcmread(stream, stop_before_pixels=True)`` with errors that name the file.
 
-    pydicom stops at the first pixel data element and leaves ``stream`` there,
-    so a byte left to read means the header is followed by pixel data; a file
-    that ends with its header (e.g. truncated there) has none.
+    ``tags``: read only these elements (``specific_tags``); the others are
+    skipped.  pydicom stops at the first pixel data element and leaves
+    ``stream`` there, so a byte left to read means the header is followed by
+    pixel data; a file that ends with its header (e.g. truncated there) has
+    none.
     """
     notes: list[str] = []
     try:
         with _caught(notes):
-            ds = pydicom.dcmread(stream, force=force, stop_before_pixels=True)
+            if tags is None:
+                ds = pydicom.dcmread(stream, force=force, stop_before_pixels=True)
+            else:
+                ds = pydicom.dcmread(
+                    stream, force=force, stop_before_pixels=True, specific_tags=tags
+                )
     except InvalidDicomError as exc:
         raise DicomReadError(
             f"{name}: not a DICOM file (no DICM preamble at byte 128 and no readable "
@@ -219,6 +264,10 @@ def _read_header(stream: BinaryIO, *, name: str, force: bool) -> _Header:
             f"{name}: cannot read the DICOM header: the file is truncated or corrupt "
             f"({type(exc).__name__}: {exc})"
         ) from None
+    if len(ds) == 0 and tags is not None:
+        # None of the elements asked for: whether it holds any is the whole read's to say.
+        stream.seek(0)
+        return _read_header(stream, name=name, force=force)
     if len(ds) == 0:
         detail = f" ({notes[0]})" if notes else ""
         raise DicomReadError(
@@ -319,9 +368,10 @@ def read_dicom_info_stream(
 ) -> FilmInfo:
     """Header facts of a DICOM stream, read with ``stop_before_pixels=True``.
 
-    Raises :class:`DicomReadError` when no pixel data follows the header.
+    Only the elements :data:`INFO_KEYWORDS` names are read.  Raises
+    :class:`DicomReadError` when no pixel data follows the header.
     """
-    header = _read_header(stream, name=name, force=force)
+    header = _read_header(stream, name=name, force=force, tags=_INFO_TAGS)
     info = info_from_dataset(header.ds, name=name, path=path, read_warnings=header.notes)
     if not header.has_pixels:
         raise _no_pixels(name, info)
@@ -370,8 +420,9 @@ def load_dicom_stream(
 
 def _text(ds: Dataset, keyword: str) -> str | None:
     """The value of ``keyword`` as text (multiple values joined by ``\\``), None if empty."""
+    tag = tag_for_keyword(keyword)  # ds.get(keyword) without its attribute look-up
     try:
-        value = ds.get(keyword)
+        value = ds[tag].value if tag is not None and tag in ds else None
     except _READ_ERRORS:
         return None
     if value is None:
