@@ -76,7 +76,8 @@ Per point
   endplate, the second at least 0.45 as strong, the disc darker beyond the
   outer one: the two rims of a tilted or concave endplate) is taken midway
   between the two, the convention of measurements.md, and the point is
-  flagged ``doubled``.  Any other double edge across an endplate (two falls
+  flagged ``doubled``; so is a closer pair, 0.6 to 1.6 mm apart, which the
+  0.5 mm smoothing merges into one fall and the fine scale splits.  Any other double edge across an endplate (two falls
   of similar strength) is settled by the darker outside: the outer edge of
   an endplate faces the disc.  Otherwise the point is ambiguous and left
   alone.
