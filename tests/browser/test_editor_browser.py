@@ -505,8 +505,12 @@ def test_replace_prompt_and_uncalibrated_badge(app_server, page, tmp_path, shots
     question.get_by_role("button", name="Replace").click()
     expect(question).to_have_count(0)
     # The old film's viewer stays, faded, until the run that opened the new one has
-    # ended (seconds on a loaded machine): then one viewer, the new film's.
-    expect(active_panel(page).locator("[data-testid=vh-editor]")).to_have_count(1, timeout=60_000)
+    # ended (seconds on a loaded machine), and may be alone for a moment before the
+    # new one is added beside it: wait for the new film's viewer, then for it alone.
+    viewers = active_panel(page).locator("[data-testid=vh-editor]")
+    new_film = viewers.filter(has=page.locator(".vh-hud-right", has_text="300 \u00d7 400"))
+    expect(new_film).to_have_count(1, timeout=60_000)
+    expect(viewers).to_have_count(1, timeout=60_000)
     editor = Editor(page)
     expect(editor.root.locator(".vh-hud-right")).to_contain_text("300 \u00d7 400")
     badge = editor.root.locator("[data-testid=vh-cal-badge]")
