@@ -77,10 +77,10 @@ Per point
   outer one: the two rims of a tilted or concave endplate) is taken midway
   between the two, the convention of measurements.md, and the point is
   flagged ``doubled``; so is a closer pair, 0.6 to 1.6 mm apart, which the
-  0.5 mm smoothing merges into one fall and the fine scale splits.  Any other double edge across an endplate (two falls
-  of similar strength) is settled by the darker outside: the outer edge of
-  an endplate faces the disc.  Otherwise the point is ambiguous and left
-  alone.
+  0.5 mm smoothing merges into one fall and the fine scale splits.  Any
+  other double edge across an endplate (two falls of similar strength) is
+  settled by the darker outside: the outer edge of an endplate faces the
+  disc.  Otherwise the point is ambiguous and left alone.
 - Spurs: at an anterior corner, when the cortex ends more than 1 mm
   beyond the line of the wall (fitted 3 to 12 mm from the corner, past the
   base of a spur), the bone beyond is an osteophyte and the corner is the
