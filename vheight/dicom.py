@@ -246,14 +246,10 @@ def _read_header(
     none.
     """
     notes: list[str] = []
+    start = stream.tell()
     try:
         with _caught(notes):
-            if tags is None:
-                ds = pydicom.dcmread(stream, force=force, stop_before_pixels=True)
-            else:
-                ds = pydicom.dcmread(
-                    stream, force=force, stop_before_pixels=True, specific_tags=tags
-                )
+            ds = pydicom.dcmread(stream, force=force, stop_before_pixels=True, specific_tags=tags)
     except InvalidDicomError as exc:
         raise DicomReadError(
             f"{name}: not a DICOM file (no DICM preamble at byte 128 and no readable "
@@ -266,7 +262,7 @@ def _read_header(
         ) from None
     if len(ds) == 0 and tags is not None:
         # None of the elements asked for: whether it holds any is the whole read's to say.
-        stream.seek(0)
+        stream.seek(start)
         return _read_header(stream, name=name, force=force)
     if len(ds) == 0:
         detail = f" ({notes[0]})" if notes else ""
