@@ -179,7 +179,10 @@ class _Prepared:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._done: OrderedDict[Hashable, Future[bytes]] = OrderedDict()
-        self._latest: dict[Hashable, Hashable] = {}
+        # The last key each film asked for, the most recent films last; as
+        # bounded as ``_done`` (a timer whose film was dropped builds nothing:
+        # its export is built on the click instead).
+        self._latest: OrderedDict[Hashable, Hashable] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vheight-exports")
 
     def get(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
@@ -200,6 +203,9 @@ class _Prepared:
         """Build ``key`` in the background after :data:`PREPARE_DELAY_S` unless superseded."""
         with self._lock:
             self._latest[film] = key
+            self._latest.move_to_end(film)
+            while len(self._latest) > _KEPT:
+                self._latest.popitem(last=False)
             if key in self._done:
                 return
         timer = threading.Timer(PREPARE_DELAY_S, self._start, args=(film, key, build))
