@@ -317,7 +317,7 @@ def test_viewer_fills_the_window_refits_and_goes_full_screen(app_server, browser
 
         wait_for(lambda: fills(768), what="the viewer filling 1366 x 768")
         # The table beside the film is on screen, whole.
-        brief = active_panel(page).locator(".st-key-vh-brief [data-testid=stTable]")
+        brief = active_panel(page).locator("[class*=st-key-vh-brief-] [data-testid=stTable]")
         box = brief.bounding_box()
         assert box is not None and box["y"] + box["height"] <= 768, box
         canvas = editor.canvas.bounding_box()
@@ -565,3 +565,24 @@ def test_zoomed_in_400_percent_the_visible_region_is_full_resolution(large_app, 
     assert crop["height"] == crop["y1"] - crop["y0"]
     expect(editor.root.locator(".vh-hud-right")).to_contain_text("full resolution")
     page.screenshot(path=str(shots / "19-zoom-400-full-resolution.png"))
+
+
+def test_switching_back_to_a_film_keeps_its_viewer_and_view(app_server, page, shots):
+    """A film's tab once open stays drawn: back on it, the same viewer shows the same view."""
+    page.goto(app_server.url)
+    editor = Editor(page).wait_ready()
+    opening = editor.view()["zoom"]
+    editor.wheel(700, 900, -400)  # zoom in
+    zoomed = wait_for(lambda: (v := editor.view())["zoom"] > 1.2 * opening and v,
+                      what="the zoomed view")  # fmt: skip
+    editor.root.evaluate("(el) => { el.dataset.mark = 'pre viewer'; }")
+    open_tab(page, "Post-augmentation")
+    post = Editor(page).wait_ready()
+    assert post.root.get_attribute("data-mark") is None  # another viewer
+    started = time.monotonic()
+    open_tab(page, "Pre-augmentation")
+    back = Editor(page).wait_ready()
+    expect(back.root).to_have_attribute("data-mark", "pre viewer")  # not mounted again
+    assert time.monotonic() - started < 10
+    assert back.view()["zoom"] == pytest.approx(zoomed["zoom"])
+    page.screenshot(path=str(shots / "20-back-on-pre.png"))

@@ -75,7 +75,8 @@ _PAGE_CSS = """<style>
   padding-left: 1.5rem; padding-right: 1.5rem; }
 [data-testid="stSidebarHeader"] { height: 1.5rem; }
 [data-testid="stSidebar"][data-collapsed="false"] { width: 244px !important; }
-.st-key-vh-brief [data-testid="stTable"] td, .st-key-vh-brief [data-testid="stTable"] th {
+[class*="st-key-vh-brief-"] [data-testid="stTable"] td,
+[class*="st-key-vh-brief-"] [data-testid="stTable"] th {
   padding: 2px 6px; font-size: 0.8rem; }
 [data-testid="stTabs"] [data-baseweb="tab-list"] { gap: 1rem; }
 </style>"""
@@ -141,6 +142,14 @@ def main(*, samples: Path | None = None) -> None:
 
 
 def _page() -> None:
+    session.begin_page_run()
+    try:
+        _page_body()
+    finally:
+        session.end_page_run()
+
+
+def _page_body() -> None:
     _sidebar()
     if not readers.gate():
         return
@@ -148,14 +157,16 @@ def _page() -> None:
     for tp in session.TIMEPOINTS:
         session.sync_editor(tp)
     labels = [session.TIMEPOINT_LABELS[tp] for tp in session.TIMEPOINTS]
-    # Lazy tabs: only the open tab runs, so an edit reruns one film's panel.
+    # Lazy tabs: a film's tab runs once it has been open (then it stays drawn,
+    # hidden when another is open, so switching back needs no server); the
+    # comparison and agreement run only while open.  An edit reruns one film's
+    # fragment.
     tabs = st.tabs([*labels, COMPARISON, AGREEMENT], key=session.TAB, on_change="rerun")
     for tab, tp in zip(tabs[:3], session.TIMEPOINTS, strict=True):
-        if tab.open:
+        if session.tab_kept(tp, bool(tab.open)):
             with tab:
                 _film_fragment(tp)
     if tabs[3].open:
-        session.drew_other("comparison")
         with tabs[3]:
             measurements = {}
             for tp in session.TIMEPOINTS:
@@ -164,7 +175,6 @@ def _page() -> None:
                     measurements[tp] = _measure(slot)
             _comparison_tab(measurements)
     if tabs[4].open:
-        session.drew_other("agreement")
         with tabs[4]:
             agreement_view.page()
 
@@ -177,8 +187,6 @@ def _film_fragment(timepoint: str) -> None:
     if slot is not None:
         session.restore_widgets(slot)
         _sync_window(slot)
-    else:
-        session.drew_other(f"{timepoint}.empty")
     _film_tab(timepoint, None if slot is None else _measure(slot))
     if slot is not None:
         session.remember_widgets(slot)
@@ -498,7 +506,7 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
     left, right = st.columns([1.75, 1], gap="small")
     with right:
         _level_panel(slot)
-        _brief_table(measurement, records)
+        _brief_table(timepoint, measurement, records)
         _display_controls(slot)
     window, invert = _window_choice(slot)
     with left:
@@ -547,9 +555,9 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
     _measurement_table(slot, measurement, window, invert)
 
 
-def _brief_table(measurement: Any, records: list[dict[str, Any]]) -> None:
+def _brief_table(timepoint: str, measurement: Any, records: list[dict[str, Any]]) -> None:
     """Heights and grades beside the film, and the warnings that change a number."""
-    with st.container(key="vh-brief"):
+    with st.container(key=f"vh-brief-{timepoint}"):
         if measurement is None:
             return
         if not records:

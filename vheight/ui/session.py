@@ -50,9 +50,11 @@ __all__ = [
     "get_slot",
     "widget_key",
     "set_widget",
+    "begin_page_run",
+    "end_page_run",
+    "tab_kept",
     "restore_widgets",
     "remember_widgets",
-    "drew_other",
     "open_into",
     "open_samples",
     "open_deferred_samples",
@@ -199,7 +201,14 @@ KEPT_WIDGETS = (
     "level", "treated", "window", "invert", "wc", "ww", "cal_mode", "cal_mm", "radius",
 )  # fmt: skip
 _KEEP = "vh.keep"
+#: Film tabs drawn by the last whole-page run, and by this one so far.
+_DRAWN_BEFORE = "vh.drawn_before"
 _DRAWN = "vh.drawn"
+#: True while a whole-page run draws (False in a rerun of one film's fragment).
+_PAGE_RUN = "vh.page_run"
+#: Timepoints whose tab has been open: drawn in every later run, hidden or not,
+#: so that switching back to one is the browser's alone (its viewer stays mounted).
+_SHOWN = "vh.shown"
 
 
 def set_widget(slot: Slot, name: str, value: Any) -> None:
@@ -209,22 +218,44 @@ def set_widget(slot: Slot, name: str, value: Any) -> None:
     st.session_state.setdefault(_KEEP, {})[key] = value
 
 
+def begin_page_run() -> None:
+    """At the start of a whole-page run (not of a fragment's rerun)."""
+    state = st.session_state
+    state[_DRAWN_BEFORE] = frozenset(state.get(_DRAWN, ()))
+    state[_DRAWN] = set()
+    state[_PAGE_RUN] = True
+
+
+def end_page_run() -> None:
+    """At the end of a whole-page run, however it ended."""
+    st.session_state[_PAGE_RUN] = False
+
+
+def tab_kept(timepoint: str, is_open: bool) -> bool:
+    """Whether to draw ``timepoint``'s tab in this run: it is open, or was open before."""
+    shown = st.session_state.setdefault(_SHOWN, set())
+    if is_open:
+        shown.add(timepoint)
+    return timepoint in shown
+
+
 def restore_widgets(slot: Slot) -> None:
     """Before drawing a film's tab: give back the values its widgets had when last drawn.
 
-    Only when the previous run drew something else (another tab): then the
-    widgets' own state is gone or stale.  When the previous run drew this tab,
-    the widgets hold the user's latest change, which must win.
+    Only in a whole-page run whose previous one did not draw this tab: then the
+    widgets' own state is gone or stale.  When the previous run drew it (a
+    rerun of the tab's fragment draws only tabs the last whole run drew), the
+    widgets hold the user's latest change, which must win.
     """
     state = st.session_state
     kept = state.setdefault(_KEEP, {})
     shown = f"{slot.timepoint}.{slot.uid}"
-    if state.get(_DRAWN) != shown:
+    if state.get(_PAGE_RUN) and shown not in state.get(_DRAWN_BEFORE, ()):
         for name in KEPT_WIDGETS:
             key = widget_key(slot, name)
             if key in kept:
                 state[key] = kept[key]
-    state[_DRAWN] = shown
+    state.setdefault(_DRAWN, set()).add(shown)
 
 
 def widget_value(slot: Slot, name: str, default: Any = None) -> Any:
@@ -239,11 +270,6 @@ def widget_value(slot: Slot, name: str, default: Any = None) -> Any:
     if key in state:
         return state[key]
     return state.get(_KEEP, {}).get(key, default)
-
-
-def drew_other(name: str) -> None:
-    """Record that this run drew a tab without film widgets (the comparison)."""
-    st.session_state[_DRAWN] = name
 
 
 def remember_widgets(slot: Slot) -> None:
