@@ -416,7 +416,9 @@ def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Fi
     fine_band = fine - background
     fine_gx = central_difference(fine_band, axis=1) / col_mm
     fine_gy = central_difference(fine_band, axis=0) / row_mm
-    layers = np.stack([gx, gy, fine_gx, fine_gy, smooth], axis=-1)
+    # Interleaved (rows, columns, 5): a bilinear sample reads its four pixels'
+    # layers together (cv2.merge interleaves several times faster than np.stack).
+    layers = cv2.merge([gx, gy, fine_gx, fine_gy, smooth])
     fld = Field(image=image, row0=r0, col0=c0, layers=layers, threshold=0.0)
     return replace(fld, threshold=edge_threshold(fld, pts_mm, reach_mm))
 
