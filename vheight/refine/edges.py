@@ -219,21 +219,24 @@ class Field:
         rows, cols = self.image.to_grid(flat)
         rows = rows - self.row0
         cols = cols - self.col0
-        h, w, _ = self.layers.shape
+        h, w, k = self.layers.shape
         inside = (rows >= 0) & (rows <= h - 1) & (cols >= 0) & (cols <= w - 1)
         r0 = clamp(np.floor(rows).astype(np.intp), 0, h - 2)
         c0 = clamp(np.floor(cols).astype(np.intp), 0, w - 2)
         fr = (rows - r0)[:, None]
         fc = (cols - c0)[:, None]
-        lay = self.layers
+        gr, gc = 1 - fr, 1 - fc
+        # The four neighbours by flat index (one take each, all layers at once).
+        lay = self.layers.reshape(-1, k)
+        i = r0 * w + c0
         values = (
-            lay[r0, c0] * ((1 - fr) * (1 - fc))
-            + lay[r0, c0 + 1] * ((1 - fr) * fc)
-            + lay[r0 + 1, c0] * (fr * (1 - fc))
-            + lay[r0 + 1, c0 + 1] * (fr * fc)
+            lay.take(i, axis=0) * (gr * gc)
+            + lay.take(i + 1, axis=0) * (gr * fc)
+            + lay.take(i + w, axis=0) * (fr * gc)
+            + lay.take(i + (w + 1), axis=0) * (fr * fc)
         )
         values[~inside] = np.nan
-        return values.reshape(*pts_mm.shape[:-1], lay.shape[2])
+        return values.reshape(*pts_mm.shape[:-1], k)
 
     def derivative(self, pts_mm: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivative along the unit mm-space ``direction``."""
