@@ -323,19 +323,20 @@ def _span(lo: float, hi: float, pad: int, size: int) -> tuple[int, int]:
 _NOISE_SAMPLE_MM = 0.5
 
 
-def _noise_samples(lo: float, hi: float, pad: int, a: int, b: int, spacing_mm: float) -> np.ndarray:
-    """Rows (or columns) of the searched grid where the noise is sampled:
-    ``[lo - pad, hi + pad]`` inside the patch ``[a, b)``, about every
-    :data:`_NOISE_SAMPLE_MM`, on multiples of the step (the image's own
-    grid, not the patch's)."""
+def _noise_samples(lo: float, hi: float, pad: int, a: int, b: int, spacing_mm: float) -> slice:
+    """Rows (or columns) of the searched grid where the noise is sampled, as a
+    slice of the patch ``[a, b)``: ``[lo - pad, hi + pad]`` inside the patch,
+    about every :data:`_NOISE_SAMPLE_MM`, on multiples of the step (the
+    image's own grid, not the patch's)."""
     first = max(a, int(math.ceil(lo - pad)))
     last = min(b - 1, int(math.floor(hi + pad)))
     if last < first:
         first, last = a, b - 1
     step = max(1, min(int(round(_NOISE_SAMPLE_MM / spacing_mm)), (last - first + 1) // 64))
     start = -(-first // step) * step
-    samples = np.arange(start, last + 1, step)
-    return samples if samples.size else np.array([first])
+    if start > last:
+        return slice(first - a, first - a + 1)
+    return slice(start - a, last + 1 - a, step)
 
 
 def edge_threshold(fld: Field, pts_mm: np.ndarray, pad_mm: float) -> float:
@@ -354,21 +355,26 @@ def edge_threshold(fld: Field, pts_mm: np.ndarray, pad_mm: float) -> float:
     r0, c0 = fld.row0, fld.col0
     rows = _noise_samples(float(np.min(ys)), float(np.max(ys)), pad_r, r0, r0 + h, row_mm)
     cols = _noise_samples(float(np.min(xs)), float(np.max(xs)), pad_c, c0, c0 + w, col_mm)
-    window = np.ix_(rows - r0, cols - c0)
-    comps = np.concatenate([fld.layers[..., 0][window].ravel(), fld.layers[..., 1][window].ravel()])
+    # Both gradient components of the sampled grid (the medians do not depend
+    # on their order).
+    comps = fld.layers[rows, cols, :2].ravel()
     noise = 1.4826 * float(np.median(np.abs(comps - np.median(comps))))
     # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
     floor = fld.image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)
     return max(EDGE_NOISE_FACTOR * noise, floor)
 
 
-def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Field | None:
+def make_field(
+    image: PreparedImage, pts_mm: np.ndarray, margin_mm: float, *, threshold: bool = True
+) -> Field | None:
     """Smooth and differentiate the patch covering ``pts_mm`` plus ``margin_mm``.
 
     Every kernel and the patch are bounded in pixels (:data:`MAX_SIGMA_PX`,
     :data:`MAX_PATCH_PX`) and by the image, whatever the spacing; None when
     the patch is empty or the spacing is beyond any arithmetic (1e-30 to
-    1e30 mm/px).
+    1e30 mm/px).  The field's threshold is the noise around ``pts_mm``
+    (:func:`edge_threshold`); without ``threshold``, for a caller that sets
+    its own, it is left at 0 (every fall accepted) and not computed.
     """
     h, w = image.shape
     row_mm, col_mm = image.work_row_mm, image.work_col_mm
@@ -423,6 +429,8 @@ def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Fi
     # layers together (cv2.merge interleaves several times faster than np.stack).
     layers = cv2.merge([gx, gy, fine_gx, fine_gy, smooth])
     fld = Field(image=image, row0=r0, col0=c0, layers=layers, threshold=0.0)
+    if not threshold:
+        return fld
     return replace(fld, threshold=edge_threshold(fld, pts_mm, reach_mm))
 
 
