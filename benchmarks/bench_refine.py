@@ -29,10 +29,14 @@ Run::
     .venv/bin/python benchmarks/bench_refine.py --quick    # two films, fewer draws
     .venv/bin/python benchmarks/bench_refine.py --seed 99 --film-seed-offset 100  # other films
     .venv/bin/python benchmarks/bench_refine.py --dump outcomes.json  # every outcome, as JSON
+    .venv/bin/python benchmarks/bench_refine.py --one-core  # the time per point on one core
 
-``--dump`` writes every point of every refinement and proposal the benchmark makes
-(position, flag, score) in the order made: two runs of different code on the same
-arguments give the same file when the code gives the same results.
+``--one-core`` limits numpy's and OpenCV's threads to one (the environment is
+set before the process starts: the script runs itself again with it), so that the
+CPU time per point is one core's.  ``--dump`` writes every point of every
+refinement and proposal the benchmark makes (position, flag, score) in the order
+made: two runs of different code on the same arguments give the same file when
+the code gives the same results.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -78,6 +83,21 @@ FEATURES = (
     "fractured",
     "plain",
 )
+
+
+ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""Thread limits of numpy's libraries, read when they load (before the process starts)."""
+
+
+def one_core(argv: list[str]) -> None:
+    """Run on one core: the script again with :data:`ONE_CORE_ENV` when the
+    environment lacks it, then OpenCV's threads limited to one."""
+    if any(os.environ.get(k) != v for k, v in ONE_CORE_ENV.items()):
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, __file__, *argv], {**os.environ, **ONE_CORE_ENV})
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 OUTCOMES: list[dict] = []
@@ -286,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=20, help="starts of the convergence test")
     parser.add_argument("--radius-mm", type=float, default=DEFAULT_RADIUS_MM)
     parser.add_argument("--quick", action="store_true", help="two films, two draws, 10 starts")
+    parser.add_argument("--films", type=int, default=len(FILMS), help="the first N films only")
+    parser.add_argument("--no-cr", action="store_true", help="leave out the CR films")
+    parser.add_argument(
+        "--one-core", action="store_true", help="numpy's and OpenCV's threads limited to one"
+    )
     parser.add_argument("--seed", type=int, default=2026, help="seed of the clicks")
     parser.add_argument(
         "--dump", metavar="PATH", help="write every outcome (position, flag, score) as JSON"
@@ -297,10 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         help="added to every film's seed: other films of the same kinds (a check on other data)",
     )
     args = parser.parse_args(argv)
+    if args.one_core:
+        one_core(sys.argv[1:] if argv is None else argv)
     OUTCOMES.clear()
     if args.quick:
         args.draws, args.starts = 2, 10
-    films = FILMS[:2] + FILMS[2:3] if args.quick else FILMS
+    films = FILMS[:2] + FILMS[2:3] if args.quick else FILMS[: args.films]
     films = [{**f, "seed": f["seed"] + args.film_seed_offset} for f in films]
     radius = args.radius_mm
     rng = np.random.default_rng(args.seed)
@@ -428,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         f"flagged in most runs)"
     )
     print(f"  spread median {np.median(sa):.3f} mm, p95 {np.percentile(sa, 95):.3f} mm")
-    for name, film in cr_films():
+    for name, film in [] if args.no_cr else cr_films():
         crng = np.random.default_rng(7)
         start = edge_points_on(film, crng)
         nominal = 0.15  # these films carry no spacing: distances in units of 0.15 mm/px
@@ -449,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"time per point: {1000 * seconds / points:.2f} ms wall, {1000 * cpu / points:.2f} ms CPU "
-        f"({points} points, one refine_annotation call per film and perturbation)"
+        f"({points} points, one refine_annotation call per film and perturbation; "
+        f"{'one core' if args.one_core else 'threads not limited'})"
     )
     if args.dump is not None:
         with open(args.dump, "w", encoding="utf-8") as out:

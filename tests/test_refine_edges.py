@@ -1,9 +1,12 @@
 """The field the edge search samples (``vheight.refine.edges``): bilinear samples,
-the noise threshold, the patch's layers."""
+the noise threshold, the patch's layers; and the refinement benchmark's outputs."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,8 @@ from vheight.refine.edges import (
     prepare_image,
 )
 from vheight.refine.model import EDGE_NOISE_FACTOR, SMOOTHING_MM
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +91,28 @@ def test_a_field_made_without_its_threshold_has_the_same_layers(image, points_mm
     assert (bare.row0, bare.col0) == (full.row0, full.col0)
     assert np.array_equal(bare.layers, full.layers)
     assert edge_threshold(bare, points_mm, 10.0 + 3.0) == full.threshold
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_refine", ROOT / "benchmarks" / "bench_refine.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_dumps_every_outcome_it_makes(tmp_path, capsys):
+    bench = _bench()
+    path = tmp_path / "outcomes.json"
+    args = ["--films", "1", "--draws", "1", "--starts", "1", "--no-cr", "--dump", str(path)]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    outcomes = json.loads(path.read_text())
+    calls = {o["call"] for o in outcomes}
+    # clicks, truth, a second refine, one start, two extrapolations
+    assert {"clicks", "truth", "once", "twice", "start", "propose L3", "propose T12"} <= calls
+    clicks = [o for o in outcomes if o["call"] == "clicks"]
+    assert len(clicks) == 36 and f"{len(outcomes)} outcomes written" in out
+    assert all(isinstance(o["x"], float) and isinstance(o["y"], float) for o in outcomes)
+    assert "CPU" in out
