@@ -412,9 +412,6 @@ def make_field(
         min(BACKGROUND_MM / col_mm, 4 * MAX_PATCH_PX),
         min(BACKGROUND_MM / row_mm, 4 * MAX_PATCH_PX),
     )
-    band = smooth - background
-    gx = central_difference(band, axis=1) / col_mm
-    gy = central_difference(band, axis=0) / row_mm
     fine = cv2.GaussianBlur(
         patch,
         ksize=(0, 0),
@@ -422,9 +419,9 @@ def make_field(
         sigmaY=_sigma_px(FINE_SMOOTHING_MM, row_mm, floor=_FINE_MIN_PX),
         borderType=cv2.BORDER_REFLECT,
     )
-    fine_band = fine - background
-    fine_gx = central_difference(fine_band, axis=1) / col_mm
-    fine_gy = central_difference(fine_band, axis=0) / row_mm
+    # The band-passes in place of the blurs they are made from (the background last).
+    fine_gx, fine_gy = _gradients(np.subtract(fine, background, out=fine), row_mm, col_mm)
+    gx, gy = _gradients(np.subtract(smooth, background, out=background), row_mm, col_mm)
     # Interleaved (rows, columns, 5): a bilinear sample reads its four pixels'
     # layers together (cv2.merge interleaves several times faster than np.stack).
     layers = cv2.merge([gx, gy, fine_gx, fine_gy, smooth])
@@ -432,6 +429,16 @@ def make_field(
     if not threshold:
         return fld
     return replace(fld, threshold=edge_threshold(fld, pts_mm, reach_mm))
+
+
+def _gradients(band: np.ndarray, row_mm: float, col_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """``d/dx`` and ``d/dy`` of ``band`` per mm (central differences; divided in
+    place: a patch-sized array fewer each)."""
+    gx = central_difference(band, axis=1)
+    gx /= col_mm
+    gy = central_difference(band, axis=0)
+    gy /= row_mm
+    return gx, gy
 
 
 def central_difference(array: np.ndarray, *, axis: int) -> np.ndarray:
