@@ -374,7 +374,8 @@ def make_field(
     the patch is empty or the spacing is beyond any arithmetic (1e-30 to
     1e30 mm/px).  The field's threshold is the noise around ``pts_mm``
     (:func:`edge_threshold`); without ``threshold``, for a caller that sets
-    its own, it is left at 0 (every fall accepted) and not computed.
+    its own, it is not computed and left at 0, to be replaced before any
+    edge search.
     """
     h, w = image.shape
     row_mm, col_mm = image.work_row_mm, image.work_col_mm
