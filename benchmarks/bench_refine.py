@@ -28,12 +28,23 @@ Run::
     .venv/bin/python benchmarks/bench_refine.py            # full (a few minutes)
     .venv/bin/python benchmarks/bench_refine.py --quick    # two films, fewer draws
     .venv/bin/python benchmarks/bench_refine.py --seed 99 --film-seed-offset 100  # other films
+    .venv/bin/python benchmarks/bench_refine.py --dump outcomes.json  # every outcome, as JSON
+    .venv/bin/python benchmarks/bench_refine.py --one-core  # the time per point on one core
+
+``--one-core`` limits numpy's and OpenCV's threads to one (the environment is
+set before the process starts: the script runs itself again with it), so that the
+CPU time per point is one core's.  ``--dump`` writes every point of every
+refinement and proposal the benchmark makes (position, flag, score) in the order
+made: two runs of different code on the same arguments give the same file when
+the code gives the same results.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -72,6 +83,44 @@ FEATURES = (
     "fractured",
     "plain",
 )
+
+
+ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""Thread limits of numpy's libraries, read when they load (before the process starts)."""
+
+
+def one_core(argv: list[str]) -> None:
+    """Run on one core: the script again with :data:`ONE_CORE_ENV` when the
+    environment lacks it, then OpenCV's threads limited to one."""
+    if any(os.environ.get(k) != v for k, v in ONE_CORE_ENV.items()):
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, __file__, *argv], {**os.environ, **ONE_CORE_ENV})
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+OUTCOMES: list[dict] = []
+"""Every move of every refinement made by :func:`main` (written by ``--dump``)."""
+
+
+def record(call: str, result):
+    """``result`` (a RefineResult), its moves appended to :data:`OUTCOMES` under ``call``."""
+    OUTCOMES.extend(
+        {
+            "call": call,
+            "level": m.level,
+            "point": m.point,
+            "x": m.x,
+            "y": m.y,
+            "moved": m.moved,
+            "flag": m.flag,
+            "edge_score": m.edge_score,
+            "reseeded": m.reseeded,
+        }
+        for m in result.moves
+    )
+    return result
 
 
 def _fracture(text: str) -> Fracture:
@@ -165,8 +214,9 @@ def convergence(annotation: Annotation, image, cal: Calibration, starts: int, si
     ends = defaultdict(list)
     flags = defaultdict(int)
     for _ in range(starts):
-        result = refine_annotation(
-            perturb(annotation, cal, sigma, rng), image, cal, radius_mm=radius
+        result = record(
+            "start",
+            refine_annotation(perturb(annotation, cal, sigma, rng), image, cal, radius_mm=radius),
         )
         for m in result.moves:
             ends[(m.level, m.point)].append((m.x, m.y))
@@ -178,8 +228,8 @@ def convergence(annotation: Annotation, image, cal: Calibration, starts: int, si
 
 
 def idempotence(start: Annotation, image, cal, radius) -> tuple[float, int]:
-    once = refine_annotation(start, image, cal, radius_mm=radius)
-    twice = refine_annotation(once.annotation, image, cal, radius_mm=radius)
+    once = record("once", refine_annotation(start, image, cal, radius_mm=radius))
+    twice = record("twice", refine_annotation(once.annotation, image, cal, radius_mm=radius))
     moves = [m.distance_mm if m.distance_mm is not None else m.distance_px for m in twice.moves]
     return (max(moves) if moves else 0.0), len(moves)
 
@@ -195,7 +245,9 @@ def propose_error(truth, pixels, cal, keep_out, target, radius):
     """Point errors and (proposed grade, true grade) of ``target`` proposed with
     the levels ``keep_out`` removed (target among them)."""
     start = without(truth, keep_out)
-    result = propose_level_result(start, pixels, cal, target, radius_mm=radius)
+    result = record(
+        f"propose {target}", propose_level_result(start, pixels, cal, target, radius_mm=radius)
+    )
     errs = [
         distance(result.annotation.vertebrae[target][n], p, cal)
         for n, p in truth.vertebrae[target].items()
@@ -254,7 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=20, help="starts of the convergence test")
     parser.add_argument("--radius-mm", type=float, default=DEFAULT_RADIUS_MM)
     parser.add_argument("--quick", action="store_true", help="two films, two draws, 10 starts")
+    parser.add_argument("--films", type=int, default=len(FILMS), help="the first N films only")
+    parser.add_argument("--no-cr", action="store_true", help="leave out the CR films")
+    parser.add_argument(
+        "--one-core", action="store_true", help="numpy's and OpenCV's threads limited to one"
+    )
     parser.add_argument("--seed", type=int, default=2026, help="seed of the clicks")
+    parser.add_argument(
+        "--dump", metavar="PATH", help="write every outcome (position, flag, score) as JSON"
+    )
     parser.add_argument(
         "--film-seed-offset",
         type=int,
@@ -262,9 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         help="added to every film's seed: other films of the same kinds (a check on other data)",
     )
     args = parser.parse_args(argv)
+    if args.one_core:
+        one_core(sys.argv[1:] if argv is None else argv)
+    OUTCOMES.clear()
     if args.quick:
         args.draws, args.starts = 2, 10
-    films = FILMS[:2] + FILMS[2:3] if args.quick else FILMS
+    films = FILMS[:2] + FILMS[2:3] if args.quick else FILMS[: args.films]
     films = [{**f, "seed": f["seed"] + args.film_seed_offset} for f in films]
     radius = args.radius_mm
     rng = np.random.default_rng(args.seed)
@@ -287,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             result = refine_annotation(start, pixels, cal, radius_mm=radius)
             seconds += time.perf_counter() - t0
             cpu += time.process_time() - c0
+            record("clicks", result)
             points += len(result.moves)
             for m in result.moves:
                 t = truth.vertebrae[m.level][m.point]
@@ -308,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             snapped = grades(result.annotation, cal)
             grade_pairs.extend((snapped[lv], true_grades[lv]) for lv in true_grades)
         # from the true points
-        result = refine_annotation(truth, pixels, cal, radius_mm=radius)
+        result = record("truth", refine_annotation(truth, pixels, cal, radius_mm=radius))
         truth_moves.extend(m.distance_mm for m in result.moves)
         # a second refine
         worst, _ = idempotence(perturb(truth, cal, args.sigma_mm, rng), pixels, cal, radius)
@@ -391,13 +455,15 @@ def main(argv: list[str] | None = None) -> int:
         f"flagged in most runs)"
     )
     print(f"  spread median {np.median(sa):.3f} mm, p95 {np.percentile(sa, 95):.3f} mm")
-    for name, film in cr_films():
+    for name, film in [] if args.no_cr else cr_films():
         crng = np.random.default_rng(7)
         start = edge_points_on(film, crng)
         nominal = 0.15  # these films carry no spacing: distances in units of 0.15 mm/px
         cal_n = Calibration.user(row_spacing_mm=nominal, col_spacing_mm=nominal)
-        first = refine_annotation(start, film, cal_n, radius_mm=radius)
-        twice = refine_annotation(first.annotation, film, cal_n, radius_mm=radius)
+        first = record(f"{name} once", refine_annotation(start, film, cal_n, radius_mm=radius))
+        twice = record(
+            f"{name} twice", refine_annotation(first.annotation, film, cal_n, radius_mm=radius)
+        )
         worst = max(m.distance_mm for m in twice.moves)
         big = sum(m.distance_mm > 0.1 for m in twice.moves)
         ok, kept, total, _ = convergence(
@@ -410,8 +476,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"time per point: {1000 * seconds / points:.2f} ms wall, {1000 * cpu / points:.2f} ms CPU "
-        f"({points} points, one refine_annotation call per film and perturbation)"
+        f"({points} points, one refine_annotation call per film and perturbation; "
+        f"{'one core' if args.one_core else 'threads not limited'})"
     )
+    if args.dump is not None:
+        with open(args.dump, "w", encoding="utf-8") as out:
+            json.dump(OUTCOMES, out, indent=0)
+        print(f"{len(OUTCOMES)} outcomes written to {args.dump}")
     return 0
 
 

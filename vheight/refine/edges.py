@@ -219,21 +219,24 @@ class Field:
         rows, cols = self.image.to_grid(flat)
         rows = rows - self.row0
         cols = cols - self.col0
-        h, w, _ = self.layers.shape
+        h, w, k = self.layers.shape
         inside = (rows >= 0) & (rows <= h - 1) & (cols >= 0) & (cols <= w - 1)
         r0 = clamp(np.floor(rows).astype(np.intp), 0, h - 2)
         c0 = clamp(np.floor(cols).astype(np.intp), 0, w - 2)
         fr = (rows - r0)[:, None]
         fc = (cols - c0)[:, None]
-        lay = self.layers
+        gr, gc = 1 - fr, 1 - fc
+        # The four neighbours by flat index (one take each, all layers at once).
+        lay = self.layers.reshape(-1, k)
+        i = r0 * w + c0
         values = (
-            lay[r0, c0] * ((1 - fr) * (1 - fc))
-            + lay[r0, c0 + 1] * ((1 - fr) * fc)
-            + lay[r0 + 1, c0] * (fr * (1 - fc))
-            + lay[r0 + 1, c0 + 1] * (fr * fc)
+            lay.take(i, axis=0) * (gr * gc)
+            + lay.take(i + 1, axis=0) * (gr * fc)
+            + lay.take(i + w, axis=0) * (fr * gc)
+            + lay.take(i + (w + 1), axis=0) * (fr * fc)
         )
         values[~inside] = np.nan
-        return values.reshape(*pts_mm.shape[:-1], lay.shape[2])
+        return values.reshape(*pts_mm.shape[:-1], k)
 
     def derivative(self, pts_mm: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Directional derivative along the unit mm-space ``direction``."""
@@ -320,19 +323,20 @@ def _span(lo: float, hi: float, pad: int, size: int) -> tuple[int, int]:
 _NOISE_SAMPLE_MM = 0.5
 
 
-def _noise_samples(lo: float, hi: float, pad: int, a: int, b: int, spacing_mm: float) -> np.ndarray:
-    """Rows (or columns) of the searched grid where the noise is sampled:
-    ``[lo - pad, hi + pad]`` inside the patch ``[a, b)``, about every
-    :data:`_NOISE_SAMPLE_MM`, on multiples of the step (the image's own
-    grid, not the patch's)."""
+def _noise_samples(lo: float, hi: float, pad: int, a: int, b: int, spacing_mm: float) -> slice:
+    """Rows (or columns) of the searched grid where the noise is sampled, as a
+    slice of the patch ``[a, b)``: ``[lo - pad, hi + pad]`` inside the patch,
+    about every :data:`_NOISE_SAMPLE_MM`, on multiples of the step (the
+    image's own grid, not the patch's)."""
     first = max(a, int(math.ceil(lo - pad)))
     last = min(b - 1, int(math.floor(hi + pad)))
     if last < first:
         first, last = a, b - 1
     step = max(1, min(int(round(_NOISE_SAMPLE_MM / spacing_mm)), (last - first + 1) // 64))
     start = -(-first // step) * step
-    samples = np.arange(start, last + 1, step)
-    return samples if samples.size else np.array([first])
+    if start > last:
+        return slice(first - a, first - a + 1)
+    return slice(start - a, last + 1 - a, step)
 
 
 def edge_threshold(fld: Field, pts_mm: np.ndarray, pad_mm: float) -> float:
@@ -351,21 +355,27 @@ def edge_threshold(fld: Field, pts_mm: np.ndarray, pad_mm: float) -> float:
     r0, c0 = fld.row0, fld.col0
     rows = _noise_samples(float(np.min(ys)), float(np.max(ys)), pad_r, r0, r0 + h, row_mm)
     cols = _noise_samples(float(np.min(xs)), float(np.max(xs)), pad_c, c0, c0 + w, col_mm)
-    window = np.ix_(rows - r0, cols - c0)
-    comps = np.concatenate([fld.layers[..., 0][window].ravel(), fld.layers[..., 1][window].ravel()])
+    # Both gradient components of the sampled grid (the medians do not depend
+    # on their order).
+    comps = fld.layers[rows, cols, :2].ravel()
     noise = 1.4826 * float(np.median(np.abs(comps - np.median(comps))))
     # A step of height C blurred by the smoothing peaks at C / (sqrt(2 pi) sigma).
     floor = fld.image.contrast_floor / (math.sqrt(2 * math.pi) * SMOOTHING_MM)
     return max(EDGE_NOISE_FACTOR * noise, floor)
 
 
-def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Field | None:
+def make_field(
+    image: PreparedImage, pts_mm: np.ndarray, margin_mm: float, *, threshold: bool = True
+) -> Field | None:
     """Smooth and differentiate the patch covering ``pts_mm`` plus ``margin_mm``.
 
     Every kernel and the patch are bounded in pixels (:data:`MAX_SIGMA_PX`,
     :data:`MAX_PATCH_PX`) and by the image, whatever the spacing; None when
     the patch is empty or the spacing is beyond any arithmetic (1e-30 to
-    1e30 mm/px).
+    1e30 mm/px).  The field's threshold is the noise around ``pts_mm``
+    (:func:`edge_threshold`); without ``threshold``, for a caller that sets
+    its own, it is not computed and left at 0, to be replaced before any
+    edge search.
     """
     h, w = image.shape
     row_mm, col_mm = image.work_row_mm, image.work_col_mm
@@ -403,9 +413,6 @@ def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Fi
         min(BACKGROUND_MM / col_mm, 4 * MAX_PATCH_PX),
         min(BACKGROUND_MM / row_mm, 4 * MAX_PATCH_PX),
     )
-    band = smooth - background
-    gx = central_difference(band, axis=1) / col_mm
-    gy = central_difference(band, axis=0) / row_mm
     fine = cv2.GaussianBlur(
         patch,
         ksize=(0, 0),
@@ -413,12 +420,26 @@ def make_field(image: PreparedImage, pts_mm: np.ndarray, margin_mm: float) -> Fi
         sigmaY=_sigma_px(FINE_SMOOTHING_MM, row_mm, floor=_FINE_MIN_PX),
         borderType=cv2.BORDER_REFLECT,
     )
-    fine_band = fine - background
-    fine_gx = central_difference(fine_band, axis=1) / col_mm
-    fine_gy = central_difference(fine_band, axis=0) / row_mm
-    layers = np.stack([gx, gy, fine_gx, fine_gy, smooth], axis=-1)
+    # The band-passes in place of the blurs they are made from (the background last).
+    fine_gx, fine_gy = _gradients(np.subtract(fine, background, out=fine), row_mm, col_mm)
+    gx, gy = _gradients(np.subtract(smooth, background, out=background), row_mm, col_mm)
+    # Interleaved (rows, columns, 5): a bilinear sample reads its four pixels'
+    # layers together (cv2.merge interleaves several times faster than np.stack).
+    layers = cv2.merge([gx, gy, fine_gx, fine_gy, smooth])
     fld = Field(image=image, row0=r0, col0=c0, layers=layers, threshold=0.0)
+    if not threshold:
+        return fld
     return replace(fld, threshold=edge_threshold(fld, pts_mm, reach_mm))
+
+
+def _gradients(band: np.ndarray, row_mm: float, col_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """``d/dx`` and ``d/dy`` of ``band`` per mm (central differences; divided in
+    place: a patch-sized array fewer each)."""
+    gx = central_difference(band, axis=1)
+    gx /= col_mm
+    gy = central_difference(band, axis=0)
+    gy /= row_mm
+    return gx, gy
 
 
 def central_difference(array: np.ndarray, *, axis: int) -> np.ndarray:

@@ -757,7 +757,8 @@ def refine_vertebra(
     # The patch holds the noise window of every pass: a pass starts at most
     # about twice the radius (and a millimetre) from where a point was placed.
     span = _reach_mm(radius_mm) + 2 * radius_mm + 1.0
-    fld = make_field(image, np.array(list(pts.values())), span)
+    # Each pass takes its own threshold (:func:`_one_pass`).
+    fld = make_field(image, np.array(list(pts.values())), span, threshold=False)
     if fld is None:
         return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
     # A point still moving after the passes is left where it was placed; but
