@@ -87,6 +87,29 @@ def concave_film():
     )
 
 
+@pytest.fixture(scope="module")
+def pedicle_film():
+    # L2's pedicle column rises flush with its superior endplate and reaches
+    # 3.5 mm behind the posterior wall: the endplate's band seems to run on.
+    return _film(Realism(pedicle_columns=("L2",)))
+
+
+def test_posterior_corner_is_not_moved_onto_the_pedicle_and_says_why(pedicle_film):
+    """Following the band slides the corner 3.5 mm onto the pedicle column;
+    a corner found beyond the posterior wall's line is left where it was
+    placed and flagged ``rejected_edge``."""
+    pixels, truth, cal = pedicle_film
+    true = truth.vertebrae["L2"]["superior_posterior"]
+    flags = []
+    for seed in range(4):
+        start = _clicks(truth, 1.0, seed) if seed else truth
+        move = refine_annotation(start, pixels, cal).move("L2", "superior_posterior")
+        placed = start.vertebrae["L2"]["superior_posterior"]
+        assert _error_mm(move.xy, true) <= _error_mm(placed, true) + 0.5, (seed, move)
+        flags.append(move.flag)
+    assert flags.count("rejected_edge") >= 2, flags
+
+
 def test_corner_excludes_the_spur(spur_film):
     pixels, truth, cal = spur_film
     true = truth.vertebrae["L2"]["superior_anterior"]

@@ -101,6 +101,11 @@ class RefineFlag(enum.StrEnum):
     SPUR_EXCLUDED = "spur_excluded"
     """Moved: corner where the endplate and wall lines meet; the bone beyond
     (an osteophyte) was left out (measurements.md)."""
+    REJECTED_EDGE = "rejected_edge"
+    """The edge found lies outside the body's expected outline, so it is not
+    the body's: a superior posterior corner more than 2 mm beyond the line of
+    the posterior wall (on the pedicle column behind it).  Rejected: point
+    left alone."""
     SPACING_OUT_OF_RANGE = "spacing_out_of_range"
     """The pixel spacing is outside the range the search works with
     (``edges.SEARCHABLE_SPACING_MM``): point left alone."""
