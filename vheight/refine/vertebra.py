@@ -613,10 +613,11 @@ def _beyond_posterior_wall(v: _Vertebra) -> float | None:
     perpendicular to the inferior endplate (its chord).  The pedicles rise
     from the upper posterior body, so the inferior corners are clear of
     them; a wedge or crush tilts the superior endplate, not the posterior
-    wall against the inferior one.  None unless both inferior corners are
-    placed and were not flagged."""
+    wall against the inferior one.  None unless both inferior corners were
+    refined in this pass and not flagged (a click may lie 2 mm off: the line
+    through one says nothing of a pedicle)."""
     names = ("inferior_posterior", "inferior_anterior")
-    if any(n not in v.refined or (n in v.out and v.out[n].flag is not None) for n in names):
+    if any(n not in v.out or v.out[n].flag is not None for n in names):
         return None
     behind = unit(v.refined["inferior_posterior"] - v.refined["inferior_anterior"])
     if behind is None:
