@@ -175,24 +175,31 @@ def test_refining_a_refined_annotation_moves_nothing(spur_film, doubled_film):
             assert max(m.distance_mm for m in twice.moves) <= 0.1
 
 
-def test_a_vertebra_left_unstable_once_is_a_fixed_point_the_second_time():
-    """A spur corner of an osteoporotic level (weak wall) that flips between
-    "corner found" and "endplate only" from pass to pass: the first refine
-    used to leave it (and the points it steers) unstable at the clicks, and
-    the second refine, from the other points refined, moved them 1.85 mm."""
+def _crush_film(seed: int):
+    """A film like the benchmark's fifth (T11-L4, a 28 % crush of T12, typical
+    realism at ``seed``): its spec, the rendered film and its calibration."""
     levels = ("T11", "T12", "L1", "L2", "L3", "L4")
     spec = FilmSpec(
-        seed=305,
+        seed=seed,
         rows=2300,
         columns=1500,
         levels=levels,
         facing="right",
         dose=2.0,
         fractures=(Fracture(level="T12", kind="crush", loss_pct=28.0),),
-        realism=Realism.typical(305, levels),
+        realism=Realism.typical(seed, levels),
     )
     film = render_film(spec)
     cal = Calibration.user(row_spacing_mm=film.row_spacing_mm, col_spacing_mm=film.col_spacing_mm)
+    return spec, film, cal
+
+
+def test_a_vertebra_left_unstable_once_is_a_fixed_point_the_second_time():
+    """A spur corner of an osteoporotic level (weak wall) that flips between
+    "corner found" and "endplate only" from pass to pass: the first refine
+    used to leave it (and the points it steers) unstable at the clicks, and
+    the second refine, from the other points refined, moved them 1.85 mm."""
+    spec, film, cal = _crush_film(305)
     clicks = {
         "superior_anterior": (1009.1117774341323, 1103.7379118885337),
         "superior_middle": (893.3268963609967, 1095.3362166684083),
@@ -210,3 +217,25 @@ def test_a_vertebra_left_unstable_once_is_a_fixed_point_the_second_time():
     assert max(m.distance_mm for m in twice.moves) <= 0.1, [
         (m.point, round(m.distance_mm, 3), m.flag) for m in twice.moves
     ]
+
+
+def test_a_proposed_point_does_not_take_the_neighbours_corner_across_the_disc():
+    """A 28 % crush of T12 whose faint inferior endplate is not found: the
+    proposed inferior posterior corner snapped 2.9 mm across the disc onto
+    L1's superior posterior corner (1.4 mm from it), unflagged.  A proposed
+    point within 2 mm of the facing endplate of an annotated neighbour is
+    put back where it was aligned and flagged ``rejected_edge``."""
+    spec, film, cal = _crush_film(405)
+    truth = Annotation(
+        image=ImageRef(rows=spec.rows, columns=spec.columns),
+        vertebrae={lv: dict(p) for lv, p in film.landmarks.items()},
+    )
+    start = replace(truth, vertebrae={lv: p for lv, p in truth.vertebrae.items() if lv != "T12"})
+    result = propose_level_result(start, film.pixels.astype(np.float32), cal, "T12")
+    facing = [np.array(xy) for n, xy in truth.vertebrae["L1"].items() if n.startswith("superior")]
+    spacing = np.array([film.col_spacing_mm, film.row_spacing_mm])
+    for move in result.moves:
+        if move.flag is None and move.point.startswith("inferior"):
+            nearest = min(float(np.hypot(*((np.array(move.xy) - p) * spacing))) for p in facing)
+            assert nearest > 2.0, (move.point, nearest)
+    assert result.move("T12", "inferior_posterior").flag == "rejected_edge"
