@@ -414,7 +414,9 @@ def propose_level_result(
 
     In the moves, ``x_before``/``y_before`` are the predicted positions.  A
     level extrapolated from levels on one side only has every point flagged
-    ``extrapolated`` (unless a doubt flag says more) and a warning.
+    ``extrapolated`` (unless a doubt flag says more) and a warning.  A point
+    snapped onto an annotated neighbour's facing endplate is put back and
+    flagged ``rejected_edge`` (:func:`_reject_neighbour_edges`).
     """
     level = str(level)
     level_index(level)
