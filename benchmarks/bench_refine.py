@@ -311,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--one-core", action="store_true", help="numpy's and OpenCV's threads limited to one"
     )
-    parser.add_argument("--seed", type=int, default=2026, help="seed of the clicks")
+    parser.add_argument(
+        "--seed", type=int, default=2026, help="seed of the clicks (phantom and CR films)"
+    )
     parser.add_argument(
         "--dump", metavar="PATH", help="write every outcome (position, flag, score) as JSON"
     )
@@ -455,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         f"flagged in most runs)"
     )
     print(f"  spread median {np.median(sa):.3f} mm, p95 {np.percentile(sa, 95):.3f} mm")
-    for name, film in [] if args.no_cr else cr_films():
-        crng = np.random.default_rng(7)
+    for index, (name, film) in enumerate([] if args.no_cr else cr_films()):
+        crng = np.random.default_rng([args.seed, index])
         start = edge_points_on(film, crng)
         nominal = 0.15  # these films carry no spacing: distances in units of 0.15 mm/px
         cal_n = Calibration.user(row_spacing_mm=nominal, col_spacing_mm=nominal)

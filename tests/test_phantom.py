@@ -677,6 +677,10 @@ def test_realism_validation_names_the_problem():
         Realism(osteophytes=("L1:superior:2", "L1:superior:3"))
     with pytest.raises(ValueError, match=r"realism features at \['T6'\]"):
         FilmSpec(**REAL, realism=Realism(concavities=("T6:inferior:1",)))
+    with pytest.raises(ValueError, match="pedicle_columns: the phantom draws T6 to L5, found C2"):
+        Realism(pedicle_columns=("C2",))
+    with pytest.raises(ValueError, match="pedicle_column_mm must be 0.5 to 8 mm"):
+        Realism(pedicle_columns=("L2",), pedicle_column_mm=12.0)
 
 
 def test_spur_adds_bone_beyond_the_true_corner_which_stays_on_the_outline():
@@ -695,6 +699,31 @@ def test_spur_adds_bone_beyond_the_true_corner_which_stays_on_the_outline():
     window = (slice(y - 1, y + 2), slice(x - 1, x + 2))
     gain = spur.pixels[window].astype(float).mean() - plain.pixels[window].astype(float).mean()
     assert gain > 0.03 * (1 << 12)
+
+
+def test_pedicle_column_adds_bone_behind_the_posterior_corner_which_stays_on_the_body():
+    from vheight.phantom import Realism, spec_to_dict
+
+    plain = render_film(FilmSpec(**REAL, seed=4))
+    spec = FilmSpec(**REAL, seed=4, realism=Realism(pedicle_columns=("L2",)))
+    column = render_film(spec)
+    assert plain.landmarks == column.landmarks  # the corner follows the body
+    assert spec_to_dict(spec)["realism"]["pedicle_columns"] == ["L2"]
+    sa = np.array(column.landmarks["L2"]["superior_anterior"])
+    sp = np.array(column.landmarks["L2"]["superior_posterior"])
+    ip = np.array(column.landmarks["L2"]["inferior_posterior"])
+    back = (sp - sa) / np.linalg.norm(sp - sa)  # posterior, along the endplate
+    down = (ip - sp) / np.linalg.norm(ip - sp)
+    gains = []
+    for beyond_mm in (1.5, 5.0):  # within the 3.5 mm column, then past it
+        probe = sp + back * (beyond_mm / 0.25) + down * (0.8 / 0.25)
+        x, y = np.round(probe).astype(int)
+        window = (slice(y - 1, y + 2), slice(x - 1, x + 2))
+        gains.append(
+            column.pixels[window].astype(float).mean() - plain.pixels[window].astype(float).mean()
+        )
+    assert gains[0] > 0.03 * (1 << 12)
+    assert abs(gains[1]) < 0.01 * (1 << 12)
 
 
 def test_doubled_endplate_shows_two_edges_with_the_truth_midway():

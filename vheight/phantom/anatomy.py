@@ -276,6 +276,7 @@ class Vertebra:
     doubled_sup_mm: float = 0.0  # distance between the two projected rims
     doubled_inf_mm: float = 0.0
     density: float = 1.0  # bone density factor (osteoporotic < 1)
+    pedicle_column_mm: float = 0.0  # a pedicle column flush with the superior endplate
 
     # -- local geometry -----------------------------------------------------------
 
@@ -368,6 +369,17 @@ class Vertebra:
             )
             out.append(np.column_stack([d / 2 + shape[:, 0], corner_v + toward * shape[:, 1]]))
         return out
+
+    def pedicle_column_local(self) -> np.ndarray | None:
+        """Outline (mm) of the pedicle column flush with the superior endplate,
+        reaching ``pedicle_column_mm`` behind the posterior wall (None without)."""
+        if self.pedicle_column_mm <= 0:
+            return None
+        d, hp = self.depth_mm, self.posterior_height_mm
+        back = -d / 2 - self.pedicle_column_mm
+        return np.array(
+            [(-d / 2 + 1.0, -hp), (back, -hp), (back, -0.6 * hp), (-d / 2 + 1.0, -0.6 * hp)]
+        )
 
     def posterior_elements_local(self) -> dict[str, np.ndarray]:
         """Pedicle, articular pillar with lamina, spinous process: outlines, mm."""
@@ -485,6 +497,9 @@ def _realism_fields(realism: Realism | None, level: str) -> dict[str, float]:
         "doubled_sup_mm": realism.feature("doubled", level, "superior"),
         "doubled_inf_mm": realism.feature("doubled", level, "inferior"),
         "density": realism.low_contrast if level in realism.low_contrast_levels else 1.0,
+        "pedicle_column_mm": (
+            realism.pedicle_column_mm if level in realism.pedicle_columns else 0.0
+        ),
     }
 
 

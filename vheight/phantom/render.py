@@ -623,6 +623,12 @@ def _vertebra(
         -1,
     )
     pe += 0.10 * cv2.GaussianBlur(tp, (0, 0), 0.6 / ssmm)
+    column = v.pedicle_column_local()
+    if column is not None:
+        # as dense as the endplate's band, so the band seems to run on past
+        # the posterior corner
+        mask = _fill((h, w), [_apply(local_to_ss, column)]).astype(np.float32)
+        pe += 0.35 * width_factor * mask * (1 - body)
     dens += pe * (1 - 0.5 * body)
 
     if cement:

@@ -243,6 +243,13 @@ class Realism:
         Rib shadows drawn across the annotated bodies (oblique bands).
     gas_blobs
         Bowel gas blobs drawn over the annotated bodies.
+    pedicle_columns
+        Levels whose pedicle column rises flush with the superior endplate,
+        as dense as the endplate's cortex, and ends ``pedicle_column_mm``
+        behind the posterior wall: the endplate's bright band seems to run
+        on past the posterior corner (the true corner stays on the body).
+    pedicle_column_mm
+        How far the pedicle columns reach behind the posterior wall, mm.
     """
 
     osteophytes: tuple[EndplateFeature, ...] = ()
@@ -252,6 +259,8 @@ class Realism:
     low_contrast: float = 0.55
     rib_bands: int = 0
     gas_blobs: int = 0
+    pedicle_columns: tuple[str, ...] = ()
+    pedicle_column_mm: float = 3.5
 
     def __post_init__(self) -> None:
         for name in ("osteophytes", "doubled", "concavities"):
@@ -266,6 +275,18 @@ class Realism:
         object.__setattr__(
             self, "low_contrast_levels", tuple(str(v).upper() for v in self.low_contrast_levels)
         )
+        columns = tuple(str(v).upper() for v in self.pedicle_columns)
+        bad = [v for v in columns if v not in DRAWABLE_LEVELS]
+        if bad:
+            raise ValueError(
+                f"pedicle_columns: the phantom draws {DRAWABLE_LEVELS[0]} to "
+                f"{DRAWABLE_LEVELS[-1]}, found {', '.join(bad)}"
+            )
+        object.__setattr__(self, "pedicle_columns", columns)
+        if not 0.5 <= float(self.pedicle_column_mm) <= 8.0:
+            raise ValueError(
+                f"pedicle_column_mm must be 0.5 to 8 mm, found {self.pedicle_column_mm!r}"
+            )
         if not 0.2 <= float(self.low_contrast) <= 1.0:
             raise ValueError(f"low_contrast must be 0.2 to 1, found {self.low_contrast!r}")
         for name in ("rib_bands", "gas_blobs"):
@@ -282,7 +303,7 @@ class Realism:
     def levels(self) -> set[str]:
         """Every level a feature names."""
         out = {v.level for k in ("osteophytes", "doubled", "concavities") for v in getattr(self, k)}
-        return out | set(self.low_contrast_levels)
+        return out | set(self.low_contrast_levels) | set(self.pedicle_columns)
 
     @classmethod
     def typical(cls, seed: int, levels: tuple[str, ...]) -> Realism:

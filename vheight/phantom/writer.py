@@ -107,7 +107,7 @@ def spec_to_dict(spec: FilmSpec) -> dict[str, Any]:
 
 
 def _realism_to_dict(realism: Realism) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "osteophytes": [str(v) for v in realism.osteophytes],
         "doubled": [str(v) for v in realism.doubled],
         "concavities": [str(v) for v in realism.concavities],
@@ -116,6 +116,10 @@ def _realism_to_dict(realism: Realism) -> dict[str, Any]:
         "rib_bands": realism.rib_bands,
         "gas_blobs": realism.gas_blobs,
     }
+    if realism.pedicle_columns:  # only when drawn: earlier sidecars stay as they were
+        out["pedicle_columns"] = list(realism.pedicle_columns)
+        out["pedicle_column_mm"] = realism.pedicle_column_mm
+    return out
 
 
 def film_dataset(film: PhantomFilm) -> Dataset:

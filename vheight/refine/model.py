@@ -101,6 +101,13 @@ class RefineFlag(enum.StrEnum):
     SPUR_EXCLUDED = "spur_excluded"
     """Moved: corner where the endplate and wall lines meet; the bone beyond
     (an osteophyte) was left out (measurements.md)."""
+    REJECTED_EDGE = "rejected_edge"
+    """The edge found lies outside the body's expected outline, so it is not
+    the body's: a superior posterior corner more than 2 mm beyond the line of
+    the posterior wall (on the pedicle column behind it); a proposed point
+    snapped to within 2 mm of an annotated neighbour's facing point on its
+    side (the neighbour's edge across the disc).  Rejected: point left alone
+    (a proposed point: where it was aligned)."""
     SPACING_OUT_OF_RANGE = "spacing_out_of_range"
     """The pixel spacing is outside the range the search works with
     (``edges.SEARCHABLE_SPACING_MM``): point left alone."""

@@ -258,14 +258,9 @@ def _align_level(
         if edge.flag is not None or edge.offset is None:
             continue
         neighbour = (facing or {}).get(endplate)
-        if neighbour:
-            # Signed gap to the neighbour's facing endplate after the shift.
-            gap = min(
-                float(np.dot(image.to_mm(xy) - (m + edge.offset * normal), normal))
-                for xy in neighbour.values()
-            )
-            if gap < _MIN_DISC_MM:
-                continue
+        shifted = m + edge.offset * normal
+        if neighbour and _disc_gap_mm(image, shifted, normal, neighbour) < _MIN_DISC_MM:
+            continue  # the shift would reach the neighbour's facing endplate
         for k in ("anterior", "middle", "posterior"):
             pts[f"{endplate}_{k}"] = pts[f"{endplate}_{k}"] + edge.offset * normal
     # Each third of each endplate measured on its own, so that a wedge,
@@ -332,15 +327,67 @@ def _align_segments(
         other = pts[f"{other_endplate(endplate)}_{k}"]
         if float(np.hypot(*(point - other))) < _SEGMENT_MIN_HEIGHT * height:
             continue  # not a body any more
-        if (
-            neighbour
-            and min(float(np.dot(image.to_mm(xy) - point, normal)) for xy in neighbour.values())
-            < _MIN_DISC_MM
-        ):
+        if neighbour and _disc_gap_mm(image, point, normal, neighbour) < _MIN_DISC_MM:
             continue
         moves[k] = point
     for k, point in moves.items():
         pts[f"{endplate}_{k}"] = point
+
+
+def _disc_gap_mm(
+    image: PreparedImage,
+    point_mm: np.ndarray,
+    normal: np.ndarray,
+    neighbour: Mapping[str, tuple[float, float]],
+) -> float:
+    """Signed gap (mm) across the disc from ``point_mm`` to the nearest point of
+    an annotated neighbour's facing endplate (``neighbour``, pixels), along
+    the endplate's outward ``normal``."""
+    return min(float(np.dot(image.to_mm(xy) - point_mm, normal)) for xy in neighbour.values())
+
+
+def _reject_neighbour_edges(
+    result: RefineResult,
+    image: PreparedImage,
+    level: str,
+    aligned: Mapping[str, tuple[float, float]],
+    facing: Mapping[str, Mapping[str, tuple[float, float]]],
+) -> RefineResult:
+    """A proposed point snapped to within ``_MIN_DISC_MM`` (across the disc,
+    along its endplate's normal) of the facing point on its side of an
+    annotated neighbour found the neighbour's edge, not its own (a faint
+    endplate of a crushed body, the neighbour's corner next to it): it is
+    put back where it was aligned and flagged ``rejected_edge``."""
+    pts = {k: image.to_mm(v) for k, v in aligned.items()}
+    centre = centre_of(pts)
+    annotation = result.annotation
+    moves = []
+    for move in result.moves:
+        endplate, side = move.point.split("_")
+        # The facing point of the same side: across a disc that narrows
+        # posteriorly, the neighbour's other points say nothing of this gap.
+        neighbour = {k: v for k, v in facing.get(endplate, {}).items() if k.endswith(side)}
+        tangent = unit(pts[f"{endplate}_anterior"] - pts[f"{endplate}_posterior"])
+        normal = (
+            None if tangent is None else outward_of(perp(tangent), pts[move.point], centre, None)
+        )
+        if (
+            move.moved
+            and neighbour
+            and normal is not None
+            and _disc_gap_mm(image, image.to_mm(move.xy), normal, neighbour) < _MIN_DISC_MM
+        ):
+            move = replace(
+                move,
+                x=move.x_before,
+                y=move.y_before,
+                moved=False,
+                flag=RefineFlag.REJECTED_EDGE.value,
+                distance_mm=None if move.distance_mm is None else 0.0,
+            )
+            annotation = annotation.with_point(level, move.point, (move.x_before, move.y_before))
+        moves.append(move)
+    return replace(result, annotation=annotation, moves=tuple(moves))
 
 
 def _along(path: np.ndarray, fraction: float) -> np.ndarray:
@@ -367,7 +414,9 @@ def propose_level_result(
 
     In the moves, ``x_before``/``y_before`` are the predicted positions.  A
     level extrapolated from levels on one side only has every point flagged
-    ``extrapolated`` (unless a doubt flag says more) and a warning.
+    ``extrapolated`` (unless a doubt flag says more) and a warning.  A point
+    snapped onto an annotated neighbour's facing endplate is put back and
+    flagged ``rejected_edge`` (:func:`_reject_neighbour_edges`).
     """
     level = str(level)
     level_index(level)
@@ -401,6 +450,7 @@ def propose_level_result(
     vertebrae[level] = aligned
     proposed = replace(annotation, vertebrae=vertebrae)
     result = refine_annotation(proposed, image, cal, levels=[level], radius_mm=radius_mm)
+    result = _reject_neighbour_edges(result, prepared, level, aligned, facing)
     if _extrapolated(sources, level):
         moves = tuple(
             replace(m, flag=RefineFlag.EXTRAPOLATED.value)
