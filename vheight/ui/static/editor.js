@@ -134,6 +134,10 @@ class Editor {
     this.bindEvents();
     this.resizeObserver = new ResizeObserver(() => this.resize());
     this.resizeObserver.observe(this.viewport);
+    // What is drawn above the viewer can grow after it (a header, a message):
+    // the page's block grows with it, and the viewer's height follows.
+    this.pageObserver = new ResizeObserver(() => this.fitHeight());
+    this.pageObserver.observe(this.pageBlock());
     this.on(window, "resize", () => this.fitHeight());
     this.on(document, "fullscreenchange", () => {
       if (!document.fullscreenElement && this.fullscreen) {
@@ -156,6 +160,7 @@ class Editor {
     for (const off of this.listeners) off();
     this.listeners = [];
     this.resizeObserver.disconnect();
+    this.pageObserver.disconnect();
     if (this.frame !== null) cancelAnimationFrame(this.frame);
     clearTimeout(this.nudgeTimer);
     clearTimeout(this.toastTimer);
@@ -561,6 +566,17 @@ class Editor {
     if (this.viewport.style.height !== `${height}px`) {
       this.viewport.style.height = `${height}px`;
     }
+  }
+
+  // The block of the page holding the viewer (Streamlit's main block), across
+  // the shadow root; the document's body outside Streamlit.
+  pageBlock() {
+    let el = this.viewport;
+    while (el) {
+      if (el.dataset && el.dataset.testid === "stMainBlockContainer") return el;
+      el = el.parentElement || (el.parentNode && el.parentNode.host) || null;
+    }
+    return document.body;
   }
 
   // The viewport's top in the page, however far the page is scrolled: Streamlit
