@@ -50,3 +50,13 @@ def test_the_films_remembered_stay_bounded(prepared):
         prepared.ahead(f"film {i}", ("key", i), lambda: b"")
     assert len(prepared._latest) <= exports._KEPT
     assert f"film {10 * exports._KEPT - 1}" in prepared._latest
+
+
+def test_a_build_timed_after_the_pool_shut_down_is_left_to_the_click(prepared, monkeypatch):
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    prepared._pool.shutdown()  # as at interpreter exit
+    prepared.ahead("film", "k", lambda: b"ahead")
+    time.sleep(0.3)
+    assert failures == []
+    assert prepared.get("k", lambda: b"clicked") == b"clicked"

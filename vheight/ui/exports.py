@@ -218,7 +218,10 @@ class _Prepared:
                 return  # edited again meanwhile, or already asked for
             future: Future[bytes] = Future()
             self._keep(key, future)
-        self._pool.submit(self._run, future, build)
+        try:
+            self._pool.submit(self._run, future, build)
+        except RuntimeError as exc:  # the pool is shut down (the interpreter is exiting)
+            future.set_exception(exc)  # a click builds the export itself
 
     def _keep(self, key: Hashable, future: Future[bytes]) -> None:
         self._done[key] = future
