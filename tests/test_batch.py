@@ -1268,3 +1268,48 @@ def test_workers_send_back_no_measurement_objects(good_folder):
     rows = len(part.csv.decode().splitlines())
     assert {len(values) for values in columns} == {rows} and rows == len(rels) * len(LEVELS)
     assert part.n_vertebrae == rows
+
+
+def _large_result_then_killed(marker: str, size: int, delay: float) -> bytes:
+    """A task whose worker is killed (the first time) ``delay`` s after its result is
+    made: while the result is on its way back (sending 400 MB takes about a second)."""
+    import threading
+
+    result = b"x" * size
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    return result
+
+
+_KILLED_WHILE_SENDING = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_batch import _large_result_then_killed
+from vheight.batch import _Runner
+
+for i, delay in enumerate((0.3, 0.45, 0.6)):
+    runner = _Runner(None, 2)
+    try:
+        marker = f"{sys.argv[2]}-{i}"
+        (result,) = runner.map(_large_result_then_killed, [(marker, 400_000_000, delay)])
+    finally:
+        runner.close()
+    print(len(result))
+"""
+
+
+def test_a_worker_killed_while_its_result_is_sent_does_not_hang_the_batch(tmp_path):
+    """A worker killed with half its result in the pool's pipe left the pool's reader
+    waiting for the other half forever (the batch hung); now the task is run again."""
+    marker = tmp_path / "killed-once"
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_SENDING, str(Path(__file__).parent), str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert done.returncode == 0, done.stderr
+    assert all(Path(f"{marker}-{i}").exists() for i in range(3))  # each first worker killed
+    assert done.stdout.split() == ["400000000"] * 3

@@ -84,6 +84,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import shutil
 import sys
 import tempfile
 import threading
@@ -751,6 +752,13 @@ class _Runner:
     A task that fails as a whole (its worker died, the executor lost it) is run
     once more, on a fresh pool when the pool is the runner's own; the result of a
     task that failed every time is the exception of its last attempt.
+
+    On the runner's own pool a task's result comes back through a file
+    (:func:`_handed_over`), and only the file's name through the pool's pipe: a
+    worker killed while writing a large result into the pipe leaves half a
+    message there, which the pool's reader then waits for forever.  A name is
+    written to the pipe in one atomic write, and a half-written file is never
+    named.
     """
 
     def __init__(self, executor: Any, workers: int) -> None:
@@ -758,6 +766,7 @@ class _Runner:
         self.workers = workers
         self.executor: cf.Executor | None = None
         self._own: cf.ProcessPoolExecutor | None = None
+        self._handover: str | None = None  # the folder of results handed over by files
         if executor is None:
             return
         if _is_dask_client(executor):
@@ -810,12 +819,15 @@ class _Runner:
         """Run the ``pending`` jobs once; the indices of those that failed (``done``
         is told of the others, and of every job on the ``last`` attempt)."""
         pool = self.executor
+        handover = None
         if pool is None:
             if self._own is None:
                 self._own = cf.ProcessPoolExecutor(
                     max_workers=self.workers, mp_context=_pool_context()
                 )
-            pool = self._own
+            if self._handover is None:
+                self._handover = tempfile.mkdtemp(prefix="vheight-batch-")
+            pool, handover = self._own, self._handover
         failed: set[int] = set()
         # Finished futures come through a queue and are dropped once their result is
         # kept: a future holds its result (a whole chunk's bytes) while it lives.
@@ -823,7 +835,10 @@ class _Runner:
         submitted: list[weakref.ref[cf.Future[Any]]] = []
         for i in pending:
             try:
-                future = pool.submit(task, *jobs[i])
+                if handover is None:
+                    future = pool.submit(task, *jobs[i])
+                else:
+                    future = pool.submit(_handed_over, handover, task, *jobs[i])
             except Exception as exc:  # a broken pool refuses new tasks
                 results[i] = exc
                 failed.add(i)
@@ -838,6 +853,8 @@ class _Runner:
                 i, future = arrived.get()
                 try:
                     result = future.result()
+                    if handover is not None:
+                        result = _taken_over(result)
                 except Exception as exc:  # the worker died or could not run the task
                     results[i] = exc
                     failed.add(i)
@@ -864,12 +881,33 @@ class _Runner:
         if self._own is not None:
             own, self._own = self._own, None
             own.shutdown(wait=True, cancel_futures=True)
+        if self._handover is not None:
+            folder, self._handover = self._handover, None
+            shutil.rmtree(folder, ignore_errors=True)  # with what killed workers left
 
 
 def _arrived(
     arrived: queue.SimpleQueue[tuple[int, cf.Future[Any]]], i: int, future: cf.Future[Any]
 ) -> None:
     arrived.put((i, future))
+
+
+def _handed_over(folder: str, task: Callable[..., Any], *args: Any) -> str:
+    """In a worker: ``task(*args)`` pickled into a new file of ``folder``; its path."""
+    result = task(*args)
+    fd, path = tempfile.mkstemp(dir=folder, suffix=".part")
+    with os.fdopen(fd, "wb") as handle:
+        pickle.dump(result, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _taken_over(path: str) -> Any:
+    """The result :func:`_handed_over` wrote to ``path``; the file is removed."""
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+    finally:
+        os.unlink(path)
 
 
 def _failure(exc: BaseException, what: str) -> str:
