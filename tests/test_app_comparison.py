@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from _apptest import after_first_paint
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ def _app(tmp_path, monkeypatch, samples: Path) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
-    return at
+    return after_first_paint(at)
 
 
 def _comparison(at):

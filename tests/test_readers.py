@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from _apptest import after_first_paint
 from streamlit.testing.v1 import AppTest
 
 from vheight.annotation import dumps_annotation, load_annotation
@@ -42,7 +43,7 @@ def _new(**params) -> AppTest:
         at.query_params[key] = value
     at.run()
     assert not at.exception, at.exception
-    return at
+    return after_first_paint(at)
 
 
 def _name_yourself(at: AppTest, name: str) -> None:

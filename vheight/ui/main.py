@@ -131,14 +131,11 @@ def main(*, samples: Path | None = None) -> None:
     )
     st.html(_PAGE_CSS)
     readers.init()
-    session.init_session(samples=samples)
-    try:
-        _page()
-    finally:
-        # The first film is on its way to the browser; the others are decoded now.
-        opened_later = session.open_deferred_samples()
-    if opened_later:
-        st.rerun()  # the sidebar, the report and the comparison see every film
+    if not session.init_session(samples=samples):
+        # Sample films left for later at the session's start (see _film_fragment),
+        # when the reader acted before the viewer said the first film was drawn.
+        session.open_deferred_samples()
+    _page()
 
 
 def _page() -> None:
@@ -150,9 +147,16 @@ def _page() -> None:
 
 
 def _page_body() -> None:
+    if readers.gate():
+        _film_pages()
+    # After the film: the browser draws what arrives first, and the sidebar's
+    # widgets (their scripts loaded on first use) would hold the film back by
+    # a few tenths of a second at start.  Its values are read from the session
+    # state, which its callbacks set before the run.
     _sidebar()
-    if not readers.gate():
-        return
+
+
+def _film_pages() -> None:
     readers.header()
     for tp in session.TIMEPOINTS:
         session.sync_editor(tp)
@@ -182,6 +186,11 @@ def _page_body() -> None:
 @st.fragment
 def _film_fragment(timepoint: str) -> None:
     """One film's tab; an edit reruns only this fragment (the sidebar does not change)."""
+    if session.samples_waiting() and not session.in_page_run():
+        # The viewer has drawn the session's first film (it asked for this rerun):
+        # the other sample films are decoded now, and the whole page shows them.
+        session.open_deferred_samples()
+        st.rerun(scope="app")
     session.sync_editor(timepoint)
     slot = session.get_slot(timepoint)
     if slot is not None:
@@ -541,6 +550,7 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
             preview_window=[*DEFAULT_WINDOW_KEY, False],
             value_range=_value_range(slot.opened.identity, film),
             height=EDITOR_MIN_HEIGHT,
+            announce_drawn=session.samples_waiting(),
             on_edit=lambda: session.on_editor_edit(timepoint),
             on_level=lambda: session.on_editor_level(timepoint),
             on_window=lambda: on_editor_window(timepoint),
@@ -921,7 +931,11 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     )
     problem = exports.dicom_export_problem(slot.opened, annotation)
     opened = slot.opened
-    exports.prepare_dicom_exports(opened, annotation, reference=reference)
+    if slot.edited:
+        # Built while the reader looks at the edit.  The annotation a film opened
+        # with is built on the click (a few tenths of a second), not while the
+        # app starts and the first film is on its way to the browser.
+        exports.prepare_dicom_exports(opened, annotation, reference=reference)
     c4.download_button(
         "DICOM SR",
         data=lambda: exports.prepared_sr(opened, annotation, reference=reference),

@@ -58,6 +58,8 @@ __all__ = [
     "open_into",
     "open_samples",
     "open_deferred_samples",
+    "samples_waiting",
+    "in_page_run",
     "commit",
     "flash",
     "take_flashes",
@@ -128,6 +130,9 @@ class Slot:
         two), pixels.
     saved_to
         Where the annotation was last saved, if it was.
+    edited
+        Whether the annotation was changed in this session (its DICOM exports
+        are then prepared in the background; see :mod:`vheight.ui.exports`).
     """
 
     timepoint: str
@@ -138,6 +143,7 @@ class Slot:
     ack: int = 0
     calibration_line: tuple[tuple[float, float], ...] | None = None
     saved_to: Path | None = None
+    edited: bool = False
 
     @property
     def uid(self) -> str:
@@ -148,11 +154,14 @@ class Slot:
 # -- state access ------------------------------------------------------------------------
 
 
-def init_session(*, samples: Path | None, store: AnnotationStore | None = None) -> None:
-    """Create the session state once; the first run opens the sample series."""
+def init_session(*, samples: Path | None, store: AnnotationStore | None = None) -> bool:
+    """Create the session state once; the first run opens the sample series.
+
+    Returns whether this run created it (the session's first run).
+    """
     state = st.session_state
     if _SLOTS in state:
-        return
+        return False
     state[_SLOTS] = {}
     state[_FLASH] = {}
     state[_STORE] = store or AnnotationStore.from_environment()
@@ -163,6 +172,7 @@ def init_session(*, samples: Path | None, store: AnnotationStore | None = None) 
     state.setdefault(ANNOTATOR, "")
     if samples is not None:
         open_samples(first_only=True)
+    return True
 
 
 def store() -> AnnotationStore:
@@ -195,8 +205,9 @@ def widget_key(slot: Slot, name: str) -> str:
     return f"vh.{slot.timepoint}.{slot.uid}.{name}"
 
 
-#: Per-film widgets whose values must survive their tab being closed (Streamlit
-#: forgets the state of a widget that a run does not draw, and closed tabs are not drawn).
+#: Per-film widgets whose values must survive a run that does not draw them
+#: (Streamlit forgets such a widget's state): a tab not yet opened, a film
+#: replaced and opened again.
 KEPT_WIDGETS = (
     "level", "treated", "window", "invert", "wc", "ww", "cal_mode", "cal_mm", "radius",
 )  # fmt: skip
@@ -229,6 +240,11 @@ def begin_page_run() -> None:
 def end_page_run() -> None:
     """At the end of a whole-page run, however it ended."""
     st.session_state[_PAGE_RUN] = False
+
+
+def in_page_run() -> bool:
+    """Whether this is a whole-page run (False in a fragment's own rerun)."""
+    return bool(st.session_state.get(_PAGE_RUN))
 
 
 def tab_kept(timepoint: str, is_open: bool) -> bool:
@@ -352,8 +368,10 @@ def open_samples(*, first_only: bool = False) -> None:
     """Open the sample series (``pre``, ``post``, ``followup`` when present).
 
     ``first_only`` opens the first film now and leaves the others to
-    :func:`open_deferred_samples` at the end of the page run: the first film
-    is drawn while the others are decoded (the app's first session).
+    :func:`open_deferred_samples`, called once the first film is on the
+    reader's screen (the viewer says so) or at the next run, whichever comes
+    first: nothing else competes with the first film on its way to the
+    browser (the app's first session).
     """
     folder = samples_folder()
     found = sample_paths(folder) if folder is not None else {}
@@ -369,10 +387,16 @@ def open_samples(*, first_only: bool = False) -> None:
         _open_sample(timepoint, path)
 
 
-def open_deferred_samples() -> bool:
-    """Open the sample films :func:`open_samples` left for the end of the page run.
+def samples_waiting() -> bool:
+    """Whether sample films :func:`open_samples` left for later are still unopened."""
+    return bool(st.session_state.get(_DEFERRED))
 
-    Returns whether there were any (the page then runs again to show them).
+
+def open_deferred_samples() -> bool:
+    """Open the sample films :func:`open_samples` left for later.
+
+    Returns whether there were any (a fragment's run then reruns the page, so
+    that the sidebar, the report and the comparison see them).
     """
     deferred = st.session_state.pop(_DEFERRED, None) or ()
     for timepoint, path in deferred:
@@ -428,7 +452,7 @@ def commit(
             f"Could not save the annotation to {store().path_for(key, annotator or None)}: "
             f"{exc}. Download it from the Annotation panel to keep a copy.",
         )
-    update: dict[str, Any] = {"annotation": annotation, "saved_to": saved_to}
+    update: dict[str, Any] = {"annotation": annotation, "saved_to": saved_to, "edited": True}
     if ack is not None:
         update["ack"] = max(slot.ack, ack)
     if python_change:

@@ -65,6 +65,7 @@ class Editor {
     this.toastEl = this.root.querySelector(".vh-toast");
     this.helpEl = this.root.querySelector(".vh-help");
     this.loadingEl = this.root.querySelector(".vh-loading");
+    this.filmDrawn = false;
     this.buttons = {};
     for (const button of this.root.querySelectorAll("[data-action]")) {
       this.buttons[button.dataset.action] = button;
@@ -181,11 +182,13 @@ class Editor {
     this.badge = data.badge || null;
     this.treated = new Set(data.treated || []);
     if (data.height) this.height = data.height;
+    this.announceDrawn = Boolean(data.announce_drawn);
     if (data.mapping) this.mapping = data.mapping;
 
     const filmChanged = data.film_id !== this.filmId;
     if (filmChanged) {
       this.filmId = data.film_id;
+      this.filmDrawn = false;
       this.fitted = false;
       this.selected = null;
       this.history = [];
@@ -264,6 +267,15 @@ class Editor {
     this.resize();
     this.updateChrome();
     this.requestDraw();
+    this.maybeAnnounceDrawn();
+  }
+
+  // Python asked to hear when the film is first on screen (work it left for
+  // after the first paint): say so once per film.
+  maybeAnnounceDrawn() {
+    if (!this.announceDrawn || !this.filmDrawn || this.announced === this.filmId) return;
+    this.announced = this.filmId;
+    this.setStateValue("drawn", this.filmId);
   }
 
   async fetchCodes(spec) {
@@ -1304,6 +1316,13 @@ class Editor {
         );
       }
       ctx.restore();
+      if (!this.filmDrawn) {
+        // The first frame with the film on screen, for timing the app's start
+        // (``performance.getEntriesByName("vheight:film-drawn")``).
+        this.filmDrawn = true;
+        performance.mark("vheight:film-drawn", { detail: { film: this.filmId } });
+        this.maybeAnnounceDrawn();
+      }
     }
     if (this.overlay) {
       this.labelSlots = [];
