@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from _apptest import after_first_paint
 from streamlit.testing.v1 import AppTest
 
 from vheight.annotation import POINT_NAMES, load_annotation, sidecar_path
@@ -55,7 +54,7 @@ def app(store_dir):
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
-    return after_first_paint(at)
+    return at
 
 
 def _saved(store_dir, slot):
@@ -1222,29 +1221,3 @@ def test_display_pixels_of_a_region_under_a_window():
     assert window_from_key(("auto",)) == "auto"  # the percentile window
     with pytest.raises(ValueError, match="unknown window key"):
         window_from_key(("best",))
-
-
-def test_the_first_run_leaves_the_other_sample_films_for_after_the_first_paint(store_dir):
-    # A fresh process, so that no earlier session has decoded the films.
-    script = (
-        "from streamlit.testing.v1 import AppTest\n"
-        "import sys; sys.path.insert(0, sys.argv[2])\n"
-        "from _apptest import after_first_paint\n"
-        "at = AppTest.from_file(sys.argv[1], default_timeout=120).run()\n"
-        "assert not at.exception, at.exception\n"
-        "first = sorted(at.session_state['vh.slots'])\n"
-        "assert not any(s.edited for s in at.session_state['vh.slots'].values())\n"
-        "after_first_paint(at)\n"
-        "print(first, sorted(at.session_state['vh.slots']))\n"
-    )
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(APP), str(Path(__file__).parent)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "['pre'] ['followup', 'post', 'pre']"

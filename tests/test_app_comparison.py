@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from _apptest import after_first_paint
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +45,7 @@ def _app(tmp_path, monkeypatch, samples: Path) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
-    return after_first_paint(at)
+    return at
 
 
 def _comparison(at):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from _apptest import after_first_paint
 from streamlit.testing.v1 import AppTest
 
 from vheight.annotation import dumps_annotation, load_annotation
@@ -43,7 +42,7 @@ def _new(**params) -> AppTest:
         at.query_params[key] = value
     at.run()
     assert not at.exception, at.exception
-    return after_first_paint(at)
+    return at
 
 
 def _name_yourself(at: AppTest, name: str) -> None:

@@ -411,7 +411,6 @@ def landmark_editor(
     preview_window: Sequence[Any] | None = None,
     value_range: tuple[float, float] = (0.0, 65535.0),
     height: int = 640,
-    announce_drawn: bool = False,
     on_edit: Callable[[], None] | None = None,
     on_level: Callable[[], None] | None = None,
     on_window: Callable[[], None] | None = None,
@@ -427,8 +426,7 @@ def landmark_editor(
         ``active_level``, ``selected``, ``window`` (``{"center", "width"}``,
         modality units, after a mouse window/level drag) and ``crop`` (the
         full-resolution region ``{"x0", "y0", "x1", "y1"}`` wanted when zoomed
-        past the display copy), and ``drawn`` (the film id, once that film is
-        on screen, when ``announce_drawn`` asked for it).
+        past the display copy).
     film_id
         Identity of the film shown; a new identity resets the view.
     values, mapping
@@ -466,10 +464,6 @@ def landmark_editor(
         window/level drag moves: the range over about 1000 screen px).
     height
         Smallest height of the viewer, CSS pixels (it grows to the window).
-    announce_drawn
-        Ask the viewer to report its first frame showing this film (the
-        ``drawn`` entry: a rerun), so that work left for after the first
-        paint can start then.
     on_edit, on_level, on_window, on_crop
         Called (as Streamlit widget callbacks) when the points, the active
         level, the window or the wanted region changed in the browser.
@@ -515,7 +509,6 @@ def landmark_editor(
         "epoch": int(epoch),
         "ack": int(ack),
         "height": int(height),
-        "announce_drawn": bool(announce_drawn),
     }
     return _component()(
         key=key,
@@ -525,7 +518,6 @@ def landmark_editor(
         on_selected_change=_noop,
         on_window_change=on_window or _noop,
         on_crop_change=on_crop or _noop,
-        on_drawn_change=_noop,
     )
 
 

@@ -131,11 +131,14 @@ def main(*, samples: Path | None = None) -> None:
     )
     st.html(_PAGE_CSS)
     readers.init()
-    if not session.init_session(samples=samples):
-        # Sample films left for later at the session's start (see _film_fragment),
-        # when the reader acted before the viewer said the first film was drawn.
-        session.open_deferred_samples()
-    _page()
+    session.init_session(samples=samples)
+    try:
+        _page()
+    finally:
+        # The first film is on its way to the browser; the others are decoded now.
+        opened_later = session.open_deferred_samples()
+    if opened_later:
+        st.rerun()  # the sidebar, the report and the comparison see every film
 
 
 def _page() -> None:
@@ -186,11 +189,6 @@ def _film_pages() -> None:
 @st.fragment
 def _film_fragment(timepoint: str) -> None:
     """One film's tab; an edit reruns only this fragment (the sidebar does not change)."""
-    if session.samples_waiting() and not session.in_page_run():
-        # The viewer has drawn the session's first film (it asked for this rerun):
-        # the other sample films are decoded now, and the whole page shows them.
-        session.open_deferred_samples()
-        st.rerun(scope="app")
     session.sync_editor(timepoint)
     slot = session.get_slot(timepoint)
     if slot is not None:
@@ -550,7 +548,6 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
             preview_window=[*DEFAULT_WINDOW_KEY, False],
             value_range=_value_range(slot.opened.identity, film),
             height=EDITOR_MIN_HEIGHT,
-            announce_drawn=session.samples_waiting(),
             on_edit=lambda: session.on_editor_edit(timepoint),
             on_level=lambda: session.on_editor_level(timepoint),
             on_window=lambda: on_editor_window(timepoint),

@@ -58,8 +58,6 @@ __all__ = [
     "open_into",
     "open_samples",
     "open_deferred_samples",
-    "samples_waiting",
-    "in_page_run",
     "commit",
     "flash",
     "take_flashes",
@@ -154,14 +152,11 @@ class Slot:
 # -- state access ------------------------------------------------------------------------
 
 
-def init_session(*, samples: Path | None, store: AnnotationStore | None = None) -> bool:
-    """Create the session state once; the first run opens the sample series.
-
-    Returns whether this run created it (the session's first run).
-    """
+def init_session(*, samples: Path | None, store: AnnotationStore | None = None) -> None:
+    """Create the session state once; the first run opens the sample series."""
     state = st.session_state
     if _SLOTS in state:
-        return False
+        return
     state[_SLOTS] = {}
     state[_FLASH] = {}
     state[_STORE] = store or AnnotationStore.from_environment()
@@ -172,7 +167,6 @@ def init_session(*, samples: Path | None, store: AnnotationStore | None = None) 
     state.setdefault(ANNOTATOR, "")
     if samples is not None:
         open_samples(first_only=True)
-    return True
 
 
 def store() -> AnnotationStore:
@@ -240,11 +234,6 @@ def begin_page_run() -> None:
 def end_page_run() -> None:
     """At the end of a whole-page run, however it ended."""
     st.session_state[_PAGE_RUN] = False
-
-
-def in_page_run() -> bool:
-    """Whether this is a whole-page run (False in a fragment's own rerun)."""
-    return bool(st.session_state.get(_PAGE_RUN))
 
 
 def tab_kept(timepoint: str, is_open: bool) -> bool:
@@ -368,10 +357,8 @@ def open_samples(*, first_only: bool = False) -> None:
     """Open the sample series (``pre``, ``post``, ``followup`` when present).
 
     ``first_only`` opens the first film now and leaves the others to
-    :func:`open_deferred_samples`, called once the first film is on the
-    reader's screen (the viewer says so) or at the next run, whichever comes
-    first: nothing else competes with the first film on its way to the
-    browser (the app's first session).
+    :func:`open_deferred_samples` at the end of the page run: the first film
+    is drawn while the others are decoded (the app's first session).
     """
     folder = samples_folder()
     found = sample_paths(folder) if folder is not None else {}
@@ -387,16 +374,10 @@ def open_samples(*, first_only: bool = False) -> None:
         _open_sample(timepoint, path)
 
 
-def samples_waiting() -> bool:
-    """Whether sample films :func:`open_samples` left for later are still unopened."""
-    return bool(st.session_state.get(_DEFERRED))
-
-
 def open_deferred_samples() -> bool:
-    """Open the sample films :func:`open_samples` left for later.
+    """Open the sample films :func:`open_samples` left for the end of the page run.
 
-    Returns whether there were any (a fragment's run then reruns the page, so
-    that the sidebar, the report and the comparison see them).
+    Returns whether there were any (the page then runs again to show them).
     """
     deferred = st.session_state.pop(_DEFERRED, None) or ()
     for timepoint, path in deferred:

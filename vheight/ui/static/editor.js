@@ -182,7 +182,6 @@ class Editor {
     this.badge = data.badge || null;
     this.treated = new Set(data.treated || []);
     if (data.height) this.height = data.height;
-    this.announceDrawn = Boolean(data.announce_drawn);
     if (data.mapping) this.mapping = data.mapping;
 
     const filmChanged = data.film_id !== this.filmId;
@@ -267,15 +266,6 @@ class Editor {
     this.resize();
     this.updateChrome();
     this.requestDraw();
-    this.maybeAnnounceDrawn();
-  }
-
-  // Python asked to hear when the film is first on screen (work it left for
-  // after the first paint): say so once per film.
-  maybeAnnounceDrawn() {
-    if (!this.announceDrawn || !this.filmDrawn || this.announced === this.filmId) return;
-    this.announced = this.filmId;
-    this.setStateValue("drawn", this.filmId);
   }
 
   async fetchCodes(spec) {
@@ -1321,7 +1311,6 @@ class Editor {
         // (``performance.getEntriesByName("vheight:film-drawn")``).
         this.filmDrawn = true;
         performance.mark("vheight:film-drawn", { detail: { film: this.filmId } });
-        this.maybeAnnounceDrawn();
       }
     }
     if (this.overlay) {
