@@ -177,7 +177,6 @@ _RAF_JS = """
 })
 """
 
-# Click on a tab -> the viewer of that tab has drawn its film (ms).
 # Seconds are read inside the page, from its navigation start: the viewer marks
 # the first frame that shows the film (``vheight:film-drawn``); for the one-line
 # page, a poll on every animation frame notes when its text is first there.
@@ -193,17 +192,15 @@ _FIRST_SEEN_JS = """
   requestAnimationFrame(tick);
 })();
 """
-_DRAWN_AT_JS = """
-(ready) => {
+_FILM_DRAWN_JS = """
+() => {
   const drawn = performance.getEntriesByName('vheight:film-drawn');
-  if (ready.includes('vh-editor')) {
-    if (!drawn.length) throw new Error('the viewer marked no frame with the film');
-    return drawn[0].startTime;
-  }
-  return window.__vhTextSeen;
+  if (!drawn.length) throw new Error('the viewer marked no frame with the film');
+  return drawn[0].startTime;
 }
 """
 
+# Click on a tab -> the viewer of that tab has drawn its film (ms).
 _TAB_JS = """
 (label) => new Promise((resolve) => {
   const tab = [...document.querySelectorAll('[role=tab]')]
@@ -361,7 +358,9 @@ def start_and_tabs(store: Path, rounds: int, baseline: Path | None = None) -> di
     """Fresh server -> first film drawn (s), against a one-line page; tab switches (ms)."""
     from playwright.sync_api import sync_playwright
 
-    def first_paint(script: Path, ready: str, env: dict[str, str]) -> tuple[float, float]:
+    def first_paint(
+        script: Path, ready: str, env: dict[str, str], *, film: bool = True
+    ) -> tuple[float, float]:
         server = AppServer(script, store=store, env=env)
         try:
             with sync_playwright() as playwright:
@@ -369,10 +368,12 @@ def start_and_tabs(store: Path, rounds: int, baseline: Path | None = None) -> di
                 spans = []
                 for _ in range(2):  # the first session, then a second one
                     page = browser.new_page(viewport={"width": 1920, "height": 1080})
-                    page.add_init_script(_FIRST_SEEN_JS)
+                    if not film:
+                        page.add_init_script(_FIRST_SEEN_JS)
                     page.goto(server.url)
                     page.locator(ready).first.wait_for(timeout=120_000)
-                    spans.append(float(page.evaluate(_DRAWN_AT_JS, ready)) / 1000.0)
+                    seen = page.evaluate(_FILM_DRAWN_JS if film else "window.__vhTextSeen")
+                    spans.append(float(seen) / 1000.0)
                     page.close()
                 browser.close()
         finally:
@@ -384,7 +385,7 @@ def start_and_tabs(store: Path, rounds: int, baseline: Path | None = None) -> di
     ready = "[data-testid=vh-editor][data-ready=true]"
     cold, warm, base_cold, base_warm, old_cold, old_warm = [], [], [], [], [], []
     for _ in range(rounds):
-        b = first_paint(bare, "[data-testid=stMarkdownContainer]", {})
+        b = first_paint(bare, "[data-testid=stMarkdownContainer]", {}, film=False)
         a = first_paint(REPO / "app.py", ready, _app_env())
         cold.append(a[0])
         warm.append(a[1])
