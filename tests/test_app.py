@@ -49,12 +49,21 @@ def store_dir(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.fixture
-def app(store_dir):
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+def start(at: AppTest) -> AppTest:
+    """The app's first session as a browser sees it: the first run draws the pre
+    film and leaves the other sample films for the viewer's report of its first
+    frame; AppTest has no browser, so a second run (the next one a reader would
+    cause) opens them."""
+    at.run()
+    assert not at.exception, at.exception
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+@pytest.fixture
+def app(store_dir):
+    return start(AppTest.from_file(str(APP), default_timeout=TIMEOUT))
 
 
 def _saved(store_dir, slot):
@@ -130,6 +139,55 @@ def test_app_starts_on_the_measured_sample_series(app):
         rtol=1e-12,
     )
     assert not app.error
+
+
+@pytest.fixture
+def fresh_server(monkeypatch):
+    """A server that has decoded no sample film yet (as at the app's first start)."""
+    from vheight.ui import session
+
+    session._cached_path_film.clear()
+    monkeypatch.setattr(session, "_DECODED", set())
+    yield
+    session._cached_path_film.clear()
+
+
+def _names(at) -> dict[str, str]:
+    """Timepoint -> the name of the film open there."""
+    return {tp: slot.opened.name for tp, slot in at.session_state["vh.slots"].items()}
+
+
+def test_the_first_film_is_not_held_back_by_the_others(store_dir, fresh_server):
+    """The first run opens only the pre film; its viewer is asked to report its
+    first frame, and the post and follow-up films are decoded after it (or at
+    the next run), never in the run that sends the first film."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    assert set(at.session_state["vh.slots"]) == {"pre"}
+    assert at.session_state["vh.samples.await_frame"] is True
+    assert [tp for tp, _ in at.session_state["vh.samples.deferred"]] == ["post", "followup"]
+    assert _tables(at, "pre")  # the first film is measured in that run
+    at.run()
+    assert not at.exception, at.exception
+    assert _names(at) == {"pre": "pre.dcm", "post": "post.dcm", "followup": "followup.dcm"}
+    assert "vh.samples.deferred" not in at.session_state
+    # A later session of the same server has nothing left to wait for.
+    again = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert set(again.session_state["vh.slots"]) == {"pre", "post", "followup"}
+
+
+def test_a_film_opened_before_its_deferred_sample_is_kept(store_dir, fresh_server):
+    """A film uploaded as "Post" before the sample post film was decoded stays open."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert set(at.session_state["vh.slots"]) == {"pre"}
+    image = np.zeros((300, 200), np.uint8)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    at.session_state["vh.upload.target"] = "post"
+    at.sidebar.file_uploader[0].set_value(("mine.png", png.tobytes(), "image/png")).run()
+    assert not at.exception, at.exception
+    assert _names(at) == {"pre": "pre.dcm", "post": "mine.png", "followup": "followup.dcm"}
+    assert at.session_state.get("vh.upload.pending") is None  # nothing to confirm
 
 
 @pytest.mark.parametrize(
@@ -255,8 +313,7 @@ def test_an_edit_is_saved_to_the_store_at_once(app, store_dir):
     assert table.loc[level, f"Ha ({unit})"] == pytest.approx(expected["anterior_height"], rel=1e-12)
 
     # A new session (browser reload) restores the edit from the store.
-    again = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    assert not again.exception
+    again = start(AppTest.from_file(str(APP), default_timeout=TIMEOUT))
     reopened = _slot(again, "pre")
     assert reopened.origin == "store"
     assert reopened.annotation.vertebrae[level]["inferior_anterior"] == (x, y + 12.5)

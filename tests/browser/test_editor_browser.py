@@ -586,3 +586,25 @@ def test_switching_back_to_a_film_keeps_its_viewer_and_view(app_server, page, sh
     assert time.monotonic() - started < 10
     assert back.view()["zoom"] == pytest.approx(zoomed["zoom"])
     page.screenshot(path=str(shots / "20-back-on-pre.png"))
+
+
+def test_films_opened_while_the_first_one_is_drawn_show_their_films(tmp_path, page, shots):
+    """The first session of a new server draws the pre film before the post and
+    follow-up films are decoded; a tab opened the moment the pre film appears (while
+    they are being decoded) still shows its film, and so does the next one."""
+    server = AppServer(
+        REPO / "app.py", store=tmp_path / "store", env={"VHEIGHT_READER": "Browser Test"}
+    )
+    try:
+        page.goto(server.url)
+        Editor(page).wait_ready()
+        for label in ("Post-augmentation", "Follow-up"):
+            open_tab(page, label)
+            expect(active_panel(page).locator("[data-testid=vh-editor]")).to_have_attribute(
+                "data-codes", "true", timeout=30_000
+            )
+            expect(active_panel(page)).not_to_contain_text("film is open")
+            wait_for(lambda: len(measurement_table(page)) >= 3, what=f"the table of {label}")
+        page.screenshot(path=str(shots / "21-tabs-opened-at-start.png"))
+    finally:
+        server.stop()

@@ -415,6 +415,8 @@ def landmark_editor(
     on_level: Callable[[], None] | None = None,
     on_window: Callable[[], None] | None = None,
     on_crop: Callable[[], None] | None = None,
+    announce_drawn: bool = False,
+    on_drawn: Callable[[], None] | None = None,
 ) -> Any:
     """Mount the editor for one film and return its component result.
 
@@ -424,9 +426,9 @@ def landmark_editor(
         Streamlit widget key; the editor's state is ``st.session_state[key]``
         with the entries ``edit`` (see :class:`EditorState`),
         ``active_level``, ``selected``, ``window`` (``{"center", "width"}``,
-        modality units, after a mouse window/level drag) and ``crop`` (the
+        modality units, after a mouse window/level drag), ``crop`` (the
         full-resolution region ``{"x0", "y0", "x1", "y1"}`` wanted when zoomed
-        past the display copy).
+        past the display copy) and ``drawn`` (see ``announce_drawn``).
     film_id
         Identity of the film shown; a new identity resets the view.
     values, mapping
@@ -467,6 +469,11 @@ def landmark_editor(
     on_edit, on_level, on_window, on_crop
         Called (as Streamlit widget callbacks) when the points, the active
         level, the window or the wanted region changed in the browser.
+    announce_drawn, on_drawn
+        When ``announce_drawn``, the editor reports the first frame that shows
+        the film's codes (its ``drawn`` state, the film's identity) and
+        ``on_drawn`` is called: work that would compete with loading the film
+        can wait for it.
     """
     coordinates = f"vheight-editor-{key}"
     data = {
@@ -509,6 +516,7 @@ def landmark_editor(
         "epoch": int(epoch),
         "ack": int(ack),
         "height": int(height),
+        "announce_drawn": bool(announce_drawn),
     }
     return _component()(
         key=key,
@@ -518,6 +526,7 @@ def landmark_editor(
         on_selected_change=_noop,
         on_window_change=on_window or _noop,
         on_crop_change=on_crop or _noop,
+        on_drawn_change=on_drawn or _noop,
     )
 
 

@@ -132,11 +132,15 @@ def main(*, samples: Path | None = None) -> None:
     st.html(_PAGE_CSS)
     readers.init()
     session.init_session(samples=samples)
+    if session.awaiting_first_frame():
+        # The first film's viewer was mounted by an earlier run: its film has
+        # reached the browser, and this run (a tab opened, say) may need the others.
+        session.open_deferred_samples()
     try:
         _page()
     finally:
-        # The first film is on its way to the browser; the others are decoded now.
-        opened_later = session.open_deferred_samples()
+        # No viewer waits for its film (the reader's prompt, say): decode them now.
+        opened_later = session.open_deferred_samples(unless_awaited=True)
     if opened_later:
         st.rerun()  # the sidebar, the report and the comparison see every film
 
@@ -551,6 +555,8 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
             on_edit=lambda: session.on_editor_edit(timepoint),
             on_level=lambda: session.on_editor_level(timepoint),
             on_window=lambda: on_editor_window(timepoint),
+            announce_drawn=session.announce_first_frame(),
+            on_drawn=session.open_deferred_samples,
         )
     with right:
         _refine_panel(slot)

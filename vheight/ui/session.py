@@ -58,6 +58,8 @@ __all__ = [
     "open_into",
     "open_samples",
     "open_deferred_samples",
+    "announce_first_frame",
+    "awaiting_first_frame",
     "commit",
     "flash",
     "take_flashes",
@@ -93,6 +95,9 @@ _SLOTS = "vh.slots"
 _STORE = "vh.store"
 _SAMPLES = "vh.samples"
 _DEFERRED = "vh.samples.deferred"
+#: A viewer was mounted asking to report its first frame of the film (the
+#: deferred sample films are decoded then, not while the browser fetches it).
+_AWAIT_FRAME = "vh.samples.await_frame"
 _FLASH = "vh.flash"
 UPLOAD_TARGET = "vh.upload.target"
 UPLOAD_NONCE = "vh.upload.nonce"
@@ -337,6 +342,10 @@ def _default_level(annotation: Annotation) -> str:
 
 def open_into(timepoint: str, opened: OpenedFilm) -> Slot:
     """Open ``opened`` at ``timepoint`` with its stored / sidecar / new annotation."""
+    deferred = st.session_state.get(_DEFERRED)
+    if deferred:
+        # A film opened here before its deferred sample: the sample never replaces it.
+        st.session_state[_DEFERRED] = [(tp, path) for tp, path in deferred if tp != timepoint]
     initial = initial_annotation(opened, store(), timepoint, reader=reader() or None)
     slot = Slot(
         timepoint=timepoint,
@@ -357,8 +366,8 @@ def open_samples(*, first_only: bool = False) -> None:
     """Open the sample series (``pre``, ``post``, ``followup`` when present).
 
     ``first_only`` opens the first film now and leaves the others to
-    :func:`open_deferred_samples` at the end of the page run: the first film
-    is drawn while the others are decoded (the app's first session).
+    :func:`open_deferred_samples`: the first film reaches the browser before
+    the others are decoded (the app's first session).
     """
     folder = samples_folder()
     found = sample_paths(folder) if folder is not None else {}
@@ -374,15 +383,47 @@ def open_samples(*, first_only: bool = False) -> None:
         _open_sample(timepoint, path)
 
 
-def open_deferred_samples() -> bool:
-    """Open the sample films :func:`open_samples` left for the end of the page run.
+def open_deferred_samples(*, unless_awaited: bool = False) -> bool:
+    """Open the sample films :func:`open_samples` left for later.
 
-    Returns whether there were any (the page then runs again to show them).
+    They are opened once the first film no longer competes with them: when its
+    viewer reports its first frame (the editor's ``drawn`` state), at the next
+    page run, or at the end of a run that mounted no viewer asking for that
+    report.  ``unless_awaited`` (the end of a page run) leaves them while such
+    a report is awaited.  Returns whether any film was opened.
+
+    A run stopped meanwhile (the reader opened a tab) leaves the films not yet
+    opened to the next run.
     """
-    deferred = st.session_state.pop(_DEFERRED, None) or ()
-    for timepoint, path in deferred:
+    state = st.session_state
+    if unless_awaited and state.get(_AWAIT_FRAME):
+        return False
+    opened = False
+    while state.get(_DEFERRED):
+        timepoint, path = state[_DEFERRED][0]
         _open_sample(timepoint, path)
-    return bool(deferred)
+        state[_DEFERRED] = [(tp, p) for tp, p in state[_DEFERRED] if tp != timepoint]
+        opened = True
+    state.pop(_DEFERRED, None)
+    state.pop(_AWAIT_FRAME, None)
+    return opened
+
+
+def announce_first_frame() -> bool:
+    """Whether the viewer mounted now should report its first frame of the film.
+
+    True while sample films wait to be decoded; the report (or the next page
+    run) opens them (:func:`open_deferred_samples`).
+    """
+    if not st.session_state.get(_DEFERRED):
+        return False
+    st.session_state[_AWAIT_FRAME] = True
+    return True
+
+
+def awaiting_first_frame() -> bool:
+    """Whether a viewer of an earlier run was asked to report its first frame."""
+    return bool(st.session_state.get(_AWAIT_FRAME))
 
 
 def _decoded(path: Path) -> bool:

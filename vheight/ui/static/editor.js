@@ -66,6 +66,8 @@ class Editor {
     this.helpEl = this.root.querySelector(".vh-help");
     this.loadingEl = this.root.querySelector(".vh-loading");
     this.filmDrawn = false;
+    this.codesReported = false;
+    this.announceDrawn = false;
     this.buttons = {};
     for (const button of this.root.querySelectorAll("[data-action]")) {
       this.buttons[button.dataset.action] = button;
@@ -188,6 +190,7 @@ class Editor {
     if (filmChanged) {
       this.filmId = data.film_id;
       this.filmDrawn = false;
+      this.codesReported = false;
       this.fitted = false;
       this.selected = null;
       this.history = [];
@@ -245,6 +248,7 @@ class Editor {
         this.toast(`Now placing ${this.activeLevel}`);
       }
     }
+    this.announceDrawn = Boolean(data.announce_drawn);
     if (data.mode !== this.mode) {
       this.mode = data.mode || "landmarks";
       this.selected = null;
@@ -1311,6 +1315,11 @@ class Editor {
         // (``performance.getEntriesByName("vheight:film-drawn")``).
         this.filmDrawn = true;
         performance.mark("vheight:film-drawn", { detail: { film: this.filmId } });
+      }
+      if (this.announceDrawn && !this.codesReported && this.values && this.image === this.values.canvas) {
+        // The film's codes are on screen: Python may now start what it held back.
+        this.codesReported = true;
+        this.setStateValue("drawn", this.filmId);
       }
     }
     if (this.overlay) {
