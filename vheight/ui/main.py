@@ -515,11 +515,16 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
     records = measurement.records() if measurement is not None else []
 
     left, right = st.columns([1.75, 1], gap="small")
+    below = st.container()
     with right:
         _level_panel(slot)
         _brief_table(timepoint, measurement, records)
         _display_controls(slot)
     window, invert = _window_choice(slot)
+    # Both tables are sent before the viewer and the panels: after an edit the
+    # full table below arrives with the brief one, not after the rest of the tab.
+    with below:
+        shown = _measurement_table(measurement)
     with left:
         values, mapping = _film_values(slot.opened.identity, film)
         region = _crop_region(slot)
@@ -564,8 +569,9 @@ def _film_tab(timepoint: str, measurement: Any) -> None:
         _calibration_panel(slot, measurement)
         _annotation_panel(slot)
         _film_panel(slot)
-
-    _measurement_table(slot, measurement, window, invert)
+    if shown:
+        with below:
+            _measurement_downloads(slot, measurement, window, invert)
 
 
 def _brief_table(timepoint: str, measurement: Any, records: list[dict[str, Any]]) -> None:
@@ -877,14 +883,15 @@ def _film_panel(slot: Slot) -> None:
             st.text(warning)
 
 
-def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool) -> None:
+def _measurement_table(measurement: Any) -> bool:
+    """The full measurement table; whether there was one (its downloads follow it)."""
     st.markdown("##### All measurements")
     if measurement is None:
-        return
+        return False
     records = measurement.records()
     if not records:
         st.caption("No vertebra annotated yet: choose a level and click its six points.")
-        return
+        return False
     st.caption(
         f"Spacing: {md_escape(measurement.spacing_label)} · reference: "
         f"{md_escape(measurement.reference.value)} · grade = Genant, from the largest height "
@@ -892,7 +899,11 @@ def _measurement_table(slot: Slot, measurement: Any, window: tuple, invert: bool
     )
     # A static table: every level visible at once, and redrawn at once after an edit.
     st.table(style_measurements(measurement_frame(records)), hide_index=True)
+    return True
 
+
+def _measurement_downloads(slot: Slot, measurement: Any, window: tuple, invert: bool) -> None:
+    """The measurement's downloads (CSV, JSON, PNG, DICOM SR and GSPS, the PDF report)."""
     stem = Path(slot.opened.name).stem or "film"
     film = slot.opened.film
     annotation = slot.annotation
