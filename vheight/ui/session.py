@@ -402,6 +402,8 @@ def open_deferred_samples(*, unless_awaited: bool = False) -> bool:
     while state.get(_DEFERRED):
         timepoint, path = state[_DEFERRED][0]
         _open_sample(timepoint, path)
+        # Off the list once tried (open_into drops it too, but a film that could
+        # not be opened, its error flashed, never reaches open_into).
         state[_DEFERRED] = [(tp, p) for tp, p in state[_DEFERRED] if tp != timepoint]
         opened = True
     state.pop(_DEFERRED, None)
