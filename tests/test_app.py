@@ -1278,3 +1278,25 @@ def test_display_pixels_of_a_region_under_a_window():
     assert window_from_key(("auto",)) == "auto"  # the percentile window
     with pytest.raises(ValueError, match="unknown window key"):
         window_from_key(("best",))
+
+
+def test_dicom_exports_are_built_ahead_only_after_an_edit(app, monkeypatch):
+    """The annotation a film opens with is not built in the background (that
+    competed with the first film at start); an edited one is, while the reader
+    looks at the edit."""
+    from vheight.ui import exports
+
+    started = []
+    monkeypatch.setattr(
+        exports, "prepare_dicom_exports", lambda opened, *a, **k: started.append(opened.name)
+    )
+    app.run()
+    assert not app.exception, app.exception
+    assert started == []
+    slot = _slot(app, "pre")
+    points = _points(slot.annotation)
+    level = slot.annotation.complete_levels[0]
+    x, y = points[level]["inferior_anterior"]
+    points[level]["inferior_anterior"] = (x, y + 4.0)
+    _edit(app, "pre", points, rev=1)
+    assert started == ["pre.dcm"]
