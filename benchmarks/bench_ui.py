@@ -4,8 +4,9 @@ Times, each inside the browser (``performance.now()``) unless said:
 
 - **drag release -> updated table**, on the sample pre film and on a synthetic
   3000 x 3000 CR film: from the ``pointerup`` that ends a drag of a posterior
-  corner to the first animation frame in which the measurement table shows
-  the new posterior height (the edit sent, validated, saved atomically,
+  corner to the first animation frame in which both measurement tables (the
+  brief one beside the film and the full one below it) show the same new
+  posterior height (the edit sent, validated, saved atomically,
   measured, the page rerun and redrawn).  Baseline in the same run: pressing
   ``N`` (next level), which reruns the same page without changing a number,
   to the first frame where the side panel shows the new level.
