@@ -1,19 +1,33 @@
-"""The app's background build of DICOM exports: once per content, edits supersede, bounded."""
+"""The app's background build of DICOM exports: once per content, edits supersede,
+bounded, in a worker process."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
+from pathlib import Path
 
+import pydicom
 import pytest
 
+from vheight.annotation import load_annotation
 from vheight.ui import exports
+from vheight.ui.films import open_path
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 
 
 @pytest.fixture
-def prepared(monkeypatch):
+def fast(monkeypatch):
     monkeypatch.setattr(exports, "PREPARE_DELAY_S", 0.05)
-    return exports._Prepared()
+
+
+@pytest.fixture
+def prepared(fast):
+    """Builds in a thread of this process, so that a test can count them."""
+    return exports._Prepared(lambda: ThreadPoolExecutor(max_workers=1))
 
 
 def _counting(calls: list[str], name: str, done: threading.Event | None = None):
@@ -55,8 +69,60 @@ def test_the_films_remembered_stay_bounded(prepared):
 def test_a_build_timed_after_the_pool_shut_down_is_left_to_the_click(prepared, monkeypatch):
     failures = []
     monkeypatch.setattr(threading, "excepthook", failures.append)
+    built = threading.Event()
+    prepared.ahead("film", "first", _counting([], "first", built))
+    assert built.wait(5)
     prepared._pool.shutdown()  # as at interpreter exit
     prepared.ahead("film", "k", lambda: b"ahead")
     time.sleep(0.3)
     assert failures == []
     assert prepared.get("k", lambda: b"clicked") == b"clicked"
+
+
+class _Broken(ThreadPoolExecutor):
+    def submit(self, *args, **kwargs):
+        raise BrokenExecutor("the worker died")
+
+
+def test_a_dead_worker_leaves_the_build_to_the_click_and_is_replaced(fast, monkeypatch):
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    pools = [_Broken(), ThreadPoolExecutor(max_workers=1)]
+    prepared = exports._Prepared(lambda: pools.pop(0))
+    prepared.ahead("film", "k1", lambda: b"ahead")
+    time.sleep(0.3)
+    assert failures == []
+    assert prepared.get("k1", lambda: b"clicked") == b"clicked"
+    built = threading.Event()
+    prepared.ahead("film", "k2", _counting([], "k2", built))
+    assert built.wait(5)
+    assert prepared.get("k2", lambda: b"clicked") == b"k2"
+    assert pools == []
+
+
+def test_builds_run_in_another_process(fast):
+    prepared = exports._Prepared()
+    prepared.ahead("film", "pid", os.getpid)
+    deadline = time.monotonic() + 60  # the worker starts with the first build
+    while "pid" not in prepared._done and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = prepared.get("pid", os.getpid)
+    assert pid != os.getpid()
+    prepared._pool.shutdown()
+
+
+def test_the_sample_films_sr_and_presentation_state_are_built_ahead_in_the_worker(fast):
+    opened = open_path(SAMPLES / "pre.dcm")
+    annotation = load_annotation(SAMPLES / "pre.vheight.json")
+    exports.prepare_dicom_exports(opened, annotation)
+    keys = [exports._export_key(kind, opened, annotation, "adjacent") for kind in ("sr", "gsps")]
+    deadline = time.monotonic() + 60
+    while not all(k in exports._PREPARED._done for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for key in keys:
+        exports._PREPARED._done[key].result(timeout=60)  # built there, not on the click below
+    sr = pydicom.dcmread(pydicom.filebase.DicomBytesIO(exports.prepared_sr(opened, annotation)))
+    pr = pydicom.dcmread(pydicom.filebase.DicomBytesIO(exports.prepared_gsps(opened, annotation)))
+    assert sr.Modality == "SR" and pr.Modality == "PR"
+    film = pydicom.dcmread(SAMPLES / "pre.dcm", stop_before_pixels=True)
+    assert sr.StudyInstanceUID == film.StudyInstanceUID == pr.StudyInstanceUID

@@ -8,21 +8,24 @@ drawn by :func:`vheight.render.render_annotated`; the PDF report, the SR and
 the presentation state are those of ``vheight report`` and ``vheight sr``
 (:mod:`vheight.report`, :mod:`vheight.sr`, :mod:`vheight.gsps`).  The app
 builds the larger files only when their download button is pressed, except
-the DICOM SR and presentation state: building an SR takes about a second
-(highdicom copies and re-reads the whole content tree), so
-:func:`prepare_dicom_exports` starts both in a background thread once a film's
+the DICOM SR and presentation state: building an SR takes a few tenths of a
+second of pure Python (highdicom copies and re-reads the whole content tree),
+so :func:`prepare_dicom_exports` starts both in a worker process once a film's
 annotation has stayed unchanged for :data:`PREPARE_DELAY_S`, keyed on the
-annotation's content; the download then only waits for what is left, and
-the same annotation is never built twice.
+annotation's content; the download then only waits for what is left, the
+same annotation is never built twice, and the reader's next edit does not
+wait for the build.
 """
 
 from __future__ import annotations
 
 import io
+import multiprocessing
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
+from functools import partial
 from typing import Any
 
 import cv2
@@ -169,21 +172,33 @@ def film_gsps(opened: Any, annotation: Any, *, reference: str = "adjacent") -> b
 # -- DICOM exports prepared in the background -------------------------------------------
 
 
+def _export_process_pool() -> Executor:
+    """One worker process: building an SR is pure Python (highdicom), so in a
+    thread of the app's process it would hold the interpreter while the next
+    edit's page run waits for it; a process runs it on another core.  Spawned,
+    not forked: the app's process has threads (the server's, Streamlit's)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
 class _Prepared:
     """Export bytes keyed on (kind, film identity, annotation, reference), built once.
 
-    One worker thread; a build asked with a delay is skipped when its film
-    has asked for another annotation meanwhile (the reader kept editing).
+    Builds asked ahead run in the executor ``pool`` makes (by default one
+    worker process, started with the first build); a build asked with a delay
+    is skipped when its film has asked for another annotation meanwhile (the
+    reader kept editing).  A download whose bytes nobody built ahead builds
+    them in the app's process.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pool: Callable[[], Executor] = _export_process_pool) -> None:
         self._lock = threading.Lock()
         self._done: OrderedDict[Hashable, Future[bytes]] = OrderedDict()
         # The last key each film asked for, the most recent films last; as
         # bounded as ``_done`` (a timer whose film was dropped builds nothing:
         # its export is built on the click instead).
         self._latest: OrderedDict[Hashable, Hashable] = OrderedDict()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vheight-exports")
+        self._make_pool = pool
+        self._pool: Executor | None = None
 
     def get(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
         """The bytes of ``key``: prepared, being prepared (waited for), or built here."""
@@ -196,11 +211,18 @@ class _Prepared:
             else:
                 owner = False
         if owner:
-            self._run(future, build)
+            try:
+                future.set_result(build())
+            except BaseException as exc:  # handed to whoever waits for the bytes
+                future.set_exception(exc)
         return future.result()
 
-    def ahead(self, film: Hashable, key: Hashable, build: Callable[[], bytes]) -> None:
-        """Build ``key`` in the background after :data:`PREPARE_DELAY_S` unless superseded."""
+    def ahead(self, film: Hashable, key: Hashable, build: Callable[..., bytes], *args: Any,
+              **kwargs: Any) -> None:  # fmt: skip
+        """Build ``build(*args, **kwargs)`` as ``key`` in the background after
+        :data:`PREPARE_DELAY_S` unless superseded.  With the default pool,
+        ``build`` and its arguments travel to the worker process: a function of
+        a module and picklable arguments."""
         with self._lock:
             self._latest[film] = key
             self._latest.move_to_end(film)
@@ -208,32 +230,31 @@ class _Prepared:
                 self._latest.popitem(last=False)
             if key in self._done:
                 return
-        timer = threading.Timer(PREPARE_DELAY_S, self._start, args=(film, key, build))
+        timer = threading.Timer(
+            PREPARE_DELAY_S, self._start, args=(film, key, partial(build, *args, **kwargs))
+        )
         timer.daemon = True
         timer.start()
 
-    def _start(self, film: Hashable, key: Hashable, build: Callable[[], bytes]) -> None:
+    def _start(self, film: Hashable, key: Hashable, job: Callable[[], bytes]) -> None:
         with self._lock:
             if self._latest.get(film) != key or key in self._done:
                 return  # edited again meanwhile, or already asked for
-            future: Future[bytes] = Future()
+            if self._pool is None:
+                self._pool = self._make_pool()
+            try:
+                future = self._pool.submit(job)
+            except BrokenExecutor:  # the worker died: a new one for the next build
+                self._pool = None
+                return  # a click builds this export itself
+            except RuntimeError:  # the pool is shut down (the interpreter is exiting)
+                return
             self._keep(key, future)
-        try:
-            self._pool.submit(self._run, future, build)
-        except RuntimeError as exc:  # the pool is shut down (the interpreter is exiting)
-            future.set_exception(exc)  # a click builds the export itself
 
     def _keep(self, key: Hashable, future: Future[bytes]) -> None:
         self._done[key] = future
         while len(self._done) > _KEPT:
             self._done.popitem(last=False)
-
-    @staticmethod
-    def _run(future: Future[bytes], build: Callable[[], bytes]) -> None:
-        try:
-            future.set_result(build())
-        except BaseException as exc:  # handed to whoever waits for the bytes
-            future.set_exception(exc)
 
 
 _PREPARED = _Prepared()
@@ -251,11 +272,17 @@ def prepare_dicom_exports(opened: Any, annotation: Any, *, reference: str = "adj
     """
     if dicom_export_problem(opened, annotation) is not None:
         return
-    for kind, build in (("sr", film_sr), ("gsps", film_gsps)):
+    from vheight.gsps import gsps_bytes
+    from vheight.sr import sr_bytes
+
+    for kind, build in (("sr", sr_bytes), ("gsps", gsps_bytes)):
         _PREPARED.ahead(
             (kind, opened.identity),
             _export_key(kind, opened, annotation, reference),
-            lambda build=build: build(opened, annotation, reference=reference),
+            build,
+            annotation,
+            opened.dicom_source,
+            reference=reference,
         )
 
 
