@@ -4,6 +4,8 @@ bounded, in a worker process."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
@@ -126,3 +128,40 @@ def test_the_sample_films_sr_and_presentation_state_are_built_ahead_in_the_worke
     assert sr.Modality == "SR" and pr.Modality == "PR"
     film = pydicom.dcmread(SAMPLES / "pre.dcm", stop_before_pixels=True)
     assert sr.StudyInstanceUID == film.StudyInstanceUID == pr.StudyInstanceUID
+
+
+_PARENT = """
+import os, sys, time
+from vheight.ui import exports
+exports.PREPARE_DELAY_S = 0.01
+prepared = exports._Prepared()
+prepared.ahead("film", "pid", os.getpid)
+while "pid" not in prepared._done:
+    time.sleep(0.02)
+print(prepared.get("pid", os.getpid), flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the worker")
+def test_the_worker_leaves_when_the_app_is_killed():
+    with subprocess.Popen(
+        [sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        try:
+            worker = int(parent.stdout.readline())
+            assert _alive(worker)
+        finally:
+            parent.kill()  # no shutdown of the pool: the app's process is gone
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
@@ -177,7 +179,25 @@ def _export_process_pool() -> Executor:
     thread of the app's process it would hold the interpreter while the next
     edit's page run waits for it; a process runs it on another core.  Spawned,
     not forked: the app's process has threads (the server's, Streamlit's)."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the worker: leave when the app's process is gone.  An app stopped
+    in order shuts its pool down; one killed outright would otherwise leave
+    the idle worker behind for good."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="vheight-exports-parent", daemon=True).start()
 
 
 class _Prepared:
