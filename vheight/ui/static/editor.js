@@ -574,27 +574,30 @@ class Editor {
     }
   }
 
-  // The block of the page holding the viewer (Streamlit's main block), across
-  // the shadow root; the document's body outside Streamlit.
-  pageBlock() {
-    let el = this.viewport;
+  // The viewport's ancestors, nearest first, across the shadow root.
+  *ancestors() {
+    let el = this.viewport.parentElement || (this.viewport.parentNode && this.viewport.parentNode.host);
     while (el) {
-      if (el.dataset && el.dataset.testid === "stMainBlockContainer") return el;
+      yield el;
       el = el.parentElement || (el.parentNode && el.parentNode.host) || null;
+    }
+  }
+
+  // The block of the page holding the viewer (Streamlit's main block); the
+  // document's body outside Streamlit.
+  pageBlock() {
+    for (const el of this.ancestors()) {
+      if (el.dataset && el.dataset.testid === "stMainBlockContainer") return el;
     }
     return document.body;
   }
 
   // The viewport's top in the page, however far the page is scrolled: Streamlit
-  // scrolls its main block, not the window, so every scrolled ancestor counts
-  // (across the shadow root); the viewer keeps its height while the page scrolls.
+  // scrolls its main block, not the window, so every scrolled ancestor counts;
+  // the viewer keeps its height while the page scrolls.
   pageTop() {
     let top = this.viewport.getBoundingClientRect().top;
-    let el = this.viewport;
-    while (el) {
-      el = el.parentElement || (el.parentNode && el.parentNode.host) || null;
-      if (el) top += el.scrollTop;
-    }
+    for (const el of this.ancestors()) top += el.scrollTop;
     return top;
   }
 
