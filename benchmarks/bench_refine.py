@@ -45,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -89,15 +90,25 @@ ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_TH
 """Thread limits of numpy's libraries, read when they load (before the process starts)."""
 
 
-def one_core(argv: list[str]) -> None:
+def one_core(argv: list[str], *, replace_process: bool) -> int | None:
     """Run on one core: the script again with :data:`ONE_CORE_ENV` when the
-    environment lacks it, then OpenCV's threads limited to one."""
+    environment lacks it, then OpenCV's threads limited to one.
+
+    From the command line (``replace_process``) the script replaces this
+    process; called from another program, it runs as a child and its exit
+    code is returned (None: this process already runs on one core).
+    """
     if any(os.environ.get(k) != v for k, v in ONE_CORE_ENV.items()):
+        command = [sys.executable, __file__, *argv]
+        env = {**os.environ, **ONE_CORE_ENV}
         sys.stdout.flush()
-        os.execve(sys.executable, [sys.executable, __file__, *argv], {**os.environ, **ONE_CORE_ENV})
+        if replace_process:
+            os.execve(sys.executable, command, env)
+        return subprocess.run(command, env=env, check=False).returncode
     import cv2
 
     cv2.setNumThreads(1)
+    return None
 
 
 OUTCOMES: list[dict] = []
@@ -325,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.one_core:
-        one_core(sys.argv[1:] if argv is None else argv)
+        code = one_core(sys.argv[1:] if argv is None else argv, replace_process=argv is None)
+        if code is not None:
+            return code
     OUTCOMES.clear()
     if args.quick:
         args.draws, args.starts = 2, 10
