@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import weakref
 from pathlib import Path
 
 import cv2
@@ -147,7 +148,7 @@ def fresh_server(monkeypatch):
     from vheight.ui import session
 
     session._cached_path_film.clear()
-    monkeypatch.setattr(session, "_DECODED", set())
+    monkeypatch.setattr(session, "_DECODED", weakref.WeakValueDictionary())
     yield
     session._cached_path_film.clear()
 
@@ -155,6 +156,22 @@ def fresh_server(monkeypatch):
 def _names(at) -> dict[str, str]:
     """Timepoint -> the name of the film open there."""
     return {tp: slot.opened.name for tp, slot in at.session_state["vh.slots"].items()}
+
+
+def test_a_sample_film_counts_as_decoded_only_while_it_is_held(fresh_server, monkeypatch):
+    import gc
+
+    from vheight.ui import session
+
+    path = SAMPLES / "post.dcm"
+    film = session._path_film(path)
+    assert session._decoded(path)
+    session._cached_path_film.clear()  # dropped by the cache, still held by a session
+    monkeypatch.setattr(session, "load_film", lambda *a, **k: pytest.fail("decoded again"))
+    assert session._decoded(path) and session._path_film(path) is film
+    del film
+    gc.collect()
+    assert not session._decoded(path)  # nothing holds it: the next session decodes it
 
 
 def test_the_first_film_is_not_held_back_by_the_others(store_dir, fresh_server):

@@ -316,7 +316,7 @@ class FilmInfo:
 WindowChoice = WindowPreset | int | str | tuple[float, float] | Sequence[float] | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, weakref_slot=True)
 class Film:
     """A film ready for display and measurement.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import streamlit as st
 from vheight.annotation import LEVELS, TIMEPOINTS, Annotation, sidecar_path
 from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError, VHeightError
+from vheight.film import Film
 from vheight.loader import load_film
 from vheight.refine import DEFAULT_RADIUS_MM, RefineResult, propose_level_result, refine_annotation
 from vheight.ui.editor import EditorState
@@ -305,17 +307,27 @@ def take_flashes(timepoint: str) -> list[tuple[str, str]]:
 # -- opening films -----------------------------------------------------------------------
 
 
-#: Films this process has decoded (``_cached_path_film``'s keys), so that a
-#: session opening the sample series defers only films not decoded yet.
-_DECODED: set[tuple[str, int, int]] = set()
+#: Films of this process decoded from disk and still held (by the cache or a
+#: session), keyed as ``_cached_path_film``: a session opening the sample
+#: series defers only films not in memory.  Weak: a film the cache dropped and
+#: no session holds leaves by itself, so it is never taken for decoded.
+_DECODED: weakref.WeakValueDictionary[tuple[str, int, int], Film] = weakref.WeakValueDictionary()
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _cached_path_film(path: str, mtime_ns: int, size: int) -> Any:
     """A film decoded from disk, shared by sessions (films are immutable)."""
     film = load_film(path)
-    _DECODED.add((path, mtime_ns, size))
+    _DECODED[(path, mtime_ns, size)] = film
     return film
+
+
+def _path_film(path: Path) -> Film:
+    """The film at ``path``: the one in memory when a session or the cache still
+    holds it, else decoded (and cached)."""
+    key = _film_key(path)
+    film = _DECODED.get(key)
+    return film if film is not None else _cached_path_film(*key)
 
 
 def _film_key(path: Path) -> tuple[str, int, int]:
@@ -437,7 +449,7 @@ def _decoded(path: Path) -> bool:
 
 def _open_sample(timepoint: str, path: Path) -> None:
     try:
-        film = _cached_path_film(*_film_key(path))
+        film = _path_film(path)
         open_into(timepoint, open_path(path, film=film))
     except (VHeightError, OSError) as exc:
         flash(timepoint, "error", f"The sample film {path.name} could not be opened: {exc}")
