@@ -3,15 +3,18 @@
 Films: phantom films with what real lateral films show (``Realism.typical``:
 anterior osteophyte spurs, doubled endplate contours, concavities up to 2 mm,
 an osteoporotic level, ribs and bowel gas across the spine), some with a
-fracture, at seeds, facings and doses the tests do not use; and the real CR
-films of ``pydicom-data`` (a chest and a leg: real cortical edges, not spines).
+fracture, two with a soft-tissue edge 3 mm in front of every level's anterior
+wall (``Realism.soft_tissue_edges``), at seeds, facings and doses the tests do
+not use; and the real CR films of ``pydicom-data`` (a chest and a leg: real
+cortical edges, not spines).
 
 Figures (targets in brackets):
 
 - from clicks (the true points perturbed by ``--sigma-mm`` per axis): point
   error median [<= 0.4 mm] and p95 [<= 1.0 mm], share of points made worse by
   more than 0.5 mm [none], per feature (spur corner, doubled endplate, deep
-  concavity, osteoporotic level, fractured level, plain);
+  concavity, osteoporotic level, fractured level, anterior corner with a
+  soft-tissue edge in front, plain);
 - from the true points: p95 movement [<= 0.5 mm];
 - anterior height bias from clicks [+-0.3 mm]; Genant grade of the snapped
   points equal to the true grade [>= 95 %];
@@ -68,6 +71,8 @@ FILMS = [
     {"seed": 304, "facing": "left", "dose": 1.0, "fractures": ("L2:biconcave:30",)},
     {"seed": 305, "facing": "right", "dose": 2.0, "fractures": ("T12:crush:28",)},
     {"seed": 306, "facing": "left", "dose": 1.0, "rotation_deg": 7.0},
+    {"seed": 307, "facing": "right", "dose": 1.0, "soft_tissue_edges": LEVELS},
+    {"seed": 308, "facing": "left", "dose": 0.5, "soft_tissue_edges": LEVELS},
 ]
 
 HEIGHTS = (
@@ -82,6 +87,7 @@ FEATURES = (
     "deep concavity",
     "osteoporotic",
     "fractured",
+    "soft-tissue edge",
     "plain",
 )
 
@@ -141,13 +147,17 @@ def _fracture(text: str) -> Fracture:
 
 def make_film(params: dict):
     """Pixels (bright = bone), true annotation, calibration, spec and a label."""
-    kwargs = {k: v for k, v in params.items() if k != "fractures"}
+    kwargs = {k: v for k, v in params.items() if k not in ("fractures", "soft_tissue_edges")}
+    realism = replace(
+        Realism.typical(params["seed"], LEVELS),
+        soft_tissue_edges=params.get("soft_tissue_edges", ()),
+    )
     spec = FilmSpec(
         rows=2300,
         columns=1500,
         levels=LEVELS,
         fractures=tuple(_fracture(f) for f in params.get("fractures", ())),
-        realism=Realism.typical(params["seed"], LEVELS),
+        realism=realism,
         **kwargs,
     )
     film = render_film(spec)
@@ -176,6 +186,8 @@ def features_of(spec: FilmSpec, level: str, name: str) -> list[str]:
         out.append("osteoporotic")
     if spec.fracture_at(level) is not None:
         out.append("fractured")
+    if where == "anterior" and level in realism.soft_tissue_edges:
+        out.append("soft-tissue edge")
     return out or ["plain"]
 
 

@@ -681,6 +681,10 @@ def test_realism_validation_names_the_problem():
         Realism(pedicle_columns=("C2",))
     with pytest.raises(ValueError, match="pedicle_column_mm must be 0.5 to 8 mm"):
         Realism(pedicle_columns=("L2",), pedicle_column_mm=12.0)
+    with pytest.raises(ValueError, match="soft_tissue_edges: the phantom draws T6 to L5, found S1"):
+        Realism(soft_tissue_edges=("S1",))
+    with pytest.raises(ValueError, match="soft_tissue_edge_mm must be 1 to 8 mm"):
+        Realism(soft_tissue_edges=("L2",), soft_tissue_edge_mm=0.5)
 
 
 def test_spur_adds_bone_beyond_the_true_corner_which_stays_on_the_outline():
@@ -724,6 +728,39 @@ def test_pedicle_column_adds_bone_behind_the_posterior_corner_which_stays_on_the
         )
     assert gains[0] > 0.03 * (1 << 12)
     assert abs(gains[1]) < 0.01 * (1 << 12)
+
+
+def test_soft_tissue_edge_lies_in_front_of_the_chosen_level_only():
+    """A layer brighter than the tissue beyond it from the anterior wall to
+    an edge 3 mm in front of the corners, at L2 and nowhere else; the true
+    points stay on the body, and the sidecar names it."""
+    from vheight.phantom import Realism, spec_to_dict
+
+    plain = render_film(FilmSpec(**REAL, seed=4))
+    spec = FilmSpec(**REAL, seed=4, realism=Realism(soft_tissue_edges=("L2",)))
+    soft = render_film(spec)
+    assert plain.landmarks == soft.landmarks
+    assert spec_to_dict(spec)["realism"]["soft_tissue_edges"] == ["L2"]
+    assert spec_to_dict(spec)["realism"]["soft_tissue_edge_mm"] == 3.0
+    assert "soft_tissue_edges" not in spec_to_dict(FilmSpec(**REAL, realism=Realism()))["realism"]
+
+    def gain(level, beyond_mm):
+        pts = soft.landmarks[level]
+        sa, sp = np.array(pts["superior_anterior"]), np.array(pts["superior_posterior"])
+        ia = np.array(pts["inferior_anterior"])
+        out = (sa - sp) / np.linalg.norm(sa - sp)  # anterior, along the endplate
+        probe = (sa + ia) / 2 + out * (beyond_mm / 0.25)  # in front of mid-wall
+        x, y = np.round(probe).astype(int)
+        window = (slice(y - 1, y + 2), slice(x - 1, x + 2))
+        return soft.pixels[window].astype(float).mean() - plain.pixels[window].astype(float).mean()
+
+    dn = 1 << 12
+    # within the layer (the wall's waist puts mid-wall 1.4 mm behind the
+    # corners' line), then 3 mm past its edge
+    assert gain("L2", 1.5) > 0.015 * dn
+    assert abs(gain("L2", 6.0)) < 0.006 * dn
+    for level in ("L1", "L3"):  # nothing in front of the other levels
+        assert abs(gain(level, 1.5)) < 0.006 * dn, level
 
 
 def test_doubled_endplate_shows_two_edges_with_the_truth_midway():

@@ -277,6 +277,7 @@ class Vertebra:
     doubled_inf_mm: float = 0.0
     density: float = 1.0  # bone density factor (osteoporotic < 1)
     pedicle_column_mm: float = 0.0  # a pedicle column flush with the superior endplate
+    soft_tissue_edge_mm: float = 0.0  # a soft-tissue edge this far in front of the body
 
     # -- local geometry -----------------------------------------------------------
 
@@ -380,6 +381,16 @@ class Vertebra:
         return np.array(
             [(-d / 2 + 1.0, -hp), (back, -hp), (back, -0.6 * hp), (-d / 2 + 1.0, -0.6 * hp)]
         )
+
+    def soft_tissue_local(self) -> tuple[float, float, float] | None:
+        """The soft-tissue edge in front of the body (None without): its line
+        ``u = edge`` (mm, ``soft_tissue_edge_mm`` in front of the anterior
+        corners, parallel to their line) and the stretch ``v`` from ``top``
+        to ``bottom`` it spans at full contrast (corner to corner: it fades
+        out over the discs beyond)."""
+        if self.soft_tissue_edge_mm <= 0:
+            return None
+        return self.depth_mm / 2 + self.soft_tissue_edge_mm, -self.anterior_height_mm, 0.0
 
     def posterior_elements_local(self) -> dict[str, np.ndarray]:
         """Pedicle, articular pillar with lamina, spinous process: outlines, mm."""
@@ -499,6 +510,9 @@ def _realism_fields(realism: Realism | None, level: str) -> dict[str, float]:
         "density": realism.low_contrast if level in realism.low_contrast_levels else 1.0,
         "pedicle_column_mm": (
             realism.pedicle_column_mm if level in realism.pedicle_columns else 0.0
+        ),
+        "soft_tissue_edge_mm": (
+            realism.soft_tissue_edge_mm if level in realism.soft_tissue_edges else 0.0
         ),
     }
 

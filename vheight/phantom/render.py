@@ -499,6 +499,11 @@ def _vertebra(
     outline = _apply(to_px, v.outline_local())
     parts = {k: _apply(to_px, p) for k, p in v.posterior_elements_local().items()}
     spur_px = [_apply(to_px, p) for p in v.osteophytes_local()]
+    soft = v.soft_tissue_local()
+    if soft is not None:  # the soft-tissue layer reaches past the body's margin
+        edge, top, bottom = soft
+        box = [(edge + 1.0, top - v.disc_above_mm), (edge + 1.0, bottom + v.disc_below_mm)]
+        spur_px.append(_apply(to_px, np.array(box)))
     allpts = np.vstack([outline, *parts.values(), *spur_px])
     margin = 4.0 / mm
     x0 = int(max(0, math.floor(allpts[:, 0].min() - margin)))
@@ -630,12 +635,46 @@ def _vertebra(
         mask = _fill((h, w), [_apply(local_to_ss, column)]).astype(np.float32)
         pe += 0.35 * width_factor * mask * (1 - body)
     dens += pe * (1 - 0.5 * body)
+    if soft is not None:
+        dens += _soft_tissue_layer(v, soft, inv, (h, w)) * (1 - body)
 
     if cement:
         dens += _cement(v, local_to_ss, (h, w), d_body, body, tex_ss, cement_rng_seed)
 
     small = cv2.resize(dens.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
     a[y0:y1, x0:x1] += small
+
+
+SOFT_TISSUE_LAYER = 0.10
+"""Density of the soft-tissue layer in front of the body over the tissue
+beyond it, in the units of the body's (its trabecular bone is about 0.33 at
+full path, the endplate's band 0.30 more): far below a normal body's wall,
+but next to an osteoporotic body's (``low_contrast``) the two falls are
+of a size, which is where a snapper may take the wrong one."""
+
+
+def _soft_tissue_layer(
+    v: Vertebra, soft: tuple[float, float, float], inv: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """Density of the soft-tissue layer in front of the body, on the ROI grid
+    (``inv``: ROI px -> local mm): from the wall (the body hides what lies
+    behind it) to the edge ``u = edge`` (a ramp 1 mm wide: soft tissue has
+    no cortex), at full density
+    from corner to corner and fading out over the discs, so it is a long,
+    smooth edge with no ends of its own next to the corners."""
+    edge, top, bottom = soft
+    h, w = shape
+    gx = np.arange(w, dtype=np.float32)[None, :]
+    gy = np.arange(h, dtype=np.float32)[:, None]
+    u = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
+    vv = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
+    # from 2 mm behind the line of the corners (the wall's waist), a ramp in
+    inner = v.depth_mm / 2 - 2.0
+    across = _smoothstep((edge + 0.5 - u) / 1.0) * _smoothstep((u - inner + 0.5) / 1.0)
+    along = _smoothstep((vv - top + v.disc_above_mm) / v.disc_above_mm) * _smoothstep(
+        (bottom + v.disc_below_mm - vv) / v.disc_below_mm
+    )
+    return (SOFT_TISSUE_LAYER * v.width_mm / 45.0 * across * along).astype(np.float32)
 
 
 def _cement(

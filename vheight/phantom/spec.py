@@ -250,6 +250,17 @@ class Realism:
         on past the posterior corner (the true corner stays on the body).
     pedicle_column_mm
         How far the pedicle columns reach behind the posterior wall, mm.
+    soft_tissue_edges
+        Levels with a soft-tissue interface in front of the anterior wall
+        (the anterior longitudinal ligament and prevertebral muscle against
+        the fat and bowel in front): a layer of soft tissue denser than what
+        lies beyond, from the wall to a long, smooth edge
+        ``soft_tissue_edge_mm`` in front of the line of the anterior
+        corners and parallel to it, fading out over the discs.  Its edge is
+        a fall outward like the wall's, fainter, within a click's search
+        (the true corners stay on the body).
+    soft_tissue_edge_mm
+        How far the soft-tissue edges lie in front of the anterior corners, mm.
     """
 
     osteophytes: tuple[EndplateFeature, ...] = ()
@@ -261,6 +272,8 @@ class Realism:
     gas_blobs: int = 0
     pedicle_columns: tuple[str, ...] = ()
     pedicle_column_mm: float = 3.5
+    soft_tissue_edges: tuple[str, ...] = ()
+    soft_tissue_edge_mm: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("osteophytes", "doubled", "concavities"):
@@ -275,18 +288,20 @@ class Realism:
         object.__setattr__(
             self, "low_contrast_levels", tuple(str(v).upper() for v in self.low_contrast_levels)
         )
-        columns = tuple(str(v).upper() for v in self.pedicle_columns)
-        bad = [v for v in columns if v not in DRAWABLE_LEVELS]
-        if bad:
-            raise ValueError(
-                f"pedicle_columns: the phantom draws {DRAWABLE_LEVELS[0]} to "
-                f"{DRAWABLE_LEVELS[-1]}, found {', '.join(bad)}"
-            )
-        object.__setattr__(self, "pedicle_columns", columns)
-        if not 0.5 <= float(self.pedicle_column_mm) <= 8.0:
-            raise ValueError(
-                f"pedicle_column_mm must be 0.5 to 8 mm, found {self.pedicle_column_mm!r}"
-            )
+        for levels, mm, (lo, hi) in (
+            ("pedicle_columns", "pedicle_column_mm", (0.5, 8.0)),
+            ("soft_tissue_edges", "soft_tissue_edge_mm", (1.0, 8.0)),
+        ):
+            named = tuple(str(v).upper() for v in getattr(self, levels))
+            bad = [v for v in named if v not in DRAWABLE_LEVELS]
+            if bad:
+                raise ValueError(
+                    f"{levels}: the phantom draws {DRAWABLE_LEVELS[0]} to "
+                    f"{DRAWABLE_LEVELS[-1]}, found {', '.join(bad)}"
+                )
+            object.__setattr__(self, levels, named)
+            if not lo <= float(getattr(self, mm)) <= hi:
+                raise ValueError(f"{mm} must be {lo:g} to {hi:g} mm, found {getattr(self, mm)!r}")
         if not 0.2 <= float(self.low_contrast) <= 1.0:
             raise ValueError(f"low_contrast must be 0.2 to 1, found {self.low_contrast!r}")
         for name in ("rib_bands", "gas_blobs"):
@@ -303,7 +318,8 @@ class Realism:
     def levels(self) -> set[str]:
         """Every level a feature names."""
         out = {v.level for k in ("osteophytes", "doubled", "concavities") for v in getattr(self, k)}
-        return out | set(self.low_contrast_levels) | set(self.pedicle_columns)
+        named = set(self.low_contrast_levels) | set(self.pedicle_columns)
+        return out | named | set(self.soft_tissue_edges)
 
     @classmethod
     def typical(cls, seed: int, levels: tuple[str, ...]) -> Realism:

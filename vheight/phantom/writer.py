@@ -119,6 +119,9 @@ def _realism_to_dict(realism: Realism) -> dict[str, Any]:
     if realism.pedicle_columns:  # only when drawn: earlier sidecars stay as they were
         out["pedicle_columns"] = list(realism.pedicle_columns)
         out["pedicle_column_mm"] = realism.pedicle_column_mm
+    if realism.soft_tissue_edges:  # likewise
+        out["soft_tissue_edges"] = list(realism.soft_tissue_edges)
+        out["soft_tissue_edge_mm"] = realism.soft_tissue_edge_mm
     return out
 
 

@@ -35,6 +35,8 @@ from vheight.refine.edges import (
     profile_offsets,
 )
 from vheight.refine.model import (
+    AMBIGUITY_RATIO,
+    AMBIGUITY_SEPARATION_MM,
     BACKGROUND_MM,
     CORNERS,
     MIDDLES,
@@ -186,7 +188,7 @@ def _corner_once(
     # The wall edge, searched along the endplate: where the endplate cortex
     # ends, unless that lies beyond the wall's line (a spur).  Failing that,
     # the line of the wall's own edge.
-    end = _band_end(fld, plate_point, plate_dir, normal, t)
+    end = _band_end(fld, plate_point, plate_dir, normal, t, innermost=spurs)
     if end is not None:
         corner, score = end, plate_score
     else:
@@ -278,8 +280,32 @@ def _snap_next_to_corner(
     return corner + edge.offset * normal
 
 
+def _inner_offsets(fld: Field, bases: np.ndarray, outward: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The offsets ``t`` cut :data:`AMBIGUITY_SEPARATION_MM` past the innermost
+    strong fall of the profiles through ``bases`` along ``outward`` (averaged):
+    a local maximum above the threshold and at least :data:`AMBIGUITY_RATIO`
+    as strong as the strongest, that is one of the falls that make the search
+    ambiguous.  ``t`` itself when there is none, or no fall beyond it."""
+    pts = bases[:, None, :] + t[None, :, None] * outward[None, None, :]
+    fall = fld.falls(pts, outward)[0].mean(axis=0)
+    if not np.all(np.isfinite(fall)):
+        return t
+    peak = np.zeros(fall.shape, dtype=bool)
+    peak[1:-1] = (fall[1:-1] > fall[:-2]) & (fall[1:-1] >= fall[2:])
+    strong = np.nonzero(peak & (fall >= max(fld.threshold, AMBIGUITY_RATIO * fall.max())))[0]
+    if strong.size < 2:
+        return t
+    return t[t <= t[strong[0]] + AMBIGUITY_SEPARATION_MM]
+
+
 def _band_end(
-    fld: Field, plate_point: np.ndarray, plate_dir: np.ndarray, normal: np.ndarray, t: np.ndarray
+    fld: Field,
+    plate_point: np.ndarray,
+    plate_dir: np.ndarray,
+    normal: np.ndarray,
+    t: np.ndarray,
+    *,
+    innermost: bool = False,
 ) -> np.ndarray | None:
     """Where the endplate's bright cortex ends along the endplate, or None.
 
@@ -293,12 +319,28 @@ def _band_end(
     corner.  When too few depths agree, the profiles up to
     :data:`_BAND_AVERAGE_DEPTH_MM` are averaged instead.  Returns that point
     on the edge line.
+
+    ``innermost`` (an anterior corner): of two falls of a size along the
+    band, the inner one is taken (:func:`_inner_offsets`), not neither.  In
+    front of the anterior wall lies soft tissue (the anterior longitudinal
+    ligament, prevertebral muscle) denser than the fat beyond it: its edge,
+    a few millimetres in front of the wall and parallel to it, is a second
+    fall along the band where the bone is faint (an osteoporotic body).
+    The band's cortex ends at the wall, the first fall from inside; without
+    this choice the search found the two ambiguous, fell back on the
+    wall's own edge line, and that followed the soft tissue's edge (the
+    wall's fall there is weaker still): a corner 3 mm in front of the body
+    on an edge barely above the noise.  An osteophyte gives no such pair
+    (the band runs on into the spur to its tip, one fall), and a spur's
+    corner is settled on the wall line anyway (:func:`_corner_once`).
     """
     outward = unit(-plate_dir)
     if outward is None:
         return None
     depths = np.array(_BAND_DEPTHS_MM)
     bases = plate_point[None, :] - depths[:, None] * normal[None, :]
+    if innermost:
+        t = _inner_offsets(fld, bases, outward, t)
     ends = edges_on_strip(fld, bases, outward, t, endplate=False)
     fit = fit_offsets(depths, ends, curved=False)
     if fit is not None:
