@@ -659,9 +659,9 @@ def _soft_tissue_layer(
     """Density of the soft-tissue layer in front of the body, on the ROI grid
     (``inv``: ROI px -> local mm): from the wall (the body hides what lies
     behind it) to the edge ``u = edge`` (a ramp 1 mm wide: soft tissue has
-    no cortex), at full density
-    from corner to corner and fading out over the discs, so it is a long,
-    smooth edge with no ends of its own next to the corners."""
+    no cortex), at full density from corner to corner and fading out over
+    the discs, so it is a long, smooth edge with no ends of its own next to
+    the corners."""
     edge, top, bottom = soft
     h, w = shape
     gx = np.arange(w, dtype=np.float32)[None, :]

@@ -41,6 +41,7 @@ __all__ = [
     "fit_offsets",
     "majority_flag",
     "best_score",
+    "local_maxima",
 ]
 
 _FINE_MIN_PX = 0.8
@@ -477,7 +478,7 @@ def parabola_shift(values: np.ndarray, i: np.ndarray) -> np.ndarray:
     return clamp(shift, -0.5, 0.5)
 
 
-def _local_maxima(f: np.ndarray) -> np.ndarray:
+def local_maxima(f: np.ndarray) -> np.ndarray:
     """``f`` (K, S) where it is a local maximum along each row, -inf elsewhere."""
     inner = f[:, 1:-1]
     is_peak = (inner > f[:, :-2]) & (inner >= f[:, 2:])
@@ -566,7 +567,7 @@ def _close_doubled(
     (:func:`_rim_pairs`): the two rims of a doubled contour, which the
     search-scale smoothing merges into one fall.
     """
-    peaks = _local_maxima(fine)
+    peaks = local_maxima(fine)
     near = np.abs(t[None, :] - t[chosen][:, None]) <= SMOOTHING_MM
     first = np.argmax(np.where(near, peaks, -np.inf), axis=1)
     return _rim_pairs(fine, t, level, first, peaks, CLOSE_DOUBLED_MM, 0.0)
@@ -602,7 +603,7 @@ def find_edges(
         return [Edge(None, None, RefineFlag.OUTSIDE_IMAGE)] * k
     finite = np.all(np.isfinite(fall), axis=1)
     f = np.where(np.isfinite(fall), fall, -np.inf)
-    peaks = _local_maxima(f)
+    peaks = local_maxima(f)
     i = np.argmax(peaks, axis=1)
     rows = np.arange(k)
     peak = peaks[rows, i]

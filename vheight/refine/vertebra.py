@@ -30,6 +30,7 @@ from vheight.refine.edges import (
     edge_threshold,
     edges_on_strip,
     fit_offsets,
+    local_maxima,
     majority_flag,
     make_field,
     profile_offsets,
@@ -290,9 +291,8 @@ def _inner_offsets(fld: Field, bases: np.ndarray, outward: np.ndarray, t: np.nda
     fall = fld.falls(pts, outward)[0].mean(axis=0)
     if not np.all(np.isfinite(fall)):
         return t
-    peak = np.zeros(fall.shape, dtype=bool)
-    peak[1:-1] = (fall[1:-1] > fall[:-2]) & (fall[1:-1] >= fall[2:])
-    strong = np.nonzero(peak & (fall >= max(fld.threshold, AMBIGUITY_RATIO * fall.max())))[0]
+    peaks = local_maxima(fall[None, :])[0]
+    strong = np.nonzero(peaks >= max(fld.threshold, AMBIGUITY_RATIO * fall.max()))[0]
     if strong.size < 2:
         return t
     return t[t <= t[strong[0]] + AMBIGUITY_SEPARATION_MM]
