@@ -151,10 +151,8 @@ def film_sr(opened: Any, annotation: Any, *, reference: str = "adjacent") -> byt
     SRExportError
         When the film is not a DICOM film or the annotation has no landmark.
     """
-    from vheight.sr import sr_bytes
-
     source = opened.dicom_source
-    return sr_bytes(annotation, opened.film if source is None else source, reference=reference)
+    return _sr_of(annotation, opened.film if source is None else source, reference=reference)
 
 
 def film_gsps(opened: Any, annotation: Any, *, reference: str = "adjacent") -> bytes:
@@ -165,10 +163,22 @@ def film_gsps(opened: Any, annotation: Any, *, reference: str = "adjacent") -> b
     SRExportError
         When the film is not a DICOM film or the annotation has no landmark.
     """
+    source = opened.dicom_source
+    return _gsps_of(annotation, opened.film if source is None else source, reference=reference)
+
+
+def _sr_of(annotation: Any, source: Any, *, reference: str) -> bytes:
+    # vheight.sr (highdicom) is imported where the SR is built: in the worker
+    # process for a build ahead, not in the page run that asks for it.
+    from vheight.sr import sr_bytes
+
+    return sr_bytes(annotation, source, reference=reference)
+
+
+def _gsps_of(annotation: Any, source: Any, *, reference: str) -> bytes:
     from vheight.gsps import gsps_bytes
 
-    source = opened.dicom_source
-    return gsps_bytes(annotation, opened.film if source is None else source, reference=reference)
+    return gsps_bytes(annotation, source, reference=reference)
 
 
 # -- DICOM exports prepared in the background -------------------------------------------
@@ -292,10 +302,7 @@ def prepare_dicom_exports(opened: Any, annotation: Any, *, reference: str = "adj
     """
     if dicom_export_problem(opened, annotation) is not None:
         return
-    from vheight.gsps import gsps_bytes
-    from vheight.sr import sr_bytes
-
-    for kind, build in (("sr", sr_bytes), ("gsps", gsps_bytes)):
+    for kind, build in (("sr", _sr_of), ("gsps", _gsps_of)):
         _PREPARED.ahead(
             (kind, opened.identity),
             _export_key(kind, opened, annotation, reference),
