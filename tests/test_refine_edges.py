@@ -13,9 +13,12 @@ import pytest
 
 from vheight.refine.edges import (
     Field,
+    edge_line,
     edge_threshold,
+    edges_on_strip,
     make_field,
     prepare_image,
+    profile_offsets,
 )
 from vheight.refine.model import EDGE_NOISE_FACTOR, SMOOTHING_MM
 
@@ -91,6 +94,39 @@ def test_a_field_made_without_its_threshold_has_the_same_layers(image, points_mm
     assert (bare.row0, bare.col0) == (full.row0, full.col0)
     assert np.array_equal(bare.layers, full.layers)
     assert edge_threshold(bare, points_mm, 10.0 + 3.0) == full.threshold
+
+
+def _faint_wall(step: float, seed: int):
+    """A wall ``x = 37.5 + 0.1 (y - 37.5)`` mm, bright (by ``step``) on its left,
+    in noise of 4: the profiles across it start at ``(37, 30)`` and run down it
+    from 3 to 12 mm; returns the field, the strip, and the wall's true offset
+    at the strip's centre (7.5 mm down)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:500, 0:500] * 0.15
+    pixels = 100 + step * (x < 37.5 + 0.1 * (y - 37.5)) + rng.normal(0, 4.0, (500, 500))
+    image = prepare_image(pixels.astype(np.float32), 0.15, 0.15)
+    origin = np.array([37.0, 30.0])
+    fld = make_field(image, origin[None], 20.0)
+    strip = (origin, np.array([0.0, 1.0]), np.array([1.0, 0.0]), np.linspace(3.0, 12.0, 11))
+    return fld, strip, profile_offsets(image, 4.0), 0.5
+
+
+def test_a_faint_wall_is_found_where_the_profiles_agree_on_it():
+    """A step barely above the noise: single profiles accept it or not, and
+    those accepted scatter (up to 0.44 mm); the line through all of them
+    together lies on it, and pure noise gives none."""
+    errors, accepted = [], []
+    for seed in range(12):
+        fld, (origin, inward, across, s), t, true = _faint_wall(2.0, seed)
+        line = edge_line(fld, origin, inward, across, s, t)
+        if line is not None:
+            errors.append(abs(line[0] + 7.5 * line[1] - true))
+        edges = edges_on_strip(fld, origin + s[:, None] * inward, across, t, endplate=False)
+        accepted.append(sum(e.flag is None for e in edges))
+        noise, (origin, inward, across, s), t, _ = _faint_wall(0.0, seed)
+        assert edge_line(noise, origin, inward, across, s, t) is None, seed
+    assert np.median(accepted) <= 4  # most profiles see no edge
+    assert len(errors) >= 9 and max(errors) <= 0.1, errors
 
 
 def _bench():

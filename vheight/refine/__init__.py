@@ -87,9 +87,14 @@ Per point
   settled by the darker outside: the outer edge of an endplate faces the
   disc.  Otherwise the point is ambiguous and left alone.
 - Spurs: at an anterior corner, when the cortex ends more than 1 mm
-  beyond the line of the wall (fitted 3 to 12 mm from the corner, past the
-  base of a spur), the bone beyond is an osteophyte and the corner is the
-  meeting point of the endplate and wall lines (``spur_excluded``).
+  beyond the line of the wall (3 to 12 mm from the corner, past the base of
+  a spur), the bone beyond is an osteophyte and the corner is the meeting
+  point of the endplate and wall lines (``spur_excluded``).  That wall line
+  is the straight line along which the mean fall over all eleven profiles
+  is strongest (half the threshold suffices for the mean of so many), not
+  a fit through each profile's own edge: a faint wall, with the edge of
+  the soft tissue in front of it nearly as strong, is seen by few profiles
+  alone.
 
 Stability
 ---------

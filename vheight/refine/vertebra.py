@@ -26,6 +26,7 @@ from vheight.refine.edges import (
     Field,
     PreparedImage,
     best_score,
+    edge_line,
     edge_on_average,
     edge_threshold,
     edges_on_strip,
@@ -152,11 +153,28 @@ def _wall_corner(
     wall: np.ndarray,
     wall_normal: np.ndarray,
     t: np.ndarray,
-    span_mm: tuple[float, float] = (_STRIP_START_MM, _STRIP_END_MM),
+    *,
+    past_spur: bool = False,
 ) -> tuple[np.ndarray, float] | None:
-    """Intersection of the endplate line with the wall's own edge line (profiles
-    across the wall ``span_mm`` from the corner), and the wall's edge score."""
-    wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t, endplate=False, span_mm=span_mm)
+    """Intersection of the endplate line with the wall's own edge line, and
+    the wall's edge score.
+
+    The line is fitted through the edges of profiles across the wall 1 to 6
+    mm from the corner; with ``past_spur``, it is the clearest line over
+    profiles :data:`_SPUR_WALL_MM` from the corner, past a spur's base,
+    taken together (:func:`edge_line`).  Fitted through the edges each
+    profile found there, the line failed where the check needs it: the wall
+    of a faint body falls barely above the noise on each profile, and the
+    edge of the soft tissue in front of it nearly as much, so too few
+    profiles accepted an edge (the spur went unchecked, its tip taken for
+    the corner) or those accepted disagreed (a line millimetres inside the
+    wall, a normal corner taken for a spur's).
+    """
+    if past_spur:
+        s = np.linspace(*_SPUR_WALL_MM, _STRIP_COUNT)
+        wall_fit = edge_line(fld, current, -wall, wall_normal, s, t)
+    else:
+        wall_fit, _ = _fit_strip(fld, current, -wall, wall_normal, t, endplate=False)
     if wall_fit is None:
         return None
     c, d, wall_score = wall_fit
@@ -201,7 +219,7 @@ def _corner_once(
         corner, score = near[0], min(plate_score, near[1])
     if spurs:
         far = _wall_corner(
-            fld, current, plate_point, plate_dir, wall, wall_normal, t, _SPUR_WALL_MM
+            fld, current, plate_point, plate_dir, wall, wall_normal, t, past_spur=True
         )
         if far is not None and float(np.dot(corner - far[0], tangent)) > _SPUR_MM:
             return far[0], min(plate_score, far[1]), doubled, True
