@@ -300,6 +300,44 @@ def test_a_vertebra_left_unstable_once_is_a_fixed_point_the_second_time():
     ]
 
 
+def test_a_point_the_pass_from_its_new_place_doubts_is_left_at_the_click():
+    """L1's superior middle point (a doubled endplate), clicked 0.6 mm off,
+    was moved 4.1 mm onto an edge that the pass from there found ambiguous,
+    and kept that first move unflagged.  It is left at the click, flagged
+    with the doubt; no point of the vertebra ends more than 0.5 mm further
+    from the truth than its click, and the result is a fixed point."""
+    spec, film, cal = _crush_film(305)
+    truth = film.landmarks["L1"]
+    offsets_px = {
+        "superior_anterior": (14.27, -19.31),
+        "superior_middle": (-2.98, 1.93),
+        "superior_posterior": (-3.3, -7.13),
+        "inferior_anterior": (-0.54, -0.04),
+        "inferior_middle": (-0.72, -16.57),
+        "inferior_posterior": (-1.3, -7.55),
+    }
+    clicks = {n: (truth[n][0] + dx, truth[n][1] + dy) for n, (dx, dy) in offsets_px.items()}
+    start = Annotation(
+        image=ImageRef(rows=spec.rows, columns=spec.columns), vertebrae={"L1": clicks}
+    )
+    pixels = film.pixels.astype(np.float32)
+    once = refine_annotation(start, pixels, cal)
+    spacing = np.array([film.col_spacing_mm, film.row_spacing_mm])
+
+    def error(xy, name):
+        return float(np.hypot(*((np.asarray(xy) - truth[name]) * spacing)))
+
+    for move in once.moves:
+        assert error(move.xy, move.point) <= error(clicks[move.point], move.point) + 0.5, (
+            move.point,
+            move.flag,
+        )
+    middle = once.move("L1", "superior_middle")
+    assert middle.flag == "ambiguous_edge" and not middle.moved
+    twice = refine_annotation(once.annotation, pixels, cal)
+    assert max(m.distance_mm for m in twice.moves) <= 0.1
+
+
 def test_a_proposed_point_does_not_take_the_neighbours_corner_across_the_disc():
     """A 28 % crush of T12 whose faint inferior endplate is not found: the
     proposed inferior posterior corner snapped 2.9 mm across the disc onto

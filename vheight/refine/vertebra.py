@@ -42,6 +42,7 @@ from vheight.refine.model import (
     BACKGROUND_MM,
     CORNERS,
     MIDDLES,
+    NOTE_FLAGS,
     SIDES,
     Outcome,
     RefineFlag,
@@ -785,32 +786,54 @@ def _moved_beyond(
     return {n for n, o in out.items() if float(np.hypot(*(o.position - pts[n]))) > tolerance_mm}
 
 
+def _doubt(outcome: Outcome) -> RefineFlag | None:
+    """The flag of ``outcome`` when it is a doubt, not a note (:data:`NOTE_FLAGS`)."""
+    flag = outcome.flag
+    return None if flag is None or flag in NOTE_FLAGS else flag
+
+
 def _converge(
     fld: Field,
     image: PreparedImage,
     pts: dict[str, np.ndarray],
     names: list[str],
     radius_mm: float,
-) -> tuple[dict[str, Outcome], set[str]]:
+) -> tuple[dict[str, Outcome], dict[str, RefineFlag]]:
     """Passes from ``pts`` until one moves no point more than :data:`FIXED_POINT_MM`
-    (at most :data:`MAX_PASSES`); the outcomes and the points still moving.
+    (at most :data:`MAX_PASSES`); the outcomes, and the points not settled
+    with the flag each is to be left with.
 
     The result is the position a pass started from and did not leave: a
     fixed point.  When the first pass moves no point further than
     :data:`KEEP_MM`, the points already lie where the edges put them, to
     the precision of the search, and every point keeps exactly its place:
     refining a refined vertebra moves nothing at all.
+
+    Not settled: a point still moving (``unstable``), and a point a pass
+    moved without a doubt that a later pass, from where it was moved, finds
+    with one (a weak wall, an ambiguous or no edge) and no later pass finds
+    without: the edge it was moved onto is not one the search finds from
+    there, so nothing supports where it ended (before, it kept the earlier
+    pass's position, millimetres off, unflagged, or flagged ``weak_wall_edge``
+    with its place along the endplate taken from the earlier pass).
     """
     out = _one_pass(fld, image, pts, names, radius_mm)
     if not _moved_beyond(out, pts, KEEP_MM):
         for n in names:
             out[n].position = pts[n].copy()
-        return out, set()
+        return out, {}
     moving = set(names)
+    doubted: dict[str, RefineFlag] = {}
     for _ in range(MAX_PASSES - 1):
         current = {**pts, **{n: out[n].position for n in names}}
         again = _one_pass(fld, image, current, names, radius_mm)
         moving = _moved_beyond(again, current, FIXED_POINT_MM)
+        for n in names:
+            doubt = _doubt(again[n])
+            if doubt is not None and out[n].moved and _doubt(out[n]) is None:
+                doubted[n] = doubt
+            elif doubt is None and again[n].moved:
+                doubted.pop(n, None)
         if not moving:
             # ``current`` is a fixed point (the pass from it moved nothing):
             # it is the result, so that refining it again leaves it there.
@@ -819,7 +842,7 @@ def _converge(
             if again[n].moved:
                 again[n].reseeded = again[n].reseeded or out[n].reseeded
                 out[n] = again[n]
-    return out, moving
+    return out, {n: RefineFlag.UNSTABLE for n in moving} | doubted
 
 
 def refine_vertebra(
@@ -849,7 +872,8 @@ def refine_vertebra(
     and the passes are repeated from there with the others settled
     (:data:`MAX_ROUNDS`), so that the vertebra returned is itself a fixed
     point, or is what a second refine would return again; a point that
-    never settles is left where it was placed and flagged ``unstable``.
+    never settles is left where it was placed and flagged ``unstable``, and
+    one whose move a later pass doubts (:func:`_converge`) with that doubt.
     """
     pts = {k: image.to_mm(xy) for k, xy in pts_px.items()}
     wanted = set(names)
@@ -870,10 +894,10 @@ def refine_vertebra(
     # vertebra as it would be returned, until they end on a fixed point.
     start = pts
     for _ in range(MAX_ROUNDS):
-        out, moving = _converge(fld, image, start, names, radius_mm)
-        if not moving:
+        out, unsettled = _converge(fld, image, start, names, radius_mm)
+        if not unsettled:
             break
-        start = {**start, **{n: out[n].position for n in names if n not in moving}}
-    for n in moving:
-        out[n] = Outcome(pts[n], False, RefineFlag.UNSTABLE, out[n].score)
+        start = {**start, **{n: out[n].position for n in names if n not in unsettled}}
+    for n, flag in unsettled.items():
+        out[n] = Outcome(pts[n], False, flag, out[n].score)
     return out
