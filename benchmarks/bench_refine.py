@@ -64,7 +64,12 @@ from vheight.annotation import Annotation, ImageRef
 from vheight.calibration import Calibration
 from vheight.morphometry import measure
 from vheight.phantom import FilmSpec, Fracture, Realism, render_film
-from vheight.refine import DEFAULT_RADIUS_MM, NOTE_FLAGS, propose_level_result, refine_annotation
+from vheight.refine import (
+    DEFAULT_RADIUS_MM,
+    is_doubt,
+    propose_level_result,
+    refine_annotation,
+)
 
 LEVELS = ("T11", "T12", "L1", "L2", "L3", "L4")
 
@@ -259,7 +264,7 @@ def convergence(annotation: Annotation, image, cal: Calibration, starts: int, si
         )
         for m in result.moves:
             ends[(m.level, m.point)].append((m.x, m.y))
-            flags[(m.level, m.point)] += m.flag is not None and m.flag not in NOTE_FLAGS
+            flags[(m.level, m.point)] += is_doubt(m.flag)
     kept = [k for k in ends if flags[k] <= starts // 2]
     spreads = [spread(np.array(ends[k]), cal) for k in kept]
     ok = sum(s <= 0.5 for s in spreads)
@@ -408,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 err_before["all"].append(b)
                 err_after["all"].append(a)
                 worse["all"] += a > b + 0.5
-                if m.flag is None or m.flag in NOTE_FLAGS:
+                if not is_doubt(m.flag):
                     sure.append(a)
                 flags.append(m.flag)
             for level in truth.vertebrae:
@@ -476,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     silent = sum(e > 1.0 for e in sure)
     cut = np.percentile(err_after["all"], 95)
     beyond = [fl for e, fl in zip(err_after["all"], flags, strict=True) if e > cut]
-    doubted = sum(fl is not None and fl not in NOTE_FLAGS for fl in beyond)
+    doubted = sum(is_doubt(fl) for fl in beyond)
     print(
         f"  beyond the p95: {len(beyond)} points, {doubted} of them flagged with a doubt "
         f"(left where clicked, or moved across the edge only)"

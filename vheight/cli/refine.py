@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from vheight.annotation import load_annotation, save_annotation
     from vheight.cli._output import emit_csv, emit_json, emit_table
     from vheight.loader import load_film
-    from vheight.refine import NOTE_FLAGS, propose_level_result, refine_annotation
+    from vheight.refine import NOTE_FLAGS, is_doubt, propose_level_result, refine_annotation
 
     annotation_path = Path(args.annotation)
     annotation = load_annotation(annotation_path)
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"vheight refine: warning: {warning}", file=sys.stderr)
     moved = sum(1 for m in moves if m["moved"])
-    flagged = sum(1 for m in moves if m["flag"] and m["flag"] not in NOTE_FLAGS)
+    flagged = sum(1 for m in moves if is_doubt(m["flag"]))
     noted = sum(1 for m in moves if m["flag"] in NOTE_FLAGS)
     where = f"written to {out_path}" if out_path else "not written (give --out FILE)"
     print(

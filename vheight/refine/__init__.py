@@ -144,6 +144,7 @@ from vheight.refine.model import (
     PointMove,
     RefineFlag,
     RefineResult,
+    is_doubt,
 )
 from vheight.refine.proposals import predict_level, propose_level, propose_level_result
 from vheight.refine.snap import refine_annotation, refine_point, search_spacing
@@ -162,6 +163,7 @@ __all__ = [
     "PointMove",
     "RefineFlag",
     "RefineResult",
+    "is_doubt",
     "predict_level",
     "propose_level",
     "propose_level_result",

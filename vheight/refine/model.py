@@ -28,6 +28,7 @@ __all__ = [
     "MIDDLES",
     "RefineFlag",
     "NOTE_FLAGS",
+    "is_doubt",
     "PointMove",
     "RefineResult",
     "Outcome",
@@ -118,6 +119,12 @@ class RefineFlag(enum.StrEnum):
 
 NOTE_FLAGS: frozenset[str] = frozenset({RefineFlag.DOUBLED.value, RefineFlag.SPUR_EXCLUDED.value})
 """Flags that describe how a moved point was placed, not a doubt about it."""
+
+
+def is_doubt(flag: str | None) -> bool:
+    """True when ``flag`` (a :class:`RefineFlag` or its value) is a doubt about
+    a point: a flag, and not a note (:data:`NOTE_FLAGS`)."""
+    return bool(flag) and flag not in NOTE_FLAGS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,7 +254,7 @@ class RefineResult:
     @property
     def doubtful_count(self) -> int:
         """Points flagged with a doubt (not only a note, :data:`NOTE_FLAGS`)."""
-        return sum(m.flag is not None and m.flag not in NOTE_FLAGS for m in self.moves)
+        return sum(is_doubt(m.flag) for m in self.moves)
 
 
 @dataclass(slots=True)

@@ -34,10 +34,10 @@ from vheight.refine.edges import (
 from vheight.refine.model import (
     DEFAULT_RADIUS_MM,
     ENDPLATES,
-    NOTE_FLAGS,
     SIDES,
     RefineFlag,
     RefineResult,
+    is_doubt,
 )
 from vheight.refine.snap import (
     check_radius,
@@ -453,9 +453,7 @@ def propose_level_result(
     result = _reject_neighbour_edges(result, prepared, level, aligned, facing)
     if _extrapolated(sources, level):
         moves = tuple(
-            replace(m, flag=RefineFlag.EXTRAPOLATED.value)
-            if m.flag is None or m.flag in NOTE_FLAGS
-            else m
+            m if is_doubt(m.flag) else replace(m, flag=RefineFlag.EXTRAPOLATED.value)
             for m in result.moves
         )
         note = (

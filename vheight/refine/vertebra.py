@@ -42,10 +42,10 @@ from vheight.refine.model import (
     BACKGROUND_MM,
     CORNERS,
     MIDDLES,
-    NOTE_FLAGS,
     SIDES,
     Outcome,
     RefineFlag,
+    is_doubt,
 )
 
 __all__ = ["refine_vertebra"]
@@ -786,12 +786,6 @@ def _moved_beyond(
     return {n for n, o in out.items() if float(np.hypot(*(o.position - pts[n]))) > tolerance_mm}
 
 
-def _doubt(outcome: Outcome) -> RefineFlag | None:
-    """The flag of ``outcome`` when it is a doubt, not a note (:data:`NOTE_FLAGS`)."""
-    flag = outcome.flag
-    return None if flag is None or flag in NOTE_FLAGS else flag
-
-
 def _converge(
     fld: Field,
     image: PreparedImage,
@@ -829,10 +823,10 @@ def _converge(
         again = _one_pass(fld, image, current, names, radius_mm)
         moving = _moved_beyond(again, current, FIXED_POINT_MM)
         for n in names:
-            doubt = _doubt(again[n])
-            if doubt is not None and out[n].moved and _doubt(out[n]) is None:
-                doubted[n] = doubt
-            elif doubt is None and again[n].moved:
+            flag = again[n].flag
+            if is_doubt(flag) and out[n].moved and not is_doubt(out[n].flag):
+                doubted[n] = flag
+            elif not is_doubt(flag) and again[n].moved:
                 doubted.pop(n, None)
         if not moving:
             # ``current`` is a fixed point (the pass from it moved nothing):
