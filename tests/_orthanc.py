@@ -10,6 +10,8 @@ packages to install, except under ``CI`` where they fail.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -18,6 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +158,29 @@ class Orthanc:
                 self.process.wait(timeout=10)
         if not self._log_file.closed:
             self._log_file.close()
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+
+
+@contextlib.contextmanager
+def sample_archive(folder: Path, reader: str) -> Iterator[Orthanc]:
+    """An Orthanc in ``folder`` holding the sample study (three films) and
+    ``reader``'s results of its pre and post films, stopped on leaving."""
+    from vheight.annotation import load_annotation, save_annotation
+    from vheight.pacs import Archive
+
+    require_orthanc()
+    server = Orthanc(folder / "orthanc")
+    try:
+        for name in ("pre", "post", "followup"):
+            server.upload(SAMPLES / f"{name}.dcm")
+        client = Archive(server.dicomweb)
+        for name in ("pre", "post"):
+            annotation = load_annotation(SAMPLES / f"{name}.vheight.json")
+            path = folder / f"{name}.vheight.json"
+            save_annotation(dataclasses.replace(annotation, annotator=reader), path)
+            client.push(path, image=SAMPLES / f"{name}.dcm")
+        yield server
+    finally:
+        server.stop()

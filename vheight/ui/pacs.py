@@ -172,28 +172,53 @@ def _open() -> None:
         _say("warning", "Search, then choose a film to open.")
         return
     study, film = found
+    result_uid = state.get(RESULT) or _NO_RESULT
+    # The result chosen must be one of this film's: a choice made while the
+    # list still showed another film's results (the film changed just before)
+    # would put that film's landmarks on this one.
+    results = [
+        r
+        for r in study.results
+        if r.facts.sop_instance_uid == result_uid and r.facts.film == film.sop_instance_uid
+    ]
+    if result_uid and not results:
+        state[RESULT] = _NO_RESULT
+        _say(
+            "warning",
+            f"The earlier result chosen is of another film than "
+            f"{film.series_description or 'the film chosen'}: nothing was opened. Choose the "
+            "result again, then open.",
+        )
+        return
     try:
         archive = _archive()
         path = _retrieve(archive, film)
         opened = open_path(path)
-        slot = session.open_into(timepoint, opened)
         loaded = ""
-        result_uid = state.get(RESULT) or _NO_RESULT
-        if result_uid:
-            (result,) = [r for r in study.results if r.facts.sop_instance_uid == result_uid]
+        annotation = None
+        if results:
+            result = results[0]
             ds = archive.retrieve(
                 study.study_instance_uid,
                 result.facts.series_instance_uid,
                 result.facts.sop_instance_uid,
             )
             annotation = annotation_from_sr(ds, image_file=path.name)
+            named = annotation.image.sop_instance_uid
+            if named and named != film.sop_instance_uid:
+                raise VHeightError(
+                    f"the result of {result.facts.reader or 'an unnamed reader'} names another "
+                    f"film (SOP Instance UID {named}) than {film.sop_instance_uid}: not opened"
+                )
             annotation = dataclasses.replace(annotation, timepoint=timepoint)
-            slot = session.commit(slot, annotation, python_change=True)
-            session.set_widget(slot, "treated", list(annotation.treated_levels))
             loaded = (
                 f" with the result of {result.facts.reader or 'an unnamed reader'} "
                 f"({_plural(len(annotation.levels), 'level')})"
             )
+        slot = session.open_into(timepoint, opened)
+        if annotation is not None:
+            slot = session.commit(slot, annotation, python_change=True)
+            session.set_widget(slot, "treated", list(annotation.treated_levels))
     except (VHeightError, OSError) as exc:
         _say("error", str(exc))
         return
