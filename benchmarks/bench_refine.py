@@ -495,12 +495,12 @@ def main(argv: list[str] | None = None) -> int:
         f"from the true points: movement median {np.median(tm):.3f} mm, p95 "
         f"{np.percentile(tm, 95):.3f} mm, max {tm.max():.3f} mm"
     )
-    ab = np.array(ant_bias)
     if spur_along:
         print(
             f"  spur corners ({len(spur_along)}, spur_excluded): offset along the endplate, out "
             f"of the body, median {np.median(spur_along):+.3f} mm"
         )
+    ab = np.array(ant_bias)
     print(f"anterior height bias from clicks: mean {ab.mean():+.3f} mm (sd {ab.std():.3f} mm)")
     valid = [(a, b) for a, b in grade_pairs if b is not None]
     agree = sum(a == b for a, b in valid)
