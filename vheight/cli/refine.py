@@ -166,18 +166,18 @@ def register(subparsers: Any) -> None:
         "refine",
         help="snap landmarks to the endplate edges; propose the landmarks of a level",
         description=(
-            "Move each landmark of ANNOTATION to the cortical endplate edge near it "
-            "(corners to the corner of the body outline, middle points midway between the "
-            "corners on the endplate) and print how far each moved. Points without a clear "
-            "edge within the radius are left alone and flagged (weak_edge, ambiguous_edge, "
-            "weak_wall_edge: moved across the endplate only, outside_image, unstable: "
-            "snapping again kept moving it, rejected_edge: the edge found lies outside the "
-            "body's outline, e.g. on the pedicle, spacing_out_of_range); points placed by a "
-            "convention say so (doubled: midway between two endplate contours, "
-            "spur_excluded: corner on the body's outline, not on an osteophyte). A proposal "
-            "extrapolated from levels on one side only is flagged extrapolated. With --propose "
-            "LEVEL, the six landmarks of LEVEL are predicted from the complete levels "
-            "(position, orientation and size trend) and snapped. The refined annotation "
+            "Move each landmark of ANNOTATION to the cortical endplate edge near it (corners to "
+            "the corner of the body outline, middle points midway between the corners on the "
+            "endplate) and print how far each moved. Points without a clear edge within the "
+            "radius are left alone and flagged (weak_edge, ambiguous_edge, weak_wall_edge: moved "
+            "across the endplate only, outside_image, unstable: snapping again kept moving it, "
+            "rejected_edge: the edge found lies outside the body's outline, e.g. on the pedicle "
+            "or in front of the body, spacing_out_of_range); points placed by a convention say so"
+            " (doubled: midway between two endplate contours, spur_excluded: corner on the body's"
+            " outline, not on an osteophyte). A proposal extrapolated from levels on one side "
+            "only is flagged extrapolated. With --propose LEVEL, the six landmarks of LEVEL are "
+            "predicted from the complete levels (position, orientation and size trend) and "
+            "snapped. The refined annotation "
             "is written only with --out (which may be ANNOTATION itself)."
         ),
     )

@@ -68,11 +68,14 @@ Per point
   corners, or when the walls lean more than 20 degrees from the endplate
   normal, the normal is used.  When a corner of the endplate is not found,
   the middle point keeps its place along the endplate.
-- Pedicles: a superior posterior corner found more than 2 mm beyond the
-  line of the posterior wall (through the inferior posterior corner,
-  perpendicular to the inferior endplate) followed the endplate's band onto
-  a pedicle column rising flush with the endplate; it is left where it was
-  placed and flagged ``rejected_edge``.
+- Beyond the wall: a corner found more than 2 mm beyond the line of its
+  wall (through the same-side corner of the other endplate, perpendicular
+  to the inferior endplate) is on something outside the body; it is left
+  where it was placed and flagged ``rejected_edge``.  Behind, a superior
+  posterior corner followed the endplate's band onto a pedicle column
+  rising flush with the endplate; in front, an anterior corner took a
+  spur's tip, the edge of the soft tissue in front of the body, or a rib's
+  edge crossing the corner.
 - Second chance: a point whose own search window holds no edge (placed
   further than the radius from it) is searched again from where the
   vertebra's refined landmarks put it; it is then reported ``reseeded`` and

@@ -104,8 +104,10 @@ class RefineFlag(enum.StrEnum):
     (an osteophyte) was left out (measurements.md)."""
     REJECTED_EDGE = "rejected_edge"
     """The edge found lies outside the body's expected outline, so it is not
-    the body's: a superior posterior corner more than 2 mm beyond the line of
-    the posterior wall (on the pedicle column behind it); a proposed point
+    the body's: a corner more than 2 mm beyond the line of its wall (a
+    superior posterior corner on the pedicle column behind the body; an
+    anterior corner on a spur's tip, the soft tissue's edge or a rib's edge in
+    front of it); a proposed point
     snapped to within 2 mm of an annotated neighbour's facing point on its
     side (the neighbour's edge across the disc).  Rejected: point left alone
     (a proposed point: where it was aligned)."""

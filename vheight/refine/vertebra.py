@@ -104,12 +104,14 @@ def _noise_pad_mm(radius_mm: float) -> float:
     return _reach_mm(radius_mm) + 1.5 * BACKGROUND_MM
 
 
-# A superior posterior corner further than this (mm) beyond the line of the
-# posterior wall (:func:`_beyond_posterior_wall`) lies on the pedicle column
-# behind the body, not on the body.  On the benchmark's films no corner found
-# on the body lies more than 1.5 mm beyond it (the wall's waist, a wedge, the
-# noise of the inferior corners); a band followed onto a pedicle, 2.5 mm and
-# more.
+# A corner further than this (mm) beyond the line of its wall
+# (:func:`_beyond_wall`) lies on something outside the body.  On the
+# benchmark's films no corner found on the body lies more than 1.5 mm behind
+# the posterior wall's line or 1.6 mm in front of the anterior wall's (the
+# wall's waist, a wedge, a spur's corner, a doubled endplate, the noise of the
+# other corners); a band followed onto a pedicle lies 2.5 mm and more behind,
+# a spur's tip, the soft tissue's edge or a rib's edge taken for an anterior
+# corner 2.4 mm and more in front.
 _BEYOND_WALL_MM = 2.0
 
 # A corner search is repeated from the corner found when it moved further, mm.
@@ -668,37 +670,43 @@ def _reseed_corners(v: _Vertebra) -> None:
                 _reseed_corner(v, name)
 
 
-def _beyond_posterior_wall(v: _Vertebra) -> float | None:
-    """How far (mm) the superior posterior corner lies beyond the line of the
-    posterior wall: the line through the inferior posterior corner,
-    perpendicular to the inferior endplate (its chord).  The pedicles rise
-    from the upper posterior body, so the inferior corners are clear of
-    them; a wedge or crush tilts the superior endplate, not the posterior
-    wall against the inferior one.  None unless both inferior corners were
-    refined in this pass and not flagged (a click may lie 2 mm off: the line
-    through one says nothing of a pedicle)."""
-    names = ("inferior_posterior", "inferior_anterior")
-    if any(n not in v.out or v.out[n].flag is not None for n in names):
+def _beyond_wall(v: _Vertebra, name: str) -> float | None:
+    """How far (mm) corner ``name`` lies beyond the line of its wall: the line
+    through the same-side corner of the other endplate, perpendicular to the
+    inferior endplate (its chord), out of the body on that side (behind for a
+    posterior corner, in front for an anterior one).  A wedge or crush tilts
+    the superior endplate, not the walls against the inferior one.  None
+    unless the other corners involved were refined in this pass and not
+    flagged (a click may lie 2 mm off: the line through one says nothing)."""
+    endplate, side = name.split("_")
+    reference = f"{other_endplate(endplate)}_{side}"
+    near, far = f"inferior_{side}", f"inferior_{other_side(side)}"
+    if any(n not in v.out or v.out[n].flag is not None for n in {reference, near, far} - {name}):
         return None
-    behind = unit(v.refined["inferior_posterior"] - v.refined["inferior_anterior"])
-    if behind is None:
+    out_of_body = unit(v.refined[near] - v.refined[far])
+    if out_of_body is None:
         return None
-    return float(np.dot(v.refined["superior_posterior"] - v.refined["inferior_posterior"], behind))
+    return float(np.dot(v.refined[name] - v.refined[reference], out_of_body))
 
 
-def _reject_pedicles(v: _Vertebra) -> None:
-    """A superior posterior corner found beyond the line of the posterior wall
-    (:func:`_beyond_posterior_wall`, by more than :data:`_BEYOND_WALL_MM`)
-    followed the endplate's band onto the pedicle column behind the body
-    (the band's end searched along the endplate runs on where the pedicle
-    rises flush with the endplate): it is put back where it was placed and
-    flagged ``rejected_edge``."""
-    name = "superior_posterior"
-    if name not in v.corners or v.out[name].flag is not None:
-        return
-    beyond = _beyond_posterior_wall(v)
-    if beyond is not None and beyond > _BEYOND_WALL_MM:
-        v.set(name, Outcome(v.pts[name], False, RefineFlag.REJECTED_EDGE, v.out[name].score))
+def _reject_beyond_walls(v: _Vertebra) -> None:
+    """A corner found beyond the line of its wall (:func:`_beyond_wall`) is on
+    something outside the body; it is put back where it was placed and
+    flagged ``rejected_edge``.
+
+    More than :data:`_BEYOND_WALL_MM` behind (the superior posterior corner:
+    the inferior corners are clear of the pedicles): the endplate's band
+    followed onto a pedicle column rising flush with the endplate.  As far
+    in front (either anterior corner, against the other): a spur's tip, the
+    edge of the soft tissue in front of the body, or a rib's edge crossing
+    the corner, taken for the corner.
+    """
+    for name in ("superior_posterior", "superior_anterior", "inferior_anterior"):
+        if name not in v.corners or v.out[name].flag is not None:
+            continue
+        beyond = _beyond_wall(v, name)
+        if beyond is not None and beyond > _BEYOND_WALL_MM:
+            v.set(name, Outcome(v.pts[name], False, RefineFlag.REJECTED_EDGE, v.out[name].score))
 
 
 def _check_corners(v: _Vertebra) -> None:
@@ -773,7 +781,7 @@ def _one_pass(
     _first_corners(v)
     _first_middles(v)
     _reseed_corners(v)
-    _reject_pedicles(v)
+    _reject_beyond_walls(v)
     _check_corners(v)
     _final_middles(v)
     return v.out

@@ -848,7 +848,8 @@ _FLAG_TEXT = {
     "doubled": "two endplate contours: placed midway between them",
     "spur_excluded": "a spur beyond the wall was left out: corner on the body's outline",
     "unstable": "snapping again kept moving it: no single edge position",
-    "rejected_edge": "the edge found lies outside the body (pedicle, a neighbour's endplate)",
+    "rejected_edge": "the edge found lies outside the body (pedicle, spur tip, soft tissue, rib, "
+    "a neighbour's endplate)",
     "extrapolated": "predicted from levels on one side only: check it or place it yourself",
     "spacing_out_of_range": "the film's pixel spacing is implausible: nothing searched",
 }
