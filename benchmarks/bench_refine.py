@@ -25,9 +25,15 @@ Figures (targets in brackets):
 - proposal next to and at a fractured level: median point error
   [<= 1.0 mm], grade agreement [>= 90 %]; extrapolation from two levels
   [median <= 2 mm, or flagged];
-- a second refine moves no point more than 0.1 mm (phantom and CR films);
+- a second refine moves no point more than 0.1 mm (phantom and CR films): of
+  one refine per film, and of every refine from clicks (how many moved a
+  point, and whether its level had a point the first refine flagged with a
+  doubt);
 - from 20 starts, share of unflagged landmarks with a median spread of at
-  most 0.5 mm [>= 80 %];
+  most 0.5 mm [>= 80 %]; on the CR films, where every point is alone on its
+  level and so moved across its edge only (``weak_wall_edge``), how many end
+  within 0.5 mm of one line along the edge (median distance to it): that
+  they reach the same edge from every start, wherever along it;
 - time per point [< 10 ms on one core].
 
 Run::
@@ -252,11 +258,24 @@ def spread(positions: np.ndarray, cal: Calibration) -> float:
     return float(np.median([distance(p, med, cal) for p in positions]))
 
 
+def across_spread(positions: np.ndarray, cal: Calibration) -> float:
+    """Median distance (mm) of end positions (n, 2) px to the straight line that
+    fits them best (their principal axis): how far apart they end across the
+    edge they were moved onto, wherever along it."""
+    mm = positions * np.array([cal.col_spacing_mm, cal.row_spacing_mm])
+    centred = mm - mm.mean(axis=0)
+    normal = np.linalg.svd(centred, full_matrices=False)[2][-1]
+    return float(np.median(np.abs(centred @ normal)))
+
+
 def convergence(annotation: Annotation, image, cal: Calibration, starts: int, sigma, rng, radius):
     """Landmarks not flagged with a doubt in most runs (notes such as ``doubled``
-    do not count as doubts) whose 20-start spread is <= 0.5 mm."""
+    do not count as doubts) whose 20-start spread is <= 0.5 mm, and the
+    across-edge spreads (:func:`across_spread`) of those moved across their
+    edge only (``weak_wall_edge``) in most runs."""
     ends = defaultdict(list)
     flags = defaultdict(int)
+    across_only = defaultdict(int)
     for _ in range(starts):
         result = record(
             "start",
@@ -265,10 +284,12 @@ def convergence(annotation: Annotation, image, cal: Calibration, starts: int, si
         for m in result.moves:
             ends[(m.level, m.point)].append((m.x, m.y))
             flags[(m.level, m.point)] += is_doubt(m.flag)
+            across_only[(m.level, m.point)] += m.moved and m.flag == "weak_wall_edge"
     kept = [k for k in ends if flags[k] <= starts // 2]
     spreads = [spread(np.array(ends[k]), cal) for k in kept]
     ok = sum(s <= 0.5 for s in spreads)
-    return ok, len(kept), len(ends), spreads
+    across = [across_spread(np.array(ends[k]), cal) for k in ends if across_only[k] > starts // 2]
+    return ok, len(kept), len(ends), spreads, across
 
 
 def idempotence(start: Annotation, image, cal, radius) -> tuple[float, int]:
@@ -386,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     spur_along = []  # spur corners snapped from the true points: offset out along the endplate
     truth_moves, ant_bias, grade_pairs, flags = [], [], [], []
     second, conv_ok, conv_kept, conv_all, spreads_all = [], 0, 0, 0, []
+    second_all, second_levels = [], []  # second refine of each refine from clicks
     prop_next, prop_at, grade_next, grade_at = [], [], [], []
     extra_err, extra_flagged, extra_count = [], 0, 0
     seconds, cpu, points = 0.0, 0.0, 0
@@ -423,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             snapped = grades(result.annotation, cal)
             grade_pairs.extend((snapped[lv], true_grades[lv]) for lv in true_grades)
+            # a second refine of every refine from clicks
+            again = refine_annotation(result.annotation, pixels, cal, radius_mm=radius)
+            doubted = {m.level for m in result.moves if is_doubt(m.flag)}
+            moved = [m for m in again.moves if m.distance_mm > 0.1]
+            second_all.append(max(m.distance_mm for m in again.moves))
+            second_levels.extend(m.level in doubted for m in {m.level: m for m in moved}.values())
         # from the true points
         result = record("truth", refine_annotation(truth, pixels, cal, radius_mm=radius))
         truth_moves.extend(m.distance_mm for m in result.moves)
@@ -433,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         worst, _ = idempotence(perturb(truth, cal, args.sigma_mm, rng), pixels, cal, radius)
         second.append(worst)
         # 20 starts
-        ok, kept, total, spreads = convergence(
+        ok, kept, total, spreads, _ = convergence(
             truth, pixels, cal, args.starts, args.sigma_mm, rng, radius
         )
         conv_ok, conv_kept, conv_all = conv_ok + ok, conv_kept + kept, conv_all + total
@@ -520,6 +548,12 @@ def main(argv: list[str] | None = None) -> int:
         f"extrapolated; all {summary(extra_err)}"
     )
     print(f"second refine, phantom: max move per film {', '.join(f'{s:.3f}' for s in second)} mm")
+    moved_twice = sum(s > 0.1 for s in second_all)
+    print(
+        f"  of every refine from clicks: {moved_twice}/{len(second_all)} moved a point > 0.1 mm "
+        f"(max {max(second_all):.3f} mm); levels moving, {sum(second_levels)} of "
+        f"{len(second_levels)} with a point the first refine flagged with a doubt"
+    )
     sa = np.array(spreads_all) if spreads_all else np.zeros(1)
     print(
         f"20 starts, phantom: {conv_ok}/{conv_kept} unflagged landmarks converge to a median "
@@ -538,13 +572,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         worst = max(m.distance_mm for m in twice.moves)
         big = sum(m.distance_mm > 0.1 for m in twice.moves)
-        ok, kept, total, _ = convergence(
+        ok, kept, total, _, across = convergence(
             first.annotation, film, cal_n, args.starts, args.sigma_mm, crng, radius
         )
+        across_median = float(np.median(across)) if across else float("nan")
         print(
             f"CR film {name} ({total} points on cortical edges, each alone, at a nominal "
             f"{nominal} mm/px): second refine max {worst:.3f} mm, {big} moved > 0.1 mm; "
-            f"20 starts: {ok}/{kept} unflagged converge ({total - kept} flagged in most runs)"
+            f"20 starts: {ok}/{kept} unflagged converge ({total - kept} flagged in most runs); "
+            f"moved across their edge only (weak_wall_edge) in most runs: "
+            f"{sum(a <= 0.5 for a in across)}/{len(across)} end within 0.5 mm of one line "
+            f"along the edge (median distance {across_median:.3f} mm)"
         )
     print(
         f"time per point: {1000 * seconds / points:.2f} ms wall, {1000 * cpu / points:.2f} ms CPU "

@@ -352,6 +352,33 @@ def test_a_point_the_pass_from_its_new_place_doubts_is_left_at_the_click():
     assert max(m.distance_mm for m in twice.moves) <= 0.1
 
 
+def test_a_vertebra_whose_points_wander_by_less_than_the_search_resolves_is_a_fixed_point():
+    """L4 of a film like the benchmark's third (a 35 % wedge of L1): its
+    superior anterior corner and middle point kept moving, by less than
+    KEEP_MM from pass to pass, and were put back at their clicks with the
+    others refined around where they had been; a second refine moved the
+    corner 3.4 mm.  Their last such start is kept, flagged ``unstable``:
+    a second refine moves nothing."""
+    wedge = Fracture(level="L1", kind="wedge", loss_pct=35.0)
+    spec, film, cal = _typical_film(303, facing="right", dose=1.0, fracture=wedge)
+    offsets_px = {
+        "superior_anterior": (-5.68, 13.92),
+        "superior_middle": (-5.8, 13.82),
+        "superior_posterior": (0.08, -14.83),
+        "inferior_anterior": (19.54, -8.6),
+        "inferior_middle": (5.44, 15.05),
+        "inferior_posterior": (-4.72, -10.86),
+    }
+    start, _ = _clicked(spec, film, "L4", offsets_px)
+    pixels = film.pixels.astype(np.float32)
+    once = refine_annotation(start, pixels, cal)
+    assert once.move("L4", "superior_anterior").flag == "unstable"
+    twice = refine_annotation(once.annotation, pixels, cal)
+    assert max(m.distance_mm for m in twice.moves) <= 0.1, [
+        (m.point, round(m.distance_mm, 3)) for m in twice.moves
+    ]
+
+
 def _without_doubt_off(film, once, level: str, points, limit_mm: float) -> list:
     """``points`` of ``level`` refined without a doubt yet further than
     ``limit_mm`` from the truth: (point, error, flag)."""

@@ -111,7 +111,13 @@ moving has no single position the edges support: it is put back where it
 was placed and the passes are repeated with the other points settled (the
 vertebra as it would be returned must itself be a fixed point), a second
 round; one that never settles is left where it was placed and flagged
-``unstable``.  Likewise a point that one pass moved without a doubt and a
+``unstable``.  Points that keep moving by no more than 0.25 mm from where
+a pass began (wandering or cycling by less than the search tells apart)
+are left where the last such pass began, flagged ``unstable``: a second
+refine keeps that vertebra (put back at their clicks, with the others
+refined around where they had been, the vertebra was no fixed point).  A
+point found on an edge outside the body (``rejected_edge``) goes back where
+it was placed for the passes that follow too.  Likewise a point that one pass moved without a doubt and a
 later pass, from where it was moved, finds only with one (a weak wall, an
 ambiguous or no edge): nothing confirms the edge it was moved onto, so it
 is left where it was placed with that flag (it used to keep the first move,

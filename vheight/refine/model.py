@@ -95,7 +95,9 @@ class RefineFlag(enum.StrEnum):
     several millimetres off)."""
     UNSTABLE = "unstable"
     """Refining from its own result kept moving the point (no single position
-    the edges support, e.g. between two candidate contours): left alone."""
+    the edges support, e.g. between two candidate contours): left alone; or,
+    when it moved by no more than 0.25 mm from pass to pass (less than the
+    search tells apart), left where the last such pass began."""
     DOUBLED = "doubled"
     """Moved: the endplate shows two contours (a tilted or concave endplate's
     two rims), the point lies midway between them (measurements.md)."""
