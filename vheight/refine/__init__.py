@@ -117,11 +117,12 @@ are left where the last such pass began, flagged ``unstable``: a second
 refine keeps that vertebra (put back at their clicks, with the others
 refined around where they had been, the vertebra was no fixed point).  A
 point found on an edge outside the body (``rejected_edge``) goes back where
-it was placed for the passes that follow too.  Likewise a point that one pass moved without a doubt and a
-later pass, from where it was moved, finds only with one (a weak wall, an
-ambiguous or no edge): nothing confirms the edge it was moved onto, so it
-is left where it was placed with that flag (it used to keep the first move,
-unflagged or with its place along the endplate from that move).  A pass is
+it was placed for the passes that follow too.  Likewise a point that one
+pass moved without a doubt and a later pass, from where it was moved, finds
+only with one (a weak wall, an ambiguous or no edge): nothing confirms the
+edge it was moved onto, so it is left where it was placed with that flag (it
+used to keep the first move, unflagged or with its place along the endplate
+from that move).  A pass is
 a function of the points it starts from and of the image alone, not of the
 patch searched: the patch lies on a grid of 128 pixels and its slow
 background is reduced by a power of two on the image's own grid (so two
