@@ -106,34 +106,35 @@ result until a pass moves no point more than 0.08 mm (at most five passes),
 and the position that pass started from, a verified fixed point, is the
 result; a vertebra whose first pass moves no point more than 0.25 mm (the
 precision of the search) keeps its points exactly where they are.  So
-refining a refined annotation leaves it where it is.  A point that keeps
-moving has no single position the edges support: it is put back where it
-was placed and the passes are repeated with the other points settled (the
-vertebra as it would be returned must itself be a fixed point), a second
-round; one that never settles is left where it was placed and flagged
-``unstable``.  Points that keep moving by no more than 0.25 mm from where
-a pass began (wandering or cycling by less than the search tells apart)
-are left where the last such pass began, flagged ``unstable``: a second
-refine keeps that vertebra (put back at their clicks, with the others
-refined around where they had been, the vertebra was no fixed point).  A
-point found on an edge outside the body (``rejected_edge``) goes back where
-it was placed for the passes that follow too.  Likewise a point that one
-pass moved without a doubt and a later pass, from where it was moved, finds
-only with one (a weak wall, an ambiguous or no edge): nothing confirms the
-edge it was moved onto, so it is left where it was placed with that flag (it
-used to keep the first move, unflagged or with its place along the endplate
-from that move).  A pass is
-a function of the points it starts from and of the image alone, not of the
-patch searched: the patch lies on a grid of 128 pixels and its slow
-background is reduced by a power of two on the image's own grid (so two
-patches agree where they overlap), and each pass takes its edge threshold
-from the noise around its own starting points, sampled on the image's grid.
-So the pass that found a fixed point is repeated exactly by a second refine
-from it (which then keeps every point), and a vertebra left with unstable
-points is refined again exactly as its last round was.  A broad fall (a
-dense ramp of cement or sclerosis under the endplate) is located on the
-fine scale's own maximum, even at the border of its window, so it does not
-flip between the coarse and the fine peak with the start.
+refining a refined annotation leaves it where it is (on the benchmark's
+films, not always where a point flagged with a doubt flips between two edges
+from round to round).  A point that keeps moving has no single position the
+edges support: it is put back where it was placed and the passes are
+repeated with the other points settled (the vertebra as it would be returned
+must itself be a fixed point), a second round; one that never settles is
+left where it was placed and flagged ``unstable``. Points that keep moving
+by no more than 0.25 mm from where a pass began (wandering or cycling by
+less than the search tells apart) are left where the last such pass began,
+flagged ``unstable``: a second refine keeps that vertebra (put back at their
+clicks, with the others refined around where they had been, the vertebra was
+no fixed point).  A point found on an edge outside the body
+(``rejected_edge``) goes back where it was placed for the passes that follow
+too.  Likewise a point that one pass moved without a doubt and a later pass,
+from where it was moved, finds only with one (a weak wall, an ambiguous or
+no edge): nothing confirms the edge it was moved onto, so it is left where
+it was placed with that flag (it used to keep the first move, unflagged or
+with its place along the endplate from that move).  A pass is a function of
+the points it starts from and of the image alone, not of the patch searched:
+the patch lies on a grid of 128 pixels and its slow background is reduced by
+a power of two on the image's own grid (so two patches agree where they
+overlap), and each pass takes its edge threshold from the noise around its
+own starting points, sampled on the image's grid. So the pass that found a
+fixed point is repeated exactly by a second refine from it (which then keeps
+every point), and a vertebra left with unstable points is refined again
+exactly as its last round was.  A broad fall (a dense ramp of cement or
+sclerosis under the endplate) is located on the fine scale's own maximum,
+even at the border of its window, so it does not flip between the coarse and
+the fine peak with the start.
 
 The endplate normal of a point is perpendicular to the line through the
 corners of its endplate and points away from the centre of the vertebra's
