@@ -352,6 +352,19 @@ def test_a_point_the_pass_from_its_new_place_doubts_is_left_at_the_click():
     assert max(m.distance_mm for m in twice.moves) <= 0.1
 
 
+def test_one_anterior_corner_snapped_alone_is_checked_against_the_placed_wall():
+    """The editor's "snap this point": L2's inferior anterior corner of a film
+    like the benchmark's seventh (soft tissue in front of every body), snapped
+    alone from its true place, went 4 mm out along the endplate onto a spur's
+    tip, unflagged: the wall check took only corners refined in the same pass.
+    The corners not being refined are where the reader put them, and serve."""
+    spec, film, cal = _typical_film(307, facing="right", dose=1.0, soft_tissue=True)
+    start, _ = _clicked(spec, film, "L2", dict.fromkeys(POINT_NAMES, (0.0, 0.0)))
+    pixels = film.pixels.astype(np.float32)
+    once = refine_annotation(start, pixels, cal, levels=["L2"], points=["inferior_anterior"])
+    assert _without_doubt_off(film, once, "L2", ["inferior_anterior"], 1.0) == []
+
+
 def test_a_vertebra_whose_points_wander_by_less_than_the_search_resolves_is_a_fixed_point():
     """L4 of a film like the benchmark's third (a 35 % wedge of L1): its
     superior anterior corner and middle point kept moving, by less than

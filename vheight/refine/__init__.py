@@ -75,7 +75,9 @@ Per point
   posterior corner followed the endplate's band onto a pedicle column
   rising flush with the endplate; in front, an anterior corner took a
   spur's tip, the edge of the soft tissue in front of the body, or a rib's
-  edge crossing the corner.
+  edge crossing the corner.  The other corners serve as refined in the same
+  pass (when not flagged), or as placed when they are not being refined (a
+  snap of one point).
 - Second chance: a point whose own search window holds no edge (placed
   further than the radius from it) is searched again from where the
   vertebra's refined landmarks put it; it is then reported ``reseeded`` and

@@ -677,11 +677,14 @@ def _beyond_wall(v: _Vertebra, name: str) -> float | None:
     posterior corner, in front for an anterior one).  A wedge or crush tilts
     the superior endplate, not the walls against the inferior one.  None
     unless the other corners involved were refined in this pass and not
-    flagged (a click may lie 2 mm off: the line through one says nothing)."""
+    flagged (a click may lie 2 mm off: the line through one says nothing),
+    or are not being refined at all (where the reader put them: a snap of
+    one point)."""
     endplate, side = name.split("_")
     reference = f"{other_endplate(endplate)}_{side}"
     near, far = f"inferior_{side}", f"inferior_{other_side(side)}"
-    if any(n not in v.out or v.out[n].flag is not None for n in {reference, near, far} - {name}):
+    involved = {reference, near, far} - {name}
+    if any(n not in v.refined or (n in v.out and v.out[n].flag is not None) for n in involved):
         return None
     out_of_body = unit(v.refined[near] - v.refined[far])
     if out_of_body is None:
