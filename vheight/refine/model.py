@@ -109,9 +109,9 @@ class RefineFlag(enum.StrEnum):
     the body's: a corner more than 2 mm beyond the line of its wall (a
     superior posterior corner on the pedicle column behind the body; an
     anterior corner on a spur's tip, the soft tissue's edge or a rib's edge in
-    front of it); a proposed point
-    snapped to within 2 mm of an annotated neighbour's facing point on its
-    side (the neighbour's edge across the disc).  Rejected: point left alone
+    front of it); a proposed point snapped to within 2 mm of an annotated
+    neighbour's facing point on its side (the neighbour's edge across the
+    disc).  Rejected: point left alone
     (a proposed point: where it was aligned)."""
     SPACING_OUT_OF_RANGE = "spacing_out_of_range"
     """The pixel spacing is outside the range the search works with

@@ -849,8 +849,9 @@ def _converge(
         for n in names:
             if again[n].flag is RefineFlag.REJECTED_EDGE:
                 # The edge it was moved onto is not the body's: back to where
-                # it was placed, for the passes that follow too (left where
-                # the pass began, the others were refined around that edge).
+                # this round began (where it was placed, or where the first
+                # round settled it), for the passes that follow too (left
+                # where the pass began, the others were refined around it).
                 again[n].position = pts[n].copy()
         moving = _moved_beyond(again, current, FIXED_POINT_MM)
         for n in names:
@@ -881,12 +882,11 @@ def _converge(
             elif again[n].moved:
                 again[n].reseeded = again[n].reseeded or out[n].reseeded
                 out[n] = again[n]
-    else:
-        if kept is not None:
-            # Still moving, but a pass from ``kept`` moved nothing further
-            # than KEEP_MM: a second refine keeps it.  It is the result, the
-            # points that pass still moved flagged ``unstable``.
-            return kept, {}
+    if moving and kept is not None:
+        # Still moving, but a pass from ``kept`` moved nothing further than
+        # KEEP_MM: a second refine keeps it.  It is the result, the points
+        # that pass still moved flagged ``unstable``.
+        return kept, {}
     return out, {n: RefineFlag.UNSTABLE for n in moving} | doubted
 
 
