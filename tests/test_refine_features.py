@@ -352,6 +352,19 @@ def test_a_point_the_pass_from_its_new_place_doubts_is_left_at_the_click():
     assert max(m.distance_mm for m in twice.moves) <= 0.1
 
 
+def _without_doubt_off(film, once, level: str, points, limit_mm: float) -> list:
+    """``points`` of ``level`` refined without a doubt yet further than
+    ``limit_mm`` from the truth: (point, error, flag)."""
+    truth = film.landmarks[level]
+    spacing = np.array([film.col_spacing_mm, film.row_spacing_mm])
+    out = []
+    for move in (once.move(level, name) for name in points):
+        error = float(np.hypot(*((np.asarray(move.xy) - truth[move.point]) * spacing)))
+        if not is_doubt(move.flag) and error > limit_mm:
+            out.append((move.point, round(error, 2), move.flag))
+    return out
+
+
 def test_one_anterior_corner_snapped_alone_is_checked_against_the_placed_wall():
     """The editor's "snap this point": L2's inferior anterior corner of a film
     like the benchmark's seventh (soft tissue in front of every body), snapped
@@ -390,19 +403,6 @@ def test_a_vertebra_whose_points_wander_by_less_than_the_search_resolves_is_a_fi
     assert max(m.distance_mm for m in twice.moves) <= 0.1, [
         (m.point, round(m.distance_mm, 3)) for m in twice.moves
     ]
-
-
-def _without_doubt_off(film, once, level: str, points, limit_mm: float) -> list:
-    """``points`` of ``level`` refined without a doubt yet further than
-    ``limit_mm`` from the truth: (point, error, flag)."""
-    truth = film.landmarks[level]
-    spacing = np.array([film.col_spacing_mm, film.row_spacing_mm])
-    out = []
-    for move in (once.move(level, name) for name in points):
-        error = float(np.hypot(*((np.asarray(move.xy) - truth[move.point]) * spacing)))
-        if not is_doubt(move.flag) and error > limit_mm:
-            out.append((move.point, round(error, 2), move.flag))
-    return out
 
 
 @pytest.mark.parametrize(
