@@ -883,6 +883,32 @@ def test_snap_the_selected_point_back_to_the_edge(app, store_dir):
     )
 
 
+def test_snap_a_point_already_on_its_edge_says_so(app, store_dir):
+    """The sample's points lie on their edges: snapping one moves nothing, and
+    the app says so (it had said "snapped: moved 0.00 mm", as if it moved)."""
+    slot = _slot(app, "pre")
+    points = slot.annotation.vertebrae
+    app.session_state[widget_key(slot, "editor")] = {
+        "edit": {
+            "rev": 1,
+            "vertebrae": {
+                lvl: {n: list(xy) for n, xy in pts.items()} for lvl, pts in points.items()
+            },
+            "calibration_line": None,
+            "selected": {"level": "L2", "name": "superior_anterior", "seq": 1},
+        }
+    }
+    app.run()
+    slot = _slot(app, "pre")
+    before, epoch = slot.annotation.vertebrae, slot.epoch
+    app.button(key=widget_key(slot, "snap_point")).click().run()
+    assert not app.exception and not app.error
+    slot = _slot(app, "pre")
+    assert slot.annotation.vertebrae == before and slot.epoch == epoch
+    assert any("already lies on its edge" in s.value for s in app.info)
+    assert not any("snapped" in s.value for s in app.success)
+
+
 @pytest.mark.parametrize(
     ("button", "moves"),
     [

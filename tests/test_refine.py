@@ -250,6 +250,18 @@ def test_accurate_points_stay_accurate():
     assert all(m.flag is None for m in result.moves)
 
 
+def test_points_kept_where_they_were_are_not_reported_moved():
+    """A refined vertebra refined again keeps every point where it is; the
+    report said all of them "moved" (by a rounding error of 1e-13 px), so the
+    command and the app counted every point as moved when none had."""
+    image, truth, cal = body_film(seed=2)
+    once = refine_annotation(perturbed(truth, cal, 1.5, seed=11), image, cal)
+    twice = refine_annotation(once.annotation, image, cal)
+    kept = [m for m in twice.moves if m.distance_px == 0]
+    assert kept and not any(m.moved for m in kept)
+    assert twice.moved_count == sum(m.distance_px > 0 for m in twice.moves)
+
+
 def test_moves_are_reported_in_px_and_mm():
     image, truth, cal = body_film(row_mm=0.1, col_mm=0.2, seed=2)
     start = perturbed(truth, cal, 1.0, seed=3)

@@ -269,6 +269,16 @@ def test_snap_a_dragged_point_back_then_undo(app_server, page, shots):
     )
     page.screenshot(path=str(shots / "08-point-snapped.png"))
 
+    # Snapped again, the point already lies on its edge: nothing moves, and the app says so.
+    table = _row(page, level)()
+    expect(point_button).to_be_enabled()
+    point_button.click()
+    expect(panel.get_by_test_id("stAlertContentInfo").first).to_contain_text(
+        "already lies on its edge"
+    )
+    assert _row(page, level)() == table
+    page.screenshot(path=str(shots / "09-point-already-on-edge.png"))
+
 
 def test_report_and_dicom_downloads_are_made_on_click(app_server, browser):
     context = browser.new_context(viewport={"width": 1600, "height": 1150}, accept_downloads=True)

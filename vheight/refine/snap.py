@@ -107,11 +107,20 @@ def check_radius(radius_mm: float) -> float:
     return float(radius_mm)
 
 
+_SAME_PX = 1e-6
+"""A point no further than this (px) from where it was placed has not moved."""
+
+
 def point_move(
     level: str, name: str, before: tuple[float, float], outcome: Outcome, image: PreparedImage,
     calibrated: bool,
 ) -> PointMove:  # fmt: skip
     x, y = image.to_px(outcome.position) if outcome.moved else before
+    # A point kept where it was (a vertebra already on its edges keeps every
+    # point) comes back through mm with a rounding error of 1e-13 px: not moved.
+    moved = bool(outcome.moved) and math.hypot(x - before[0], y - before[1]) > _SAME_PX
+    if not moved:
+        x, y = before
     dist_mm = None
     if calibrated:
         dist_mm = math.hypot((x - before[0]) * image.col_mm, (y - before[1]) * image.row_mm)
@@ -123,7 +132,7 @@ def point_move(
         x=float(x),
         y=float(y),
         distance_mm=dist_mm,
-        moved=bool(outcome.moved),
+        moved=moved,
         flag=_flag(outcome),
         edge_score=outcome.score,
         reseeded=outcome.reseeded,

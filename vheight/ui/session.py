@@ -29,7 +29,13 @@ from vheight.calibration import Calibration
 from vheight.errors import AnnotationError, CalibrationError, VHeightError
 from vheight.film import Film
 from vheight.loader import load_film
-from vheight.refine import DEFAULT_RADIUS_MM, RefineResult, propose_level_result, refine_annotation
+from vheight.refine import (
+    DEFAULT_RADIUS_MM,
+    RefineResult,
+    is_doubt,
+    propose_level_result,
+    refine_annotation,
+)
 from vheight.ui.editor import EditorState
 from vheight.ui.films import (
     OpenedFilm,
@@ -882,6 +888,10 @@ def snap_selected_point(timepoint: str) -> None:
         return
     move = result.move(level, name)
     _remember_refinement(slot, f"Snap {level} {name}", result)
+    if not move.moved and not is_doubt(move.flag):
+        detail = f" ({_FLAG_TEXT[move.flag]})" if move.flag in _FLAG_TEXT else ""
+        note(timepoint, "info", f"{level} {name} already lies on its edge{detail}: not moved.")
+        return
     if not move.moved:
         why = _FLAG_TEXT.get(str(move.flag), str(move.flag or "no edge found"))
         note(timepoint, "warning", f"{level} {name} was left where it is: {why}.")
