@@ -271,8 +271,9 @@ def across_spread(positions: np.ndarray, cal: Calibration) -> float:
 def convergence(annotation: Annotation, image, cal: Calibration, starts: int, sigma, rng, radius):
     """Landmarks not flagged with a doubt in most runs (notes such as ``doubled``
     do not count as doubts) whose 20-start spread is <= 0.5 mm, and the
-    across-edge spreads (:func:`across_spread`) of those moved across their
-    edge only (``weak_wall_edge``) in most runs."""
+    across-edge spreads (:func:`across_spread`) of those flagged
+    ``weak_wall_edge`` in most runs (moved across their edge only, or kept
+    where they already lay on it)."""
     ends = defaultdict(list)
     flags = defaultdict(int)
     across_only = defaultdict(int)
@@ -284,7 +285,7 @@ def convergence(annotation: Annotation, image, cal: Calibration, starts: int, si
         for m in result.moves:
             ends[(m.level, m.point)].append((m.x, m.y))
             flags[(m.level, m.point)] += is_doubt(m.flag)
-            across_only[(m.level, m.point)] += m.moved and m.flag == "weak_wall_edge"
+            across_only[(m.level, m.point)] += m.flag == "weak_wall_edge"
     kept = [k for k in ends if flags[k] <= starts // 2]
     spreads = [spread(np.array(ends[k]), cal) for k in kept]
     ok = sum(s <= 0.5 for s in spreads)
@@ -580,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             f"CR film {name} ({total} points on cortical edges, each alone, at a nominal "
             f"{nominal} mm/px): second refine max {worst:.3f} mm, {big} moved > 0.1 mm; "
             f"20 starts: {ok}/{kept} unflagged converge ({total - kept} flagged in most runs); "
-            f"moved across their edge only (weak_wall_edge) in most runs: "
+            f"across their edge only (weak_wall_edge) in most runs: "
             f"{sum(a <= 0.5 for a in across)}/{len(across)} end within 0.5 mm of one line "
             f"along the edge (median distance {across_median:.3f} mm)"
         )
