@@ -449,9 +449,9 @@ def main(argv: list[str] | None = None) -> int:
             # a second refine of every refine from clicks
             again = refine_annotation(result.annotation, pixels, cal, radius_mm=radius)
             doubted = {m.level for m in result.moves if is_doubt(m.flag)}
-            moved = [m for m in again.moves if m.distance_mm > 0.1]
+            moving = {m.level for m in again.moves if m.distance_mm > 0.1}
             second_all.append(max(m.distance_mm for m in again.moves))
-            second_levels.extend(m.level in doubted for m in {m.level: m for m in moved}.values())
+            second_levels.extend(level in doubted for level in moving)
         # from the true points
         result = record("truth", refine_annotation(truth, pixels, cal, radius_mm=radius))
         truth_moves.extend(m.distance_mm for m in result.moves)

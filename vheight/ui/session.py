@@ -888,16 +888,15 @@ def snap_selected_point(timepoint: str) -> None:
         return
     move = result.move(level, name)
     _remember_refinement(slot, f"Snap {level} {name}", result)
-    if not move.moved and not is_doubt(move.flag):
-        detail = f" ({_FLAG_TEXT[move.flag]})" if move.flag in _FLAG_TEXT else ""
-        note(timepoint, "info", f"{level} {name} already lies on its edge{detail}: not moved.")
-        return
+    detail = f" ({_FLAG_TEXT[move.flag]})" if move.flag in _FLAG_TEXT else ""
     if not move.moved:
-        why = _FLAG_TEXT.get(str(move.flag), str(move.flag or "no edge found"))
-        note(timepoint, "warning", f"{level} {name} was left where it is: {why}.")
+        if not is_doubt(move.flag):
+            note(timepoint, "info", f"{level} {name} already lies on its edge{detail}: not moved.")
+        else:
+            why = _FLAG_TEXT.get(str(move.flag), str(move.flag))
+            note(timepoint, "warning", f"{level} {name} was left where it is: {why}.")
         return
     commit(slot, slot.annotation.with_point(level, name, move.xy), python_change=True)
-    detail = f" ({_FLAG_TEXT[move.flag]})" if move.flag in _FLAG_TEXT else ""
     note(
         timepoint,
         "success",
