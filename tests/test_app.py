@@ -193,6 +193,38 @@ def test_the_first_film_is_not_held_back_by_the_others(store_dir, fresh_server):
     assert set(again.session_state["vh.slots"]) == {"pre", "post", "followup"}
 
 
+def test_a_run_stopped_while_a_deferred_sample_opens_leaves_it_to_the_next(
+    store_dir, fresh_server, monkeypatch
+):
+    """Every read of the session state is a point where Streamlit stops a run (a
+    click on a tab, say).  A run stopped while the follow-up sample was being
+    opened must leave it for the next run: it was once dropped from the films
+    waiting and never opened."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from vheight.ui import session
+
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert set(at.session_state["vh.slots"]) == {"pre"}
+    original = session.initial_annotation
+    stopped = []
+
+    def stopped_once(opened, store, timepoint, **kwargs):
+        if timepoint == "followup" and not stopped:
+            stopped.append(timepoint)
+            raise StopException()  # what a reader's click does at this yield point
+        return original(opened, store, timepoint, **kwargs)
+
+    monkeypatch.setattr(session, "initial_annotation", stopped_once)
+    at.run()
+    assert stopped == ["followup"]
+    assert set(at.session_state["vh.slots"]) == {"pre", "post"}
+    at.run()
+    assert not at.exception, at.exception
+    assert _names(at) == {"pre": "pre.dcm", "post": "post.dcm", "followup": "followup.dcm"}
+    assert "vh.samples.deferred" not in at.session_state
+
+
 def test_a_film_opened_before_its_deferred_sample_is_kept(store_dir, fresh_server):
     """A film uploaded as "Post" before the sample post film was decoded stays open."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()

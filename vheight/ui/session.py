@@ -360,10 +360,6 @@ def _default_level(annotation: Annotation) -> str:
 
 def open_into(timepoint: str, opened: OpenedFilm) -> Slot:
     """Open ``opened`` at ``timepoint`` with its stored / sidecar / new annotation."""
-    deferred = st.session_state.get(_DEFERRED)
-    if deferred:
-        # A film opened here before its deferred sample: the sample never replaces it.
-        st.session_state[_DEFERRED] = [(tp, path) for tp, path in deferred if tp != timepoint]
     initial = initial_annotation(opened, store(), timepoint, reader=reader() or None)
     slot = Slot(
         timepoint=timepoint,
@@ -410,8 +406,14 @@ def open_deferred_samples(*, unless_awaited: bool = False) -> bool:
     report.  ``unless_awaited`` (the end of a page run) leaves them while such
     a report is awaited.  Returns whether any film was opened.
 
+    A timepoint with a film open (one the reader opened first, or this sample
+    opened by a run stopped before it could take it off the list) keeps it.
+
     A run stopped meanwhile (the reader opened a tab) leaves the films not yet
-    opened to the next run.
+    opened to the next run.  Streamlit may stop a run at any read or write of
+    the session state, so a film leaves the list only once it is open (or its
+    error is shown): taken off first, it was lost when the run stopped while
+    opening it.
     """
     state = st.session_state
     if unless_awaited and state.get(_AWAIT_FRAME):
@@ -419,11 +421,10 @@ def open_deferred_samples(*, unless_awaited: bool = False) -> bool:
     opened = False
     while state.get(_DEFERRED):
         timepoint, path = state[_DEFERRED][0]
-        _open_sample(timepoint, path)
-        # Off the list once tried (open_into drops it too, but a film that could
-        # not be opened, its error flashed, never reaches open_into).
+        if get_slot(timepoint) is None:
+            _open_sample(timepoint, path)
+            opened = True
         state[_DEFERRED] = [(tp, p) for tp, p in state[_DEFERRED] if tp != timepoint]
-        opened = True
     state.pop(_DEFERRED, None)
     state.pop(_AWAIT_FRAME, None)
     return opened
@@ -595,13 +596,16 @@ def pending_open() -> dict[str, Any] | None:
 def confirm_pending(timepoint: str | None = None) -> None:
     """Open the waiting film at its timepoint (replacing that film), or at ``timepoint``."""
     state = st.session_state
-    pending = state.pop(PENDING, None)
+    pending = state.get(PENDING)
     if pending is None:
         return
+    # Forgotten once open: a run stopped while opening it (any read of the
+    # session state may stop one) leaves the question for the next.
     if pending.get("samples"):
         open_samples()
-        return
-    _open_read(pending["opened"], timepoint or pending["timepoint"])
+    else:
+        _open_read(pending["opened"], timepoint or pending["timepoint"])
+    state.pop(PENDING, None)
 
 
 def cancel_pending() -> None:
