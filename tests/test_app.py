@@ -340,6 +340,42 @@ def test_opening_into_a_held_timepoint_asks_first(app):
     assert _slot(app, "pre").opened.name == "pre.dcm"
 
 
+def test_a_run_stopped_while_replacing_keeps_the_question(app, monkeypatch):
+    """The "Replace" click stopped while the film opens: the film open
+    stays, and the question stays to be answered again (it was once forgotten,
+    the uploaded film with it)."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from vheight.ui import session
+
+    image = np.zeros((300, 200), np.uint8)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    before = _slot(app, "pre")
+    app.sidebar.selectbox(key="vh.upload.target").set_value("pre").run()
+    app.sidebar.file_uploader[0].set_value(("new.png", png.tobytes(), "image/png")).run()
+    original = session.initial_annotation
+    stopped = []
+
+    def stopped_once(*args, **kwargs):
+        if not stopped:
+            stopped.append(True)
+            raise StopException()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session, "initial_annotation", stopped_once)
+    app.sidebar.button(key="vh.pending.replace").click().run()
+    assert stopped and _slot(app, "pre") is before
+    assert app.session_state["vh.upload.pending"]["name"] == "new.png"
+    app.run()  # the run after: the question is shown again
+    question = " ".join(w.value.replace("\\", "") for w in app.sidebar.warning)
+    assert "new.png" in question
+    app.sidebar.button(key="vh.pending.replace").click().run()
+    assert not app.exception, app.exception
+    assert _slot(app, "pre").opened.name == "new.png"
+    assert "vh.upload.pending" not in app.session_state
+
+
 def test_an_edit_is_saved_to_the_store_at_once(app, store_dir):
     slot = _slot(app, "pre")
     level = slot.annotation.complete_levels[0]
