@@ -256,6 +256,15 @@ def test_refining_a_refined_annotation_moves_nothing(spur_film, doubled_film):
             assert max(m.distance_mm for m in twice.moves) <= 0.1
 
 
+# The benchmark's fourth film: a 30 % biconcave L2.
+_FILM_304 = dict(
+    seed=304,
+    facing="left",
+    dose=1.0,
+    fracture=Fracture(level="L2", kind="biconcave", loss_pct=30.0),
+)
+
+
 def _typical_film(seed: int, *, facing: str, dose: float, fracture=None, soft_tissue=False):
     """A film like the benchmark's (T11-L4, typical realism at ``seed``, an
     optional fracture, soft tissue in front of every body): its spec, the
@@ -408,6 +417,57 @@ def test_a_vertebra_whose_points_wander_by_less_than_the_search_resolves_is_a_fi
 @pytest.mark.parametrize(
     ("case", "level", "offsets_px"),
     [
+        # The inferior anterior corner (soft tissue in front, a weak wall) was
+        # put back at its click, unsettled; the others, refined around where it
+        # had been, moved on a second refine (the corner 2.1 mm).
+        pytest.param(
+            dict(seed=308, facing="left", dose=0.5, soft_tissue=True),
+            "L1",
+            {
+                "superior_anterior": (5.21, 2.73),
+                "superior_middle": (12.5, -8.23),
+                "superior_posterior": (-18.34, -3.62),
+                "inferior_anterior": (-2.34, 11.01),
+                "inferior_middle": (18.99, -11.61),
+                "inferior_posterior": (21.98, 13.92),
+            },
+            id="soft-tissue-corner-left-at-its-click",
+        ),
+        # Next to a 30 % biconcave L2: the superior anterior corner, left at
+        # its click with a weak wall, was found 2.6 mm away on a second refine.
+        pytest.param(
+            _FILM_304,
+            "L1",
+            {
+                "superior_anterior": (-8.25, 9.91),
+                "superior_middle": (1.63, -0.22),
+                "superior_posterior": (4.3, -8.4),
+                "inferior_anterior": (-8.01, -7.78),
+                "inferior_middle": (4.39, 3.01),
+                "inferior_posterior": (5.1, 9.52),
+            },
+            id="weak-wall-corner-next-to-a-fracture",
+        ),
+    ],
+)
+def test_a_vertebra_left_with_unsettled_points_is_refined_again_from_there(case, level, offsets_px):
+    """A vertebra with a point put back where it was placed, the others refined
+    around where it had been, was no fixed point.  It is refined again from
+    there, as a second refine would, before it is returned: a second refine
+    moves nothing."""
+    spec, film, cal = _typical_film(**case)
+    start, _ = _clicked(spec, film, level, offsets_px)
+    pixels = film.pixels.astype(np.float32)
+    once = refine_annotation(start, pixels, cal)
+    twice = refine_annotation(once.annotation, pixels, cal)
+    assert max(m.distance_mm for m in twice.moves) <= 0.1, [
+        (m.point, round(m.distance_mm, 3)) for m in twice.moves
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "level", "offsets_px"),
+    [
         # The spur check's wall line lay on the soft tissue's edge in front of
         # the body (the clicks tilted the wall), so the spur's tip was taken
         # for the corner: 3.3 mm in front, unflagged.
@@ -428,12 +488,7 @@ def test_a_vertebra_whose_points_wander_by_less_than_the_search_resolves_is_a_fi
         # osteoporotic body was taken for the endplate, from the true points:
         # 2.9 mm off, unflagged.
         pytest.param(
-            dict(
-                seed=304,
-                facing="left",
-                dose=1.0,
-                fracture=Fracture(level="L2", kind="biconcave", loss_pct=30.0),
-            ),
+            _FILM_304,
             "L1",
             dict.fromkeys(POINT_NAMES, (0.0, 0.0)),
             id="rib-edge-across-the-corner",

@@ -80,10 +80,9 @@ a few pixels larger), moves an endplate line by up to 0.2 mm."""
 MAX_PASSES = 5
 """Passes of a vertebra's refinement before a still-moving point is ``unstable``."""
 
-MAX_ROUNDS = 2
-"""Rounds of passes (:func:`refine_vertebra`): the second restarts from the
-first round's vertebra with its still-moving points put back where they were
-placed, which is where a second refine would start."""
+MAX_LOOKS = 2
+"""Refines of a vertebra left with unsettled points from where it would be
+returned (:func:`refine_vertebra`), until one keeps it."""
 
 # A cortex ending this far (mm) beyond the wall line is a spur, not the corner;
 # the wall line is then taken from profiles this far from the corner, mm.
@@ -849,9 +848,10 @@ def _converge(
         for n in names:
             if again[n].flag is RefineFlag.REJECTED_EDGE:
                 # The edge it was moved onto is not the body's: back to where
-                # this round began (where it was placed, or where the first
-                # round settled it), for the passes that follow too (left
-                # where the pass began, the others were refined around it).
+                # these passes began (where it was placed, or where an earlier
+                # refine of the vertebra left it), for the passes that follow
+                # too (left where the pass began, the others were refined
+                # around it).
                 again[n].position = pts[n].copy()
         moving = _moved_beyond(again, current, FIXED_POINT_MM)
         for n in names:
@@ -865,8 +865,8 @@ def _converge(
                 n: replace(
                     again[n],
                     position=current[n].copy(),
-                    # where ``current`` came from (``pts`` is where this
-                    # round began, not always where the point was placed)
+                    # where ``current`` came from (``pts`` is where these
+                    # passes began, not always where the point was placed)
                     moved=out[n].moved or bool(np.any(current[n] != pts[n])),
                     flag=RefineFlag.UNSTABLE if n in moving else again[n].flag,
                 )
@@ -913,36 +913,50 @@ def refine_vertebra(
     :data:`MAX_PASSES` passes), and a vertebra whose first pass moves no
     point more than :data:`KEEP_MM` is kept as it is, so refining a refined
     vertebra leaves it where it is.  A point still moving has no single
-    position the edge evidence supports: it is put back where it was placed
-    and the passes are repeated from there with the others settled
-    (:data:`MAX_ROUNDS`), so that the vertebra returned is itself a fixed
-    point, or is what a second refine would return again; a point that
-    never settles is left where it was placed and flagged ``unstable``, and
-    one whose move a later pass doubts (:func:`_converge`) with that doubt.
+    position the edge evidence supports: it is put back where it was placed,
+    flagged ``unstable``, and one whose move a later pass doubts
+    (:func:`_converge`) with that doubt.  The other points were refined
+    around where it had been, so the vertebra returned may not be a fixed
+    point.  It is therefore refined again from there, the search a second
+    refine would run, and returned once that refine keeps it (moves no point
+    more than :data:`FIXED_POINT_MM`, leaves none unsettled); else the
+    refine's result is looked at the same way, :data:`MAX_LOOKS` times, and
+    the last returned.
     """
     pts = {k: image.to_mm(xy) for k, xy in pts_px.items()}
     wanted = set(names)
     names = [n for n in POINT_NAMES if n in wanted and n in pts]
     if not names:
         return {}
+    out, unsettled = _settle(image, pts, names, radius_mm)
+    for _ in range(MAX_LOOKS):
+        if not unsettled:
+            break
+        at = {**pts, **{n: out[n].position for n in names}}
+        again, unsettled = _settle(image, at, names, radius_mm)
+        if not unsettled and not _moved_beyond(again, at, FIXED_POINT_MM):
+            break  # a second refine returns ``again``: ``out`` is (nearly) a fixed point
+        out = {n: replace(o, moved=bool(np.any(o.position != pts[n]))) for n, o in again.items()}
+    return out
+
+
+def _settle(
+    image: PreparedImage,
+    pts: dict[str, np.ndarray],
+    names: list[str],
+    radius_mm: float,
+) -> tuple[dict[str, Outcome], dict[str, RefineFlag]]:
+    """The passes of :func:`_converge` from ``pts``; the outcomes (the points
+    not settled put back where they were placed, with their flags) and the
+    points not settled."""
     # The patch holds the noise window of every pass: a pass starts at most
     # about twice the radius (and a millimetre) from where a point was placed.
     span = _reach_mm(radius_mm) + 2 * radius_mm + 1.0
     # Each pass takes its own threshold (:func:`_one_pass`).
     fld = make_field(image, np.array(list(pts.values())), span, threshold=False)
     if fld is None:
-        return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}
-    # A point still moving after the passes is left where it was placed; but
-    # the points of its vertebra that settled give it other directions than
-    # the clicks did, so that vertebra would not be a fixed point (a second
-    # refine would move it).  The passes are therefore repeated from the
-    # vertebra as it would be returned, until they end on a fixed point.
-    start = pts
-    for _ in range(MAX_ROUNDS):
-        out, unsettled = _converge(fld, image, start, names, radius_mm)
-        if not unsettled:
-            break
-        start = {**start, **{n: out[n].position for n in names if n not in unsettled}}
+        return {n: Outcome(pts[n], False, RefineFlag.OUTSIDE_IMAGE, None) for n in names}, {}
+    out, unsettled = _converge(fld, image, pts, names, radius_mm)
     for n, flag in unsettled.items():
         out[n] = Outcome(pts[n], False, flag, out[n].score)
-    return out
+    return out, unsettled
