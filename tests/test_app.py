@@ -225,6 +225,35 @@ def test_a_run_stopped_while_a_deferred_sample_opens_leaves_it_to_the_next(
     assert "vh.samples.deferred" not in at.session_state
 
 
+def test_a_message_shown_by_a_stopped_run_is_shown_again(app, monkeypatch):
+    """An upload's error (any tab's message) shown by a run that Streamlit then
+    stopped (the reader clicked meanwhile) is gone with that run's page: it
+    was taken off its queue all the same, and never read.  It stays queued
+    until its tab is drawn to the end."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from vheight.ui import readers
+
+    app.session_state["vh.flash"] = {"pre": [("error", "mine.dcm: not a DICOM file")]}
+    original = readers.copy_offer
+    stopped = []
+
+    def stopped_once(slot):
+        if not stopped:
+            stopped.append(True)
+            raise StopException()  # after the message was drawn
+        return original(slot)
+
+    monkeypatch.setattr(readers, "copy_offer", stopped_once)
+    app.run()
+    assert stopped
+    app.run()
+    assert not app.exception, app.exception
+    assert [e.value.replace("\\", "") for e in app.error] == ["mine.dcm: not a DICOM file"]
+    app.run()  # seen: not shown again
+    assert not app.error
+
+
 def test_a_film_opened_before_its_deferred_sample_is_kept(store_dir, fresh_server):
     """A film uploaded as "Post" before the sample post film was decoded stays open."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()

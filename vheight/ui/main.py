@@ -193,6 +193,7 @@ def _film_pages() -> None:
 @st.fragment
 def _film_fragment(timepoint: str) -> None:
     """One film's tab; an edit reruns only this fragment (the sidebar does not change)."""
+    session.begin_messages(timepoint)
     session.sync_editor(timepoint)
     slot = session.get_slot(timepoint)
     if slot is not None:
@@ -201,6 +202,7 @@ def _film_fragment(timepoint: str) -> None:
     _film_tab(timepoint, None if slot is None else _measure(slot))
     if slot is not None:
         session.remember_widgets(slot)
+    session.messages_shown(timepoint)  # drawn to the end: its messages were seen
 
 
 def _measure(slot: Slot) -> Any:

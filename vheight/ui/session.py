@@ -71,6 +71,8 @@ __all__ = [
     "commit",
     "flash",
     "take_flashes",
+    "begin_messages",
+    "messages_shown",
     "on_editor_edit",
     "on_editor_level",
     "sync_editor",
@@ -107,6 +109,8 @@ _DEFERRED = "vh.samples.deferred"
 #: deferred sample films are decoded then, not while the browser fetches it).
 _AWAIT_FRAME = "vh.samples.await_frame"
 _FLASH = "vh.flash"
+#: How many messages of each queue and tab the tab drawn now has shown.
+_TAKEN = "vh.messages.taken"
 UPLOAD_TARGET = "vh.upload.target"
 UPLOAD_NONCE = "vh.upload.nonce"
 UPLOAD_ERROR = "vh.upload.error"
@@ -306,8 +310,48 @@ def flash(timepoint: str, kind: str, text: str) -> None:
 
 
 def take_flashes(timepoint: str) -> list[tuple[str, str]]:
-    """The queued messages of a tab, removed from the queue."""
-    return st.session_state[_FLASH].pop(timepoint, [])
+    """The queued messages of a tab, to show; they leave the queue when the
+    tab has been drawn to the end (:func:`messages_shown`)."""
+    return _take(_FLASH, timepoint)
+
+
+def _take(queue: str, timepoint: str) -> list[tuple[str, str]]:
+    """The messages of ``timepoint`` in the queue under ``queue``, counted as taken."""
+    state = st.session_state
+    taken = list(state.setdefault(queue, {}).get(timepoint, ()))
+    state.setdefault(_TAKEN, {})[(queue, timepoint)] = len(taken)
+    return taken
+
+
+def begin_messages(timepoint: str) -> None:
+    """The tab of ``timepoint`` is drawn now: nothing of it is taken yet (a run
+    stopped meanwhile may have left counts of messages it took)."""
+    taken = st.session_state.setdefault(_TAKEN, {})
+    for name in (_FLASH, _NOTES):
+        taken.pop((name, timepoint), None)
+
+
+def messages_shown(timepoint: str) -> None:
+    """The tab of ``timepoint`` was drawn to its end: the messages it showed
+    (:func:`take_flashes`, :func:`take_notes`) leave their queues.
+
+    Streamlit may stop a run at any read or write of the session state (the
+    reader clicked meanwhile), and what a stopped run drew is replaced by the
+    next run's page: a message taken off its queue when shown was lost then,
+    an upload's error never read.  Kept until the tab is drawn to its end, it
+    is shown again by the next run.
+    """
+    state = st.session_state
+    taken = state.setdefault(_TAKEN, {})
+    for name in (_FLASH, _NOTES):
+        count = taken.pop((name, timepoint), 0)
+        queue = state.setdefault(name, {})
+        if count:
+            rest = queue.get(timepoint, [])[count:]
+            if rest:
+                queue[timepoint] = rest
+            else:
+                queue.pop(timepoint, None)
 
 
 # -- opening films -----------------------------------------------------------------------
@@ -779,8 +823,9 @@ def note(timepoint: str, kind: str, text: str) -> None:
 
 
 def take_notes(timepoint: str) -> list[tuple[str, str]]:
-    """The queued snap / proposal messages of a tab, removed from the queue."""
-    return st.session_state.setdefault(_NOTES, {}).pop(timepoint, [])
+    """The queued snap / proposal messages of a tab, to show; they leave the
+    queue when the tab has been drawn to the end (:func:`messages_shown`)."""
+    return _take(_NOTES, timepoint)
 
 
 def selected_point(slot: Slot) -> tuple[str, str] | None:
