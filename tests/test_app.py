@@ -153,6 +153,38 @@ def fresh_server(monkeypatch):
     session._cached_path_film.clear()
 
 
+def _blank_png() -> bytes:
+    """A black 300 x 200 PNG film."""
+    ok, png = cv2.imencode(".png", np.zeros((300, 200), np.uint8))
+    assert ok
+    return png.tobytes()
+
+
+def _upload_as(app, timepoint: str, name: str, data: bytes) -> None:
+    """Upload the PNG ``data`` as ``name`` into ``timepoint`` through the sidebar."""
+    app.sidebar.selectbox(key="vh.upload.target").set_value(timepoint).run()
+    app.sidebar.file_uploader[0].set_value((name, data, "image/png")).run()
+
+
+def _stop_once(monkeypatch, owner, name: str, *, when=lambda *args, **kwargs: True) -> list:
+    """Make ``owner.name`` stop the run (as Streamlit does at a session-state
+    access when the reader clicked meanwhile) the first time it is called
+    with arguments ``when`` accepts; returns the list of calls it stopped."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    original = getattr(owner, name)
+    stopped = []
+
+    def stopping(*args, **kwargs):
+        if not stopped and when(*args, **kwargs):
+            stopped.append((args, kwargs))
+            raise StopException()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, stopping)
+    return stopped
+
+
 def _names(at) -> dict[str, str]:
     """Timepoint -> the name of the film open there."""
     return {tp: slot.opened.name for tp, slot in at.session_state["vh.slots"].items()}
@@ -200,24 +232,18 @@ def test_a_run_stopped_while_a_deferred_sample_opens_leaves_it_to_the_next(
     click on a tab, say).  A run stopped while the follow-up sample was being
     opened must leave it for the next run: it was once dropped from the films
     waiting and never opened."""
-    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
-
     from vheight.ui import session
 
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert set(at.session_state["vh.slots"]) == {"pre"}
-    original = session.initial_annotation
-    stopped = []
-
-    def stopped_once(opened, store, timepoint, **kwargs):
-        if timepoint == "followup" and not stopped:
-            stopped.append(timepoint)
-            raise StopException()  # what a reader's click does at this yield point
-        return original(opened, store, timepoint, **kwargs)
-
-    monkeypatch.setattr(session, "initial_annotation", stopped_once)
+    stopped = _stop_once(
+        monkeypatch,
+        session,
+        "initial_annotation",
+        when=lambda opened, store, tp, **_: tp == "followup",
+    )
     at.run()
-    assert stopped == ["followup"]
+    assert [args[2] for args, _ in stopped] == ["followup"]
     assert set(at.session_state["vh.slots"]) == {"pre", "post"}
     at.run()
     assert not at.exception, at.exception
@@ -230,21 +256,10 @@ def test_a_message_shown_by_a_stopped_run_is_shown_again(app, monkeypatch):
     stopped (the reader clicked meanwhile) is gone with that run's page: it
     was taken off its queue all the same, and never read.  It stays queued
     until its tab is drawn to the end."""
-    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
-
     from vheight.ui import readers
 
     app.session_state["vh.flash"] = {"pre": [("error", "mine.dcm: not a DICOM file")]}
-    original = readers.copy_offer
-    stopped = []
-
-    def stopped_once(slot):
-        if not stopped:
-            stopped.append(True)
-            raise StopException()  # after the message was drawn
-        return original(slot)
-
-    monkeypatch.setattr(readers, "copy_offer", stopped_once)
+    stopped = _stop_once(monkeypatch, readers, "copy_offer")  # after the message was drawn
     app.run()
     assert stopped
     app.run()
@@ -258,11 +273,8 @@ def test_a_film_opened_before_its_deferred_sample_is_kept(store_dir, fresh_serve
     """A film uploaded as "Post" before the sample post film was decoded stays open."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert set(at.session_state["vh.slots"]) == {"pre"}
-    image = np.zeros((300, 200), np.uint8)
-    ok, png = cv2.imencode(".png", image)
-    assert ok
     at.session_state["vh.upload.target"] = "post"
-    at.sidebar.file_uploader[0].set_value(("mine.png", png.tobytes(), "image/png")).run()
+    at.sidebar.file_uploader[0].set_value(("mine.png", _blank_png(), "image/png")).run()
     assert not at.exception, at.exception
     assert _names(at) == {"pre": "pre.dcm", "post": "mine.png", "followup": "followup.dcm"}
     assert at.session_state.get("vh.upload.pending") is None  # nothing to confirm
@@ -343,12 +355,9 @@ def test_png_upload_opens_a_new_film_keyed_by_content(app, tmp_path):
 
 def test_opening_into_a_held_timepoint_asks_first(app):
     """A film uploaded as "Pre" while a pre film is open waits for an answer."""
-    image = np.zeros((300, 200), np.uint8)
-    ok, png = cv2.imencode(".png", image)
-    assert ok
+    png = _blank_png()
     before = _slot(app, "pre")
-    app.sidebar.selectbox(key="vh.upload.target").set_value("pre").run()
-    app.sidebar.file_uploader[0].set_value(("new.png", png.tobytes(), "image/png")).run()
+    _upload_as(app, "pre", "new.png", png)
     assert not app.exception
     assert _slot(app, "pre") is before  # nothing replaced yet
     question = " ".join(w.value.replace("\\", "") for w in app.sidebar.warning)
@@ -357,7 +366,7 @@ def test_opening_into_a_held_timepoint_asks_first(app):
     assert _slot(app, "pre") is before and not app.sidebar.warning
 
     # Ask again, then replace.
-    app.sidebar.file_uploader[0].set_value(("new.png", png.tobytes(), "image/png")).run()
+    app.sidebar.file_uploader[0].set_value(("new.png", png, "image/png")).run()
     app.sidebar.button(key="vh.pending.replace").click().run()
     assert not app.exception
     assert _slot(app, "pre").opened.name == "new.png"
@@ -373,26 +382,11 @@ def test_a_run_stopped_while_replacing_keeps_the_question(app, monkeypatch):
     """The "Replace" click stopped while the film opens: the film open
     stays, and the question stays to be answered again (it was once forgotten,
     the uploaded film with it)."""
-    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
-
     from vheight.ui import session
 
-    image = np.zeros((300, 200), np.uint8)
-    ok, png = cv2.imencode(".png", image)
-    assert ok
     before = _slot(app, "pre")
-    app.sidebar.selectbox(key="vh.upload.target").set_value("pre").run()
-    app.sidebar.file_uploader[0].set_value(("new.png", png.tobytes(), "image/png")).run()
-    original = session.initial_annotation
-    stopped = []
-
-    def stopped_once(*args, **kwargs):
-        if not stopped:
-            stopped.append(True)
-            raise StopException()
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(session, "initial_annotation", stopped_once)
+    _upload_as(app, "pre", "new.png", _blank_png())
+    stopped = _stop_once(monkeypatch, session, "initial_annotation")
     app.sidebar.button(key="vh.pending.replace").click().run()
     assert stopped and _slot(app, "pre") is before
     assert app.session_state["vh.upload.pending"]["name"] == "new.png"
@@ -902,11 +896,7 @@ def test_png_film_offers_no_dicom_export_and_says_why(deferred, app):
     from vheight.sr import SRExportError
     from vheight.ui import exports
 
-    image = np.zeros((300, 200), np.uint8)
-    ok, png = cv2.imencode(".png", image)
-    assert ok
-    app.sidebar.selectbox(key="vh.upload.target").set_value("followup").run()
-    app.sidebar.file_uploader[0].set_value(("lateral.png", png.tobytes(), "image/png")).run()
+    _upload_as(app, "followup", "lateral.png", _blank_png())
     app.sidebar.button(key="vh.pending.replace").click().run()
     coords = [(100, 100), (150, 98), (200, 96), (100, 180), (150, 185), (200, 190)]
     _edit(app, "followup", {"L1": dict(zip(POINT_NAMES, coords, strict=True))}, rev=1)
